@@ -1,0 +1,25 @@
+# The two commands a new user types: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+# One pip install for everything, torch included, so pip takes the pinned CPU wheel
+# rather than a multi-GB CUDA build. Re-runs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/adapterxfer demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) artifacts/demo
