@@ -1,0 +1,59 @@
+"""What an output folder holds, and its manifest: provenance, lineage and the sha256 of every file.
+
+A folder is written into a temporary sibling and renamed into place (see cache.atomic_dir),
+so a crash never leaves a half-written artifact. Reading verifies every hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Write manifest.json with the hash of every other file in ``folder``."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {"format_version": FORMAT_VERSION, **manifest,
+                "files": {str(p.relative_to(folder)): sha256_file(p) for p in files}}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def is_artifact(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def read_manifest(folder: str | Path, verify: bool = True) -> dict:
+    """Read and (by default) verify an artifact; any mismatch is a one-line UserError."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder} is not an adapterxfer artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if verify:
+        for name, expected in manifest.get("files", {}).items():
+            file = folder / name
+            if not file.is_file():
+                raise UserError(f"{folder}: file {name} listed in {MANIFEST} is missing")
+            if sha256_file(file) != expected:
+                raise UserError(f"{folder}: file {name} does not match its sha256 in {MANIFEST} (corrupt or tampered)")
+    return manifest

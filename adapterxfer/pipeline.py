@@ -1,0 +1,128 @@
+"""A phase end to end (validate, featurize, train, save, score) and model evaluation.
+
+These are the library entry points the CLI and the demo call.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, set_seed
+
+from . import artifacts, backbones, evaluate
+from .cache import atomic_dir
+from .config import RunConfig
+from .data.features import featurized
+from .errors import UserError
+from .kinds import KINDS
+from .modeling import encoder_model, task_model, trainable_parameters
+from .regimes import get_regime
+from .tasks import get_task
+from .train import fit
+
+DEFAULT_BACKBONE = "me5-small"
+
+
+def train_phase(config: RunConfig) -> Path:
+    """Train one phase (intermediate, or target when ``init_from`` names a phase-2 output).
+
+    Target tasks are then scored zero-shot on the test set of every evaluation language.
+    The output folder appears only when everything succeeded.
+    """
+    task = get_task(config.task)
+    if not task.trainable:
+        raise UserError(f"task {task.name} has no training data; score it with `adapterxfer evaluate`")
+    regime = get_regime(config.regime)
+    langs = task.check_langs(config.eval_langs)
+    out = config.resolved_output_dir()
+    if out.exists() and not config.overwrite:
+        raise UserError(f"output_dir {out} already exists; pass overwrite=true or another output_dir")
+    parent = artifacts.read_manifest(config.init_from) if config.init_from else None
+    backbone = backbones.resolve(config.backbone or (parent or {}).get("backbone", {}).get("name")
+                                 or DEFAULT_BACKBONE)
+    if parent and parent["backbone"]["weight_hash"] != backbone.weight_hash:
+        raise UserError(f"init_from {config.init_from} was trained on backbone {parent['backbone']['name']!r}, "
+                        f"not on {backbone.name!r} (weight hashes differ)")
+
+    set_seed(config.seed)
+    start = (get_regime(parent["regime"]).encoder_folder(Path(config.init_from)) if parent else backbone.path)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, config.max_length, config.seed)
+    model = regime.prepare(task_model(task, start).to(_device()), config)
+
+    def dev_score(trained) -> float:
+        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, config.max_length,
+                                         config.eval_batch_size, config.bf16)
+        return scores[task.metric]
+
+    started = time.perf_counter()
+    kind = KINDS[task.kind]
+    lengths = [kind.length({"input_ids": ids}) for ids in features["input_ids"]]
+    log = fit(model, features, lengths, kind.collator(tokenizer), dev_score, config)
+    train_seconds = time.perf_counter() - started
+
+    with atomic_dir(out) as tmp:
+        regime.save(model, tokenizer, tmp)
+        (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
+        if task.role == "target":
+            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, config.max_length,
+                                                     config.eval_batch_size, config.bf16)
+            evaluate.write_scores(tmp, scores, predictions)
+        artifacts.write_manifest(tmp, {
+            "regime": config.regime, "task": task.name, "kind": task.kind,
+            "phase": "target" if parent or task.role == "target" else "intermediate",
+            "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
+            "parents": [{"path": str(config.init_from), "task": parent["task"], "regime": parent["regime"]}]
+            if parent else [],
+            "config": vars(config), "data_fingerprint": fingerprint,
+            "trainable_parameters": trainable_parameters(model),
+            "dev": {"metric": task.metric, "best": max(e["dev_score"] for e in log), "log": log},
+            "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
+        })
+    return out
+
+
+def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
+                   max_length: int = 128, batch_size: int = 64, precision: str = "auto") -> dict:
+    """Score a backbone or a trained output on a task's test sets; write scores.json and predictions."""
+    task = get_task(task_name)
+    langs = task.check_langs(langs)
+    bf16 = RunConfig(task=task_name, precision=precision).bf16
+    if artifacts.is_artifact(model_path):
+        manifest = artifacts.read_manifest(model_path)
+        folder = get_regime(manifest["regime"]).encoder_folder(Path(model_path))
+    else:
+        manifest, folder = None, backbones.resolve(model_path).path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if task.kind == "retrieval":
+        model = encoder_model(folder).to(_device())
+        _check_layer(layer, model.config.num_hidden_layers)
+        scores, predictions = evaluate.retrieval(model, tokenizer, task, langs, layer, max_length, batch_size, bf16)
+    else:
+        if manifest is None:
+            raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
+                            f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
+        if manifest["task"] != task.name:
+            raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
+        model = get_regime(manifest["regime"]).load(Path(model_path), task).to(_device())
+        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16)
+    with atomic_dir(Path(output)) as tmp:
+        evaluate.write_scores(tmp, scores, predictions)
+    return scores
+
+
+def _check_layer(layer: int, num_layers: int) -> None:
+    if not -(num_layers + 1) <= layer <= num_layers:
+        raise UserError(f"layer {layer} out of range: the encoder has hidden states 0..{num_layers} (or -1 = last)")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,0 +1,45 @@
+"""results.json rows -> a Markdown report: one per-language table per task, with averages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def column_name(row: dict) -> str:
+    if row["regime"] in ("majority", "backbone"):
+        return row["regime"]
+    return f"{row['regime']}" + (f" +{row['intermediate']}" if row["intermediate"] else " baseline")
+
+
+def task_table(results: list[dict], task: str) -> str:
+    rows = [r for r in results if r["task"] == task]
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(column_name(r) for r in rows))
+    langs = list(dict.fromkeys(r["lang"] for r in rows))
+    cell = {(r["lang"], column_name(r)): r["value"] for r in rows}
+    metric = rows[0]["metric"]
+    lines = [f"### {task} ({metric})", "", "| lang | " + " | ".join(columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for lang in langs:
+        lines.append(f"| {lang} | " + " | ".join(_fmt(cell.get((lang, c))) for c in columns) + " |")
+    for label, keep in (("avg non-en", lambda lang: not lang.startswith("en")), ("avg all", lambda lang: True)):
+        means = [_mean([cell[(lang, c)] for lang in langs if keep(lang) and (lang, c) in cell]) for c in columns]
+        lines.append(f"| **{label}** | " + " | ".join(_fmt(m) for m in means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, results: list[dict], *tasks: str, title: str, note: str = "") -> str:
+    body = "\n".join(table for task in tasks if (table := task_table(results, task)))
+    text = f"# {title}\n\n{note}\n\n{body}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -1,0 +1,24 @@
+"""The task registry: one name -> one TaskSpec. Readers register their tasks on import."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .spec import TaskSpec
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    if spec.name in TASKS:
+        raise ValueError(f"task {spec.name} registered twice")
+    TASKS[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+    return TASKS[name]
+
+
+from . import verses  # noqa: E402,F401  (registers the embedded benchmark)

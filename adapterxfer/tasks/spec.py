@@ -1,0 +1,45 @@
+"""What a task is: data-only, no model or regime knowledge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UserError
+
+# A reader returns rows in its kind's schema (see adapterxfer/kinds/) for one split and language.
+Reader = Callable[[str, str, int | None, int], list[dict]]  # (split, lang, limit, seed) -> rows
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # "classification" | "multiple_choice" | "retrieval"
+    role: str  # "intermediate" | "target"
+    description: str
+    languages: tuple[str, ...]  # evaluation languages, source language first
+    read: Reader
+    metric: str  # key of adapterxfer.metrics.METRICS
+    labels: tuple[str, ...] = ()
+    train_lang: str = "en"
+    # Per-split example caps; None means the whole split. Test caps keep evaluation affordable.
+    limits: dict[str, int | None] = field(default_factory=dict)
+    source: str = ""  # where the data comes from, for `adapterxfer tasks` and manifests
+    resolve_lang: Callable[[str], str] = str  # "fr" -> "fr-o"; raises UserError for unknown names
+
+    @property
+    def trainable(self) -> bool:
+        return self.kind != "retrieval"
+
+    def rows(self, split: str, lang: str | None = None, seed: int = 0) -> list[dict]:
+        lang = lang or self.train_lang
+        rows = self.read(split, lang, self.limits.get(split), seed)
+        if not rows:
+            raise UserError(f"task {self.name}: no {split} rows for language {lang!r}")
+        return rows
+
+    def check_langs(self, langs: list[str]) -> list[str]:
+        """Validate evaluation languages; an empty list means every language of the task."""
+        for lang in langs:
+            self.resolve_lang(lang)
+        return list(langs) or list(self.languages)

