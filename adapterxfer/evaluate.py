@@ -35,12 +35,12 @@ def predict(model, features, kind_name: str, tokenizer, batch_size: int, bf16: b
     """Argmax predictions for every example of ``features`` (a datasets.Dataset), in input order."""
     kind = KINDS[kind_name]
     collate = kind.collator(tokenizer)
-    rows = features.remove_columns([c for c in features.column_names if c == "labels"]).to_list()
+    rows = features.to_list()
     predictions = [0] * len(rows)
     model.eval()
     device = next(model.parameters()).device
     for batch_ids in sorted_batches([kind.length(r) for r in rows], batch_size):
-        batch = {k: v.to(device) for k, v in collate([dict(rows[i]) for i in batch_ids]).items()}
+        batch = {k: v.to(device) for k, v in collate([dict(rows[i]) for i in batch_ids]).items() if k != "labels"}
         with autocast(model, bf16):
             logits = model(**batch).logits
         for index, label in zip(batch_ids, logits.argmax(-1).tolist()):

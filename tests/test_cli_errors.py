@@ -1,0 +1,94 @@
+"""Bad input through the CLI: exit 2, one line naming the key/value/file, no traceback, no output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from adapterxfer.cli import main
+
+
+def run_cli(capsys, *args):
+    capsys.readouterr()  # drop what earlier calls printed (progress bars)
+    code = main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "task=verses-nope"], "unknown task 'verses-nope' (known: verses-genre"),
+    (["train", "task=verses-genre", "regime=qlora"], "unknown regime 'qlora' (known: full"),
+    (["train", "task=verses-genre", "eval_langs=fr,xx"], "'xx'"),
+    (["train", "task=verses-genre", "max_stepz=3"], "unknown key 'max_stepz'"),
+    (["train", "task=verses-retrieval"], "has no training data"),
+    (["train", "task=verses-genre", "init_from=/nonexistent/phase2"], "/nonexistent/phase2"),
+    (["train", "/nonexistent/recipe.yaml"], "config file /nonexistent/recipe.yaml does not exist"),
+    (["train", "task=verses-genre", "backbone=./no/such/folder"], "unknown backbone './no/such/folder'"),
+    (["evaluate", "--model", "./no/such/model", "--task", "verses-genre", "--output", "x"], "unknown backbone"),
+])
+def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
+    args = [a.replace("output_dir=", f"output_dir={tmp_path}/") for a in args]
+    code, err = run_cli(capsys, *args, *(["output_dir=" + str(tmp_path / "out")] if args[0] == "train" else []))
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("adapterxfer: error: ")
+    assert needle in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_broken_yaml_recipe(capsys, tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: verses-genre\n  max_steps: 3\n")
+    code, err = run_cli(capsys, "train", str(recipe))
+    assert code == 2 and len(err) == 1 and "bad.yaml: invalid YAML at line" in err[0]
+
+
+def test_classification_task_needs_a_trained_model(capsys, tmp_path, tiny_backbone):
+    code, err = run_cli(capsys, "evaluate", "--model", str(tiny_backbone.path), "--task", "verses-genre",
+                        "--output", str(tmp_path / "out"))
+    assert code == 2 and "needs a model trained on it" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_dir_is_not_overwritten(capsys, tmp_path, tiny_backbone):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code, err = run_cli(capsys, "train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}")
+    assert code == 2 and "already exists; pass overwrite=true" in err[0]
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_tampered_artifact_is_refused(capsys, tmp_path, tiny_backbone):
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=1", "eval_every=1", "batch_size=2", "precision=fp32"]) == 0
+    head = out / "head.safetensors"
+    data = bytearray(head.read_bytes())
+    data[-1] ^= 0xFF
+    head.write_bytes(bytes(data))
+    code, err = run_cli(capsys, "evaluate", "--model", str(out), "--task", "verses-retrieval",
+                        "--output", str(tmp_path / "eval"))
+    assert code == 2 and "head.safetensors does not match its sha256" in err[0]
+    code, err = run_cli(capsys, "train", "task=verses-genre", f"init_from={out}", f"output_dir={tmp_path / 'g'}")
+    assert code == 2 and "does not match its sha256" in err[0]
+
+
+def test_init_from_on_another_backbone_is_refused(capsys, tmp_path, tiny_backbone):
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=1", "eval_every=1", "batch_size=2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["backbone"]["weight_hash"] = "sha256:" + "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, err = run_cli(capsys, "train", "task=verses-genre", f"init_from={out}", f"backbone={tiny_backbone.path}",
+                        f"output_dir={tmp_path / 'g'}")
+    assert code == 2 and "weight hashes differ" in err[0]
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "adapterxfer", "train", "task=nope"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "Traceback" not in done.stderr

