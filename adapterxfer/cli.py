@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="full-model STILTs on the embedded benchmark, with a report")
     demo.add_argument("--config", default="configs/demo.yaml", help="the demo plan (default: %(default)s)")
     demo.add_argument("--output", default="artifacts/demo", help="output root (default: %(default)s)")
+
+    score = verbs.add_parser("score", help="score XTREME / XTREME-R prediction files like the official evaluate.py",
+                             description="Score <task>/test-<lang>.{tsv,json,jsonl} prediction files against label "
+                                         "files in the official layout; writes the official scorer's JSON.")
+    score.add_argument("--predictions", required=True, help="folder with one subfolder per task")
+    score.add_argument("--labels", required=True, help="folder of gold labels, same layout")
+    score.add_argument("--benchmark", choices=["xtreme", "xtreme-r"], default="xtreme", help="default: %(default)s")
+    score.add_argument("--output", required=True, help="the JSON file to write")
     return parser
 
 
@@ -111,7 +119,17 @@ def _demo(args) -> None:
     run_demo(args.config, args.output)
 
 
-VERBS = {"train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo}
+def _score(args) -> None:
+    from .scoring import format_summary, score_folders, write_scores
+
+    scores = score_folders(args.predictions, args.labels, args.benchmark)
+    write_scores(scores, args.output)
+    print(format_summary(scores))
+    print(f"wrote {args.output}")
+
+
+VERBS = {"train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo,
+         "score": _score}
 
 
 def _config_keys() -> list[str]:

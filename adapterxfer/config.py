@@ -33,6 +33,8 @@ class RunConfig:
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-5
+    # The fresh task head may learn faster than the pretrained encoder; None: the same lr.
+    head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_length: int = 128

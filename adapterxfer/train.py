@@ -34,7 +34,7 @@ def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch
     sampler = LengthGroupedSampler(config.batch_size, lengths=lengths,
                                    generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -75,12 +75,17 @@ def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch
     return log
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0},
-    ]
+def _param_groups(model, config: RunConfig) -> list[dict]:
+    """Weight decay except on biases and LayerNorms; the head (outside the encoder) at head_lr."""
+    encoder = model.base_model_prefix + "."
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = config.lr if name.startswith(encoder) or config.head_lr is None else config.head_lr
+        decay = 0.0 if name.endswith(NO_DECAY) else config.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:

@@ -17,7 +17,3 @@ def majority_rate(train_labels: Sequence, references: Sequence) -> float:
     """Accuracy of always predicting the most frequent training label."""
     majority = max(set(train_labels), key=list(train_labels).count)
     return accuracy([majority] * len(references), references)
-
-
-# Retrieval predictions are the index of the retrieved candidate; the gold index is the query's own.
-METRICS = {"accuracy": accuracy, "accuracy@1": accuracy}

@@ -1,0 +1,17 @@
+"""Pure metric functions (no torch, no models): the project's own, and the XTREME / XTREME-R ones.
+
+The XTREME functions score exactly like google-research/xtreme ``evaluate.py`` and return its dicts
+(values in percent, its key names); ``adapterxfer.scoring`` reads the official folder layout.
+"""
+
+from .basic import accuracy, majority_rate
+from .qa import mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, squad_scores
+from .xtreme import (accuracy_scores, bucc_scores, mewslix_scores, overall_scores, tagging_scores,
+                     task_summary)
+
+# Retrieval predictions are the index of the retrieved candidate; the gold index is the query's own.
+METRICS = {"accuracy": accuracy, "accuracy@1": accuracy}
+
+__all__ = ["METRICS", "accuracy", "majority_rate", "accuracy_scores", "tagging_scores", "bucc_scores",
+           "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",
+           "normalize_mlqa_answer", "task_summary", "overall_scores"]
