@@ -31,30 +31,32 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def predict(model, features, kind_name: str, tokenizer, batch_size: int, bf16: bool) -> list[int]:
-    """Argmax predictions for every example of ``features`` (a datasets.Dataset), in input order."""
-    kind = KINDS[kind_name]
+def predict(model, features, kind, tokenizer, batch_size: int, bf16: bool) -> list:
+    """The kind's raw output for every example of ``features`` (a datasets.Dataset), in input order."""
     collate = kind.collator(tokenizer)
-    rows = features.to_list()
-    predictions = [0] * len(rows)
+    examples = features.to_list()
+    outputs = [None] * len(examples)
     model.eval()
     device = next(model.parameters()).device
-    for batch_ids in sorted_batches([kind.length(r) for r in rows], batch_size):
-        batch = {k: v.to(device) for k, v in collate([dict(rows[i]) for i in batch_ids]).items() if k != "labels"}
+    for batch_ids in sorted_batches([kind.length(e) for e in examples], batch_size):
+        batch = {k: v.to(device) for k, v in collate([dict(examples[i]) for i in batch_ids]).items()
+                 if k != "labels"}
         with autocast(model, bf16):
-            logits = model(**batch).logits
-        for index, label in zip(batch_ids, logits.argmax(-1).tolist()):
-            predictions[index] = label
-    return predictions
+            output = model(**batch)
+        for index, item in zip(batch_ids, kind.outputs(output, batch)):
+            outputs[index] = item
+    return outputs
 
 
 def score_split(model, tokenizer, task: TaskSpec, split: str, lang: str, max_length: int,
                 batch_size: int, bf16: bool, seed: int = 0) -> tuple[dict, list[dict]]:
     """Score one split of one language: ({metric: value}, per-example predictions)."""
+    kind = KINDS[task.kind]
     features, rows, _ = featurized(task, split, lang, tokenizer, max_length, seed)
-    predictions = predict(model, features, task.kind, tokenizer, batch_size, bf16)
-    gold = [row["label"] for row in rows]
-    scores = {task.metric: METRICS[task.metric](predictions, gold)}
+    outputs = predict(model, features, kind, tokenizer, batch_size, bf16)
+    predictions = kind.decode(outputs, features, rows, task.options)
+    gold = kind.references(rows)
+    scores = METRICS[task.metric](predictions, gold, lang)
     return scores, [{"ref": row.get("ref"), "label": g, "prediction": p} for row, g, p in zip(rows, gold, predictions)]
 
 
@@ -100,7 +102,7 @@ def retrieval(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, 
         queries = embed(encoder, tokenizer, [row["query"] for row in rows], layer, max_length, batch_size, bf16)
         nearest = (queries @ target_cache[targets].T).argmax(-1).tolist()
         gold = list(range(len(rows)))
-        scores[lang] = {task.metric: METRICS[task.metric](nearest, gold)}
+        scores[lang] = METRICS[task.metric](nearest, gold, lang)
         predictions[lang] = [{"ref": row.get("ref"), "label": g, "prediction": p}
                              for row, g, p in zip(rows, gold, nearest)]
     return scores, predictions

@@ -57,7 +57,7 @@ def train_phase(config: RunConfig) -> Path:
     def dev_score(trained) -> float:
         scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, config.max_length,
                                          config.eval_batch_size, config.bf16)
-        return scores[task.metric]
+        return next(iter(scores.values()))  # the metric's first value selects the model
 
     started = time.perf_counter()
     kind = KINDS[task.kind]

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -31,8 +31,9 @@ def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch
     """
     accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no",
                               gradient_accumulation_steps=config.grad_accum)
-    sampler = LengthGroupedSampler(config.batch_size, lengths=lengths,
-                                   generator=torch.Generator().manual_seed(config.seed))
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = (LengthGroupedSampler(config.batch_size, lengths=lengths, generator=generator)
+               if config.group_by_length else RandomSampler(features, generator=generator))
     loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(

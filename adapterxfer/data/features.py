@@ -29,11 +29,13 @@ def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int
     rows = task.rows(split, lang, seed)
     kind = KINDS[task.kind]
     _check_rows(task, split, lang, rows, kind.COLUMNS)
-    fingerprint = _fingerprint(task.name, split, lang, seed, max_length, tokenizer_hash(tokenizer), rows)
+    fingerprint = _fingerprint(task.name, split, lang, seed, max_length, task.options,
+                               tokenizer_hash(tokenizer), rows)
     path = home() / "features" / fingerprint
     if not path.exists():
         table = datasets.Dataset.from_list(rows)
-        features = table.map(functools.partial(kind.featurize, tokenizer=tokenizer, max_length=max_length),
+        features = table.map(functools.partial(kind.featurize, tokenizer=tokenizer, max_length=max_length,
+                                               options=task.options),
                              batched=True, remove_columns=table.column_names)
         with atomic_dir(path) as tmp:
             features.save_to_disk(str(tmp))

@@ -2,8 +2,12 @@
 
 A kind knows nothing of task names or regimes. Each module exposes the same shape:
 ``AUTO_MODEL`` (a transformers Auto class, None for evaluation-only kinds),
-``COLUMNS`` (the row schema), ``featurize(batch, tokenizer, max_length)`` for a batched
-``datasets.map``, ``collator(tokenizer)``, and ``length(features)`` for length grouping.
+``COLUMNS`` (the row schema), ``featurize(batch, tokenizer, max_length, options)`` for a batched
+``datasets.map`` (it may make several features per row), ``collator(tokenizer)`` (model inputs
+and labels only: it drops decoding-only columns), ``length(features)`` for length-sorted batches,
+and, for evaluation, ``outputs(model_output, batch)`` (one item per feature), ``decode(outputs,
+features, rows, options)`` (one prediction per row) and ``references(rows)`` (the gold, same
+shape). ``options`` is the task's ``TaskSpec.options`` dict.
 """
 
 from . import classification, multiple_choice, retrieval

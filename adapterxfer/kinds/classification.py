@@ -2,11 +2,13 @@
 
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
+from .common import argmax_labels, logits_rows, row_labels
+
 AUTO_MODEL = AutoModelForSequenceClassification
 COLUMNS = ("text", "label")
 
 
-def featurize(batch: dict, tokenizer, max_length: int) -> dict:
+def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
     features = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
     features["labels"] = batch["label"]
     return features
@@ -18,3 +20,6 @@ def collator(tokenizer):
 
 def length(features: dict) -> int:
     return len(features["input_ids"])
+
+
+outputs, decode, references = logits_rows, argmax_labels, row_labels

@@ -2,11 +2,13 @@
 
 from transformers import AutoModelForMultipleChoice, DataCollatorForMultipleChoice
 
+from .common import argmax_labels, logits_rows, row_labels
+
 AUTO_MODEL = AutoModelForMultipleChoice
 COLUMNS = ("context", "choices", "label")
 
 
-def featurize(batch: dict, tokenizer, max_length: int) -> dict:
+def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
     """Encode every (context, choice) pair, then regroup them per example."""
     counts = [len(choices) for choices in batch["choices"]]
     firsts = [context for context, n in zip(batch["context"], counts) for _ in range(n)]
@@ -24,3 +26,6 @@ def collator(tokenizer):
 
 def length(features: dict) -> int:
     return sum(len(ids) for ids in features["input_ids"])
+
+
+outputs, decode, references = logits_rows, argmax_labels, row_labels

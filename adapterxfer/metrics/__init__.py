@@ -9,8 +9,13 @@ from .qa import mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, squa
 from .xtreme import (accuracy_scores, bucc_scores, mewslix_scores, overall_scores, tagging_scores,
                      task_summary)
 
+# A task names its metric by key. Each function takes (predictions, references, lang) and returns
+# {name: value}; the first name is the score used for English-dev model selection.
 # Retrieval predictions are the index of the retrieved candidate; the gold index is the query's own.
-METRICS = {"accuracy": accuracy, "accuracy@1": accuracy}
+METRICS = {
+    "accuracy": lambda predictions, references, lang: {"accuracy": accuracy(predictions, references)},
+    "accuracy@1": lambda predictions, references, lang: {"accuracy@1": accuracy(predictions, references)},
+}
 
 __all__ = ["METRICS", "accuracy", "majority_rate", "accuracy_scores", "tagging_scores", "bucc_scores",
            "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",

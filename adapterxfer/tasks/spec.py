@@ -26,6 +26,8 @@ class TaskSpec:
     limits: dict[str, int | None] = field(default_factory=dict)
     source: str = ""  # where the data comes from, for `adapterxfer tasks` and manifests
     resolve_lang: Callable[[str], str] = str  # "fr" -> "fr-o"; raises UserError for unknown names
+    # Kind-specific settings passed to featurize/decode (QA: doc_stride, max_answer_length, n_best).
+    options: dict = field(default_factory=dict)
 
     @property
     def trainable(self) -> bool:
