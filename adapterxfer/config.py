@@ -25,7 +25,8 @@ class RunConfig:
     task: str = ""
     regime: str = "full"
     backbone: str | None = None  # default: the parent's backbone with init_from, else me5-small
-    init_from: str | None = None  # a phase-2 output folder: phase 3 starts from its encoder
+    init_from: list[str] = field(default_factory=list)  # phase-2 output folder(s) phase 3 starts from
+    transfer: str = "sequential"  # how a target phase starts from init_from (see CHOICES)
     output_dir: str | None = None  # default: artifacts/<task>-<regime>-seed<seed>
     overwrite: bool = False
     seed: int = 42
@@ -50,6 +51,14 @@ class RunConfig:
     # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and
     # leaves non-English token embeddings where pretraining put them.
     freeze_word_embeddings: bool = True
+    # lora: peft LoRA on the encoder's attention ("all-linear": every encoder linear layer)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    merge: str = "cat"  # transfer=merge: peft add_weighted_adapter combination
+    # bottleneck: adapters' seq_bn
+    reduction_factor: int = 16
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"artifacts/{self.task}-{self.regime}-seed{self.seed}")
@@ -61,7 +70,11 @@ class RunConfig:
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
-CHOICES = {"precision": ("auto", "bf16", "fp32")}
+CHOICES = {
+    "precision": ("auto", "bf16", "fp32"),
+    "transfer": ("sequential", "stack", "fusion", "merge"),
+    "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
+}
 
 
 def load_config(path: str | None, overrides: list[str]) -> RunConfig:

@@ -35,7 +35,7 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
         config = from_dict({**settings, "task": task, "regime": "full", "backbone": plan["backbone"],
                             "seed": plan["seed"], "eval_langs": plan.get("eval_langs", []),
                             "output_dir": str(root / "full" / name), "overwrite": True,
-                            "init_from": str(init_from) if init_from else None}, source=plan_file)
+                            "init_from": [str(init_from)] if init_from else []}, source=plan_file)
         return _reuse_or_train(config)
 
     results = _majority_rows(target, plan.get("eval_langs", []))

@@ -19,8 +19,9 @@ from .config import RunConfig
 from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
-from .modeling import encoder_model, task_model, trainable_parameters
+from .modeling import encoder_model, trainable_parameters
 from .regimes import get_regime
+from .regimes.common import Parent
 from .tasks import get_task
 from .train import fit
 
@@ -28,7 +29,7 @@ DEFAULT_BACKBONE = "me5-small"
 
 
 def train_phase(config: RunConfig) -> Path:
-    """Train one phase (intermediate, or target when ``init_from`` names a phase-2 output).
+    """Train one phase (intermediate, or target when ``init_from`` names phase-2 outputs).
 
     Target tasks are then scored zero-shot on the test set of every evaluation language.
     The output folder appears only when everything succeeded.
@@ -41,18 +42,16 @@ def train_phase(config: RunConfig) -> Path:
     out = config.resolved_output_dir()
     if out.exists() and not config.overwrite:
         raise UserError(f"output_dir {out} already exists; pass overwrite=true or another output_dir")
-    parent = artifacts.read_manifest(config.init_from) if config.init_from else None
-    backbone = backbones.resolve(config.backbone or (parent or {}).get("backbone", {}).get("name")
-                                 or DEFAULT_BACKBONE)
-    if parent and parent["backbone"]["weight_hash"] != backbone.weight_hash:
-        raise UserError(f"init_from {config.init_from} was trained on backbone {parent['backbone']['name']!r}, "
-                        f"not on {backbone.name!r} (weight hashes differ)")
+    parents = [Parent(Path(folder), artifacts.read_manifest(folder)) for folder in config.init_from]
+    backbone = backbones.resolve(config.backbone or (parents[0].manifest["backbone"]["name"] if parents
+                                                     else DEFAULT_BACKBONE))
+    for parent in parents:
+        _check_backbone(parent.folder, parent.manifest, backbone)
 
     set_seed(config.seed)
-    start = (get_regime(parent["regime"]).encoder_folder(Path(config.init_from)) if parent else backbone.path)
-    tokenizer = AutoTokenizer.from_pretrained(start)
+    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, config.max_length, config.seed)
-    model = regime.prepare(task_model(task, start).to(_device()), config)
+    model = regime.build(task, backbone, parents, config).to(_device())
 
     def dev_score(trained) -> float:
         scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, config.max_length,
@@ -73,11 +72,13 @@ def train_phase(config: RunConfig) -> Path:
                                                      config.eval_batch_size, config.bf16)
             evaluate.write_scores(tmp, scores, predictions)
         artifacts.write_manifest(tmp, {
-            "regime": config.regime, "task": task.name, "kind": task.kind,
-            "phase": "target" if parent or task.role == "target" else "intermediate",
+            "regime": config.regime, "module_kind": regime.MODULE_KIND, "task": task.name, "kind": task.kind,
+            "phase": "target" if parents or task.role == "target" else "intermediate",
+            "transfer": config.transfer if parents else None,
             "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
-            "parents": [{"path": str(config.init_from), "task": parent["task"], "regime": parent["regime"]}]
-            if parent else [],
+            "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
+                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
+                        for p in parents],
             "config": vars(config), "data_fingerprint": fingerprint,
             "trainable_parameters": trainable_parameters(model),
             "dev": {"metric": task.metric, "best": max(e["dev_score"] for e in log), "log": log},
@@ -94,12 +95,15 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     bf16 = RunConfig(task=task_name, precision=precision).bf16
     if artifacts.is_artifact(model_path):
         manifest = artifacts.read_manifest(model_path)
-        folder = get_regime(manifest["regime"]).encoder_folder(Path(model_path))
+        regime, folder = get_regime(manifest["regime"]), Path(model_path)
+        backbone = backbones.resolve(manifest["backbone"]["name"])
+        _check_backbone(folder, manifest, backbone)
     else:
-        manifest, folder = None, backbones.resolve(model_path).path
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+        manifest, backbone = None, backbones.resolve(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     if task.kind == "retrieval":
-        model = encoder_model(folder).to(_device())
+        model = (regime.load_encoder(folder, get_task(manifest["task"]), backbone) if manifest
+                 else encoder_model(backbone.path)).to(_device())
         _check_layer(layer, model.config.num_hidden_layers)
         scores, predictions = evaluate.retrieval(model, tokenizer, task, langs, layer, max_length, batch_size, bf16)
     else:
@@ -108,11 +112,17 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                             f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
         if manifest["task"] != task.name:
             raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
-        model = get_regime(manifest["regime"]).load(Path(model_path), task).to(_device())
+        model = regime.load(folder, task, backbone).to(_device())
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16)
     with atomic_dir(Path(output)) as tmp:
         evaluate.write_scores(tmp, scores, predictions)
     return scores
+
+
+def _check_backbone(folder: Path, manifest: dict, backbone) -> None:
+    if manifest["backbone"]["weight_hash"] != backbone.weight_hash:
+        raise UserError(f"{folder} was trained on backbone {manifest['backbone']['name']!r}, not on "
+                        f"{backbone.name!r} (weight hashes differ)")
 
 
 def _check_layer(layer: int, num_layers: int) -> None:

@@ -17,6 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .config import RunConfig
+from .modeling import head_parameters
 
 MAX_GRAD_NORM = 1.0
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -77,13 +78,13 @@ def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch
 
 
 def _param_groups(model, config: RunConfig) -> list[dict]:
-    """Weight decay except on biases and LayerNorms; the head (outside the encoder) at head_lr."""
-    encoder = model.base_model_prefix + "."
+    """Weight decay except on biases and LayerNorms; the fresh task head at head_lr."""
+    head = {id(param) for param in head_parameters(model).values()}
     groups = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = config.lr if name.startswith(encoder) or config.head_lr is None else config.head_lr
+        lr = config.head_lr if id(param) in head and config.head_lr is not None else config.lr
         decay = 0.0 if name.endswith(NO_DECAY) else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]

@@ -1,0 +1,94 @@
+"""Sequential bottleneck adapters (AdapterHub ``adapters``, ``seq_bn``) on a frozen backbone.
+
+The artifact folder is what ``model.save_adapter(..., with_head=False, use_safetensors=True)``
+writes, so ``model.load_adapter(folder, use_safetensors=True)`` reads it without adapterxfer;
+the head is saved beside it (adapters' own head saving would tie the module to one label set).
+
+Transfer from intermediate adapters:
+- ``sequential``: the target adapter starts from the intermediate adapter's weights;
+- ``stack``: ``Stack(intermediate, target)``, the intermediate frozen (saved under ``stacked/``);
+- ``fusion``: AdapterFusion over N frozen intermediate adapters: only the fusion layer and the
+  head train (saved as ``fusion/`` plus each adapter under ``adapters/<name>/``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import adapters
+from adapters import SeqBnConfig
+from adapters.composition import Fuse, Stack
+
+from ..modeling import task_model
+from .common import check_transfer, load_head, save_head, unfreeze_head
+
+TRANSFERS = ("sequential", "stack", "fusion")
+MODULE_KIND = "seq_bn"
+TARGET = "target"
+STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
+
+
+def build(task, backbone, parents, config):
+    check_transfer("bottleneck", TRANSFERS, config.transfer, parents)
+    model = _adaptable(task, backbone)
+    if config.transfer == "fusion" and parents:
+        names = [_load(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
+        model.add_adapter_fusion(Fuse(*names))
+        model.train_adapter_fusion(Fuse(*names))
+    elif config.transfer == "sequential" and parents:
+        _load(model, parents[0].folder, TARGET)
+        model.train_adapter(TARGET)
+    else:
+        if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
+            _load(model, parents[0].folder, STACKED)
+        model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
+        model.train_adapter(TARGET)
+        if parents:
+            model.active_adapters = Stack(STACKED, TARGET)
+    unfreeze_head(model)  # train_adapter froze every weight outside the adapters
+    return model
+
+
+def save(model, tokenizer, folder: Path) -> None:
+    setup = model.active_adapters
+    if isinstance(setup, Fuse):
+        (folder / "adapters").mkdir()
+        for name in setup:
+            model.save_adapter(folder / "adapters" / name, name, with_head=False, use_safetensors=True)
+        model.save_adapter_fusion(folder / "fusion", setup, with_head=False, use_safetensors=True)
+    else:
+        model.save_adapter(folder, TARGET, with_head=False, use_safetensors=True)
+        if STACKED in model.adapters_config.adapters:
+            model.save_adapter(folder / STACKED, STACKED, with_head=False, use_safetensors=True)
+    save_head(model, folder)
+
+
+def load(folder: Path, task, backbone):
+    model = _adaptable(task, backbone)
+    if (folder / "fusion").is_dir():
+        names = [_load(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
+        model.load_adapter_fusion(folder / "fusion", use_safetensors=True)
+        model.active_adapters = Fuse(*names)
+    else:
+        _load(model, folder, TARGET)
+        model.active_adapters = TARGET
+        if (folder / STACKED).is_dir():
+            _load(model, folder / STACKED, STACKED)
+            model.active_adapters = Stack(STACKED, TARGET)
+    load_head(model, folder, task.name)
+    return model
+
+
+def load_encoder(folder: Path, task, backbone):
+    """The encoder with the adapters active (they live inside its layers)."""
+    return load(folder, task, backbone).base_model
+
+
+def _adaptable(task, backbone):
+    model = task_model(task, backbone.path)
+    adapters.init(model)
+    return model
+
+
+def _load(model, folder: Path, name: str) -> str:
+    return model.load_adapter(str(folder), load_as=name, with_head=False, use_safetensors=True)

@@ -1,0 +1,97 @@
+"""LoRA (peft) on a frozen backbone; the task head trains beside it and is saved apart.
+
+The artifact folder is a plain peft adapter folder (``adapter_config.json`` and
+``adapter_model.safetensors``), so ``PeftModel.from_pretrained(base, folder)`` loads it
+without adapterxfer. The head is kept out of peft's ``modules_to_save`` on purpose:
+``add_weighted_adapter`` refuses adapters whose ``modules_to_save`` hold a head.
+
+Transfer from intermediate LoRAs:
+- ``sequential``: the target LoRA starts from the intermediate LoRA's weights;
+- ``stack``: the intermediate LoRA stays frozen and active, a new LoRA trains on top
+  (saved under ``stacked/`` inside the artifact);
+- ``merge``: intermediate LoRAs are combined with ``add_weighted_adapter`` (``cat`` is exact,
+  ``svd`` approximates; ``linear`` is refused because it adds cross terms, peft #3004),
+  and the target LoRA starts from the merge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from ..modeling import task_model, unwrap
+from .common import check_transfer, load_head, save_head, unfreeze_head
+
+TRANSFERS = ("sequential", "stack", "merge")
+MODULE_KIND = "lora"
+TARGET = "default"  # peft's name for the adapter saved at the top of the folder
+STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
+ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+
+
+def lora_config(config) -> LoraConfig:
+    targets = ALL_LINEAR if config.lora_targets == ["all-linear"] else config.lora_targets
+    # Match inside the encoder only, so the task head never gets a LoRA.
+    pattern = r".*\.encoder\.layer\.\d+\..*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=pattern)
+
+
+def build(task, backbone, parents, config):
+    check_transfer("lora", TRANSFERS, config.transfer, parents)
+    base = task_model(task, backbone.path)
+    if not parents:
+        model = get_peft_model(base, lora_config(config))
+    elif config.transfer == "sequential":
+        model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)
+    elif config.transfer == "stack":
+        model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=STACKED)
+        model.add_adapter(TARGET, lora_config(config))
+        _activate_stack(model)
+    else:
+        model = _merged(base, [parent.folder for parent in parents], config.merge)
+    unfreeze_head(model)
+    return model
+
+
+def save(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
+    save_head(model, folder)
+
+
+def load(folder: Path, task, backbone):
+    model = PeftModel.from_pretrained(task_model(task, backbone.path), folder)
+    if (folder / STACKED).is_dir():
+        model.load_adapter(folder / STACKED, adapter_name=STACKED)
+        _activate_stack(model)
+    load_head(model, folder, task.name)
+    return model
+
+
+def load_encoder(folder: Path, task, backbone):
+    """The backbone with the LoRA merged into its weights (for retrieval)."""
+    return unwrap(load(folder, task, backbone).merge_and_unload()).base_model
+
+
+def _activate_stack(model) -> None:
+    """Both LoRAs active; only the target one trains."""
+    model.base_model.set_adapter([STACKED, TARGET])
+    for name, param in model.named_parameters():
+        if f".{STACKED}." in name:
+            param.requires_grad_(False)
+
+
+def _merged(base, folders: list[Path], combination: str):
+    names = [f"parent{i}" for i in range(len(folders))]
+    model = PeftModel.from_pretrained(base, folders[0], adapter_name=names[0])
+    for name, folder in zip(names[1:], folders[1:]):
+        model.load_adapter(folder, adapter_name=name)
+    model.add_weighted_adapter(names, [1.0 / len(names)] * len(names), adapter_name=TARGET,
+                               combination_type=combination)
+    model.set_adapter(TARGET)
+    for name in names:
+        model.delete_adapter(name)
+    for name, param in model.named_parameters():
+        param.requires_grad_(f".{TARGET}." in name and "lora_" in name)
+    return model

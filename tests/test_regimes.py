@@ -1,0 +1,186 @@
+"""PEFT regimes and transfer modes on the tiny backbone and the fixture corpus.
+
+Artifacts must load with plain peft / adapters code, and every transfer mode must start
+the target phase from the intermediate modules the way it says.
+"""
+
+import json
+
+import adapters
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from adapterxfer.cli import main
+from adapterxfer.config import from_dict
+from adapterxfer.errors import UserError
+from adapterxfer.modeling import trainable_parameters
+from adapterxfer.regimes import get_regime
+from adapterxfer.regimes.common import Parent
+from adapterxfer.tasks import get_task
+
+STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
+
+
+def train(folder, *extra, backbone):
+    assert main(["train", f"backbone={backbone.path}", f"output_dir={folder}", *STEPS, *extra]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory, tiny_backbone, fixture_home):
+    """verses-xref and verses-next as LoRA and bottleneck modules, trained once."""
+    root = tmp_path_factory.mktemp("modules")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+        return {(regime, task): train(root / f"{regime}-{task}", f"task=verses-{task}", f"regime={regime}",
+                                      backbone=tiny_backbone)
+                for regime in ("lora", "bottleneck") for task in ("xref", "next")}
+
+
+def manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def batch(backbone):
+    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
+    return tokenizer(["alpha beta", "gamma delta epsilon"], ["one", "two three"], return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("regime, files", [
+    ("lora", {"adapter_config.json", "adapter_model.safetensors", "head.safetensors"}),
+    ("bottleneck", {"adapter_config.json", "adapter.safetensors", "head.safetensors"}),
+])
+def test_module_artifact_is_small_and_safetensors_only(modules, regime, files):
+    folder = modules[(regime, "xref")]
+    record = manifest(folder)
+    assert files <= set(record["files"])
+    assert not [f for f in record["files"] if f.endswith((".bin", ".pt", ".pkl"))]
+    assert record["module_kind"] == {"lora": "lora", "bottleneck": "seq_bn"}[regime]
+    total = sum(t.numel() for t in load_file(folder / "head.safetensors").values())
+    assert 0 < record["trainable_parameters"] < 0.2 * 300_000 + total
+
+
+def test_lora_artifact_loads_in_plain_peft(modules, tiny_backbone):
+    folder = modules[("lora", "xref")]
+    ours = get_regime("lora").load(folder, get_task("verses-xref"), tiny_backbone).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_backbone.path, num_labels=2)
+    plain = PeftModel.from_pretrained(base, folder).eval()
+    plain.get_base_model().load_state_dict(load_file(folder / "head.safetensors"), strict=False)
+    inputs = batch(tiny_backbone)
+    with torch.no_grad():
+        assert torch.allclose(ours(**inputs).logits, plain(**inputs).logits, atol=1e-6)
+        assert not torch.allclose(ours(**inputs).logits, base.__class__.from_pretrained(
+            tiny_backbone.path, num_labels=2)(**inputs).logits)
+
+
+def test_bottleneck_artifact_loads_in_plain_adapters(modules, tiny_backbone):
+    folder = modules[("bottleneck", "xref")]
+    ours = get_regime("bottleneck").load(folder, get_task("verses-xref"), tiny_backbone).eval()
+    plain = AutoModelForSequenceClassification.from_pretrained(tiny_backbone.path, num_labels=2)
+    adapters.init(plain)
+    name = plain.load_adapter(str(folder), use_safetensors=True, set_active=True)
+    plain.load_state_dict(load_file(folder / "head.safetensors"), strict=False)
+    plain.eval()
+    inputs = batch(tiny_backbone)
+    with torch.no_grad():
+        assert torch.allclose(ours(**inputs).logits, plain(**inputs).logits, atol=1e-6)
+    assert name
+
+
+def build(regime, transfer, parents, backbone, task="verses-genre"):
+    config = from_dict({"task": task, "regime": regime, "transfer": transfer})
+    parents = [Parent(folder, manifest(folder)) for folder in parents]
+    return get_regime(regime).build(get_task(task), backbone, parents, config)
+
+
+def lora_weights(model, adapter="default"):
+    return {n.replace(f".{adapter}", ""): p.detach().clone() for n, p in model.named_parameters()
+            if "lora_" in n and f".{adapter}." in n}
+
+
+def test_sequential_lora_starts_from_the_intermediate_lora(modules, tiny_backbone):
+    folder = modules[("lora", "xref")]
+    model = build("lora", "sequential", [folder], tiny_backbone)
+    saved = load_file(folder / "adapter_model.safetensors")
+    started = lora_weights(model)
+    assert started and all(torch.equal(started[name], saved[name]) for name in saved)
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    assert model.get_base_model().classifier.out_proj.out_features == len(get_task("verses-genre").labels)
+
+
+def test_stack_freezes_the_intermediate_module(modules, tiny_backbone):
+    for regime in ("lora", "bottleneck"):
+        model = build(regime, "stack", [modules[(regime, "xref")]], tiny_backbone)
+        frozen = [n for n, p in model.named_parameters() if ".stacked." in n]
+        trained = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
+        assert frozen and trained and not any(model.get_parameter(n).requires_grad for n in frozen)
+
+
+def test_lora_merge_cat_is_the_exact_average_of_deltas(modules, tiny_backbone):
+    parents = [modules[("lora", "xref")], modules[("lora", "next")]]
+    model = build("lora", "merge", parents, tiny_backbone)
+    layer = "base_model.model.roberta.encoder.layer.0.attention.self.query"
+    merged = dict(model.named_modules())[layer]
+    delta = (merged.lora_B["default"].weight @ merged.lora_A["default"].weight) * merged.scaling["default"]
+    expected = 0
+    for folder in parents:
+        saved = load_file(folder / "adapter_model.safetensors")
+        config = json.loads((folder / "adapter_config.json").read_text())
+        a, b = (saved[f"{layer}.lora_{x}.weight"] for x in "AB")
+        expected = expected + 0.5 * (b @ a) * config["lora_alpha"] / config["r"]
+    assert torch.allclose(delta, expected, atol=1e-6)
+
+
+def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules, tiny_backbone, tmp_path):
+    parents = [modules[("bottleneck", "xref")], modules[("bottleneck", "next")]]
+    model = build("bottleneck", "fusion", parents, tiny_backbone)
+    trained = {n.split(".")[0] if "classifier" in n else "fusion" if "fusion" in n else n
+               for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"classifier", "fusion"}
+    out = train(tmp_path / "fused", "task=verses-genre", "regime=bottleneck", "transfer=fusion",
+                f"init_from={parents[0]},{parents[1]}", "eval_langs=fr,zh", backbone=tiny_backbone)
+    assert set(json.loads((out / "scores.json").read_text())) == {"fr", "zh"}
+    assert (out / "fusion").is_dir() and len(list((out / "adapters").iterdir())) == 2
+    assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "de-s",
+                 "--output", str(tmp_path / "eval")]) == 0
+
+
+@pytest.mark.parametrize("regime, transfer, message", [
+    ("lora", "fusion", "transfer=fusion is not available in regime lora"),
+    ("bottleneck", "merge", "transfer=merge is not available in regime bottleneck"),
+])
+def test_unsupported_transfer_is_refused(modules, tiny_backbone, regime, transfer, message):
+    with pytest.raises(UserError, match=message):
+        build(regime, transfer, [modules[(regime, "xref")], modules[(regime, "next")]], tiny_backbone)
+
+
+def test_regimes_cannot_be_mixed(modules, tiny_backbone):
+    with pytest.raises(UserError, match="is a bottleneck artifact, not lora"):
+        build("lora", "sequential", [modules[("bottleneck", "xref")]], tiny_backbone)
+
+
+@pytest.mark.parametrize("regime", ["lora", "bottleneck"])
+def test_target_phase_and_retrieval_through_the_cli(modules, tiny_backbone, tmp_path, regime):
+    for transfer in ("sequential", "stack"):
+        out = train(tmp_path / f"{regime}-{transfer}", "task=verses-genre", f"regime={regime}",
+                    f"transfer={transfer}", f"init_from={modules[(regime, 'xref')]}", "eval_langs=en,fr",
+                    backbone=tiny_backbone)
+        record = manifest(out)
+        assert record["transfer"] == transfer and record["parents"][0]["task"] == "verses-xref"
+        assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "fr",
+                     "--output", str(tmp_path / f"eval-{transfer}")]) == 0
+        evaluated = json.loads((tmp_path / f"eval-{transfer}" / "scores.json").read_text())
+        assert evaluated["fr"] == json.loads((out / "scores.json").read_text())["fr"]
+    assert main(["evaluate", "--model", str(modules[(regime, "next")]), "--task", "verses-retrieval",
+                 "--langs", "fr", "--output", str(tmp_path / "retrieval")]) == 0
+
+
+def test_peft_trains_far_fewer_parameters_than_full(modules, tiny_backbone, tmp_path):
+    full = train(tmp_path / "full", "task=verses-xref", backbone=tiny_backbone)
+    for regime in ("lora", "bottleneck"):
+        assert manifest(modules[(regime, "xref")])["trainable_parameters"] < \
+            manifest(full)["trainable_parameters"] / 2
+    assert trainable_parameters(build("lora", "sequential", [], tiny_backbone)) > 0
