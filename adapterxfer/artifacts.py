@@ -57,3 +57,25 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
             if sha256_file(file) != expected:
                 raise UserError(f"{folder}: file {name} does not match its sha256 in {MANIFEST} (corrupt or tampered)")
     return manifest
+
+
+def size_mb(folder: Path, manifest: dict) -> float:
+    """Megabytes of the artifact's files (what sharing it costs)."""
+    return round(sum((Path(folder) / name).stat().st_size for name in manifest["files"]) / 1e6, 2)
+
+
+def describe(folder: str | Path) -> str:
+    """A short human summary of a verified artifact: what it is, where it came from, what it scored."""
+    manifest = read_manifest(folder)
+    dev = manifest.get("dev", {})
+    lines = [
+        f"{folder}: {manifest['regime']} {manifest.get('module_kind', '')} for {manifest['task']} "
+        f"({manifest['phase']} phase{', transfer=' + manifest['transfer'] if manifest.get('transfer') else ''})",
+        f"backbone: {manifest['backbone']['name']} {manifest['backbone']['weight_hash']}",
+        f"trainable parameters: {manifest.get('trainable_parameters', 0):,}; "
+        f"size {size_mb(Path(folder), manifest)} MB in {len(manifest['files'])} files (all sha256 verified)",
+        f"English dev {dev.get('metric')}: {dev.get('best')}; train {manifest.get('train_seconds')} s; "
+        f"peak RSS {manifest.get('peak_rss_mb')} MB; seed {manifest.get('config', {}).get('seed')}",
+    ]
+    lines += [f"parent: {p['path']} ({p['regime']} {p['task']})" for p in manifest.get("parents", [])]
+    return "\n".join(lines)

@@ -38,8 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on a GPU, fp32 on CPU (default)")
+    ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
+                    help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
+                         "the official layout `adapterxfer score` reads (default: %(default)s)")
 
     verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
+
+    arts = verbs.add_parser("artifacts", help="show or verify a trained output (manifest, sha256, lineage)",
+                            description="show: summarise an output; verify: check every file's sha256 "
+                            "(and, with --backbone, that it was trained on that backbone); exit 2 on a mismatch.")
+    arts.add_argument("action", choices=["show", "verify"])
+    arts.add_argument("folder", help="an output folder of `adapterxfer train`")
+    arts.add_argument("--backbone", help="verify: the backbone the module must fit (name, folder or Hub id)")
 
     backbone = verbs.add_parser("backbone", help="prepare an embedded backbone or print its folder")
     backbone.add_argument("action", choices=["prepare", "path"])
@@ -90,7 +100,8 @@ def _evaluate(args) -> None:
 
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
-                            max_length=args.max_length, batch_size=args.batch_size, precision=args.precision)
+                            max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
+                            xtreme_format=args.format == "xtreme")
     print(json.dumps(scores, indent=1))
     print(f"wrote {args.output}/scores.json")
 
@@ -101,6 +112,19 @@ def _tasks(args) -> None:
     for spec in TASKS.values():
         print(f"{spec.name:20} {spec.kind:16} {spec.role:12} metric={spec.metric}  {spec.description}")
         print(f"{'':20} languages ({len(spec.languages)}): {' '.join(spec.languages)}")
+
+
+def _artifacts(args) -> None:
+    from . import artifacts, backbones
+
+    if args.action == "show":
+        print(artifacts.describe(args.folder))
+        return
+    manifest = artifacts.read_manifest(args.folder)
+    if args.backbone and backbones.resolve(args.backbone).weight_hash != manifest["backbone"]["weight_hash"]:
+        raise UserError(f"{args.folder} was trained on backbone {manifest['backbone']['name']!r}, "
+                        f"not on {args.backbone!r} (weight hashes differ)")
+    print(f"{args.folder}: OK ({len(manifest['files'])} files match their sha256)")
 
 
 def _backbone(args) -> None:
@@ -128,7 +152,7 @@ def _score(args) -> None:
     print(f"wrote {args.output}")
 
 
-VERBS = {"train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo,
+VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo,
          "score": _score}
 
 

@@ -184,3 +184,30 @@ def test_peft_trains_far_fewer_parameters_than_full(modules, tiny_backbone, tmp_
         assert manifest(modules[(regime, "xref")])["trainable_parameters"] < \
             manifest(full)["trainable_parameters"] / 2
     assert trainable_parameters(build("lora", "sequential", [], tiny_backbone)) > 0
+
+
+def test_artifacts_show_and_verify_catch_tampering(modules, tiny_backbone, tmp_path, capsys):
+    import shutil
+
+    folder = modules[("lora", "xref")]
+    assert main(["artifacts", "show", str(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert "lora lora for verses-xref (intermediate phase)" in shown and "MB" in shown
+    assert main(["artifacts", "verify", str(folder), "--backbone", str(tiny_backbone.path)]) == 0
+
+    tampered = shutil.copytree(folder, tmp_path / "tampered")
+    weights = tampered / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    capsys.readouterr()
+    assert main(["artifacts", "verify", str(tampered)]) == 2
+    assert "adapter_model.safetensors does not match its sha256" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tampered), "--task", "verses-xref", "--output", str(tmp_path / "e")]) == 2
+
+    other = shutil.copytree(folder, tmp_path / "other-backbone")
+    record = manifest(other)
+    record["backbone"]["weight_hash"] = "sha256:" + "1" * 64
+    (other / "manifest.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["artifacts", "verify", str(other), "--backbone", str(tiny_backbone.path)]) == 2
+    assert "weight hashes differ" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(other), "--task", "verses-xref", "--output", str(tmp_path / "e")]) == 2
