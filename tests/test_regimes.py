@@ -211,3 +211,24 @@ def test_artifacts_show_and_verify_catch_tampering(modules, tiny_backbone, tmp_p
     assert main(["artifacts", "verify", str(other), "--backbone", str(tiny_backbone.path)]) == 2
     assert "weight hashes differ" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(other), "--task", "verses-xref", "--output", str(tmp_path / "e")]) == 2
+
+
+@pytest.mark.parametrize("regime", ["lora", "bottleneck"])
+def test_bank_swaps_modules_without_reloading_the_backbone(modules, tiny_backbone, tmp_path, regime):
+    from adapterxfer.bank import ModuleBank
+
+    task = get_task("verses-xref")
+    second = train(tmp_path / "second", "task=verses-xref", f"regime={regime}", "seed=5", backbone=tiny_backbone)
+    folders = {"first": modules[(regime, "xref")], "second": second}
+    bank = ModuleBank(task, tiny_backbone, regime)
+    for name, folder in folders.items():
+        bank.attach(name, folder)
+    backbone_weight = bank.model.get_input_embeddings().weight
+    inputs = batch(tiny_backbone)
+    with torch.no_grad():
+        for name in ("first", "second", "first"):
+            expected = get_regime(regime).load(folders[name], task, tiny_backbone).eval()(**inputs).logits
+            assert torch.allclose(bank.activate(name)(**inputs).logits, expected, atol=1e-6), name
+    assert bank.model.get_input_embeddings().weight is backbone_weight
+    with pytest.raises(UserError, match="cannot join a bank"):
+        bank.attach("next", modules[(regime, "next")])

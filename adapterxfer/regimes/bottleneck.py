@@ -84,6 +84,18 @@ def load_encoder(folder: Path, task, backbone):
     return load(folder, task, backbone).base_model
 
 
+def attach(model, folder: Path, name: str):
+    """Add a saved adapter to a loaded model under ``name`` (the backbone is not reloaded)."""
+    if not hasattr(model, "adapters_config"):
+        adapters.init(model)
+    _load(model, folder, name)
+    return model
+
+
+def activate(model, name: str) -> None:
+    model.set_active_adapters(name)
+
+
 def _adaptable(task, backbone):
     model = task_model(task, backbone.path)
     adapters.init(model)

@@ -74,6 +74,18 @@ def load_encoder(folder: Path, task, backbone):
     return unwrap(load(folder, task, backbone).merge_and_unload()).base_model
 
 
+def attach(model, folder: Path, name: str):
+    """Add a saved LoRA to a loaded model under ``name`` (the backbone is not reloaded)."""
+    if isinstance(model, PeftModel):
+        model.load_adapter(folder, adapter_name=name)
+        return model
+    return PeftModel.from_pretrained(model, folder, adapter_name=name)
+
+
+def activate(model, name: str) -> None:
+    model.set_adapter(name)
+
+
 def _activate_stack(model) -> None:
     """Both LoRAs active; only the target one trains."""
     model.base_model.set_adapter([STACKED, TARGET])

@@ -1,0 +1,52 @@
+"""One frozen backbone, loaded once, and a bank of modules to swap, each with its own head.
+
+Evaluating K intermediate or target modules over L languages then costs one backbone load:
+``attach`` each artifact, ``activate`` one at a time. Only plain modules (not stacked or fused
+artifacts) go into a bank; all must share the regime, the task and the backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from . import artifacts
+from .errors import UserError
+from .modeling import head_parameters, task_model
+from .regimes import get_regime
+from .regimes.common import HEAD_FILE
+
+
+class ModuleBank:
+    def __init__(self, task, backbone, regime: str):
+        self.task, self.backbone, self.regime = task, backbone, get_regime(regime)
+        if not hasattr(self.regime, "activate"):
+            raise UserError(f"regime {regime} has no swappable modules (use lora or bottleneck)")
+        self.model = task_model(task, backbone.path).eval()
+        self.heads: dict[str, dict[str, torch.Tensor]] = {}
+
+    def attach(self, name: str, folder: str | Path) -> None:
+        """Verify an artifact and add its module and head to the bank."""
+        folder = Path(folder)
+        manifest = artifacts.read_manifest(folder)
+        expected = (self.regime.__name__.rsplit(".", 1)[-1], self.task.name, self.backbone.weight_hash)
+        found = (manifest["regime"], manifest["task"], manifest["backbone"]["weight_hash"])
+        if found != expected:
+            raise UserError(f"{folder}: a {found[0]} module for {found[1]} on another backbone cannot join a bank of "
+                            f"{expected[0]} modules for {expected[1]} on {self.backbone.name}")
+        if (folder / "stacked").is_dir() or (folder / "fusion").is_dir():
+            raise UserError(f"{folder}: stacked or fused artifacts cannot be swapped; evaluate them alone")
+        self.model = self.regime.attach(self.model, folder, name)
+        self.heads[name] = load_file(folder / HEAD_FILE)
+
+    @torch.no_grad()
+    def activate(self, name: str):
+        """Make ``name`` the active module and put its head in place; returns the model."""
+        if name not in self.heads:
+            raise UserError(f"no module {name!r} in the bank (have: {', '.join(self.heads)})")
+        self.regime.activate(self.model, name)
+        for key, param in head_parameters(self.model).items():
+            param.copy_(self.heads[name][key])
+        return self.model
