@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--langs", default="", help="comma-separated languages or translation ids (default: all)")
     ev.add_argument("--output", required=True, help="folder for scores.json and predictions/")
     ev.add_argument("--layer", type=int, default=-1, help="retrieval: hidden-state layer to mean-pool (-1 = last)")
-    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on a GPU, fp32 on CPU (default)")

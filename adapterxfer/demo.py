@@ -1,8 +1,10 @@
-"""`adapterxfer demo`: the baseline and STILTs on the embedded benchmark, then one report.
+"""`adapterxfer demo`: baseline and STILTs per regime on the embedded benchmark, then one report.
 
-The plan comes from a YAML file (configs/demo.yaml). Each phase writes its own output
-folder under the demo root; a re-run reuses every phase whose manifest records the same
-configuration, so an interrupted demo resumes where it stopped.
+The plan comes from a YAML file (configs/demo.yaml). For every regime it trains the target
+task alone (the baseline) and after each intermediate task, all with the same data, seeds,
+step budget and evaluation; bottleneck can add AdapterFusion over the intermediates.
+Each phase writes its own output folder under the demo root; a re-run reuses every phase
+whose manifest records the same configuration, so an interrupted demo resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -12,63 +14,78 @@ import time
 from pathlib import Path
 
 from . import artifacts, backbones
-from .config import RunConfig, read_yaml, from_dict
+from .config import RunConfig, from_dict, read_yaml
 from .errors import UserError
 from .metrics import majority_rate
 from .pipeline import evaluate_model, train_phase
+from .regimes import get_regime
 from .report import write_report
 from .tasks import get_task
 
-PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer",
-             "eval_langs", "phase", "intermediate_phase"}
+PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "eval_langs",
+             "phase", "intermediate_phase", "regimes", "regime_phase", "extra_intermediates", "fusion"}
+REQUIRED = ("backbone", "seed", "target", "intermediates", "retrieval_task")
 
 
 def run_demo(plan_file: str, output: str) -> list[dict]:
     started = time.perf_counter()
-    plan = _read_plan(plan_file)
+    plan = read_plan(plan_file)
     root = Path(output)
     backbone = backbones.resolve(plan["backbone"])
     target = plan["target"]
 
-    def phase(task: str, name: str, init_from: Path | None = None) -> Path:
-        settings = plan.get("phase", {}) | (plan.get("intermediate_phase", {}) if task != target else {})
-        config = from_dict({**settings, "task": task, "regime": "full", "backbone": plan["backbone"],
+    def phase(regime: str, task: str, name: str, parents: list[Path] = (), transfer: str = "sequential") -> Path:
+        settings = {**plan.get("phase", {}),
+                    **(plan.get("intermediate_phase", {}) if task != target else {}),
+                    **plan.get("regime_phase", {}).get(regime, {})}
+        config = from_dict({**settings, "task": task, "regime": regime, "backbone": plan["backbone"],
                             "seed": plan["seed"], "eval_langs": plan.get("eval_langs", []),
-                            "output_dir": str(root / "full" / name), "overwrite": True,
-                            "init_from": [str(init_from)] if init_from else []}, source=plan_file)
+                            "output_dir": str(root / regime / name), "overwrite": True,
+                            "init_from": [str(p) for p in parents], "transfer": transfer}, source=plan_file)
         return _reuse_or_train(config)
 
     results = _majority_rows(target, plan.get("eval_langs", []))
-    models = {None: phase(target, "baseline")}
-    for intermediate in plan["intermediates"]:
-        stilts = phase(intermediate, intermediate)
-        models[intermediate] = phase(target, f"{intermediate}-{target}", init_from=stilts)
-        results += _retrieval_rows(plan, stilts, root / "retrieval" / intermediate, "full", intermediate)
     results += _retrieval_rows(plan, str(backbone.path), root / "retrieval" / "backbone", "backbone", None)
-    for intermediate, folder in models.items():
-        scores = json.loads((folder / "scores.json").read_text())
-        results += _rows(scores, "full", intermediate, target)
+    for regime in plan.get("regimes", ["full"]):
+        runs = {None: phase(regime, target, "baseline")}
+        intermediates = {}
+        for task in plan["intermediates"] + plan.get("extra_intermediates", {}).get(regime, []):
+            intermediates[task] = phase(regime, task, task)
+            runs[task] = phase(regime, target, f"{task}-{target}", [intermediates[task]])
+            if task in plan["intermediates"]:
+                results += _retrieval_rows(plan, intermediates[task], root / "retrieval" / regime / task, regime, task)
+        if regime in plan.get("fusion", []):
+            fused = [intermediates[task] for task in plan["intermediates"]]
+            runs["fusion(" + "+".join(plan["intermediates"]) + ")"] = phase(
+                regime, target, f"fusion-{target}", fused, transfer="fusion")
+        for intermediate, folder in runs.items():
+            results += _run_rows(folder, regime, intermediate, target)
 
     minutes = (time.perf_counter() - started) / 60
+    root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     report = write_report(root / "report.md", results, target, plan["retrieval_task"],
-                          title=f"adapterxfer demo: full-model STILTs on {backbone.name}",
-                          note=f"Wall time {minutes:.1f} min; seed {plan['seed']}; plan {plan_file}.")
+                          title=f"adapterxfer demo: STILTs on {backbone.name}",
+                          note=f"Wall time {minutes:.1f} min; seed {plan['seed']}; plan {plan_file}. "
+                               "Model selection on the English dev set only.")
     print(report)
     print(f"wrote {root / 'report.md'} and {root / 'results.json'}")
     return results
 
 
-def _read_plan(plan_file: str) -> dict:
+def read_plan(plan_file: str) -> dict:
     plan = read_yaml(plan_file)
     unknown = set(plan) - PLAN_KEYS
     if unknown:
         raise UserError(f"{plan_file}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(PLAN_KEYS))})")
-    for key in ("backbone", "seed", "target", "intermediates", "retrieval_task"):
+    for key in REQUIRED:
         if key not in plan:
             raise UserError(f"{plan_file}: key {key!r} is required")
-    for task in [plan["target"], plan["retrieval_task"], *plan["intermediates"]]:
+    extra = [t for tasks in plan.get("extra_intermediates", {}).values() for t in tasks]
+    for task in [plan["target"], plan["retrieval_task"], *plan["intermediates"], *extra]:
         get_task(task)
+    for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}), *plan.get("fusion", [])]:
+        get_regime(regime)
     return plan
 
 
@@ -78,6 +95,19 @@ def _reuse_or_train(config: RunConfig) -> Path:
         print(f"reusing {out} (same configuration)")
         return out
     return train_phase(config)
+
+
+def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str) -> list[dict]:
+    """Per-language rows of one target run, each carrying the run's cost and selection figures."""
+    manifest = artifacts.read_manifest(folder, verify=False)
+    scores = json.loads((folder / "scores.json").read_text())
+    metric = manifest["dev"]["metric"]
+    others = [by_metric[metric] for lang, by_metric in scores.items() if not lang.startswith("en")]
+    run = {"trainable_parameters": manifest["trainable_parameters"],
+           "artifact_mb": artifacts.size_mb(folder, manifest), "train_seconds": manifest["train_seconds"],
+           "peak_rss_mb": manifest["peak_rss_mb"], "english_dev": round(manifest["dev"]["best"], 4),
+           "zero_shot_avg": round(sum(others) / len(others), 4) if others else None}
+    return [{**row, **run} for row in _rows(scores, regime, intermediate, task)]
 
 
 def _retrieval_rows(plan: dict, model: str | Path, out: Path, regime: str, intermediate: str | None) -> list[dict]:
@@ -98,4 +128,3 @@ def _rows(scores: dict, regime: str, intermediate: str | None, task: str) -> lis
     return [{"regime": regime, "intermediate": intermediate, "task": task, "lang": lang,
              "metric": metric, "value": round(value, 4)}
             for lang, by_metric in scores.items() for metric, value in by_metric.items()]
-

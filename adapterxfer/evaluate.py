@@ -70,44 +70,6 @@ def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: in
     return scores, predictions
 
 
-@torch.inference_mode()
-def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, batch_size: int,
-          bf16: bool) -> torch.Tensor:
-    """L2-normalised mean-pooled hidden states of ``layer`` (an index into hidden_states; -1 = last)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    out = torch.empty(len(texts), encoder.config.hidden_size)
-    for batch_ids in sorted_batches(lengths, batch_size):
-        batch = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch_ids]}, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(encoder, bf16):
-            hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        out[batch_ids] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
-    return out
-
-
-def retrieval(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-              batch_size: int, bf16: bool) -> tuple[dict, dict]:
-    """Tatoeba-style accuracy@1 per language: each query's nearest target must be its own translation."""
-    scores, predictions, target_cache = {}, {}, {}
-    for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
-        rows = task.rows("test", lang)
-        targets = tuple(row["target"] for row in rows)
-        if targets not in target_cache:  # the English side is the same verses for every language
-            target_cache[targets] = embed(encoder, tokenizer, list(targets), layer, max_length, batch_size, bf16)
-        queries = embed(encoder, tokenizer, [row["query"] for row in rows], layer, max_length, batch_size, bf16)
-        nearest = (queries @ target_cache[targets].T).argmax(-1).tolist()
-        gold = list(range(len(rows)))
-        scores[lang] = METRICS[task.metric](nearest, gold, lang)
-        predictions[lang] = [{"ref": row.get("ref"), "label": g, "prediction": p}
-                             for row, g, p in zip(rows, gold, nearest)]
-    return scores, predictions
-
-
 def write_scores(folder: Path, scores: dict, predictions: dict) -> None:
     """``scores.json`` as {lang: {metric: value}} and one predictions file per language."""
     folder.mkdir(parents=True, exist_ok=True)

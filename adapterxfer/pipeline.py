@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate
+from . import artifacts, backbones, evaluate, retrieval, scoring
 from .cache import atomic_dir
 from .config import RunConfig
 from .data.features import featurized
@@ -48,13 +48,15 @@ def train_phase(config: RunConfig) -> Path:
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
 
+    max_length = config.max_length or task.max_length
+    _reset_peak_rss()
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, config.max_length, config.seed)
+    features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, max_length, config.seed)
     model = regime.build(task, backbone, parents, config).to(_device())
 
     def dev_score(trained) -> float:
-        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, config.max_length,
+        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, max_length,
                                          config.eval_batch_size, config.bf16)
         return next(iter(scores.values()))  # the metric's first value selects the model
 
@@ -68,7 +70,7 @@ def train_phase(config: RunConfig) -> Path:
         regime.save(model, tokenizer, tmp)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
         if task.role == "target":
-            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, config.max_length,
+            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length,
                                                      config.eval_batch_size, config.bf16)
             evaluate.write_scores(tmp, scores, predictions)
         artifacts.write_manifest(tmp, {
@@ -88,10 +90,17 @@ def train_phase(config: RunConfig) -> Path:
 
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
-                   max_length: int = 128, batch_size: int = 64, precision: str = "auto") -> dict:
-    """Score a backbone or a trained output on a task's test sets; write scores.json and predictions."""
+                   max_length: int | None = None, batch_size: int = 64, precision: str = "auto",
+                   xtreme_format: bool = False) -> dict:
+    """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
+
+    Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
+    ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
+    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``.
+    """
     task = get_task(task_name)
     langs = task.check_langs(langs)
+    max_length = max_length or task.max_length
     bf16 = RunConfig(task=task_name, precision=precision).bf16
     if artifacts.is_artifact(model_path):
         manifest = artifacts.read_manifest(model_path)
@@ -101,11 +110,12 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     else:
         manifest, backbone = None, backbones.resolve(model_path)
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    if task.kind == "retrieval":
+    if not task.trainable:
         model = (regime.load_encoder(folder, get_task(manifest["task"]), backbone) if manifest
                  else encoder_model(backbone.path)).to(_device())
         _check_layer(layer, model.config.num_hidden_layers)
-        scores, predictions = evaluate.retrieval(model, tokenizer, task, langs, layer, max_length, batch_size, bf16)
+        scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
+                                                              batch_size, bf16)
     else:
         if manifest is None:
             raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
@@ -116,6 +126,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16)
     with atomic_dir(Path(output)) as tmp:
         evaluate.write_scores(tmp, scores, predictions)
+        if xtreme_format:
+            scoring.write_official(tmp, task, predictions)
     return scores
 
 
@@ -134,5 +146,17 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak RSS, so each phase reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak covers the whole process
+
+
 def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(status.split("VmHWM:")[1].split()[0]) / 1024, 1)
+    except (OSError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

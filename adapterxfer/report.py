@@ -29,8 +29,28 @@ def task_table(results: list[dict], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+RUN_FIELDS = (("trainable_parameters", "trainable params", "{:,}"), ("artifact_mb", "artifact MB", "{:.1f}"),
+              ("train_seconds", "train s", "{:.0f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+              ("english_dev", "English dev", "{:.3f}"), ("zero_shot_avg", "zero-shot avg (non-en)", "{:.3f}"))
+
+
+def run_table(results: list[dict], task: str) -> str:
+    """One line per trained target model: what it cost and how it did (target phase only)."""
+    runs = {column_name(r): r for r in results if r["task"] == task and "english_dev" in r}
+    if not runs:
+        return ""
+    lines = [f"### {task}: runs (same data, seeds, steps and evaluation)", "",
+             "| run | " + " | ".join(label for _, label, _ in RUN_FIELDS) + " |",
+             "|---|" + "---:|" * len(RUN_FIELDS)]
+    for name, row in runs.items():
+        cells = ["" if row[key] is None else fmt.format(row[key]) for key, _, fmt in RUN_FIELDS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(path: Path, results: list[dict], *tasks: str, title: str, note: str = "") -> str:
-    body = "\n".join(table for task in tasks if (table := task_table(results, task)))
+    tables = [run_table(results, tasks[0])] + [task_table(results, task) for task in tasks]
+    body = "\n".join(table for table in tables if table)
     text = f"# {title}\n\n{note}\n\n{body}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

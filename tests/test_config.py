@@ -10,7 +10,7 @@ def test_overrides_parse_types_and_win_over_yaml(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: verses-genre\nmax_steps: 10\nlr: 1.0e-5\n")
     config = load_config(str(recipe), ["max_steps=20", "eval_langs=fr,de", "init_from=none", "lr=2e-5"])
-    assert (config.task, config.max_steps, config.eval_langs, config.init_from) == ("verses-genre", 20, ["fr", "de"], None)
+    assert (config.task, config.max_steps, config.eval_langs, config.init_from) == ("verses-genre", 20, ["fr", "de"], [])
     assert config.lr == pytest.approx(2e-5)
     assert str(config.resolved_output_dir()) == "artifacts/verses-genre-full-seed42"
 

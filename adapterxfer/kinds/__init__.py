@@ -10,10 +10,15 @@ features, rows, options)`` (one prediction per row) and ``references(rows)`` (th
 shape). ``options`` is the task's ``TaskSpec.options`` dict.
 """
 
-from . import classification, multiple_choice, retrieval
+from . import classification, mining, mlm, multiple_choice, qa, ranking, retrieval, tagging
 
 KINDS = {
     "classification": classification,
     "multiple_choice": multiple_choice,
     "retrieval": retrieval,
+    "tagging": tagging,
+    "qa": qa,
+    "mlm": mlm,
+    "mining": mining,
+    "ranking": ranking,
 }

@@ -1,4 +1,4 @@
-"""Pieces shared by the kinds whose prediction is the argmax over a logits row."""
+"""Pieces the kinds share: argmax over a logits row, per-example trimming, decode-only columns."""
 
 
 def logits_rows(model_output, batch):
@@ -11,3 +11,16 @@ def argmax_labels(outputs, features, rows, options) -> list[int]:
 
 def row_labels(rows) -> list[int]:
     return [row["label"] for row in rows]
+
+
+def unpadded(values, attention_mask) -> list:
+    """One numpy array per example of a padded (batch, length, ...) tensor, padding positions dropped."""
+    values = values.float() if values.is_floating_point() else values
+    return [row[mask.bool()].cpu().numpy() for row, mask in zip(values, attention_mask)]
+
+
+def dropping(columns: tuple[str, ...], collate):
+    """``collate`` on examples without ``columns``: features keep what decode needs, the model never sees it."""
+    def collate_inputs(examples: list[dict]):
+        return collate([{k: v for k, v in example.items() if k not in columns} for example in examples])
+    return collate_inputs

@@ -1,7 +1,7 @@
 """Retrieval (Tatoeba-style), evaluation only. Rows: {"query", "target"}: the query's own target is gold.
 
 There is no head and no training: sentences are encoded by mean pooling a hidden layer
-(see ``adapterxfer.evaluate.embed``), and each query retrieves its nearest target.
+(see ``adapterxfer.retrieval.embed``), and each query retrieves its nearest target.
 """
 
 AUTO_MODEL = None

@@ -4,8 +4,8 @@ The XTREME functions score exactly like google-research/xtreme ``evaluate.py`` a
 (values in percent, its key names); ``adapterxfer.scoring`` reads the official folder layout.
 """
 
-from .basic import accuracy, majority_rate
-from .qa import mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, squad_scores
+from .basic import accuracy, majority_rate, token_accuracy
+from .qa import mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, qa_list_scores, squad_scores
 from .xtreme import (accuracy_scores, bucc_scores, mewslix_scores, overall_scores, tagging_scores,
                      task_summary)
 
@@ -15,8 +15,16 @@ from .xtreme import (accuracy_scores, bucc_scores, mewslix_scores, overall_score
 METRICS = {
     "accuracy": lambda predictions, references, lang: {"accuracy": accuracy(predictions, references)},
     "accuracy@1": lambda predictions, references, lang: {"accuracy@1": accuracy(predictions, references)},
+    # Tagging: one tag list per sentence. QA: one answer text per question, gold = its answer texts.
+    "seqeval": lambda predictions, references, lang: tagging_scores(predictions, references),
+    "squad": lambda predictions, references, lang: qa_list_scores(predictions, references),
+    "mlqa": lambda predictions, references, lang: qa_list_scores(predictions, references, lang),
+    # MLM: each row's hits at its corrupted tokens (see kinds/mlm.py), pooled over all rows.
+    "mlm_accuracy": lambda predictions, references, lang: {
+        "accuracy": sum(map(sum, predictions)) / max(1, sum(map(len, predictions)))},
+    "token_accuracy": lambda predictions, references, lang: {"accuracy": token_accuracy(predictions, references)},
 }
 
-__all__ = ["METRICS", "accuracy", "majority_rate", "accuracy_scores", "tagging_scores", "bucc_scores",
+__all__ = ["METRICS", "accuracy", "majority_rate", "token_accuracy", "accuracy_scores", "tagging_scores", "bucc_scores",
            "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",
            "normalize_mlqa_answer", "task_summary", "overall_scores"]

@@ -17,3 +17,10 @@ def majority_rate(train_labels: Sequence, references: Sequence) -> float:
     """Accuracy of always predicting the most frequent training label."""
     majority = max(set(train_labels), key=list(train_labels).count)
     return accuracy([majority] * len(references), references)
+
+
+def token_accuracy(predictions: Sequence[Sequence], references: Sequence[Sequence]) -> float:
+    """Accuracy over every token of every sequence (CCG supertagging)."""
+    if [len(p) for p in predictions] != [len(r) for r in references]:
+        raise ValueError("predicted and gold sequences differ in length")
+    return accuracy([t for p in predictions for t in p], [t for r in references for t in r])

@@ -102,3 +102,25 @@ def squad_scores(predictions: Mapping[str, str], dataset: Sequence[Mapping]) -> 
 def mlqa_scores(predictions: Mapping[str, str], dataset: Sequence[Mapping], lang: str) -> dict:
     """As ``squad_scores``, with the MLQA normalization of ``lang`` (en es de ar hi vi zh)."""
     return _qa_scores(predictions, dataset, lambda text: normalize_mlqa_answer(text, lang))
+
+
+def qa_list_scores(predictions: Sequence[str], references: Sequence[Sequence[str]], lang: str | None = None) -> dict:
+    """``squad_scores`` (or ``mlqa_scores`` in ``lang``) over parallel lists, F1 first.
+
+    predictions: one answer text per question; references: each question's gold texts. A question
+    with no gold (SQuAD 2.0 unanswerable) scores 100 when the prediction normalizes to "" and 0
+    otherwise, as the SQuAD 2.0 script scores it; the others score exactly as the official script.
+    """
+    normalize = normalize_squad_answer if lang is None else (lambda text: normalize_mlqa_answer(text, lang))
+    answerable = [i for i, golds in enumerate(references) if golds]
+    abstained = sum(not normalize(predictions[i]) for i, golds in enumerate(references) if not golds)
+    if not answerable:
+        return dict.fromkeys(("f1", "exact_match"), 100.0 * abstained / len(references))
+    dataset = [{"paragraphs": [{"qas": [{"id": str(i), "answers": [{"text": text} for text in references[i]]}
+                                        for i in answerable]}]}]
+    by_id = {str(i): predictions[i] for i in answerable}
+    scores = squad_scores(by_id, dataset) if lang is None else mlqa_scores(by_id, dataset, lang)
+    if len(answerable) == len(references):
+        return {"f1": scores["f1"], "exact_match": scores["exact_match"]}
+    share = len(answerable) / len(references)
+    return {key: scores[key] * share + 100.0 * abstained / len(references) for key in ("f1", "exact_match")}

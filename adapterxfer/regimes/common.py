@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
-from ..modeling import head_parameters
+from ..modeling import head_parameters, unwrap
 
 HEAD_FILE = "head.safetensors"
 
@@ -46,13 +46,20 @@ def save_head(model, folder: Path) -> None:
 
 @torch.no_grad()
 def load_head(model, folder: Path, task_name: str) -> None:
-    """Copy the saved head into the model; a head of another shape or task is a one-line error."""
+    """Copy the saved head into the model; a head of another shape or task is a one-line error.
+
+    The saved head must cover every freshly initialized weight; it may also hold weights the
+    encoder folder has too (full regime: a pooler that was new in phase 2 and saved with the encoder).
+    """
     saved = load_file(folder / HEAD_FILE)
-    params = head_parameters(model)
-    if set(saved) != set(params):
+    params = dict(unwrap(model).named_parameters())
+    missing = set(head_parameters(model)) - set(saved)
+    unknown = set(saved) - set(params)
+    if missing or unknown:
         raise UserError(f"{folder / HEAD_FILE}: head does not fit task {task_name} "
-                        f"(expected {sorted(params)[:3]}, found {sorted(saved)[:3]})")
-    for name, param in params.items():
+                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unknown)[:3]})")
+    for name in saved:
+        param = params[name]
         if saved[name].shape != param.shape:
             raise UserError(f"{folder / HEAD_FILE}: {name} has shape {tuple(saved[name].shape)}, "
                             f"task {task_name} needs {tuple(param.shape)}")

@@ -22,3 +22,4 @@ def get_task(name: str) -> TaskSpec:
 
 
 from . import verses  # noqa: E402,F401  (registers the embedded benchmark)
+from . import xtreme  # noqa: E402,F401  (registers XTREME / XTREME-R targets and the paper's intermediate tasks)

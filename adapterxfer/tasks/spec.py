@@ -7,6 +7,9 @@ from typing import Callable
 
 from ..errors import UserError
 
+# Kinds with no training data: scored straight from an encoder (see adapterxfer/retrieval.py).
+EVALUATION_ONLY = ("retrieval", "mining", "ranking")
+
 # A reader returns rows in its kind's schema (see adapterxfer/kinds/) for one split and language.
 Reader = Callable[[str, str, int | None, int], list[dict]]  # (split, lang, limit, seed) -> rows
 
@@ -14,7 +17,7 @@ Reader = Callable[[str, str, int | None, int], list[dict]]  # (split, lang, limi
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "classification" | "multiple_choice" | "retrieval"
+    kind: str  # a key of adapterxfer.kinds.KINDS
     role: str  # "intermediate" | "target"
     description: str
     languages: tuple[str, ...]  # evaluation languages, source language first
@@ -26,12 +29,16 @@ class TaskSpec:
     limits: dict[str, int | None] = field(default_factory=dict)
     source: str = ""  # where the data comes from, for `adapterxfer tasks` and manifests
     resolve_lang: Callable[[str], str] = str  # "fr" -> "fr-o"; raises UserError for unknown names
+    max_length: int = 128  # the default sequence length (RunConfig.max_length overrides it)
     # Kind-specific settings passed to featurize/decode (QA: doc_stride, max_answer_length, n_best).
     options: dict = field(default_factory=dict)
+    # Target tasks whose test languages this (intermediate) task trains on in translation, so a
+    # target model built on it is not zero-shot there (xnli-translate-train -> "xnli"); reports mark them.
+    contaminates: tuple[str, ...] = ()
 
     @property
     def trainable(self) -> bool:
-        return self.kind != "retrieval"
+        return self.kind not in EVALUATION_ONLY
 
     def rows(self, split: str, lang: str | None = None, seed: int = 0) -> list[dict]:
         lang = lang or self.train_lang

@@ -1,0 +1,187 @@
+"""Evaluation straight from an encoder, with no head: retrieval, bitext mining and ranking.
+
+Every text is the L2-normalised mean of one hidden layer's states (``embed``; XTREME scores these
+tasks from a middle layer). One function per evaluation-only kind, all with the same signature:
+
+- ``retrieve`` (Tatoeba): accuracy@1 of each query's nearest target; the gold is its own index.
+- ``mine`` (BUCC): google-research/xtreme's third_party/utils_retrieve.py, ``mine_bitext`` with mode
+  "mine", retrieval "max", ratio margin and k = 4: each side's 4 nearest neighbours, a candidate's
+  score cos(x, y) / ((mean kNN sim of x + mean kNN sim of y) / 2), the best candidate of every
+  source and every target, taken greedily by score so each sentence is used once. Sentences are
+  de-duplicated first, and a text occurring under two ids is dropped (``read_sent2id``). The
+  threshold is ``bucc_optimize`` on the dev gold, applied to test as run_retrieval.py does; the
+  prediction is the set of "src_id<TAB>tgt_id" pairs scoring at least the threshold.
+- ``rank`` (Mewsli-X, LAReQA): each query ranks the task's candidate pool (split "candidates") by
+  cosine; the top 20 are kept. Mewsli-X: MRR@20 as the official ``mewslix_scores`` ("map@20");
+  LAReQA: mAP@20, the mean over queries of the precision at each gold hit in the top 20, divided by
+  min(number of golds, 20).
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .evaluate import autocast, sorted_batches
+from .metrics import METRICS, bucc_scores, mewslix_scores
+from .tasks.spec import TaskSpec
+
+MARGIN_K = 4
+TOP_K = 20
+
+
+@torch.inference_mode()
+def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, batch_size: int,
+          bf16: bool) -> torch.Tensor:
+    """L2-normalised mean-pooled hidden states of ``layer`` (an index into hidden_states; -1 = last)."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    for batch_ids in sorted_batches(lengths, batch_size):
+        batch = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch_ids]}, return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(encoder, bf16):
+            hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        out[batch_ids] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+    return out
+
+
+def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
+             batch_size: int, bf16: bool) -> tuple[dict, dict]:
+    """Tatoeba-style accuracy@1 per language: each query's nearest target must be its own translation."""
+    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
+    scores, predictions, target_cache = {}, {}, {}
+    for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
+        rows = task.rows("test", lang)
+        targets = tuple(row["target"] for row in rows)
+        if targets not in target_cache:  # verses: the English side is the same for every language
+            target_cache[targets] = encode(list(targets))
+        nearest = (encode([row["query"] for row in rows]) @ target_cache[targets].T).argmax(-1)
+        gold = list(range(len(rows)))
+        scores[lang] = METRICS[task.metric](nearest.tolist(), gold, lang)
+        predictions[lang] = [{"ref": row.get("ref"), "label": g, "prediction": p}
+                             for row, g, p in zip(rows, gold, nearest.tolist())]
+    return scores, predictions
+
+
+def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
+         batch_size: int, bf16: bool) -> tuple[dict, dict]:
+    """BUCC F1 per language: margin-mined pairs over the dev-tuned threshold (see the module docstring)."""
+    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
+    scores, predictions = {}, {}
+    for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
+        dev_candidates, dev_gold = _mined("dev", task, lang, encode)
+        threshold = bucc_threshold(dev_candidates, dev_gold)
+        candidates, gold = _mined("test", task, lang, encode)
+        mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
+        scores[lang] = bucc_scores(mined, gold) | {"threshold": threshold}
+        predictions[lang] = [{"ref": None, "label": gold, "prediction": mined}]
+    return scores, predictions
+
+
+def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
+         batch_size: int, bf16: bool) -> tuple[dict, dict]:
+    """Top-20 candidate ids for each query; MRR@20 or mAP@20 per language (see the module docstring)."""
+    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
+    pool = task.rows("candidates", langs[0])
+    pool_vectors = encode([row["text"] for row in pool])
+    scores, predictions = {}, {}
+    for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
+        rows = task.rows("test", lang)
+        similarity = encode([row["query"] for row in rows]) @ pool_vectors.T
+        top = similarity.topk(min(TOP_K, len(pool)), dim=-1).indices.tolist()
+        ranked = {row["id"]: [pool[i]["id"] for i in ids] for row, ids in zip(rows, top)}
+        gold = {row["id"]: row["gold"] for row in rows}
+        scores[lang] = RANKING_METRICS[task.metric](ranked, gold)
+        predictions[lang] = [{"ref": key, "label": gold[key], "prediction": ranked[key]} for key in ranked]
+    return scores, predictions
+
+
+def map_at_k(predictions: dict, references: dict, k: int = TOP_K) -> dict:
+    """Mean average precision over the top k, in percent (LAReQA)."""
+    total = 0.0
+    for key, golds in references.items():
+        hits, precision_sum = 0, 0.0
+        for position, candidate in enumerate(predictions.get(key, [])[:k], 1):
+            if candidate in golds:
+                hits += 1
+                precision_sum += hits / position
+        total += precision_sum / min(len(golds), k)
+    return {f"map@{k}": 100 * total / max(1, len(references))}
+
+
+RANKING_METRICS = {"mrr@20": mewslix_scores, "map@20": map_at_k}
+EVALUATORS = {"retrieval": retrieve, "mining": mine, "ranking": rank}
+
+
+def margin_candidates(x: torch.Tensor, y: torch.Tensor, k: int = MARGIN_K) -> dict[tuple[int, int], float]:
+    """xtreme's ``mine_bitext`` (mine, max, ratio): {(source index, target index): margin score}."""
+    fwd_sim, fwd_ind = _knn(x, y, min(k, len(y)))
+    bwd_sim, bwd_ind = _knn(y, x, min(k, len(x)))
+    fwd_mean, bwd_mean = fwd_sim.mean(1), bwd_sim.mean(1)
+    fwd_scores = fwd_sim / ((fwd_mean[:, None] + bwd_mean[fwd_ind]) / 2)
+    bwd_scores = bwd_sim / ((bwd_mean[:, None] + fwd_mean[bwd_ind]) / 2)
+    fwd_best = fwd_ind.gather(1, fwd_scores.argmax(1, keepdim=True)).squeeze(1)
+    bwd_best = bwd_ind.gather(1, bwd_scores.argmax(1, keepdim=True)).squeeze(1)
+    pairs = list(zip(range(len(x)), fwd_best.tolist())) + list(zip(bwd_best.tolist(), range(len(y))))
+    values = torch.cat([fwd_scores.max(1).values, bwd_scores.max(1).values]).tolist()
+    chosen, seen_src, seen_tgt = {}, set(), set()
+    for index in sorted(range(len(pairs)), key=lambda i: -values[i]):
+        src, tgt = pairs[index]
+        if src not in seen_src and tgt not in seen_tgt:
+            seen_src.add(src)
+            seen_tgt.add(tgt)
+            if values[index] > 0:
+                chosen[(src, tgt)] = values[index]
+    return chosen
+
+
+def bucc_threshold(candidates: dict[tuple[str, str], float], gold: list[str]) -> float:
+    """xtreme's ``bucc_optimize``: the midpoint below the score that gives the best F1 on ``gold``."""
+    items = sorted(candidates.items(), key=lambda item: -item[1])
+    gold_set, correct, threshold, best_f1 = set(gold), 0, 0.0, 0.0
+    for extracted, ((src, tgt), score) in enumerate(items, 1):
+        correct += f"{src}\t{tgt}" in gold_set
+        if correct:
+            precision, recall = correct / extracted, correct / len(gold_set)
+            f1 = 2 * precision * recall / (precision + recall)
+            if f1 > best_f1:
+                following = items[extracted][1] if extracted < len(items) else score
+                best_f1, threshold = f1, (score + following) / 2
+    return threshold
+
+
+def _mined(split: str, task: TaskSpec, lang: str, encode) -> tuple[dict[tuple[str, str], float], list[str]]:
+    """{(source id, target id): score} of one split, and its gold "src<TAB>tgt" lines."""
+    rows = task.rows(split, lang)
+    sides = [_unique_ids([(row[f"{side}_id"], row[side]) for row in rows]) for side in ("source", "target")]
+    texts = [list(dict.fromkeys(row[side] for row in rows)) for side in ("source", "target")]
+    scored = margin_candidates(encode(texts[0]), encode(texts[1]))
+    candidates = {}
+    for (i, j), score in scored.items():
+        src, tgt = sides[0].get(texts[0][i]), sides[1].get(texts[1][j])
+        if src is not None and tgt is not None:
+            candidates[(src, tgt)] = max(score, candidates.get((src, tgt), score))
+    return candidates, [f"{row['source_id']}\t{row['target_id']}" for row in rows]
+
+
+def _unique_ids(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """text -> id, leaving out texts that occur under more than one id (xtreme's ``read_sent2id``)."""
+    ids: dict[str, set] = {}
+    for key, text in pairs:
+        ids.setdefault(text, set()).add(key)
+    return {text: next(iter(keys)) for text, keys in ids.items() if len(keys) == 1}
+
+
+def _knn(x: torch.Tensor, y: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest cosine similarities of each row of x among the rows of y, in chunks of x."""
+    parts = [(x[start:start + chunk] @ y.T).topk(k, dim=1) for start in range(0, len(x), chunk)]
+    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+
+
+def _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16):
+    return lambda texts: embed(encoder, tokenizer, texts, layer, max_length, batch_size, bf16)

@@ -1,0 +1,61 @@
+"""The demo plan on the tiny backbone: every regime's baseline and STILTs rows, fusion, the
+multilingual intermediate, retrieval, the report, and resuming from finished phases."""
+
+import json
+
+import pytest
+
+from adapterxfer.cli import main
+
+PLAN = """
+backbone: {backbone}
+seed: 1
+target: verses-genre
+intermediates: [verses-xref, verses-next]
+retrieval_task: verses-retrieval
+retrieval_layer: 1
+eval_langs: [en, fr, zh]
+regimes: [full, lora, bottleneck]
+fusion: [bottleneck]
+extra_intermediates: {{lora: [verses-xref-multi]}}
+regime_phase: {{lora: {{lr: 1.0e-3}}}}
+phase: {{max_steps: 2, eval_every: 2, batch_size: 4, max_length: 48, precision: fp32}}
+"""
+
+
+def test_demo_plan_writes_matched_rows_and_resumes(tmp_path, tiny_backbone, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.format(backbone=tiny_backbone.path))
+    out = tmp_path / "demo"
+    assert main(["demo", "--config", str(plan), "--output", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    genre = {(r["regime"], r["intermediate"]) for r in rows if r["task"] == "verses-genre"}
+    assert genre == {("majority", None),
+                     *((regime, i) for regime in ("full", "lora", "bottleneck")
+                       for i in (None, "verses-xref", "verses-next")),
+                     ("lora", "verses-xref-multi"), ("bottleneck", "fusion(verses-xref+verses-next)")}
+    retrieval = {(r["regime"], r["intermediate"]) for r in rows if r["task"] == "verses-retrieval"}
+    assert ("backbone", None) in retrieval and ("lora", "verses-next") in retrieval
+    for row in rows:
+        assert set(row) >= {"regime", "intermediate", "task", "lang", "metric", "value"}
+        assert 0.0 <= row["value"] <= 1.0
+    trained = [r for r in rows if r["regime"] in ("full", "lora", "bottleneck") and r["task"] == "verses-genre"]
+    assert all(r["trainable_parameters"] > 0 and r["artifact_mb"] > 0 and r["english_dev"] is not None
+               for r in trained)
+    full = next(r for r in trained if r["regime"] == "full")["trainable_parameters"]
+    assert all(r["trainable_parameters"] < full for r in trained if r["regime"] != "full")
+    report = (out / "report.md").read_text()
+    assert "| lora +verses-xref-multi |" in report and "avg non-en" in report
+
+    capsys.readouterr()
+    assert main(["demo", "--config", str(plan), "--output", str(out)]) == 0
+    assert capsys.readouterr().out.count("reusing") == 18  # 3 regimes x 5 phases, xref-multi x 2, fusion
+
+
+def test_bad_demo_plan_is_one_line(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("backbone: me5-small\nseed: 1\ntarget: verses-genre\nintermediates: [verses-nope]\n"
+                    "retrieval_task: verses-retrieval\n")
+    assert main(["demo", "--config", str(plan), "--output", str(tmp_path / "out")]) == 2
+    assert "unknown task 'verses-nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
