@@ -42,6 +42,7 @@ class RunConfig:
     # Length-grouped training batches pad less, but make each batch's labels depend on length
     # wherever length predicts the label (verses-genre: dev 0.26 vs 0.42 after 60 steps).
     group_by_length: bool = False
+    temperature: float = 1.0  # multi-task (task=a+b): draw task i with probability ~ n_i ** (1/T)
     eval_every: int = 50  # steps between English-dev evaluations (model selection)
     eval_langs: list[str] = field(default_factory=list)  # empty: every language of the task
     eval_batch_size: int = 64

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoModel
 
 from .kinds import KINDS
@@ -38,8 +39,31 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+class MultiTaskModel(torch.nn.Module):
+    """Task models sharing one encoder: ``forward(task=name, **batch)`` runs that task's model."""
+
+    def __init__(self, models: dict):
+        super().__init__()
+        self.models = torch.nn.ModuleDict(models)
+
+    def forward(self, task: str, **batch):
+        return self.models[task](**batch)
+
+
+def share_encoder(source, model) -> None:
+    """Make ``model`` use the encoder of ``source`` (with any LoRA layers in it); re-tie an MLM decoder."""
+    shared, own = unwrap(source).base_model, model.base_model
+    if getattr(shared, "pooler", None) is None and getattr(own, "pooler", None) is not None:
+        shared.pooler = own.pooler  # multiple choice reads the pooled <s>; the other heads ignore it
+    setattr(model, model.base_model_prefix, shared)
+    model.tie_weights()
+
+
 def head_parameters(model) -> dict:
-    """{name: parameter} of the task head, named as in the plain transformers model."""
+    """{name: parameter} of the task head(s), named as in the plain transformers model."""
+    if isinstance(model, MultiTaskModel):
+        return {f"{task}.{name}": param for task, sub in model.models.items()
+                for name, param in head_parameters(sub).items()}
     inner = unwrap(model)
     names = set(getattr(inner, HEAD_NAMES, ()))
     return {name: param for name, param in inner.named_parameters() if name in names}

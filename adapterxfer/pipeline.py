@@ -19,11 +19,11 @@ from .config import RunConfig
 from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
-from .modeling import encoder_model, trainable_parameters
+from .modeling import MultiTaskModel, encoder_model, share_encoder, task_model, trainable_parameters
 from .regimes import get_regime
-from .regimes.common import Parent
+from .regimes.common import Parent, save_head
 from .tasks import get_task
-from .train import fit
+from .train import Source, fit
 
 DEFAULT_BACKBONE = "me5-small"
 
@@ -31,14 +31,13 @@ DEFAULT_BACKBONE = "me5-small"
 def train_phase(config: RunConfig) -> Path:
     """Train one phase (intermediate, or target when ``init_from`` names phase-2 outputs).
 
-    Target tasks are then scored zero-shot on the test set of every evaluation language.
+    ``task=a+b`` trains intermediate tasks together: one shared module (or encoder), one head
+    each. Target tasks are then scored zero-shot on the test set of every evaluation language.
     The output folder appears only when everything succeeded.
     """
-    task = get_task(config.task)
-    if not task.trainable:
-        raise UserError(f"task {task.name} has no training data; score it with `adapterxfer evaluate`")
+    tasks = _phase_tasks(config.task)
     regime = get_regime(config.regime)
-    langs = task.check_langs(config.eval_langs)
+    langs = tasks[0].check_langs(config.eval_langs)
     out = config.resolved_output_dir()
     if out.exists() and not config.overwrite:
         raise UserError(f"output_dir {out} already exists; pass overwrite=true or another output_dir")
@@ -48,45 +47,88 @@ def train_phase(config: RunConfig) -> Path:
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
 
-    max_length = config.max_length or task.max_length
     _reset_peak_rss()
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, max_length, config.seed)
-    model = regime.build(task, backbone, parents, config).to(_device())
+    lengths = {task.name: config.max_length or task.max_length for task in tasks}
+    models = _task_models(regime, tasks, backbone, parents, config)
+    sources, fingerprints = [], []
+    for task in tasks:
+        features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, lengths[task.name],
+                                              config.seed)
+        kind = KINDS[task.kind]
+        sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
+                              kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
+        fingerprints.append(fingerprint)
+    model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(_device())
 
     def dev_score(trained) -> float:
-        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", task.train_lang, max_length,
-                                         config.eval_batch_size, config.bf16)
-        return next(iter(scores.values()))  # the metric's first value selects the model
+        """The mean over tasks of each metric's first value on the English dev set."""
+        values = []
+        for task in tasks:
+            sub = trained.models[task.name] if len(tasks) > 1 else trained
+            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", task.train_lang, lengths[task.name],
+                                             config.eval_batch_size, config.bf16)
+            values.append(next(iter(scores.values())))
+        return sum(values) / len(values)
 
     started = time.perf_counter()
-    kind = KINDS[task.kind]
-    lengths = [kind.length({"input_ids": ids}) for ids in features["input_ids"]]
-    log = fit(model, features, lengths, kind.collator(tokenizer), dev_score, config)
+    log = fit(model, sources, dev_score, config)
     train_seconds = time.perf_counter() - started
 
     with atomic_dir(out) as tmp:
-        regime.save(model, tokenizer, tmp)
+        first = models[tasks[0].name]
+        regime.save(first, tokenizer, tmp)
+        for task in tasks[1:]:
+            (tmp / "heads" / task.name).mkdir(parents=True)
+            save_head(models[task.name], tmp / "heads" / task.name)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-        if task.role == "target":
-            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length,
+        if tasks[0].role == "target":
+            scores, predictions = evaluate.zero_shot(first, tokenizer, tasks[0], langs, lengths[tasks[0].name],
                                                      config.eval_batch_size, config.bf16)
             evaluate.write_scores(tmp, scores, predictions)
         artifacts.write_manifest(tmp, {
-            "regime": config.regime, "module_kind": regime.MODULE_KIND, "task": task.name, "kind": task.kind,
-            "phase": "target" if parents or task.role == "target" else "intermediate",
+            "regime": config.regime, "module_kind": regime.MODULE_KIND, "task": config.task,
+            "tasks": [task.name for task in tasks], "kind": tasks[0].kind,
+            "phase": "target" if parents or tasks[0].role == "target" else "intermediate",
             "transfer": config.transfer if parents else None,
             "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
             "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
                         for p in parents],
-            "config": vars(config), "data_fingerprint": fingerprint,
+            "config": vars(config), "data_fingerprint": "+".join(fingerprints),
             "trainable_parameters": trainable_parameters(model),
-            "dev": {"metric": task.metric, "best": max(e["dev_score"] for e in log), "log": log},
+            "dev": {"metric": "+".join(task.metric for task in tasks), "best": max(e["dev_score"] for e in log),
+                    "log": log},
             "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
         })
     return out
+
+
+def _phase_tasks(name: str) -> list:
+    """``a`` or ``a+b+...``: several tasks train together only as intermediate tasks."""
+    tasks = [get_task(part) for part in name.split("+")]
+    for task in tasks:
+        if not task.trainable:
+            raise UserError(f"task {task.name} has no training data; score it with `adapterxfer evaluate`")
+        if len(tasks) > 1 and task.role != "intermediate":
+            raise UserError(f"task={name}: multi-task training is for intermediate tasks; {task.name} is a target")
+    if len({task.name for task in tasks}) != len(tasks):
+        raise UserError(f"task={name} names a task twice")
+    return tasks
+
+
+def _task_models(regime, tasks, backbone, parents, config) -> dict:
+    """The first task's model from the regime; every other task's head on that same encoder."""
+    first = regime.build(tasks[0], backbone, parents, config)
+    if len(tasks) > 1 and regime.MODULE_KIND not in ("encoder", "lora"):
+        raise UserError(f"multi-task training shares the encoder or a LoRA; regime {config.regime} "
+                        "is not supported yet (use full or lora)")
+    models = {tasks[0].name: first}
+    for task in tasks[1:]:
+        models[task.name] = task_model(task, backbone.path)
+        share_encoder(first, models[task.name])
+    return models
 
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
@@ -111,7 +153,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         manifest, backbone = None, backbones.resolve(model_path)
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     if not task.trainable:
-        model = (regime.load_encoder(folder, get_task(manifest["task"]), backbone) if manifest
+        trained_on = get_task(manifest["tasks"][0]) if manifest else None
+        model = (regime.load_encoder(folder, trained_on, backbone) if manifest
                  else encoder_model(backbone.path)).to(_device())
         _check_layer(layer, model.config.num_hidden_layers)
         scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,

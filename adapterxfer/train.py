@@ -6,7 +6,9 @@ and a function that scores the model on the English dev set for model selection.
 from __future__ import annotations
 
 import math
+import random
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,58 +25,83 @@ MAX_GRAD_NORM = 1.0
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
 
 
-def fit(model, features, lengths: list[int], collate, dev_score: Callable[[torch.nn.Module], float],
+@dataclass
+class Source:
+    """One task's training data. In multi-task training its batches carry the task ``name``."""
+
+    features: object  # a datasets.Dataset of model features
+    lengths: list[int]
+    collate: Callable
+    name: str | None = None
+
+
+def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], float],
         config: RunConfig) -> list[dict]:
     """Train for ``config.max_steps`` optimizer steps; keep the weights with the best dev score.
 
+    With several sources, each micro-batch comes from source i with probability proportional
+    to n_i ** (1 / config.temperature): 1 is proportional sampling, larger flattens it.
     Returns the log: one entry per evaluation with step, mean train loss, learning rate,
     dev score and elapsed seconds.
     """
     accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no",
                               gradient_accumulation_steps=config.grad_accum)
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = (LengthGroupedSampler(config.batch_size, lengths=lengths, generator=generator)
-               if config.group_by_length else RandomSampler(features, generator=generator))
-    loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
+    loaders = [_loader(source, generator, config) for source in sources]
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer, scheduler, *loaders = accelerator.prepare(model, optimizer, scheduler, *loaders)
+    batches = [_forever(loader) for loader in loaders]
+    weights = [len(source.features) ** (1 / config.temperature) for source in sources]
+    pick = random.Random(config.seed)
 
     log, best_score, best_weights = [], -math.inf, None
     losses, step, started = [], 0, time.perf_counter()
     progress = tqdm(total=config.max_steps, desc="train", unit="step")
     while step < config.max_steps:
-        for batch in loader:
-            model.train()
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            losses.append(loss.item())
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses[-1]:.3f}")
-            if step % config.eval_every == 0 or step == config.max_steps:
-                score = dev_score(accelerator.unwrap_model(model))
-                log.append({"step": step, "train_loss": sum(losses) / len(losses),
-                            "lr": scheduler.get_last_lr()[0], "dev_score": score,
-                            "seconds": round(time.perf_counter() - started, 1)})
-                progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, English dev {score:.4f}")
-                losses = []
-                if score > best_score:
-                    best_score, best_weights = score, _trainable_state(model)
-            if step >= config.max_steps:
-                break
+        index = pick.choices(range(len(sources)), weights)[0]
+        batch = next(batches[index])
+        if sources[index].name:
+            batch = {**batch, "task": sources[index].name}
+        model.train()
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        losses.append(loss.item())
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{losses[-1]:.3f}")
+        if step % config.eval_every == 0 or step == config.max_steps:
+            score = dev_score(accelerator.unwrap_model(model))
+            log.append({"step": step, "train_loss": sum(losses) / len(losses),
+                        "lr": scheduler.get_last_lr()[0], "dev_score": score,
+                        "seconds": round(time.perf_counter() - started, 1)})
+            progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, English dev {score:.4f}")
+            losses = []
+            if score > best_score:
+                best_score, best_weights = score, _trainable_state(model)
     progress.close()
     _restore(model, best_weights)
     return log
+
+
+def _loader(source: Source, generator: torch.Generator, config: RunConfig) -> DataLoader:
+    sampler = (LengthGroupedSampler(config.batch_size, lengths=source.lengths, generator=generator)
+               if config.group_by_length else RandomSampler(source.features, generator=generator))
+    return DataLoader(source.features, batch_size=config.batch_size, sampler=sampler, collate_fn=source.collate)
+
+
+def _forever(loader):
+    while True:
+        yield from loader
 
 
 def _param_groups(model, config: RunConfig) -> list[dict]:

@@ -41,7 +41,7 @@ def measure(regime: str, backbone_name: str, loop: str, steps: int, batch: int, 
     from adapterxfer.kinds import KINDS
     from adapterxfer.regimes import get_regime
     from adapterxfer.tasks import get_task
-    from adapterxfer.train import fit
+    from adapterxfer.train import Source, fit
 
     torch.set_num_threads(torch.get_num_threads())
     task, backbone = get_task("verses-genre"), resolve(backbone_name)
@@ -55,7 +55,7 @@ def measure(regime: str, backbone_name: str, loop: str, steps: int, batch: int, 
     collate = KINDS[task.kind].collator(_tokenizer(backbone.path))
     started = time.perf_counter()
     if loop == "adapterxfer":
-        fit(model, features, [length] * len(features), collate, lambda trained: 0.0, config)
+        fit(model, [Source(features, [length] * len(features), collate)], lambda trained: 0.0, config)
     else:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         for start in range(0, len(features), batch):

@@ -15,7 +15,7 @@ from adapterxfer.data.features import featurized
 from adapterxfer.kinds import KINDS, tagging
 from adapterxfer.modeling import task_model
 from adapterxfer.tasks.spec import TaskSpec
-from adapterxfer.train import fit
+from adapterxfer.train import Source, fit
 
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 ROWS = [
@@ -117,7 +117,7 @@ def fit_and_score(task: TaskSpec, backbone, max_length: int = 32, steps: int = 3
 
     config = RunConfig(task=task.name, max_steps=steps, eval_every=steps, batch_size=4, lr=1e-3,
                        max_length=max_length, precision="fp32")
-    log = fit(model, features, [kind.length(f) for f in features], recording_collate, dev_score, config)
+    log = fit(model, [Source(features, [kind.length(f) for f in features], recording_collate)], dev_score, config)
     scores, predictions = evaluate.score_split(model, tokenizer, task, "test", "en", max_length, 8, False)
     return log, scores, predictions, batch_keys
 

@@ -232,3 +232,47 @@ def test_bank_swaps_modules_without_reloading_the_backbone(modules, tiny_backbon
     assert bank.model.get_input_embeddings().weight is backbone_weight
     with pytest.raises(UserError, match="cannot join a bank"):
         bank.attach("next", modules[(regime, "next")])
+
+
+@pytest.mark.parametrize("regime", ["full", "lora"])
+def test_multitask_intermediate_shares_one_encoder_with_a_head_per_task(tiny_backbone, tmp_path, regime):
+    out = train(tmp_path / "multi", "task=verses-xref+verses-next", f"regime={regime}", "temperature=2",
+                backbone=tiny_backbone)
+    record = manifest(out)
+    assert record["tasks"] == ["verses-xref", "verses-next"] and record["phase"] == "intermediate"
+    assert (out / "head.safetensors").is_file() and (out / "heads" / "verses-next" / "head.safetensors").is_file()
+    xref_head = load_file(out / "head.safetensors")
+    next_head = load_file(out / "heads" / "verses-next" / "head.safetensors")
+    assert xref_head["classifier.out_proj.weight"].shape[0] == 2 and next_head["classifier.weight"].shape[0] == 1
+    # the multi-task module is an ordinary phase-2 output: phase 3 and retrieval start from it
+    target = train(tmp_path / "target", "task=verses-genre", f"regime={regime}", f"init_from={out}",
+                   "eval_langs=fr", backbone=tiny_backbone)
+    assert manifest(target)["parents"][0]["task"] == "verses-xref+verses-next"
+    assert main(["evaluate", "--model", str(out), "--task", "verses-retrieval", "--langs", "fr",
+                 "--output", str(tmp_path / "retrieval")]) == 0
+
+
+def test_multitask_models_share_parameters(tiny_backbone):
+    from adapterxfer.modeling import MultiTaskModel
+    from adapterxfer.pipeline import _phase_tasks, _task_models
+
+    config = from_dict({"task": "verses-xref+verses-next", "regime": "lora"})
+    models = _task_models(get_regime("lora"), _phase_tasks(config.task), tiny_backbone, [], config)
+    xref, nxt = models["verses-xref"], models["verses-next"]
+    assert nxt.roberta is xref.get_base_model().roberta
+    assert nxt.get_output_embeddings() is None or nxt.get_output_embeddings().weight is nxt.roberta.embeddings.word_embeddings.weight
+    joint = MultiTaskModel(models)
+    lora = [n for n, p in joint.named_parameters() if "lora_" in n and p.requires_grad]
+    assert lora and len(lora) == len({id(p) for n, p in joint.named_parameters() if "lora_" in n})
+    with pytest.raises(UserError, match="multi-task training is for intermediate tasks"):
+        _phase_tasks("verses-xref+verses-genre")
+
+
+def test_intermediate_task_with_continued_multilingual_mlm(tiny_backbone, tmp_path):
+    """The paper's alternative: an intermediate task trained jointly with MLM on multilingual text."""
+    out = train(tmp_path / "xref-mlm", "task=verses-xref+verses-mlm", backbone=tiny_backbone)
+    record = manifest(out)
+    assert record["tasks"] == ["verses-xref", "verses-mlm"]
+    mlm_head = load_file(out / "heads" / "verses-mlm" / "head.safetensors")
+    assert "lm_head.dense.weight" in mlm_head and "lm_head.decoder.weight" not in mlm_head  # tied, not saved
+    assert 0.0 <= record["dev"]["best"] <= 1.0

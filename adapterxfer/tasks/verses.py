@@ -33,6 +33,12 @@ def _next(split, lang, limit, seed):
     return corpus.next_rows(split, lang, limit, seed)
 
 
+def _mlm(split, lang, limit, seed):
+    """The split's verses as plain text, an equal share in each language of MULTI_LANGS."""
+    share = limit // len(MULTI_LANGS) if limit else None
+    return [{"text": row["text"]} for code in MULTI_LANGS for row in corpus.genre_rows(split, code, share, seed)]
+
+
 def _retrieval(split, lang, limit, seed):
     return corpus.retrieval_rows(lang, limit, seed)
 
@@ -59,6 +65,10 @@ register(TaskSpec(
     description="verses-xref pairs drawn in several languages, matched in count (multilingual-NLI analogue)",
     languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
     limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-mlm", kind="mlm", role="intermediate",
+    description="masked LM on training-chapter verses in 10 languages (the paper's continued multilingual MLM)",
+    languages=("en",), read=_mlm, metric="mlm_accuracy", limits={"train": 20000, "dev": 300}, **COMMON))
 register(TaskSpec(
     name="verses-next", kind="multiple_choice", role="intermediate",
     description="HellaSwag-like: which of 4 verses follows the given verse",
