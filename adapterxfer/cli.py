@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", required=True, help="folder for scores.json and predictions/")
     ev.add_argument("--layer", type=int, default=-1, help="retrieval: hidden-state layer to mean-pool (-1 = last)")
     ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on a GPU, fp32 on CPU (default)")
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",

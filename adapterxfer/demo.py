@@ -22,7 +22,8 @@ from .regimes import get_regime
 from .report import write_report
 from .tasks import get_task
 
-PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "eval_langs",
+PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "retrieval_langs",
+             "eval_langs",
              "phase", "intermediate_phase", "regimes", "regime_phase", "extra_intermediates", "fusion"}
 REQUIRED = ("backbone", "seed", "target", "intermediates", "retrieval_task")
 
@@ -111,7 +112,7 @@ def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str) ->
 
 
 def _retrieval_rows(plan: dict, model: str | Path, out: Path, regime: str, intermediate: str | None) -> list[dict]:
-    scores = evaluate_model(str(model), plan["retrieval_task"], plan.get("eval_langs", []), out,
+    scores = evaluate_model(str(model), plan["retrieval_task"], plan.get("retrieval_langs", []), out,
                             layer=plan.get("retrieval_layer", -1))
     return _rows(scores, regime, intermediate, plan["retrieval_task"])
 

@@ -132,7 +132,7 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
-                   max_length: int | None = None, batch_size: int = 64, precision: str = "auto",
+                   max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
                    xtreme_format: bool = False) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 

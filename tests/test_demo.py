@@ -14,6 +14,7 @@ target: verses-genre
 intermediates: [verses-xref, verses-next]
 retrieval_task: verses-retrieval
 retrieval_layer: 1
+retrieval_langs: [fr, zh]
 eval_langs: [en, fr, zh]
 regimes: [full, lora, bottleneck]
 fusion: [bottleneck]
