@@ -24,7 +24,7 @@ from .tasks import get_task
 
 PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "retrieval_langs",
              "eval_langs",
-             "phase", "intermediate_phase", "regimes", "regime_phase", "extra_intermediates", "fusion"}
+             "phase", "intermediate_phase", "task_phase", "regimes", "regime_phase", "extra_intermediates", "fusion"}
 REQUIRED = ("backbone", "seed", "target", "intermediates", "retrieval_task")
 
 
@@ -36,8 +36,9 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
     target = plan["target"]
 
     def phase(regime: str, task: str, name: str, parents: list[Path] = (), transfer: str = "sequential") -> Path:
-        settings = {**plan.get("phase", {}),
+        settings = {**plan.get("phase", {}),  # then the more specific settings win
                     **(plan.get("intermediate_phase", {}) if task != target else {}),
+                    **plan.get("task_phase", {}).get(task, {}),
                     **plan.get("regime_phase", {}).get(regime, {})}
         config = from_dict({**settings, "task": task, "regime": regime, "backbone": plan["backbone"],
                             "seed": plan["seed"], "eval_langs": plan.get("eval_langs", []),
@@ -107,6 +108,7 @@ def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str) ->
     run = {"trainable_parameters": manifest["trainable_parameters"],
            "artifact_mb": artifacts.size_mb(folder, manifest), "train_seconds": manifest["train_seconds"],
            "peak_rss_mb": manifest["peak_rss_mb"], "english_dev": round(manifest["dev"]["best"], 4),
+           "zero_shot": manifest["zero_shot"],
            "zero_shot_avg": round(sum(others) / len(others), 4) if others else None}
     return [{**row, **run} for row in _rows(scores, regime, intermediate, task)]
 

@@ -92,6 +92,7 @@ def train_phase(config: RunConfig) -> Path:
             "tasks": [task.name for task in tasks], "kind": tasks[0].kind,
             "phase": "target" if parents or tasks[0].role == "target" else "intermediate",
             "transfer": config.transfer if parents else None,
+            "zero_shot": not _contaminated(tasks[0], parents),
             "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
             "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
@@ -103,6 +104,12 @@ def train_phase(config: RunConfig) -> Path:
             "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
         })
     return out
+
+
+def _contaminated(target, parents: list[Parent]) -> bool:
+    """True when an intermediate task trained on the target's own data (XNLI translate-train)."""
+    return any(target.name in get_task(name).contaminates
+               for parent in parents for name in parent.manifest.get("tasks", [parent.manifest["task"]]))
 
 
 def _phase_tasks(name: str) -> list:

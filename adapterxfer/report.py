@@ -6,9 +6,11 @@ from pathlib import Path
 
 
 def column_name(row: dict) -> str:
+    """A run's label; a run whose intermediate task saw the target's own data is marked."""
     if row["regime"] in ("majority", "backbone"):
         return row["regime"]
-    return f"{row['regime']}" + (f" +{row['intermediate']}" if row["intermediate"] else " baseline")
+    name = f"{row['regime']}" + (f" +{row['intermediate']}" if row["intermediate"] else " baseline")
+    return name + (" (not zero-shot)" if row.get("zero_shot") is False else "")
 
 
 def task_table(results: list[dict], task: str) -> str:

@@ -105,14 +105,15 @@ def trained(tmp_path_factory, tiny_backbone):
     return {"root": tmp_path_factory.mktemp("xtreme"), "backbone": tiny_backbone}
 
 
+@pytest.mark.parametrize("regime", ["full", "lora"])
 @pytest.mark.parametrize("name", list(xtreme.TASKS))
-def test_end_to_end_on_the_tiny_backbone(name, trained, monkeypatch):
+def test_end_to_end_on_the_tiny_backbone(name, regime, trained, monkeypatch):
     task = TASKS[name]
-    root, backbone = trained["root"], trained["backbone"]
+    root, backbone = trained["root"] / regime, trained["backbone"]
     model, max_length = str(backbone.path), 160 if task.kind == "qa" else 32  # QA windows exceed doc_stride 128
     if task.trainable:
         model = str(root / name)
-        assert main(["train", f"task={name}", f"backbone={backbone.path}", f"output_dir={model}", *STEPS,
+        assert main(["train", f"task={name}", f"regime={regime}", f"backbone={backbone.path}", f"output_dir={model}", *STEPS,
                      f"max_length={max_length}", f"eval_langs={','.join(FIXTURE_LANGS.get(name, ['en']))}"]) == 0
     if task.role != "target":
         return
@@ -125,3 +126,17 @@ def test_end_to_end_on_the_tiny_backbone(name, trained, monkeypatch):
         files = [out / sub / name / f"test-{lang}.{FORMATS[name][0]}" for sub in ("xtreme", "xtreme-gold")]
         scores = score_language(name, *files, lang)  # what `adapterxfer score` runs for each file pair
         assert all(0 <= value <= 100 for value in scores.values())
+
+
+def test_xnli_after_its_own_translate_train_data_is_marked_not_zero_shot(trained):
+    import json
+
+    root, backbone = trained["root"] / "contaminated", trained["backbone"]
+    common = [f"backbone={backbone.path}", *STEPS, "max_length=32"]
+    assert main(["train", "task=xnli-translate-train", f"output_dir={root / 'tt'}", *common]) == 0
+    assert main(["train", "task=xnli", f"init_from={root / 'tt'}", "eval_langs=fr", f"output_dir={root / 'xnli'}",
+                 *common]) == 0
+    assert json.loads((root / "xnli" / "manifest.json").read_text())["zero_shot"] is False
+    assert main(["train", "task=pawsx", f"init_from={root / 'tt'}", "eval_langs=de", f"output_dir={root / 'pawsx'}",
+                 *common]) == 0
+    assert json.loads((root / "pawsx" / "manifest.json").read_text())["zero_shot"] is True
