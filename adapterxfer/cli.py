@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     backbone.add_argument("name", help="me5-small, tiny-xlmr, a folder or a Hub id")
     backbone.add_argument("--force", action="store_true", help="prepare: rebuild even if present")
 
+    grid = verbs.add_parser("grid", help="print the commands of an intermediate x target grid, in stages",
+                            description="Print one adapterxfer command per line (phase 2, then phase 3 and "
+                            "evaluation) for a cluster engine, e.g. configs/xstilts_grid.yaml.")
+    grid.add_argument("plan", help="a grid plan (YAML)")
+
     demo = verbs.add_parser("demo", help="full-model STILTs on the embedded benchmark, with a report")
     demo.add_argument("--config", default="configs/demo.yaml", help="the demo plan (default: %(default)s)")
     demo.add_argument("--output", default="artifacts/demo", help="output root (default: %(default)s)")
@@ -137,6 +142,12 @@ def _backbone(args) -> None:
     print(backbone.path if args.action == "path" else f"{backbone.path}\n{backbone.weight_hash}")
 
 
+def _grid(args) -> None:
+    from .grid import grid_commands
+
+    print("\n".join(grid_commands(args.plan)))
+
+
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -152,7 +163,7 @@ def _score(args) -> None:
     print(f"wrote {args.output}")
 
 
-VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo,
+VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo, "grid": _grid,
          "score": _score}
 
 
