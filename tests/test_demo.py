@@ -3,7 +3,6 @@ multilingual intermediate, retrieval, the report, and resuming from finished pha
 
 import json
 
-import pytest
 
 from adapterxfer.cli import main
 
