@@ -7,26 +7,14 @@ Last line: RESULT bf16_over_fp32_inference <ratio of seconds; < 1 means bf16 pay
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from adapterxfer.backbones import resolve
+from timing import median_seconds
 
 SENTENCE = "And the evening and the morning were the first day, and it was good in every way."
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up: the first call pays for kernel selection
-    return statistics.median(_once(fn) for _ in range(repeats))
-
-
-def _once(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -54,7 +42,7 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
 
-    seconds = {(name, bf16): timed(lambda: fn(bf16), args.repeats)
+    seconds = {(name, bf16): median_seconds(lambda: fn(bf16), args.repeats)
                for name, fn in (("inference", infer), ("train_step", step)) for bf16 in (False, True)}
     for (name, bf16), value in seconds.items():
         print(f"{name:10} {'bf16' if bf16 else 'fp32'}: {value:.3f} s per batch of {args.batch}")

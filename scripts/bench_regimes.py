@@ -43,7 +43,6 @@ def measure(regime: str, backbone_name: str, loop: str, steps: int, batch: int, 
     from adapterxfer.tasks import get_task
     from adapterxfer.train import Source, fit
 
-    torch.set_num_threads(torch.get_num_threads())
     task, backbone = get_task("verses-genre"), resolve(backbone_name)
     config = from_dict({"task": task.name, "regime": regime, "max_steps": steps + 1, "eval_every": steps + 1,
                         "batch_size": batch, "precision": "fp32", "lr": 1e-5})

@@ -10,7 +10,6 @@ Last line: RESULT swap_over_backbone_load <ratio>   (target: <= 0.01)
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from adapterxfer.backbones import resolve
@@ -19,12 +18,7 @@ from adapterxfer.config import from_dict
 from adapterxfer.modeling import task_model
 from adapterxfer.pipeline import train_phase
 from adapterxfer.tasks import get_task
-
-
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+from timing import seconds
 
 
 def main() -> None:
@@ -37,12 +31,12 @@ def main() -> None:
         folders = {f"seed{seed}": train_phase(from_dict({
             "task": task.name, "regime": args.regime, "seed": seed, "max_steps": 1, "eval_every": 1,
             "batch_size": 2, "output_dir": str(Path(tmp) / f"seed{seed}")})) for seed in (1, 2)}
-        loads = [timed(lambda: task_model(task, backbone.path)) for _ in range(3)]
+        loads = [seconds(lambda: task_model(task, backbone.path)) for _ in range(3)]
         bank = ModuleBank(task, backbone, args.regime)
         for name, folder in folders.items():
             bank.attach(name, folder)
         names = list(folders) * (args.swaps // 2)
-        swaps = [timed(lambda name=name: bank.activate(name)) for name in names]
+        swaps = [seconds(lambda name=name: bank.activate(name)) for name in names]
     load, swap = statistics.median(loads), statistics.median(swaps)
     print(f"backbone load {load:.3f} s (median of 3); swap {swap * 1000:.2f} ms (median of {len(swaps)})")
     print(f"RESULT swap_over_backbone_load {swap / load:.5f}")
