@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
                     help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
                          "the official layout `adapterxfer score` reads (default: %(default)s)")
+    ev.add_argument("--lang-adapter", choices=["target", "source"], default=None,
+                    help="madx: each test language's adapter (target), or keep the source language's "
+                         "(source, the ablation); default: as the model was trained")
 
     verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
 
@@ -106,7 +109,7 @@ def _evaluate(args) -> None:
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
-                            xtreme_format=args.format == "xtreme")
+                            xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter)
     print(json.dumps(scores, indent=1))
     print(f"wrote {args.output}/scores.json")
 
@@ -163,8 +166,8 @@ def _score(args) -> None:
     print(f"wrote {args.output}")
 
 
-VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone, "demo": _demo, "grid": _grid,
-         "score": _score}
+VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone,
+         "demo": _demo, "grid": _grid, "score": _score}
 
 
 def _config_keys() -> list[str]:

@@ -58,12 +58,20 @@ class RunConfig:
     lora_dropout: float = 0.1
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
     merge: str = "cat"  # transfer=merge: peft add_weighted_adapter combination
-    # bottleneck: adapters' seq_bn
+    # bottleneck and madx task adapters: adapters' seq_bn
     reduction_factor: int = 16
+    # madx: a language adapter (seq_bn_inv) is an mlm phase on one language's plain text, e.g.
+    # `task=verses-text language=de regime=madx`; task phases then list them in lang_adapters.
+    language: str | None = None  # the text language of an mlm phase (default: the task's, English)
+    lang_adapters: list[str] = field(default_factory=list)  # madx language-adapter outputs, one per language
+    # At zero-shot test time: "target" swaps in each test language's adapter (MAD-X); "source" keeps
+    # the training language's (the ablation of Kunz & Holmstroem 2024).
+    lang_adapter_at_test: str = "target"
+    lang_reduction_factor: int = 2  # MAD-X's language adapters are wider than its task adapters
 
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"artifacts/{self.task}-{self.regime}-seed{self.seed}")
-
+        language = f"-{self.language}" if self.language else ""
+        return Path(self.output_dir or f"artifacts/{self.task}{language}-{self.regime}-seed{self.seed}")
 
     @property
     def bf16(self) -> bool:
@@ -75,6 +83,7 @@ CHOICES = {
     "precision": ("auto", "bf16", "fp32"),
     "transfer": ("sequential", "stack", "fusion", "merge"),
     "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
+    "lang_adapter_at_test": ("target", "source"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -60,11 +61,16 @@ def score_split(model, tokenizer, task: TaskSpec, split: str, lang: str, max_len
     return scores, [{"ref": row.get("ref"), "label": g, "prediction": p} for row, g, p in zip(rows, gold, predictions)]
 
 
-def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: int,
-              batch_size: int, bf16: bool) -> tuple[dict, dict]:
-    """Test-set scores in every language: ({lang: {metric: value}}, {lang: predictions})."""
+def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: int, batch_size: int, bf16: bool,
+              before_lang: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+    """Test-set scores in every language: ({lang: {metric: value}}, {lang: predictions}).
+
+    ``before_lang(lang)`` runs before each language is scored (madx: swap in its language adapter).
+    """
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"zero-shot {task.name}", unit="lang"):
+        if before_lang:
+            before_lang(lang)
         scores[lang], predictions[lang] = score_split(model, tokenizer, task, "test", lang, max_length,
                                                       batch_size, bf16)
     return scores, predictions

@@ -20,7 +20,7 @@ from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
 from .modeling import MultiTaskModel, encoder_model, share_encoder, task_model, trainable_parameters
-from .regimes import get_regime
+from .regimes import REGIMES, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
 from .train import Source, fit
@@ -37,6 +37,7 @@ def train_phase(config: RunConfig) -> Path:
     """
     tasks = _phase_tasks(config.task)
     regime = get_regime(config.regime)
+    train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
     out = config.resolved_output_dir()
     if out.exists() and not config.overwrite:
@@ -54,7 +55,7 @@ def train_phase(config: RunConfig) -> Path:
     models = _task_models(regime, tasks, backbone, parents, config)
     sources, fingerprints = [], []
     for task in tasks:
-        features, _, fingerprint = featurized(task, "train", task.train_lang, tokenizer, lengths[task.name],
+        features, _, fingerprint = featurized(task, "train", train_lang, tokenizer, lengths[task.name],
                                               config.seed)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
@@ -67,7 +68,7 @@ def train_phase(config: RunConfig) -> Path:
         values = []
         for task in tasks:
             sub = trained.models[task.name] if len(tasks) > 1 else trained
-            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", task.train_lang, lengths[task.name],
+            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", train_lang, lengths[task.name],
                                              config.eval_batch_size, config.bf16)
             values.append(next(iter(scores.values())))
         return sum(values) / len(values)
@@ -85,10 +86,13 @@ def train_phase(config: RunConfig) -> Path:
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
         if tasks[0].role == "target":
             scores, predictions = evaluate.zero_shot(first, tokenizer, tasks[0], langs, lengths[tasks[0].name],
-                                                     config.eval_batch_size, config.bf16)
+                                                     config.eval_batch_size, config.bf16,
+                                                     _language_switch(regime, first, tasks[0],
+                                                                      config.lang_adapter_at_test))
             evaluate.write_scores(tmp, scores, predictions)
         artifacts.write_manifest(tmp, {
-            "regime": config.regime, "module_kind": regime.MODULE_KIND, "task": config.task,
+            "regime": config.regime, "module_kind": regime.module_kind(tasks[0], config), "task": config.task,
+            "language": train_lang,
             "tasks": [task.name for task in tasks], "kind": tasks[0].kind,
             "phase": "target" if parents or tasks[0].role == "target" else "intermediate",
             "transfer": config.transfer if parents else None,
@@ -104,6 +108,23 @@ def train_phase(config: RunConfig) -> Path:
             "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
         })
     return out
+
+
+def _train_language(task, config: RunConfig) -> str:
+    """English for labelled data (zero-shot transfer); ``language=`` picks the text of an mlm phase."""
+    if config.language is None:
+        return task.source_lang
+    if task.kind != "mlm":
+        raise UserError(f"language={config.language}: only plain-text (mlm) phases train on another language; "
+                        f"task {task.name} trains on labelled {task.train_lang} data (zero-shot transfer)")
+    return task.resolve_lang(config.language)
+
+
+def _language_switch(regime, model, task, at_test: str):
+    """The regime's hook to call before scoring each test language (madx swaps language adapters)."""
+    if not hasattr(regime, "use_language"):
+        return None
+    return lambda lang: regime.use_language(model, task.resolve_lang(lang), at_test)
 
 
 def _contaminated(target, parents: list[Parent]) -> bool:
@@ -128,9 +149,9 @@ def _phase_tasks(name: str) -> list:
 def _task_models(regime, tasks, backbone, parents, config) -> dict:
     """The first task's model from the regime; every other task's head on that same encoder."""
     first = regime.build(tasks[0], backbone, parents, config)
-    if len(tasks) > 1 and regime.MODULE_KIND not in ("encoder", "lora"):
-        raise UserError(f"multi-task training shares the encoder or a LoRA; regime {config.regime} "
-                        "is not supported yet (use full or lora)")
+    if len(tasks) > 1 and not regime.MULTITASK:
+        raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
+                        f"(available in: {', '.join(name for name, r in REGIMES.items() if r.MULTITASK)})")
     models = {tasks[0].name: first}
     for task in tasks[1:]:
         models[task.name] = task_model(task, backbone.path)
@@ -140,12 +161,13 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
-                   xtreme_format: bool = False) -> dict:
+                   xtreme_format: bool = False, lang_adapter_at_test: str | None = None) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
-    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``.
+    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A madx model uses each
+    test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
     """
     task = get_task(task_name)
     langs = task.check_langs(langs)
@@ -173,7 +195,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         if manifest["task"] != task.name:
             raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
         model = regime.load(folder, task, backbone).to(_device())
-        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16)
+        at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
+        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16,
+                                                 _language_switch(regime, model, task, at_test))
     with atomic_dir(Path(output)) as tmp:
         evaluate.write_scores(tmp, scores, predictions)
         if xtreme_format:

@@ -234,7 +234,7 @@ def test_bank_swaps_modules_without_reloading_the_backbone(modules, tiny_backbon
         bank.attach("next", modules[(regime, "next")])
 
 
-@pytest.mark.parametrize("regime", ["full", "lora"])
+@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck"])
 def test_multitask_intermediate_shares_one_encoder_with_a_head_per_task(tiny_backbone, tmp_path, regime):
     out = train(tmp_path / "multi", "task=verses-xref+verses-next", f"regime={regime}", "temperature=2",
                 backbone=tiny_backbone)
@@ -252,18 +252,22 @@ def test_multitask_intermediate_shares_one_encoder_with_a_head_per_task(tiny_bac
                  "--output", str(tmp_path / "retrieval")]) == 0
 
 
-def test_multitask_models_share_parameters(tiny_backbone):
-    from adapterxfer.modeling import MultiTaskModel
+@pytest.mark.parametrize("regime, marker", [("lora", ".lora_"), ("bottleneck", ".adapters.target.")])
+def test_multitask_models_share_parameters(tiny_backbone, regime, marker):
+    from adapterxfer.modeling import MultiTaskModel, unwrap
     from adapterxfer.pipeline import _phase_tasks, _task_models
 
-    config = from_dict({"task": "verses-xref+verses-next", "regime": "lora"})
-    models = _task_models(get_regime("lora"), _phase_tasks(config.task), tiny_backbone, [], config)
+    config = from_dict({"task": "verses-xref+verses-next", "regime": regime})
+    models = _task_models(get_regime(regime), _phase_tasks(config.task), tiny_backbone, [], config)
     xref, nxt = models["verses-xref"], models["verses-next"]
-    assert nxt.roberta is xref.get_base_model().roberta
-    assert nxt.get_output_embeddings() is None or nxt.get_output_embeddings().weight is nxt.roberta.embeddings.word_embeddings.weight
+    assert nxt.roberta is unwrap(xref).roberta
     joint = MultiTaskModel(models)
-    lora = [n for n, p in joint.named_parameters() if "lora_" in n and p.requires_grad]
-    assert lora and len(lora) == len({id(p) for n, p in joint.named_parameters() if "lora_" in n})
+    module = {n: p for n, p in joint.named_parameters(remove_duplicate=False) if marker in n}
+    assert module and all(p.requires_grad for p in module.values())
+    assert len(module) == len({id(p) for p in module.values()}) * 2  # each shared weight seen through both tasks
+    choices = {"input_ids": torch.tensor([[[0, 5, 6, 2], [0, 7, 8, 2]]]), "labels": torch.tensor([1])}
+    joint(task="verses-next", **choices).loss.backward()  # the second task's loss trains the shared module
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.values())
     with pytest.raises(UserError, match="multi-task training is for intermediate tasks"):
         _phase_tasks("verses-xref+verses-genre")
 

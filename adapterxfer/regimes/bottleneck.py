@@ -23,24 +23,28 @@ from ..modeling import task_model
 from .common import check_transfer, load_head, save_head, unfreeze_head
 
 TRANSFERS = ("sequential", "stack", "fusion")
-MODULE_KIND = "seq_bn"
+MULTITASK = True
 TARGET = "target"
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
 
 
+def module_kind(task, config) -> str:
+    return "seq_bn"
+
+
 def build(task, backbone, parents, config):
     check_transfer("bottleneck", TRANSFERS, config.transfer, parents)
-    model = _adaptable(task, backbone)
+    model = adaptable(task, backbone)
     if config.transfer == "fusion" and parents:
-        names = [_load(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
+        names = [load_adapter(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
         model.add_adapter_fusion(Fuse(*names))
         model.train_adapter_fusion(Fuse(*names))
     elif config.transfer == "sequential" and parents:
-        _load(model, parents[0].folder, TARGET)
+        load_adapter(model, parents[0].folder, TARGET)
         model.train_adapter(TARGET)
     else:
         if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
-            _load(model, parents[0].folder, STACKED)
+            load_adapter(model, parents[0].folder, STACKED)
         model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
         model.train_adapter(TARGET)
         if parents:
@@ -64,16 +68,16 @@ def save(model, tokenizer, folder: Path) -> None:
 
 
 def load(folder: Path, task, backbone):
-    model = _adaptable(task, backbone)
+    model = adaptable(task, backbone)
     if (folder / "fusion").is_dir():
-        names = [_load(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
+        names = [load_adapter(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
         model.load_adapter_fusion(folder / "fusion", use_safetensors=True)
         model.active_adapters = Fuse(*names)
     else:
-        _load(model, folder, TARGET)
+        load_adapter(model, folder, TARGET)
         model.active_adapters = TARGET
         if (folder / STACKED).is_dir():
-            _load(model, folder / STACKED, STACKED)
+            load_adapter(model, folder / STACKED, STACKED)
             model.active_adapters = Stack(STACKED, TARGET)
     load_head(model, folder, task.name)
     return model
@@ -88,7 +92,7 @@ def attach(model, folder: Path, name: str):
     """Add a saved adapter to a loaded model under ``name`` (the backbone is not reloaded)."""
     if not hasattr(model, "adapters_config"):
         adapters.init(model)
-    _load(model, folder, name)
+    load_adapter(model, folder, name)
     return model
 
 
@@ -96,11 +100,11 @@ def activate(model, name: str) -> None:
     model.set_active_adapters(name)
 
 
-def _adaptable(task, backbone):
+def adaptable(task, backbone):
     model = task_model(task, backbone.path)
     adapters.init(model)
     return model
 
 
-def _load(model, folder: Path, name: str) -> str:
+def load_adapter(model, folder: Path, name: str) -> str:
     return model.load_adapter(str(folder), load_as=name, with_head=False, use_safetensors=True)

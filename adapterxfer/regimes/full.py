@@ -12,7 +12,11 @@ from ..modeling import encoder_model, task_model
 from .common import check_transfer, load_head, save_head
 
 TRANSFERS = ("sequential",)
-MODULE_KIND = "encoder"
+MULTITASK = True
+
+
+def module_kind(task, config) -> str:
+    return "encoder"
 
 
 def build(task, backbone, parents, config):

@@ -24,7 +24,7 @@ from ..modeling import task_model, unwrap
 from .common import check_transfer, load_head, save_head, unfreeze_head
 
 TRANSFERS = ("sequential", "stack", "merge")
-MODULE_KIND = "lora"
+MULTITASK = True
 TARGET = "default"  # peft's name for the adapter saved at the top of the folder
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -36,6 +36,10 @@ def lora_config(config) -> LoraConfig:
     pattern = r".*\.encoder\.layer\.\d+\..*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=pattern)
+
+
+def module_kind(task, config) -> str:
+    return "lora"
 
 
 def build(task, backbone, parents, config):

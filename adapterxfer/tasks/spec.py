@@ -40,6 +40,12 @@ class TaskSpec:
     def trainable(self) -> bool:
         return self.kind not in EVALUATION_ONLY
 
+    @property
+    def source_lang(self) -> str:
+        """The training language's id (verses: "en" -> its translation's id); as is where the task
+        does not test it (XCOPA trains on English COPA)."""
+        return self.resolve_lang(self.train_lang) if self.train_lang in self.languages else self.train_lang
+
     def rows(self, split: str, lang: str | None = None, seed: int = 0) -> list[dict]:
         lang = lang or self.train_lang
         rows = self.read(split, lang, self.limits.get(split), seed)

@@ -36,7 +36,12 @@ def _next(split, lang, limit, seed):
 def _mlm(split, lang, limit, seed):
     """The split's verses as plain text, an equal share in each language of MULTI_LANGS."""
     share = limit // len(MULTI_LANGS) if limit else None
-    return [{"text": row["text"]} for code in MULTI_LANGS for row in corpus.genre_rows(split, code, share, seed)]
+    return [row for code in MULTI_LANGS for row in _text(split, code, share, seed)]
+
+
+def _text(split, lang, limit, seed):
+    """One translation's verses of the split as plain text (a MAD-X language adapter's MLM data)."""
+    return [{"text": row["text"]} for row in corpus.genre_rows(split, lang, limit, seed)]
 
 
 def _retrieval(split, lang, limit, seed):
@@ -69,6 +74,10 @@ register(TaskSpec(
     name="verses-mlm", kind="mlm", role="intermediate",
     description="masked LM on training-chapter verses in 10 languages (the paper's continued multilingual MLM)",
     languages=("en",), read=_mlm, metric="mlm_accuracy", limits={"train": 20000, "dev": 300}, **COMMON))
+register(TaskSpec(
+    name="verses-text", kind="mlm", role="intermediate",
+    description="masked LM on one translation's training-chapter verses (`language=`; MAD-X language adapters)",
+    languages=corpus.LANGUAGES, read=_text, metric="mlm_accuracy", limits={"dev": 300}, **COMMON))
 register(TaskSpec(
     name="verses-next", kind="multiple_choice", role="intermediate",
     description="HellaSwag-like: which of 4 verses follows the given verse",

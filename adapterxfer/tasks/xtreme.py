@@ -233,10 +233,15 @@ TASKS = {
                                splits=_english("nyu-mll/glue", "mnli", "train", "validation_matched"),
                                mix={lang: 0.5 if lang == "en" else 0.5 / 14 for lang in XNLI_LANGS},
                                description="half English MNLI, half its 14 XNLI translations, matched to MNLI's size"),
-    "wiki-mlm": dict(kind="mlm", metric="mlm_accuracy", convert=lambda row: {"text": row["text"]}, streaming=True,
+    "wiki-mlm": dict(kind="mlm", metric="mlm_accuracy",
                      splits={s: (lambda lang: [("wikimedia/wikipedia", f"20231101.{lang}", "train")])
                              for s in ("train", "dev")},
                      description="multilingual MLM on Wikipedia in the 40 XTREME languages (train: equal shares)"),
+    "wiki-text": dict(kind="mlm", metric="mlm_accuracy",
+                      splits={s: (lambda lang: [("wikimedia/wikipedia", f"20231101.{lang}", "train")])
+                              for s in ("train", "dev")},
+                      description="MLM on one language's Wikipedia (`language=`; MAD-X language adapters). Any "
+                                  "text file works offline as <data dir>/wikimedia/wikipedia/20231101.<lang>/train.txt"),
 }
 TARGETS = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba", "xcopa", "mewslix",
            "lareqa")
@@ -252,8 +257,8 @@ def _read(name: str, split: str, lang: str, limit: int | None, seed: int) -> lis
         raise UserError(f"task {name} has no {split!r} split (it has: {', '.join(entry['splits'])})")
     if "mix" in entry and split == "train":
         return _mix(entry, limit or MIX_DEFAULT, seed)
-    if name == "wiki-mlm":
-        return _mlm(entry, split, lang, limit or MLM_DEFAULT[split], seed)
+    if name in ("wiki-mlm", "wiki-text"):
+        return _mlm(split, MLM_LANGS if name == "wiki-mlm" else (lang,), limit or MLM_DEFAULT[split], seed)
     convert = entry["convert_for"](lang, split) if "convert_for" in entry else entry["convert"]
     parts = entry["splits"][split](lang)
     rows = [row for dataset, config, hub_split in parts for row in load_rows(
@@ -276,15 +281,15 @@ def _mix(entry: dict, total: int, seed: int) -> list[dict]:
     return _sample(rows, len(rows), seed)
 
 
-def _mlm(entry: dict, split: str, lang: str, limit: int, seed: int) -> list[dict]:
-    """Train: an equal share of ``limit`` articles per language; dev: English (another seed)."""
+def _mlm(split: str, langs: tuple[str, ...], limit: int, seed: int) -> list[dict]:
+    """Wikipedia articles. Train: an equal share of ``limit`` per language; dev: English when several
+    languages train together (wiki-mlm), else that language; drawn with another seed."""
+    def articles(code: str, count: int, draw_seed: int) -> list[dict]:
+        return load_rows("wikimedia/wikipedia", f"20231101.{code}", "train", convert=lambda row: {"text": row["text"]},
+                         limit=count, seed=draw_seed, streaming=True)
     if split == "dev":
-        return load_rows("wikimedia/wikipedia", "20231101.en", "train", convert=entry["convert"], limit=limit,
-                         seed=seed + 1, streaming=True)
-    share = max(1, limit // len(MLM_LANGS))
-    rows = [row for code in MLM_LANGS for row in load_rows(
-        "wikimedia/wikipedia", f"20231101.{code}", "train", convert=entry["convert"], limit=share, seed=seed,
-        streaming=True)]
+        return articles("en" if len(langs) > 1 else langs[0], limit, seed + 1)
+    rows = [row for code in langs for row in articles(code, max(1, limit // len(langs)), seed)]
     return _sample(rows, len(rows), seed)
 
 
@@ -315,7 +320,7 @@ def _lareqa(split: str, lang: str) -> list[dict]:
     return [q | {"gold": gold[q["id"]]} for q in questions]
 
 
-TASK_LANGS = {name: _langs(name) for name in TARGETS} | {
+TASK_LANGS = {name: _langs(name) for name in TARGETS} | {"wiki-text": MLM_LANGS} | {
     "lareqa": ("en", "ar", "de", "el", "es", "hi", "ru", "th", "tr", "vi", "zh")}  # XQuAD-R's 11
 
 

@@ -1,0 +1,136 @@
+"""MAD-X (Pfeiffer et al. 2020): language adapters and task adapters on a frozen backbone (AdapterHub).
+
+Two kinds of phase share this regime:
+- a language adapter (``seq_bn_inv``: bottleneck plus invertible embedding adapter) trains by masked LM
+  on one language's plain text: ``task=verses-text language=de`` (or ``wiki-text``). The backbone may
+  have no MLM head (me5-small): the head starts fresh with its decoder tied to the frozen word
+  embeddings, so only its small dense/norm/bias part is saved, never the 250k-row decoder;
+- a task adapter (``seq_bn``) trains stacked on the source-language adapter, ``Stack(en, task)``, with
+  ``lang_adapters=`` naming the language-adapter outputs. At zero-shot test time each language's own
+  adapter replaces the source one (``lang_adapter_at_test=target``), or the source one stays
+  (``source``: the ablation of Kunz & Holmstroem 2024).
+
+A task artifact holds its task adapter and head; its manifest's config lists the language adapters
+it was trained with, which are loaded (and their hashes checked) from there. An intermediate task
+adapter carries over to the target phase with ``transfer=sequential``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters import SeqBnConfig, SeqBnInvConfig
+from adapters.composition import Stack
+
+from .. import artifacts
+from ..errors import UserError
+from .bottleneck import adaptable, load_adapter
+from .common import check_transfer, load_head, save_head, unfreeze_head
+
+TRANSFERS = ("sequential",)
+MULTITASK = False
+TARGET = "target"
+LANGUAGE = "language"  # the adapter's name while its own MLM phase trains it
+LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
+SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
+
+
+def module_kind(task, config) -> str:
+    return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND
+
+
+def build(task, backbone, parents, config):
+    check_transfer("madx", TRANSFERS, config.transfer, parents)
+    model = adaptable(task, backbone)
+    if _is_language_phase(task, config):
+        model.add_adapter(LANGUAGE, config=SeqBnInvConfig(reduction_factor=config.lang_reduction_factor))
+        model.train_adapter(LANGUAGE)
+    else:
+        sources = language_adapters(config.lang_adapters, backbone)
+        _check_coverage(task, config, sources)
+        setattr(model, SOURCES, sources)
+        for parent in parents:
+            if parent.manifest["module_kind"] != TASK_KIND:
+                raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
+                                "madx task adapter")
+        if parents:
+            load_adapter(model, parents[0].folder, TARGET)
+        else:
+            model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
+        model.train_adapter(TARGET)  # freezes everything else, the language adapter included
+        use_language(model, task.source_lang, "source")
+    unfreeze_head(model)
+    return model
+
+
+def save(model, tokenizer, folder: Path) -> None:
+    name = TARGET if TARGET in model.adapters_config.adapters else LANGUAGE
+    model.save_adapter(folder, name, with_head=False, use_safetensors=True)
+    save_head(model, folder)
+
+
+def load(folder: Path, task, backbone):
+    manifest = artifacts.read_manifest(folder, verify=False)  # the caller verified it
+    model = adaptable(task, backbone)
+    if manifest["module_kind"] == LANGUAGE_KIND:
+        load_adapter(model, folder, LANGUAGE)
+        model.active_adapters = LANGUAGE
+    else:
+        setattr(model, SOURCES, language_adapters(manifest["config"]["lang_adapters"], backbone))
+        load_adapter(model, folder, TARGET)
+        use_language(model, manifest["language"], "source")
+    load_head(model, folder, task.name)
+    return model
+
+
+def load_encoder(folder: Path, task, backbone):
+    return load(folder, task, backbone).base_model
+
+
+def use_language(model, lang: str, at_test: str) -> None:
+    """Activate ``Stack(<lang's adapter>, target)``; with ``at_test="source"`` the source language's."""
+    sources = getattr(model, SOURCES, None)
+    if sources is None:  # a language adapter alone: nothing to swap
+        return
+    name = next(iter(sources)) if at_test == "source" else lang
+    if name not in model.adapters_config.adapters:
+        load_adapter(model, sources[name], name)
+    model.active_adapters = Stack(name, TARGET)
+
+
+def language_adapters(folders: list[str], backbone) -> dict[str, Path]:
+    """{language: folder} of verified madx language adapters on ``backbone``, in the order given."""
+    found: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        manifest = artifacts.read_manifest(folder)
+        if manifest["regime"] != "madx" or manifest["module_kind"] != LANGUAGE_KIND:
+            raise UserError(f"lang_adapters: {folder} is not a madx language adapter "
+                            f"(it is a {manifest['regime']} {manifest.get('module_kind')})")
+        if manifest["backbone"]["weight_hash"] != backbone.weight_hash:
+            raise UserError(f"lang_adapters: {folder} was trained on backbone {manifest['backbone']['name']!r}, "
+                            f"not {backbone.name!r}")
+        lang = manifest["language"]
+        if lang in found:
+            raise UserError(f"lang_adapters: {folder} and {found[lang]} are both language adapters for {lang!r}")
+        found[lang] = folder
+    return found
+
+
+def _is_language_phase(task, config) -> bool:
+    return task.kind == "mlm" and not config.lang_adapters
+
+
+def _check_coverage(task, config, sources: dict[str, Path]) -> None:
+    """The source language's adapter must be first; with at_test=target every test language needs one."""
+    if not sources:
+        raise UserError(f"regime madx: task {task.name} needs lang_adapters= (language-adapter outputs of "
+                        f"`adapterxfer train task=verses-text regime=madx language=<lang>`)")
+    source = task.source_lang
+    if next(iter(sources)) != source:
+        raise UserError(f"lang_adapters: the first must be the source language's ({source}), "
+                        f"got {next(iter(sources))}")
+    if config.lang_adapter_at_test == "target" and task.role == "target":
+        missing = [lang for lang in task.check_langs(config.eval_langs) if task.resolve_lang(lang) not in sources]
+        if missing:
+            raise UserError(f"lang_adapters: no language adapter for {', '.join(missing)}; train them, or "
+                            "set lang_adapter_at_test=source")

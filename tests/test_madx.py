@@ -1,0 +1,136 @@
+"""MAD-X on the tiny backbone and the fixture corpus: language adapters by MLM, Stack(lang, task),
+the test language's adapter swapped in at zero-shot evaluation, and the source-adapter ablation."""
+
+import json
+
+import adapters
+import pytest
+import torch
+from adapters.composition import Stack
+from safetensors.torch import load_file
+
+from adapterxfer.cli import main
+from adapterxfer.errors import UserError
+from adapterxfer.regimes import get_regime
+from adapterxfer.tasks import get_task
+
+STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
+LANGS = ("en", "fr", "de")
+ENGLISH = "en-4"  # the fixture corpus' default English translation id
+
+
+def train(folder, *extra, backbone):
+    assert main(["train", "regime=madx", f"backbone={backbone.path}", f"output_dir={folder}", *STEPS, *extra]) == 0
+    return folder
+
+
+def manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def madx(tmp_path_factory, tiny_backbone, fixture_home):
+    """Language adapters for en, fr, de; a verses-xref task adapter; a verses-genre target after it."""
+    root = tmp_path_factory.mktemp("madx")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+        langs = {lang: train(root / f"lang-{lang}", "task=verses-text", f"language={lang}", backbone=tiny_backbone)
+                 for lang in LANGS}
+        adapters_arg = "lang_adapters=" + ",".join(str(langs[lang]) for lang in LANGS)
+        xref = train(root / "xref", "task=verses-xref", adapters_arg, backbone=tiny_backbone)
+        target = train(root / "target", "task=verses-genre", adapters_arg, f"init_from={xref}",
+                       "eval_langs=en,fr,de", backbone=tiny_backbone)
+    return {"langs": langs, "xref": xref, "target": target, "adapters_arg": adapters_arg}
+
+
+def test_language_adapter_is_invertible_and_never_saves_the_tied_decoder(madx):
+    folder = madx["langs"]["fr"]
+    record = manifest(folder)
+    assert (record["regime"], record["module_kind"], record["language"]) == ("madx", "seq_bn_inv", "fr-o")
+    config = json.loads((folder / "adapter_config.json").read_text())["config"]
+    assert config["inv_adapter"] == "nice" and config["reduction_factor"] == 2
+    assert any(".invertible_adapters." in key for key in load_file(folder / "adapter.safetensors"))
+    head = load_file(folder / "head.safetensors")
+    assert "lm_head.dense.weight" in head and not any("decoder" in key for key in head)
+    assert 0.0 <= record["dev"]["best"] <= 1.0
+
+
+def test_task_adapter_trains_stacked_on_the_source_language_adapter(madx, tiny_backbone):
+    record = manifest(madx["xref"])
+    assert (record["module_kind"], record["language"]) == ("seq_bn", ENGLISH)
+    assert not any("invertible" in key for key in load_file(madx["xref"] / "adapter.safetensors"))  # not copied
+    task = get_task("verses-xref")
+    model = get_regime("madx").load(madx["xref"], task, tiny_backbone)
+    assert model.active_adapters == Stack(ENGLISH, "target")
+    assert set(model.adapters_config.adapters) == {ENGLISH, "target"}  # other languages load when tested
+
+
+def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp_path):
+    """The target phase's scores equal an evaluation with the language adapter of each language,
+    and differ from the ablation that keeps the English adapter (except for English itself)."""
+    target = madx["target"]
+    assert manifest(target)["transfer"] == "sequential"
+    trained = json.loads((target / "scores.json").read_text())
+    assert set(trained) == {"en", "fr", "de"}
+    assert main(["evaluate", "--model", str(target), "--task", "verses-genre", "--langs", "en,fr,de",
+                 "--output", str(tmp_path / "target")]) == 0
+    assert json.loads((tmp_path / "target" / "scores.json").read_text()) == trained
+    assert main(["evaluate", "--model", str(target), "--task", "verses-genre", "--langs", "en,fr,de",
+                 "--lang-adapter", "source", "--output", str(tmp_path / "source")]) == 0
+    ablation = json.loads((tmp_path / "source" / "scores.json").read_text())
+    assert ablation["en"] == trained["en"]
+
+    task, regime = get_task("verses-genre"), get_regime("madx")
+    model = regime.load(target, task, tiny_backbone).eval()
+    inputs = {"input_ids": torch.tensor([[0, 5, 6, 7, 2]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    logits = {}
+    with torch.no_grad():
+        for lang, at_test in (("fr-o", "target"), ("fr-o", "source"), ("de-s", "target")):
+            regime.use_language(model, lang, at_test)
+            logits[(lang, at_test)] = model(**inputs).logits
+    assert model.active_adapters == Stack("de-s", "target")
+    assert not torch.allclose(logits[("fr-o", "target")], logits[("fr-o", "source")])
+    assert not torch.allclose(logits[("fr-o", "target")], logits[("de-s", "target")])
+
+
+def test_language_adapter_loads_in_plain_adapters(madx, tiny_backbone):
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_backbone.path)
+    adapters.init(model)
+    name = model.load_adapter(str(madx["langs"]["de"]), with_head=False, use_safetensors=True)
+    model.set_active_adapters(name)
+    assert name in model.base_model.invertible_adapters
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "needs lang_adapters="),
+    (["eval_langs=en,fr,es"], "no language adapter for es"),
+])
+def test_missing_language_adapters_are_refused_before_training(madx, tiny_backbone, tmp_path, capsys, extra, message):
+    adapters_arg = [madx["adapters_arg"]] if extra else []
+    code = main(["train", "regime=madx", "task=verses-genre", f"backbone={tiny_backbone.path}",
+                 f"output_dir={tmp_path / 'out'}", *STEPS, *adapters_arg, *extra])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_source_adapter_must_come_first_and_only_mlm_phases_take_a_language(madx, tiny_backbone, tmp_path, capsys):
+    langs = madx["langs"]
+    common = ["train", "regime=madx", f"backbone={tiny_backbone.path}", f"output_dir={tmp_path / 'out'}", *STEPS]
+    assert main([*common, "task=verses-xref", f"lang_adapters={langs['fr']},{langs['en']}"]) == 2
+    assert f"the first must be the source language's ({ENGLISH}), got fr-o" in capsys.readouterr().err
+    assert main([*common, "task=verses-xref", "language=fr", f"lang_adapters={langs['en']}"]) == 2
+    assert "only plain-text (mlm) phases train on another language" in capsys.readouterr().err
+    assert main([*common, "task=verses-xref", f"lang_adapters={madx['xref']}"]) == 2
+    assert "is not a madx language adapter" in capsys.readouterr().err
+
+
+def test_madx_refuses_multitask(madx, tiny_backbone):
+    from adapterxfer.config import from_dict
+    from adapterxfer.pipeline import _phase_tasks, _task_models
+
+    config = from_dict({"task": "verses-xref+verses-next", "regime": "madx",
+                        "lang_adapters": [str(madx["langs"]["en"])]})
+    with pytest.raises(UserError, match="not available in regime madx"):
+        _task_models(get_regime("madx"), _phase_tasks(config.task), tiny_backbone, [], config)
