@@ -2,7 +2,11 @@
 
 The plan comes from a YAML file (configs/demo.yaml). For every regime it trains the target
 task alone (the baseline) and after each intermediate task, all with the same data, seeds,
-step budget and evaluation; bottleneck can add AdapterFusion over the intermediates.
+step budget and evaluation. Rows that combine the intermediates are opt-in per regime:
+``fusion`` (bottleneck), ``merge`` (lora) and ``multitask`` (one module trained on all of them).
+``madx`` first trains a language adapter per evaluation language (``lang_adapter_task``, e.g.
+verses-text) and, with ``madx_ablation``, also scores every madx target model with the source
+language's adapter kept at test time.
 Each phase writes its own output folder under the demo root; a re-run reuses every phase
 whose manifest records the same configuration, so an interrupted demo resumes where it stopped.
 """
@@ -23,8 +27,11 @@ from .report import write_report
 from .tasks import get_task
 
 PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "retrieval_langs",
-             "eval_langs",
-             "phase", "intermediate_phase", "task_phase", "regimes", "regime_phase", "extra_intermediates", "fusion"}
+             "retrieval_regimes", "eval_langs", "phase", "intermediate_phase", "task_phase", "regimes", "regime_phase",
+             "extra_intermediates", "fusion", "merge", "multitask", "lang_adapter_task", "lang_adapter_phase",
+             "madx_ablation"}
+COMBINED = ("fusion", "merge")  # transfer modes over all the intermediates at once
+ABLATION = "source-language adapter at test"
 REQUIRED = ("backbone", "seed", "target", "intermediates", "retrieval_task")
 
 
@@ -35,33 +42,51 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
     backbone = backbones.resolve(plan["backbone"])
     target = plan["target"]
 
-    def phase(regime: str, task: str, name: str, parents: list[Path] = (), transfer: str = "sequential") -> Path:
+    eval_langs = plan.get("eval_langs", [])
+    lang_adapters: list[str] = []
+
+    def phase(regime: str, task: str, name: str, parents: list[Path] = (), transfer: str = "sequential",
+              **extra) -> Path:
         settings = {**plan.get("phase", {}),  # then the more specific settings win
                     **(plan.get("intermediate_phase", {}) if task != target else {}),
+                    **(plan.get("lang_adapter_phase", {}) if "language" in extra else {}),
                     **plan.get("task_phase", {}).get(task, {}),
                     **plan.get("regime_phase", {}).get(regime, {})}
         config = from_dict({**settings, "task": task, "regime": regime, "backbone": plan["backbone"],
-                            "seed": plan["seed"], "eval_langs": plan.get("eval_langs", []),
-                            "output_dir": str(root / regime / name), "overwrite": True,
-                            "init_from": [str(p) for p in parents], "transfer": transfer}, source=plan_file)
+                            "seed": plan["seed"], "eval_langs": eval_langs, "output_dir": str(root / regime / name),
+                            "overwrite": True, "init_from": [str(p) for p in parents], "transfer": transfer,
+                            **({"lang_adapters": lang_adapters} if regime == "madx" else {}), **extra},
+                           source=plan_file)
         return _reuse_or_train(config)
 
-    results = _majority_rows(target, plan.get("eval_langs", []))
+    results = _majority_rows(target, eval_langs)
     results += _retrieval_rows(plan, str(backbone.path), root / "retrieval" / "backbone", "backbone", None)
+    joint = "+".join(plan["intermediates"])
     for regime in plan.get("regimes", ["full"]):
+        if regime == "madx":  # language adapters first, the source language's leading
+            languages = dict.fromkeys(["en", *get_task(target).check_langs(eval_langs)])
+            lang_adapters[:] = [str(phase(regime, plan["lang_adapter_task"], f"lang-{lang}", lang_adapters=[],
+                                          language=lang)) for lang in languages]
         runs = {None: phase(regime, target, "baseline")}
         intermediates = {}
         for task in plan["intermediates"] + plan.get("extra_intermediates", {}).get(regime, []):
             intermediates[task] = phase(regime, task, task)
             runs[task] = phase(regime, target, f"{task}-{target}", [intermediates[task]])
-            if task in plan["intermediates"]:
+            if task in plan["intermediates"] and regime in plan.get("retrieval_regimes", [regime]):
                 results += _retrieval_rows(plan, intermediates[task], root / "retrieval" / regime / task, regime, task)
-        if regime in plan.get("fusion", []):
-            fused = [intermediates[task] for task in plan["intermediates"]]
-            runs["fusion(" + "+".join(plan["intermediates"]) + ")"] = phase(
-                regime, target, f"fusion-{target}", fused, transfer="fusion")
+        for mode in COMBINED:
+            if regime in plan.get(mode, []):
+                runs[f"{mode}({joint})"] = phase(regime, target, f"{mode}-{target}",
+                                                 [intermediates[task] for task in plan["intermediates"]], mode)
+        if regime in plan.get("multitask", []):
+            runs[f"multitask({joint})"] = phase(regime, target, f"multitask-{target}",
+                                                [phase(regime, joint, "multitask")])
         for intermediate, folder in runs.items():
             results += _run_rows(folder, regime, intermediate, target)
+            if regime == "madx" and plan.get("madx_ablation"):
+                scores = evaluate_model(str(folder), target, eval_langs, folder.with_name(folder.name + "-source"),
+                                        lang_adapter_at_test="source")
+                results += _run_rows(folder, regime, intermediate, target, scores, variant=ABLATION)
 
     minutes = (time.perf_counter() - started) / 60
     root.mkdir(parents=True, exist_ok=True)
@@ -84,10 +109,14 @@ def read_plan(plan_file: str) -> dict:
         if key not in plan:
             raise UserError(f"{plan_file}: key {key!r} is required")
     extra = [t for tasks in plan.get("extra_intermediates", {}).values() for t in tasks]
-    for task in [plan["target"], plan["retrieval_task"], *plan["intermediates"], *extra]:
+    for task in [plan["target"], plan["retrieval_task"], *plan["intermediates"], *extra,
+                 *([plan["lang_adapter_task"]] if "lang_adapter_task" in plan else [])]:
         get_task(task)
-    for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}), *plan.get("fusion", [])]:
+    for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}),
+                   *(r for key in (*COMBINED, "multitask", "retrieval_regimes") for r in plan.get(key, []))]:
         get_regime(regime)
+    if "madx" in plan.get("regimes", []) and "lang_adapter_task" not in plan:
+        raise UserError(f"{plan_file}: regime madx needs key 'lang_adapter_task' (e.g. verses-text)")
     return plan
 
 
@@ -99,17 +128,22 @@ def _reuse_or_train(config: RunConfig) -> Path:
     return train_phase(config)
 
 
-def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str) -> list[dict]:
-    """Per-language rows of one target run, each carrying the run's cost and selection figures."""
+def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str, scores: dict | None = None,
+              variant: str | None = None) -> list[dict]:
+    """Per-language rows of one target run, each carrying the run's cost and selection figures.
+
+    ``scores`` (default: the run's own scores.json) with a ``variant`` label: another evaluation
+    of the same model (the madx ablation)."""
     manifest = artifacts.read_manifest(folder, verify=False)
-    scores = json.loads((folder / "scores.json").read_text())
+    scores = scores or json.loads((folder / "scores.json").read_text())
     metric = manifest["dev"]["metric"]
     others = [by_metric[metric] for lang, by_metric in scores.items() if not lang.startswith("en")]
     run = {"trainable_parameters": manifest["trainable_parameters"],
            "artifact_mb": artifacts.size_mb(folder, manifest), "train_seconds": manifest["train_seconds"],
            "peak_rss_mb": manifest["peak_rss_mb"], "english_dev": round(manifest["dev"]["best"], 4),
            "zero_shot": manifest["zero_shot"],
-           "zero_shot_avg": round(sum(others) / len(others), 4) if others else None}
+           "zero_shot_avg": round(sum(others) / len(others), 4) if others else None,
+           **({"variant": variant} if variant else {})}
     return [{**row, **run} for row in _rows(scores, regime, intermediate, task)]
 
 

@@ -10,6 +10,7 @@ def column_name(row: dict) -> str:
     if row["regime"] in ("majority", "backbone"):
         return row["regime"]
     name = f"{row['regime']}" + (f" +{row['intermediate']}" if row["intermediate"] else " baseline")
+    name += f" [{row['variant']}]" if row.get("variant") else ""
     return name + (" (not zero-shot)" if row.get("zero_shot") is False else "")
 
 

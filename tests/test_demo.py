@@ -3,7 +3,6 @@ multilingual intermediate, retrieval, the report, and resuming from finished pha
 
 import json
 
-
 from adapterxfer.cli import main
 
 PLAN = """
@@ -20,6 +19,14 @@ fusion: [bottleneck]
 extra_intermediates: {{lora: [verses-xref-multi]}}
 regime_phase: {{lora: {{lr: 1.0e-3}}}}
 phase: {{max_steps: 2, eval_every: 2, batch_size: 4, max_length: 48, precision: fp32}}
+"""
+LONGER = """
+regimes: [lora, madx]
+merge: [lora]
+multitask: [lora]
+retrieval_regimes: [lora]
+lang_adapter_task: verses-text
+madx_ablation: true
 """
 
 
@@ -50,6 +57,26 @@ def test_demo_plan_writes_matched_rows_and_resumes(tmp_path, tiny_backbone, caps
     capsys.readouterr()
     assert main(["demo", "--config", str(plan), "--output", str(out)]) == 0
     assert capsys.readouterr().out.count("reusing") == 18  # 3 regimes x 5 phases, xref-multi x 2, fusion
+
+
+def test_longer_plan_adds_merge_multitask_and_madx_with_its_ablation(tmp_path, tiny_backbone):
+    plan = tmp_path / "plan.yaml"
+    base = PLAN.format(backbone=tiny_backbone.path).replace("regimes: [full, lora, bottleneck]\n", "")
+    plan.write_text(base.replace("fusion: [bottleneck]\n", "") + LONGER)
+    out = tmp_path / "demo"
+    assert main(["demo", "--config", str(plan), "--output", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    genre = {(r["regime"], r["intermediate"], r.get("variant")) for r in rows if r["task"] == "verses-genre"}
+    joint = "verses-xref+verses-next"
+    assert {("lora", f"merge({joint})", None), ("lora", f"multitask({joint})", None)} <= genre
+    madx = {(i, v) for regime, i, v in genre if regime == "madx"}
+    plain = {None, "verses-xref", "verses-next"}
+    assert madx == {(i, v) for i in plain for v in (None, "source-language adapter at test")}
+    assert sorted(p.name for p in (out / "madx").glob("lang-*")) == ["lang-en", "lang-fr", "lang-zh"]
+    retrieval = {r["regime"] for r in rows if r["task"] == "verses-retrieval"}
+    assert retrieval == {"backbone", "lora"}
+    report = (out / "report.md").read_text()
+    assert "| madx +verses-xref [source-language adapter at test] |" in report
 
 
 def test_bad_demo_plan_is_one_line(tmp_path, capsys):
