@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
                     help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
                          "the official layout `adapterxfer score` reads (default: %(default)s)")
+    ev.add_argument("--scoring", default=None,
+                    help="retrieval: how a query scores the targets: cosine (XTREME's Tatoeba), centered, csls, "
+                         "margin, centered-csls, centered-margin; default: the task's (verses-retrieval: "
+                         "centered-margin, chosen on dev chapters; XTREME: cosine)")
     ev.add_argument("--lang-adapter", choices=["target", "source"], default=None,
                     help="madx: each test language's adapter (target), or keep the source language's "
                          "(source, the ablation); default: as the model was trained")
@@ -109,7 +113,8 @@ def _evaluate(args) -> None:
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
-                            xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter)
+                            xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter,
+                            retrieval_scoring=args.scoring)
     print(json.dumps(scores, indent=1))
     print(f"wrote {args.output}/scores.json")
 

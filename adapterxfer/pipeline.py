@@ -5,6 +5,7 @@ These are the library entry points the CLI and the demo call.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -161,15 +162,22 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
-                   xtreme_format: bool = False, lang_adapter_at_test: str | None = None) -> dict:
+                   xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
+                   retrieval_scoring: str | None = None) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
     and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A madx model uses each
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
+    ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``).
     """
     task = get_task(task_name)
+    if retrieval_scoring:
+        if task.kind != "retrieval":
+            raise UserError(f"--scoring applies to retrieval tasks; {task.name} is {task.kind}")
+        retrieval.scoring(retrieval_scoring)
+        task = dataclasses.replace(task, options=task.options | {"scoring": retrieval_scoring})
     langs = task.check_langs(langs)
     max_length = max_length or task.max_length
     bf16 = RunConfig(task=task_name, precision=precision).bf16

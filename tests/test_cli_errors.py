@@ -26,6 +26,11 @@ def run_cli(capsys, *args):
     (["train", "/nonexistent/recipe.yaml"], "config file /nonexistent/recipe.yaml does not exist"),
     (["train", "task=verses-genre", "backbone=./no/such/folder"], "unknown backbone './no/such/folder'"),
     (["evaluate", "--model", "./no/such/model", "--task", "verses-genre", "--output", "x"], "unknown backbone"),
+    (["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--scoring", "dot", "--output", "x"],
+     "unknown retrieval scoring 'dot'; allowed: cosine"),
+    (["evaluate", "--model", "me5-small", "--task", "verses-genre", "--scoring", "csls", "--output", "x"],
+     "--scoring applies to retrieval tasks"),
+    (["train", "task=verses-genre", "lang_adapter_at_test=both"], "must be one of target, source"),
 ])
 def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
     args = [a.replace("output_dir=", f"output_dir={tmp_path}/") for a in args]

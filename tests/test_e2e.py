@@ -30,31 +30,42 @@ def test_three_phases_on_me5_small(tmp_path):
 
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):
-    """The embedded backbone is a real cross-lingual encoder: accuracy@1 >= 0.7 into English."""
-    langs = "de,ja,sw,tl-f,en-k"
+    """The embedded backbone is a real cross-lingual encoder: accuracy@1 >= 0.7 into English, with the
+    default centered-margin scoring even on the two weakest translations (archaic Korean, classical-style
+    Chinese: 0.667 and 0.797 with plain cosine)."""
+    langs = "de,ja,sw,tl-f,en-k,ko-n,zh-c"
     assert main(["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--langs", langs,
                  "--output", str(tmp_path / "retrieval")]) == 0
     scores = json.loads((tmp_path / "retrieval" / "scores.json").read_text())
     assert {lang: s["accuracy@1"] >= 0.7 for lang, s in scores.items()} == dict.fromkeys(langs.split(","), True)
 
 
-def test_peft_modules_and_transfer_on_me5_small(tmp_path):
-    """LoRA sequential transfer and AdapterFusion of two bottleneck adapters on the real backbone."""
-    short = ["max_steps=6", "eval_every=6", "batch_size=4", "max_length=48", "lr=1e-3"]
-    for regime, tasks in (("lora", ["verses-xref"]), ("bottleneck", ["verses-xref", "verses-next"])):
-        for task in tasks:
-            assert main(["train", f"task={task}", f"regime={regime}", f"output_dir={tmp_path / regime / task}",
-                         *short]) == 0
-    lora = tmp_path / "lora" / "genre"
-    assert main(["train", "task=verses-genre", "regime=lora", f"init_from={tmp_path / 'lora' / 'verses-xref'}",
-                 "eval_langs=en,ja", f"output_dir={lora}", *short]) == 0
-    fused = tmp_path / "bottleneck" / "genre"
-    parents = ",".join(str(tmp_path / "bottleneck" / task) for task in ("verses-xref", "verses-next"))
-    assert main(["train", "task=verses-genre", "regime=bottleneck", "transfer=fusion", f"init_from={parents}",
-                 "eval_langs=en,ja", f"output_dir={fused}", *short]) == 0
-    for folder in (lora, fused):
-        manifest = json.loads((folder / "manifest.json").read_text())
-        # of 117.5M; AdapterFusion's default "dynamic" layer is ~5.3M here (3 x 384^2 per layer)
-        assert manifest["trainable_parameters"] < 0.1 * 117_500_000
-        assert set(json.loads((folder / "scores.json").read_text())) == {"en", "ja"}
-    assert main(["artifacts", "verify", str(lora), "--backbone", "me5-small"]) == 0
+def test_peft_transfer_modes_on_me5_small(tmp_path):
+    """The transfer modes `make demo` does not run (it runs sequential and fusion), through the CLI
+    on the real backbone, a few steps each: LoRA stack; LoRA merge (cat) of an English module and a
+    multi-task one; a target LoRA from the multi-task LoRA; MAD-X with language adapters, the
+    test-language swap and the source-adapter ablation."""
+    short = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3"]
+
+    def train(name: str, *args: str) -> str:
+        assert main(["train", f"output_dir={tmp_path / name}", *short, *args]) == 0
+        return str(tmp_path / name)
+
+    xref = train("lora-xref", "task=verses-xref", "regime=lora")
+    multi = train("lora-multi", "task=verses-xref+verses-next", "regime=lora")
+    langs = [train(f"lang-{lang}", "task=verses-text", "regime=madx", f"language={lang}") for lang in ("en", "ja")]
+    madx = ["regime=madx", "lang_adapters=" + ",".join(langs)]
+    targets = {
+        "lora-stack": ["regime=lora", "transfer=stack", f"init_from={xref}"],
+        "lora-merge": ["regime=lora", "transfer=merge", f"init_from={xref},{multi}"],
+        "lora-multitask": ["regime=lora", f"init_from={multi}"],
+        "madx": [*madx, f"init_from={train('madx-xref', 'task=verses-xref', *madx)}"],
+    }
+    for name, args in targets.items():
+        folder = train(f"genre-{name}", "task=verses-genre", "eval_langs=en,ja", *args)
+        manifest = json.loads(open(f"{folder}/manifest.json").read())
+        assert manifest["trainable_parameters"] < 0.01 * 117_500_000, name  # of 117.5M
+        assert set(json.loads(open(f"{folder}/scores.json").read())) == {"en", "ja"}
+        assert main(["artifacts", "verify", folder, "--backbone", "me5-small"]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "genre-madx"), "--task", "verses-genre", "--langs", "ja",
+                 "--lang-adapter", "source", "--output", str(tmp_path / "ablation")]) == 0

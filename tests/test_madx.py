@@ -10,6 +10,7 @@ from adapters.composition import Stack
 from safetensors.torch import load_file
 
 from adapterxfer.cli import main
+from adapterxfer.config import from_dict
 from adapterxfer.errors import UserError
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
@@ -63,6 +64,12 @@ def test_task_adapter_trains_stacked_on_the_source_language_adapter(madx, tiny_b
     model = get_regime("madx").load(madx["xref"], task, tiny_backbone)
     assert model.active_adapters == Stack(ENGLISH, "target")
     assert set(model.adapters_config.adapters) == {ENGLISH, "target"}  # other languages load when tested
+
+    config = from_dict({"task": task.name, "regime": "madx", "lang_adapters": [str(madx["langs"]["en"])]})
+    model = get_regime("madx").build(task, tiny_backbone, [], config)
+    assert model.active_adapters == Stack(ENGLISH, "target")
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    assert trainable and all(".target." in name or name.startswith("classifier.") for name in trainable)
 
 
 def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp_path):
@@ -127,7 +134,6 @@ def test_source_adapter_must_come_first_and_only_mlm_phases_take_a_language(madx
 
 
 def test_madx_refuses_multitask(madx, tiny_backbone):
-    from adapterxfer.config import from_dict
     from adapterxfer.pipeline import _phase_tasks, _task_models
 
     config = from_dict({"task": "verses-xref+verses-next", "regime": "madx",

@@ -53,11 +53,12 @@ def build(task, backbone, parents, config):
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
                                 "madx task adapter")
+        load_adapter(model, sources[task.source_lang], task.source_lang)  # before train_adapter freezes it
         if parents:
             load_adapter(model, parents[0].folder, TARGET)
         else:
             model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
-        model.train_adapter(TARGET)  # freezes everything else, the language adapter included
+        model.train_adapter(TARGET)  # freezes everything else and activates TARGET alone
         use_language(model, task.source_lang, "source")
     unfreeze_head(model)
     return model
