@@ -25,6 +25,8 @@ class ModuleBank:
         if not hasattr(self.regime, "activate"):
             raise UserError(f"regime {regime} has no swappable modules (use lora or bottleneck)")
         self.model = task_model(task, backbone.path).eval()
+        # The head's parameters, found once (a walk over every weight); attaching modules keeps them.
+        self.head = head_parameters(self.model)
         self.heads: dict[str, dict[str, torch.Tensor]] = {}
 
     def attach(self, name: str, folder: str | Path) -> None:
@@ -38,8 +40,12 @@ class ModuleBank:
                             f"{expected[0]} modules for {expected[1]} on {self.backbone.name}")
         if (folder / "stacked").is_dir() or (folder / "fusion").is_dir():
             raise UserError(f"{folder}: stacked or fused artifacts cannot be swapped; evaluate them alone")
+        head = load_file(folder / HEAD_FILE)
+        if {key: value.shape for key, value in head.items()} != {key: p.shape for key, p in self.head.items()}:
+            raise UserError(f"{folder / HEAD_FILE}: head does not fit task {self.task.name} "
+                            f"(saved {sorted(head)[:3]}, expected {sorted(self.head)[:3]})")
         self.model = self.regime.attach(self.model, folder, name)
-        self.heads[name] = load_file(folder / HEAD_FILE)
+        self.heads[name] = head
 
     @torch.no_grad()
     def activate(self, name: str):
@@ -47,6 +53,6 @@ class ModuleBank:
         if name not in self.heads:
             raise UserError(f"no module {name!r} in the bank (have: {', '.join(self.heads)})")
         self.regime.activate(self.model, name)
-        for key, param in head_parameters(self.model).items():
+        for key, param in self.head.items():
             param.copy_(self.heads[name][key])
         return self.model

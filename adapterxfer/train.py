@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -59,12 +59,12 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     log, best_score, best_weights = [], -math.inf, None
     losses, step, started = [], 0, time.perf_counter()
     progress = tqdm(total=config.max_steps, desc="train", unit="step")
+    model.train()  # here and after an evaluation, not every step: it walks every module
     while step < config.max_steps:
         index = pick.choices(range(len(sources)), weights)[0]
         batch = next(batches[index])
         if sources[index].name:
             batch = {**batch, "task": sources[index].name}
-        model.train()
         with accelerator.accumulate(model):
             loss = model(**batch).loss
             accelerator.backward(loss)
@@ -84,10 +84,12 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
             log.append({"step": step, "train_loss": sum(losses) / len(losses),
                         "lr": scheduler.get_last_lr()[0], "dev_score": score,
                         "seconds": round(time.perf_counter() - started, 1)})
-            progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, English dev {score:.4f}")
+            progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, dev {score:.4f}")
             losses = []
-            if score > best_score:
-                best_score, best_weights = score, _trainable_state(model)
+            if score > best_score:  # best at the last step: the weights in place are the best, keep no copy
+                best_score, best_weights = score, None if step == config.max_steps else _trainable_state(model)
+            if step < config.max_steps:
+                model.train()
     progress.close()
     _restore(model, best_weights)
     return log
