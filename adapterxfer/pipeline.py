@@ -63,6 +63,7 @@ def train_phase(config: RunConfig) -> Path:
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
         fingerprints.append(fingerprint)
     model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(_device())
+    trainable = trainable_parameters(model)  # before evaluation, which may load more modules (madx)
 
     def dev_score(trained) -> float:
         """The mean over tasks of each metric's first value on the English dev set."""
@@ -103,7 +104,7 @@ def train_phase(config: RunConfig) -> Path:
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
                         for p in parents],
             "config": vars(config), "data_fingerprint": "+".join(fingerprints),
-            "trainable_parameters": trainable_parameters(model),
+            "trainable_parameters": trainable,
             "dev": {"metric": "+".join(task.metric for task in tasks), "best": max(e["dev_score"] for e in log),
                     "log": log},
             "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
