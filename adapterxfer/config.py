@@ -38,6 +38,10 @@ class RunConfig:
     head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    # LP-FT: before fine-tuning, the fresh head trains alone for probe_steps steps on the frozen
+    # encoder's outputs for probe_examples training examples (0: off, plain fine-tuning).
+    probe_steps: int = 0
+    probe_examples: int = 1024
     max_length: int | None = None  # default: the task's (128; QA 384, so doc_stride fits)
     # Length-grouped training batches pad less, but make each batch's labels depend on length
     # wherever length predicts the label (verses-genre: dev 0.26 vs 0.42 after 60 steps).
@@ -46,8 +50,9 @@ class RunConfig:
     eval_every: int = 50  # steps between English-dev evaluations (model selection)
     eval_langs: list[str] = field(default_factory=list)  # empty: every language of the task
     eval_batch_size: int = 32  # measured a little faster than 64 or 128 on 2 CPU cores
-    # "auto": bf16 autocast on a GPU, fp32 on CPU (scripts/bench_precision.py measured bf16
-    # autocast slower than fp32 for me5-small-sized matmuls on the 2-core CPU).
+    # "auto": bf16 autocast on a GPU or on a CPU with bf16 instructions (AVX512-BF16 or AMX; there
+    # scripts/bench_precision.py measured a me5-small forward at 0.60x and a training step at 0.84x
+    # the fp32 time), fp32 on other CPUs, where bf16 is emulated and slow.
     precision: str = "auto"
     # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and
     # leaves non-English token embeddings where pretraining put them.
@@ -75,7 +80,13 @@ class RunConfig:
 
     @property
     def bf16(self) -> bool:
-        return self.precision == "bf16" or (self.precision == "auto" and torch.cuda.is_available())
+        return self.precision == "bf16" or (self.precision == "auto" and native_bf16())
+
+
+def native_bf16() -> bool:
+    """A GPU, or a CPU whose instruction set computes bf16 (torch has no public test for it)."""
+    tests = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.cuda.is_available() or any(test() for test in tests if test)
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -111,6 +122,13 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
     config = RunConfig(**checked)
     if not config.task:
         raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
+    for key in ("max_steps", "probe_steps", "probe_examples", "batch_size", "grad_accum", "eval_every"):
+        if getattr(config, key) < (0 if key.endswith("steps") else 1):
+            raise UserError(f"{source}: key {key!r} must be at least {0 if key.endswith('steps') else 1}, "
+                            f"got {getattr(config, key)}")
+    if not config.max_steps and not config.probe_steps:
+        raise UserError(f"{source}: max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1 "
+                        "to probe the head alone")
     return config
 
 

@@ -7,10 +7,12 @@ the backbone has none. Every regime trains and saves exactly these beside its ow
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import AutoModel
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from .kinds import KINDS
 from .tasks.spec import TaskSpec
@@ -71,3 +73,31 @@ def head_parameters(model) -> dict:
 
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for an encoder: returns the hidden states set in ``states`` instead of computing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.states = None
+
+    def forward(self, *args, **kwargs):
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.states)
+
+
+@contextmanager
+def replayed_encoder(model):
+    """Within the block, ``replay.states = hidden`` makes every forward of ``model`` read ``hidden``
+    as the encoder's output: the head (and the loss) run on cached features, the layers do not."""
+    replay = _Replay()
+    subs = model.models.values() if isinstance(model, MultiTaskModel) else [model]
+    owners = list({id(base): base for base in (unwrap(sub).base_model for sub in subs)}.values())
+    saved = [owner.encoder for owner in owners]
+    for owner in owners:
+        owner.encoder = replay
+    try:
+        yield replay
+    finally:
+        for owner, encoder in zip(owners, saved):
+            owner.encoder = encoder

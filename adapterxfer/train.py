@@ -19,7 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .config import RunConfig
-from .modeling import head_parameters
+from .modeling import head_parameters, replayed_encoder
 
 MAX_GRAD_NORM = 1.0
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -41,8 +41,9 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
 
     With several sources, each micro-batch comes from source i with probability proportional
     to n_i ** (1 / config.temperature): 1 is proportional sampling, larger flattens it.
+    With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0).
     Returns the log: one entry per evaluation with step, mean train loss, learning rate,
-    dev score and elapsed seconds.
+    dev score and elapsed seconds; the entry whose weights were kept has ``"selected": True``.
     """
     accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no",
                               gradient_accumulation_steps=config.grad_accum)
@@ -56,8 +57,16 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     weights = [len(source.features) ** (1 / config.temperature) for source in sources]
     pick = random.Random(config.seed)
 
-    log, best_score, best_weights = [], -math.inf, None
+    log, selected, best_weights = [], None, None  # selected: the log index of the weights kept
     losses, step, started = [], 0, time.perf_counter()
+    if config.probe_steps:
+        probe_loss = probe_head(model, sources, config, accelerator)
+        score = dev_score(accelerator.unwrap_model(model))
+        log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
+                    "seconds": round(time.perf_counter() - started, 1)})
+        tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}, dev {score:.4f}")
+        if not config.max_steps:  # a probe alone (LP); otherwise only fine-tuned checkpoints compete (LP-FT)
+            selected = 0
     progress = tqdm(total=config.max_steps, desc="train", unit="step")
     model.train()  # here and after an evaluation, not every step: it walks every module
     while step < config.max_steps:
@@ -86,13 +95,54 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
                         "seconds": round(time.perf_counter() - started, 1)})
             progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, dev {score:.4f}")
             losses = []
-            if score > best_score:  # best at the last step: the weights in place are the best, keep no copy
-                best_score, best_weights = score, None if step == config.max_steps else _trainable_state(model)
+            if selected is None or score > log[selected]["dev_score"]:  # best at the last step: keep no copy
+                selected, best_weights = len(log) - 1, None if step == config.max_steps else _trainable_state(model)
             if step < config.max_steps:
                 model.train()
     progress.close()
     _restore(model, best_weights)
+    log[selected]["selected"] = True
     return log
+
+
+def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Accelerator) -> float:
+    """LP-FT (Kumar et al. 2022, "Fine-tuning can distort pretrained features and underperform
+    out-of-distribution"): fit the fresh head alone on frozen encoder outputs before fine-tuning.
+
+    The encoder runs once, without gradients, over ``config.probe_examples`` training examples of each
+    source; the head then takes ``config.probe_steps`` AdamW steps on those cached states, one cached
+    batch (``eval_batch_size`` examples) a step, at ``head_lr``. A step costs next to nothing, so the
+    fine-tuning budget goes to the encoder or module instead of to a random head. Returns the mean
+    loss of the last 10 probe steps.
+    """
+    cache = []
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for source in sources:
+            order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
+            subset = source.features.select(order[:config.probe_examples].tolist())
+            for batch in DataLoader(subset, batch_size=config.eval_batch_size, collate_fn=source.collate):
+                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+                batch |= {"task": source.name} if source.name else {}
+                hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
+                cache.append((batch, hidden))
+    head = list(head_parameters(model).values())
+    optimizer = torch.optim.AdamW(head, lr=config.head_lr or config.lr, weight_decay=config.weight_decay)
+    pick, losses = random.Random(config.seed), []
+    model.train()
+    # Its own seeded generator for the head's dropout: with the same encoder (every regime's baseline),
+    # every regime probes the same head, whatever random draws building its module took.
+    with replayed_encoder(accelerator.unwrap_model(model)) as replay, torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        for _ in tqdm(range(config.probe_steps), desc="head probe", unit="step"):
+            batch, replay.states = pick.choice(cache)
+            with accelerator.autocast():
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    return sum(losses[-10:]) / len(losses[-10:])
 
 
 def _loader(source: Source, generator: torch.Generator, config: RunConfig) -> DataLoader:

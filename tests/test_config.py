@@ -26,6 +26,9 @@ def test_key_value_alone_suffices():
     (["task=x", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp32"),
     (["task=x", "seed"], "not of the form key=value"),
     (["max_steps=3"], "key 'task' is required"),
+    (["task=x", "max_steps=-1"], "key 'max_steps' must be at least 0, got -1"),
+    (["task=x", "batch_size=0"], "key 'batch_size' must be at least 1, got 0"),
+    (["task=x", "max_steps=0"], "max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1"),
 ])
 def test_bad_overrides_are_one_line_errors(args, message):
     with pytest.raises(UserError, match=message) as err:
