@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="auto: bf16 autocast on a GPU, fp32 on CPU (default)")
+                    help="auto (default): bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32")
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
                     help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
                          "the official layout `adapterxfer score` reads (default: %(default)s)")

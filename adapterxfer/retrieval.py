@@ -44,7 +44,7 @@ CSLS_K = 10
 TOP_K = 20
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: see adapterxfer/evaluate.py
 def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, batch_size: int,
           bf16: bool) -> torch.Tensor:
     """L2-normalised mean-pooled hidden states of ``layer`` (an index into hidden_states; -1 = last)."""
