@@ -20,7 +20,7 @@ from pathlib import Path
 from . import artifacts, backbones
 from .config import RunConfig, from_dict, read_yaml
 from .errors import UserError
-from .metrics import majority_rate
+from .metrics import bootstrap_interval, majority_rate
 from .pipeline import evaluate_model, train_phase
 from .regimes import get_regime
 from .report import write_report
@@ -29,7 +29,7 @@ from .tasks import get_task
 PLAN_KEYS = {"backbone", "seed", "target", "intermediates", "retrieval_task", "retrieval_layer", "retrieval_langs",
              "retrieval_regimes", "eval_langs", "phase", "intermediate_phase", "task_phase", "regimes", "regime_phase",
              "extra_intermediates", "fusion", "merge", "multitask", "lang_adapter_task", "lang_adapter_phase",
-             "madx_ablation"}
+             "madx_ablation", "compare"}
 COMBINED = ("fusion", "merge")  # transfer modes over all the intermediates at once
 ABLATION = "source-language adapter at test"
 REQUIRED = ("backbone", "seed", "target", "intermediates", "retrieval_task")
@@ -59,6 +59,7 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
                            source=plan_file)
         return _reuse_or_train(config)
 
+    trained: dict[tuple[str, str | None], Path] = {}  # (regime, intermediate) -> target run folder
     results = _majority_rows(target, eval_langs)
     results += _retrieval_rows(plan, str(backbone.path), root / "retrieval" / "backbone", "backbone", None)
     joint = "+".join(plan["intermediates"])
@@ -81,22 +82,28 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
         if regime in plan.get("multitask", []):
             runs[f"multitask({joint})"] = phase(regime, target, f"multitask-{target}",
                                                 [phase(regime, joint, "multitask")])
+        trained.update({(regime, intermediate): folder for intermediate, folder in runs.items()})
         for intermediate, folder in runs.items():
-            results += _run_rows(folder, regime, intermediate, target)
+            gain = _paired_gain(folder, runs[None]) if intermediate else {}
+            results += _run_rows(folder, regime, intermediate, target, gain=gain)
             if regime == "madx" and plan.get("madx_ablation"):
                 scores = evaluate_model(str(folder), target, eval_langs, folder.with_name(folder.name + "-source"),
                                         lang_adapter_at_test="source")
                 results += _run_rows(folder, regime, intermediate, target, scores, variant=ABLATION)
 
+    comparisons = [{"regime": regime, "run": run, "versus": versus, "task": target,
+                    **_paired_gain(trained[(regime, run)], trained[(regime, versus)])}
+                   for regime, run, versus in plan.get("compare", [])]
     minutes = (time.perf_counter() - started) / 60
     root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    report = write_report(root / "report.md", results, target, plan["retrieval_task"],
+    (root / "comparisons.json").write_text(json.dumps(comparisons, indent=1) + "\n")
+    report = write_report(root / "report.md", results, target, plan["retrieval_task"], comparisons=comparisons,
                           title=f"adapterxfer demo: STILTs on {backbone.name}",
                           note=f"Wall time {minutes:.1f} min; seed {plan['seed']}; plan {plan_file}. "
                                "Model selection on the English dev set only.")
     print(report)
-    print(f"wrote {root / 'report.md'} and {root / 'results.json'}")
+    print(f"wrote {root / 'report.md'}, {root / 'results.json'} and {root / 'comparisons.json'}")
     return results
 
 
@@ -115,9 +122,22 @@ def read_plan(plan_file: str) -> dict:
     for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}),
                    *(r for key in (*COMBINED, "multitask", "retrieval_regimes") for r in plan.get(key, []))]:
         get_regime(regime)
+    for entry in plan.get("compare", []):
+        regime = entry[0] if isinstance(entry, list) and len(entry) == 3 else None
+        runs = _run_names(plan, regime) if regime in plan.get("regimes", ["full"]) else []
+        if not runs or not all(name in runs for name in entry[1:]):
+            raise UserError(f"{plan_file}: compare entry {entry!r} must be [regime, run, run], a regime of the plan and "
+                            "two of its runs" + (f" ({', '.join(n or 'null (the baseline)' for n in runs)})" if runs else ""))
     if "madx" in plan.get("regimes", []) and "lang_adapter_task" not in plan:
         raise UserError(f"{plan_file}: regime madx needs key 'lang_adapter_task' (e.g. verses-text)")
     return plan
+
+
+def _run_names(plan: dict, regime: str) -> list[str | None]:
+    """The intermediate labels of one regime's target runs, as the report names them (None: the baseline)."""
+    joint = "+".join(plan["intermediates"])
+    return [None, *plan["intermediates"], *plan.get("extra_intermediates", {}).get(regime, []),
+            *(f"{mode}({joint})" for mode in (*COMBINED, "multitask") if regime in plan.get(mode, []))]
 
 
 def _reuse_or_train(config: RunConfig) -> Path:
@@ -129,11 +149,11 @@ def _reuse_or_train(config: RunConfig) -> Path:
 
 
 def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str, scores: dict | None = None,
-              variant: str | None = None) -> list[dict]:
+              variant: str | None = None, gain: dict | None = None) -> list[dict]:
     """Per-language rows of one target run, each carrying the run's cost and selection figures.
 
     ``scores`` (default: the run's own scores.json) with a ``variant`` label: another evaluation
-    of the same model (the madx ablation)."""
+    of the same model (the madx ablation). ``gain``: its zero-shot gain over the regime's baseline."""
     manifest = artifacts.read_manifest(folder, verify=False)
     scores = scores or json.loads((folder / "scores.json").read_text())
     metric = manifest["dev"]["metric"]
@@ -143,8 +163,34 @@ def _run_rows(folder: Path, regime: str, intermediate: str | None, task: str, sc
            "peak_rss_mb": manifest["peak_rss_mb"], "english_dev": round(manifest["dev"]["best"], 4),
            "zero_shot": manifest["zero_shot"],
            "zero_shot_avg": round(sum(others) / len(others), 4) if others else None,
-           **({"variant": variant} if variant else {})}
+           **(gain or {}), **({"variant": variant} if variant else {})}
     return [{**row, **run} for row in _rows(scores, regime, intermediate, task)]
+
+
+def _paired_gain(run: Path, baseline: Path) -> dict:
+    """The run's zero-shot average minus its baseline's, with a 95% paired-bootstrap interval.
+
+    An item is a test ref: its value is the run's accuracy minus the baseline's on that ref, averaged
+    over the non-English languages. The verses test every language on the same refs, so resampling
+    refs keeps each verse's translations together, as their errors are correlated."""
+    differences: dict[str, list[float]] = {}
+    for file in sorted((run / "predictions").glob("test-*.jsonl")):
+        if file.stem.removeprefix("test-").startswith("en"):
+            continue
+        base = {row["ref"]: row for row in _jsonl(baseline / "predictions" / file.name)}
+        for row in _jsonl(file):
+            other = base[row["ref"]]
+            differences.setdefault(row["ref"], []).append(
+                float(row["prediction"] == row["label"]) - float(other["prediction"] == other["label"]))
+    if not differences:
+        return {}
+    values = [sum(d) / len(d) for d in differences.values()]
+    low, high = bootstrap_interval(values)
+    return {"zero_shot_gain": round(sum(values) / len(values), 4), "zero_shot_gain_ci95": [round(low, 4), round(high, 4)]}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _retrieval_rows(plan: dict, model: str | Path, out: Path, regime: str, intermediate: str | None) -> list[dict]:

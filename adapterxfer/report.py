@@ -32,9 +32,12 @@ def task_table(results: list[dict], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-RUN_FIELDS = (("trainable_parameters", "trainable params", "{:,}"), ("artifact_mb", "artifact MB", "{:.1f}"),
-              ("train_seconds", "train s", "{:.0f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
-              ("english_dev", "English dev", "{:.3f}"), ("zero_shot_avg", "zero-shot avg (non-en)", "{:.3f}"))
+RUN_FIELDS = (  # (label, the row's cell); the cell is empty where the row lacks the figure
+    ("trainable params", "{trainable_parameters:,}"), ("artifact MB", "{artifact_mb:.1f}"),
+    ("train s", "{train_seconds:.0f}"), ("peak RSS MB", "{peak_rss_mb:.0f}"), ("English dev", "{english_dev:.3f}"),
+    ("zero-shot avg (non-en)", "{zero_shot_avg:.3f}"),
+    ("gain over baseline [95% CI]", "{zero_shot_gain:+.3f} [{zero_shot_gain_ci95[0]:+.3f}, {zero_shot_gain_ci95[1]:+.3f}]"),
+)
 
 
 def run_table(results: list[dict], task: str) -> str:
@@ -43,16 +46,38 @@ def run_table(results: list[dict], task: str) -> str:
     if not runs:
         return ""
     lines = [f"### {task}: runs (same data, seeds, steps and evaluation)", "",
-             "| run | " + " | ".join(label for _, label, _ in RUN_FIELDS) + " |",
+             "| run | " + " | ".join(label for label, _ in RUN_FIELDS) + " |",
              "|---|" + "---:|" * len(RUN_FIELDS)]
     for name, row in runs.items():
-        cells = ["" if row[key] is None else fmt.format(row[key]) for key, _, fmt in RUN_FIELDS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(template, row) for _, template in RUN_FIELDS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path, results: list[dict], *tasks: str, title: str, note: str = "") -> str:
-    tables = [run_table(results, tasks[0])] + [task_table(results, task) for task in tasks]
+def _cell(template: str, row: dict) -> str:
+    try:
+        return template.format(**row)
+    except (KeyError, TypeError):  # a figure the row lacks (None, or a baseline's gain)
+        return ""
+
+
+def comparison_table(comparisons: list[dict]) -> str:
+    """Paired zero-shot differences between two runs of one regime (the research question)."""
+    rows = [c for c in comparisons if "zero_shot_gain" in c]
+    if not rows:
+        return ""
+    lines = ["### Comparisons (zero-shot avg, non-en; paired bootstrap over test verses)", "",
+             "| regime | run | versus | difference [95% CI] |", "|---|---|---|---:|"]
+    for row in rows:
+        low, high = row["zero_shot_gain_ci95"]
+        lines.append(f"| {row['regime']} | {row['run'] or 'baseline'} | {row['versus'] or 'baseline'} | "
+                     f"{row['zero_shot_gain']:+.3f} [{low:+.3f}, {high:+.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, results: list[dict], *tasks: str, title: str, note: str = "",
+                 comparisons: list[dict] = ()) -> str:
+    tables = [run_table(results, tasks[0]), comparison_table(list(comparisons))] + [task_table(results, task)
+                                                                                    for task in tasks]
     body = "\n".join(table for table in tables if table)
     text = f"# {title}\n\n{note}\n\n{body}"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ multilingual intermediate, retrieval, the report, and resuming from finished pha
 
 import json
 
+import pytest
+
 from adapterxfer.cli import main
 
 PLAN = """
@@ -18,7 +20,9 @@ regimes: [full, lora, bottleneck]
 fusion: [bottleneck]
 extra_intermediates: {{lora: [verses-xref-multi]}}
 regime_phase: {{lora: {{lr: 1.0e-3}}}}
-phase: {{max_steps: 2, eval_every: 2, batch_size: 4, max_length: 48, precision: fp32}}
+phase: {{max_steps: 2, eval_every: 2, batch_size: 4, max_length: 48, precision: fp32, probe_steps: 5,
+         probe_examples: 8}}
+compare: [[lora, verses-xref-multi, verses-xref]]
 """
 LONGER = """
 regimes: [lora, madx]
@@ -53,6 +57,20 @@ def test_demo_plan_writes_matched_rows_and_resumes(tmp_path, tiny_backbone, caps
     assert all(r["trainable_parameters"] < full for r in trained if r["regime"] != "full")
     report = (out / "report.md").read_text()
     assert "| lora +verses-xref-multi |" in report and "avg non-en" in report
+    for (regime, intermediate), run in {(r["regime"], r["intermediate"]): r for r in trained}.items():
+        if intermediate is None:
+            assert "zero_shot_gain" not in run
+            continue
+        baseline = next(r for r in trained if r["regime"] == regime and r["intermediate"] is None)
+        assert run["zero_shot_gain"] == pytest.approx(run["zero_shot_avg"] - baseline["zero_shot_avg"], abs=1e-3)
+        low, high = run["zero_shot_gain_ci95"]
+        assert low <= run["zero_shot_gain"] <= high
+    (comparison,) = json.loads((out / "comparisons.json").read_text())
+    assert (comparison["regime"], comparison["run"], comparison["versus"]) == ("lora", "verses-xref-multi", "verses-xref")
+    by_run = {r["intermediate"]: r for r in trained if r["regime"] == "lora"}
+    assert comparison["zero_shot_gain"] == pytest.approx(
+        by_run["verses-xref-multi"]["zero_shot_avg"] - by_run["verses-xref"]["zero_shot_avg"], abs=1e-3)
+    assert "| lora | verses-xref-multi | verses-xref |" in report
 
     capsys.readouterr()
     assert main(["demo", "--config", str(plan), "--output", str(out)]) == 0
@@ -77,6 +95,21 @@ def test_longer_plan_adds_merge_multitask_and_madx_with_its_ablation(tmp_path, t
     assert retrieval == {"backbone", "lora"}
     report = (out / "report.md").read_text()
     assert "| madx +verses-xref [source-language adapter at test] |" in report
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("[lora, verses-xref, verses-nope]", "compare entry ['lora', 'verses-xref', 'verses-nope'] must be [regime, run, "
+                                          "run], a regime of the plan and two of its runs (null (the baseline), verses-xref)"),
+    ("[madx, verses-xref, null]", "compare entry ['madx', 'verses-xref', None] must be [regime, run, run]"),
+    ("lora", "compare entry 'lora' must be"),
+])
+def test_demo_plan_refuses_a_comparison_of_runs_it_does_not_make(tmp_path, capsys, entry, message):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("backbone: me5-small\nseed: 1\ntarget: verses-genre\nintermediates: [verses-xref]\n"
+                    f"retrieval_task: verses-retrieval\nregimes: [lora]\ncompare: [{entry}]\n")
+    assert main(["demo", "--config", str(plan), "--output", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_demo_plan_is_one_line(tmp_path, capsys):

@@ -3,7 +3,8 @@ evaluate.py and third_party scorers (commit 838c13b, seqeval 1.2.2), recorded he
 
 import pytest
 
-from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bucc_scores, majority_rate, mewslix_scores,
+from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bootstrap_interval, bucc_scores, majority_rate,
+                                 mewslix_scores,
                                  mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, overall_scores,
                                  squad_scores, tagging_scores, task_summary)
 
@@ -21,6 +22,18 @@ def test_project_metrics_keep_their_names():
     assert majority_rate(["a", "a", "b"], ["a", "b"]) == 0.5
     with pytest.raises(ValueError):
         accuracy([1], [])
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_items():
+    gains = [1.0] * 30 + [0.0] * 70  # mean 0.3
+    low, high = bootstrap_interval(gains, seed=1)
+    assert low < 0.3 < high and 0.18 < low and high < 0.42
+    wider = bootstrap_interval(gains[::10], seed=1)
+    assert wider[1] - wider[0] > high - low
+    assert bootstrap_interval([0.5] * 10) == (0.5, 0.5)
+    assert bootstrap_interval(gains, seed=1) == (low, high)  # seeded
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_interval([])
 
 
 def test_accuracy_scores():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 
@@ -24,3 +25,20 @@ def token_accuracy(predictions: Sequence[Sequence], references: Sequence[Sequenc
     if [len(p) for p in predictions] != [len(r) for r in references]:
         raise ValueError("predicted and gold sequences differ in length")
     return accuracy([t for p in predictions for t in p], [t for r in references for t in r])
+
+
+def bootstrap_interval(values: Sequence[float], resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values``, resampled with replacement (Efron 1979).
+
+    With ``values`` the per-item differences between two systems scored on the same test items,
+    this is the paired bootstrap of Koehn (2004): an interval that excludes 0 means the difference
+    is unlikely to come from the sample of test items alone.
+    """
+    if not values:
+        raise ValueError("no values to resample")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
