@@ -117,8 +117,12 @@ def read_plan(plan_file: str) -> dict:
             raise UserError(f"{plan_file}: key {key!r} is required")
     extra = [t for tasks in plan.get("extra_intermediates", {}).values() for t in tasks]
     for task in [plan["target"], plan["retrieval_task"], *plan["intermediates"], *extra,
-                 *([plan["lang_adapter_task"]] if "lang_adapter_task" in plan else [])]:
+                 *([plan["lang_adapter_task"]] if "lang_adapter_task" in plan else []), *plan.get("task_phase", {})]:
         get_task(task)
+    blocks = {key: plan.get(key, {}) for key in ("phase", "intermediate_phase", "lang_adapter_phase")}
+    blocks |= {f"{key}.{name}": block for key in ("task_phase", "regime_phase") for name, block in plan.get(key, {}).items()}
+    for where, block in blocks.items():  # a typo here fails now, not after the phases before it
+        from_dict({**block, "task": plan["target"]}, source=f"{plan_file}: {where}")
     for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}),
                    *(r for key in (*COMBINED, "multitask", "retrieval_regimes") for r in plan.get(key, []))]:
         get_regime(regime)

@@ -41,7 +41,8 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
 
     With several sources, each micro-batch comes from source i with probability proportional
     to n_i ** (1 / config.temperature): 1 is proportional sampling, larger flattens it.
-    With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0).
+    With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0,
+    with a dev score only when ``max_steps`` is 0).
     Returns the log: one entry per evaluation with step, mean train loss, learning rate,
     dev score and elapsed seconds; the entry whose weights were kept has ``"selected": True``.
     """
@@ -61,12 +62,13 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     losses, step, started = [], 0, time.perf_counter()
     if config.probe_steps:
         probe_loss = probe_head(model, sources, config, accelerator)
-        score = dev_score(accelerator.unwrap_model(model))
+        # Scored only where it is the result, a probe alone (LP); in LP-FT the fine-tuned checkpoints compete.
+        score = None if config.max_steps else dev_score(accelerator.unwrap_model(model))
         log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
                     "seconds": round(time.perf_counter() - started, 1)})
-        tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}, dev {score:.4f}")
-        if not config.max_steps:  # a probe alone (LP); otherwise only fine-tuned checkpoints compete (LP-FT)
-            selected = 0
+        tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}"
+                   + ("" if score is None else f", dev {score:.4f}"))
+        selected = None if score is None else 0
     progress = tqdm(total=config.max_steps, desc="train", unit="step")
     model.train()  # here and after an evaluation, not every step: it walks every module
     while step < config.max_steps:

@@ -2,10 +2,13 @@
 multilingual intermediate, retrieval, the report, and resuming from finished phases."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from adapterxfer.cli import main
+from adapterxfer.demo import read_plan
 
 PLAN = """
 backbone: {backbone}
@@ -97,25 +100,32 @@ def test_longer_plan_adds_merge_multitask_and_madx_with_its_ablation(tmp_path, t
     assert "| madx +verses-xref [source-language adapter at test] |" in report
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("[lora, verses-xref, verses-nope]", "compare entry ['lora', 'verses-xref', 'verses-nope'] must be [regime, run, "
-                                          "run], a regime of the plan and two of its runs (null (the baseline), verses-xref)"),
-    ("[madx, verses-xref, null]", "compare entry ['madx', 'verses-xref', None] must be [regime, run, run]"),
-    ("lora", "compare entry 'lora' must be"),
-])
-def test_demo_plan_refuses_a_comparison_of_runs_it_does_not_make(tmp_path, capsys, entry, message):
-    plan = tmp_path / "plan.yaml"
-    plan.write_text("backbone: me5-small\nseed: 1\ntarget: verses-genre\nintermediates: [verses-xref]\n"
-                    f"retrieval_task: verses-retrieval\nregimes: [lora]\ncompare: [{entry}]\n")
-    assert main(["demo", "--config", str(plan), "--output", str(tmp_path / "out")]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("name", ["demo.yaml", "demo_full.yaml"])
+def test_shipped_demo_plans_are_valid(name):
+    plan = read_plan(str(Path(__file__).resolve().parents[1] / "configs" / name))
+    assert plan["eval_langs"] == [] and plan["regimes"][:3] == ["full", "lora", "bottleneck"]
 
 
-def test_bad_demo_plan_is_one_line(tmp_path, capsys):
+BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it, before any training
+    "unknown task": ({"intermediates": ["verses-nope"]}, "unknown task 'verses-nope'"),
+    "typo in a phase block": ({"regime_phase": {"lora": {"max_step": 3}}},
+                              "plan.yaml: regime_phase.lora: unknown key 'max_step'"),
+    "comparison of a run not made": ({"compare": [["lora", "verses-xref", "verses-nope"]]},
+                                     "compare entry ['lora', 'verses-xref', 'verses-nope'] must be [regime, run, run], "
+                                     "a regime of the plan and two of its runs (null (the baseline), verses-xref)"),
+    "comparison in a regime not run": ({"compare": [["madx", "verses-xref", None]]},
+                                       "compare entry ['madx', 'verses-xref', None] must be [regime, run, run]"),
+    "comparison not a triple": ({"compare": ["lora"]}, "compare entry 'lora' must be"),
+}
+
+
+@pytest.mark.parametrize("changes, message", BAD_PLANS.values(), ids=BAD_PLANS)
+def test_bad_demo_plan_is_one_line(tmp_path, capsys, changes, message):
     plan = tmp_path / "plan.yaml"
-    plan.write_text("backbone: me5-small\nseed: 1\ntarget: verses-genre\nintermediates: [verses-nope]\n"
-                    "retrieval_task: verses-retrieval\n")
+    plan.write_text(yaml.safe_dump({"backbone": "me5-small", "seed": 1, "target": "verses-genre",
+                                    "intermediates": ["verses-xref"], "retrieval_task": "verses-retrieval",
+                                    "regimes": ["lora"], **changes}))
     assert main(["demo", "--config", str(plan), "--output", str(tmp_path / "out")]) == 2
-    assert "unknown task 'verses-nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()

@@ -101,13 +101,14 @@ def test_probe_only_phase_keeps_the_backbone_and_logs_step_zero(tmp_path, tiny_b
 
 
 def test_after_a_probe_only_fine_tuned_checkpoints_are_selected(tmp_path, tiny_backbone):
-    """LP-FT keeps the best fine-tuned weights: the probe's dev score is logged, not selectable."""
+    """LP-FT keeps the best fine-tuned weights: the probe is logged, but not scored or selectable."""
     out = tmp_path / "lpft"
     assert main(["train", "task=verses-xref", "regime=lora", f"backbone={tiny_backbone.path}", f"output_dir={out}",
                  "max_steps=2", "eval_every=1", "batch_size=4", "probe_steps=10", "probe_examples=16",
                  "max_length=48", "precision=fp32"]) == 0
     dev = json.loads((out / "manifest.json").read_text())["dev"]
     assert [entry["step"] for entry in dev["log"]] == [0, 1, 2]
+    assert dev["log"][0]["dev_score"] is None and dev["log"][0]["train_loss"] > 0
     (selected,) = [entry for entry in dev["log"] if entry.get("selected")]
     assert selected["step"] > 0
     assert dev["best"] == selected["dev_score"] == max(e["dev_score"] for e in dev["log"][1:])
