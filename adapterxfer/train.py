@@ -19,6 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .config import RunConfig
+from .evaluate import autocast
 from .modeling import head_parameters, replayed_encoder
 
 MAX_GRAD_NORM = 1.0
@@ -46,8 +47,9 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     Returns the log: one entry per evaluation with step, mean train loss, learning rate,
     dev score and elapsed seconds; the entry whose weights were kept has ``"selected": True``.
     """
-    accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no",
-                              gradient_accumulation_steps=config.grad_accum)
+    # bf16 by torch.autocast per forward, not Accelerator(mixed_precision=...): that setting is
+    # process-wide in accelerate, and phases of one process (the demo, the tests) may differ in it.
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
     generator = torch.Generator().manual_seed(config.seed)
     loaders = [_loader(source, generator, config) for source in sources]
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
@@ -77,7 +79,8 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
         if sources[index].name:
             batch = {**batch, "task": sources[index].name}
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            with autocast(model, config.bf16):
+                loss = model(**batch).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -119,7 +122,7 @@ def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Acc
     """
     cache = []
     model.eval()
-    with torch.no_grad(), accelerator.autocast():
+    with torch.no_grad(), autocast(model, config.bf16):
         for source in sources:
             order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
             subset = source.features.select(order[:config.probe_examples].tolist())
@@ -138,7 +141,7 @@ def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Acc
         torch.manual_seed(config.seed)
         for _ in tqdm(range(config.probe_steps), desc="head probe", unit="step"):
             batch, replay.states = pick.choice(cache)
-            with accelerator.autocast():
+            with autocast(model, config.bf16):
                 loss = model(**batch).loss
             loss.backward()
             optimizer.step()

@@ -2,7 +2,7 @@
 overhead of adapterxfer's training loop over a bare peft / adapters loop on the same model.
 
     .venv/bin/python scripts/bench_regimes.py [--backbone xlmr-base-random|me5-small] [--steps 8]
-        [--rounds 1] [--batch 16] [--length 64] [--threads 0]
+        [--rounds 1] [--batch 16] [--length 64] [--threads 0] [--precision fp32|bf16]
 
 Two full fine-tuning references: ``full`` (adapterxfer's default, the 250k-row word-embedding
 matrix frozen) and ``full_unfrozen_emb`` (freeze_word_embeddings=false: every weight trains, as
@@ -65,7 +65,7 @@ def base_sized_backbone(folder: str) -> str:
 
 
 def measure(variant: str, backbone_name: str, steps: int, batch: int, length: int, threads: int,
-            bare_first: bool) -> dict:
+            bare_first: bool, precision: str) -> dict:
     """Per loop: (wall, cpu) seconds of each of ``steps`` steps after the warm-up step, the warm-up step,
     and the time spent outside the steps (setup, final evaluation, restore); peak RSS after fit."""
     import datasets
@@ -83,7 +83,7 @@ def measure(variant: str, backbone_name: str, steps: int, batch: int, length: in
     regime, overrides = VARIANTS[variant]
     task, backbone = get_task("verses-genre"), resolve(backbone_name)
     config = from_dict({"task": task.name, "regime": regime, "max_steps": steps + 2, "eval_every": steps + 2,
-                        "batch_size": batch, "precision": "fp32", "lr": 1e-5, **overrides})
+                        "batch_size": batch, "precision": precision, "lr": 1e-5, **overrides})
     model = get_regime(regime).build(task, backbone, [], config)
     generator = torch.Generator().manual_seed(0)
     rows = {"input_ids": torch.randint(5, 1000, ((steps + 2) * batch, length), generator=generator).tolist(),
@@ -122,7 +122,9 @@ def bare_loop(model, features, collate, config) -> None:
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     model.train()
     for batch in DataLoader(features, batch_size=config.batch_size, shuffle=True, collate_fn=collate):
-        model(**batch).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = model(**batch).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()
@@ -142,14 +144,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: autocast in both loops, as precision=auto does on a CPU with bf16 instructions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         backbone = base_sized_backbone(tmp) if args.backbone == "xlmr-base-random" else args.backbone
-        runs = [(variant, in_process(variant, backbone, args.steps, args.batch, args.length, args.threads, index % 2))
+        runs = [(variant, in_process(variant, backbone, args.steps, args.batch, args.length, args.threads, index % 2,
+                                     args.precision))
                 for index in range(args.rounds) for variant in VARIANTS]
     step_s, rss = {}, {}
     print(f"{args.backbone}, batch {args.batch} x length {args.length}, {args.rounds} x {args.steps} steps per loop, "
-          f"{args.threads or torch.get_num_threads()} thread(s)")
+          f"{args.threads or torch.get_num_threads()} thread(s), {args.precision}")
     for variant in VARIANTS:
         mine = [run for name, run in runs if name == variant]
         rss[variant] = statistics.median(run["peak_rss_mb"] for run in mine if not run["bare_first"])

@@ -105,6 +105,14 @@ def test_same_seed_gives_same_weights(tmp_path, tiny_backbone):
     assert not all(torch.equal(heads[0][k], heads[2][k]) for k in heads[0])
 
 
+def test_phases_of_one_process_may_differ_in_precision(tmp_path, tiny_backbone):
+    """accelerate keeps mixed precision process-wide; the loop autocasts per phase instead."""
+    outs = [train(tmp_path, name, "task=verses-xref", f"precision={precision}", backbone=tiny_backbone)
+            for name, precision in (("fp32", "fp32"), ("bf16", "bf16"))]  # overrides STEPS' precision
+    heads = [load_file(folder / "head.safetensors") for folder in outs]
+    assert not all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # bf16 really ran
+
+
 def test_features_are_cached_by_fingerprint(tiny_backbone, monkeypatch):
     task = get_task("verses-xref")
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
