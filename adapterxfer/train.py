@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -63,7 +64,9 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     log, selected, best_weights = [], None, None  # selected: the log index of the weights kept
     losses, step, started = [], 0, time.perf_counter()
     if config.probe_steps:
-        probe_loss = probe_head(model, sources, config, accelerator)
+        probe_loss = probe_head(accelerator.unwrap_model(model), sources, config, accelerator.device)
+        for param in head_parameters(accelerator.unwrap_model(model)).values():  # one head in every process
+            param.data = broadcast(param.data)
         # Scored only where it is the result, a probe alone (LP); in LP-FT the fine-tuned checkpoints compete.
         score = None if config.max_steps else dev_score(accelerator.unwrap_model(model))
         log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
@@ -110,15 +113,16 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     return log
 
 
-def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Accelerator) -> float:
+def probe_head(model, sources: list[Source], config: RunConfig, device: torch.device) -> float:
     """LP-FT (Kumar et al. 2022, "Fine-tuning can distort pretrained features and underperform
     out-of-distribution"): fit the fresh head alone on frozen encoder outputs before fine-tuning.
 
     The encoder runs once, without gradients, over ``config.probe_examples`` training examples of each
     source; the head then takes ``config.probe_steps`` AdamW steps on those cached states, one cached
     batch (``eval_batch_size`` examples) a step, at ``head_lr``. A step costs next to nothing, so the
-    fine-tuning budget goes to the encoder or module instead of to a random head. Returns the mean
-    loss of the last 10 probe steps.
+    fine-tuning budget goes to the encoder or module instead of to a random head. ``model`` is the
+    plain model, not a distributed wrapper: only the head gets gradients here. Returns the mean loss of
+    the last 10 probe steps.
     """
     cache = []
     model.eval()
@@ -127,7 +131,7 @@ def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Acc
             order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
             subset = source.features.select(order[:config.probe_examples].tolist())
             for batch in DataLoader(subset, batch_size=config.eval_batch_size, collate_fn=source.collate):
-                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+                batch = {key: value.to(device) for key, value in batch.items()}
                 batch |= {"task": source.name} if source.name else {}
                 hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
                 cache.append((batch, hidden))
@@ -137,7 +141,7 @@ def probe_head(model, sources: list[Source], config: RunConfig, accelerator: Acc
     model.train()
     # Its own seeded generator for the head's dropout: with the same encoder (every regime's baseline),
     # every regime probes the same head, whatever random draws building its module took.
-    with replayed_encoder(accelerator.unwrap_model(model)) as replay, torch.random.fork_rng():
+    with replayed_encoder(model) as replay, torch.random.fork_rng():
         torch.manual_seed(config.seed)
         for _ in tqdm(range(config.probe_steps), desc="head probe", unit="step"):
             batch, replay.states = pick.choice(cache)
