@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "evaluation) for a cluster engine, e.g. configs/xstilts_grid.yaml.")
     grid.add_argument("plan", help="a grid plan (YAML)")
 
-    demo = verbs.add_parser("demo", help="full-model STILTs on the embedded benchmark, with a report")
+    demo = verbs.add_parser("demo", help="STILTs in every regime on the embedded benchmark, matched, with a report",
+                            description="Run a demo plan: per regime a baseline and a target run after each "
+                                        "intermediate task, the same data, seed, steps and evaluation for all; "
+                                        "writes report.md, results.json and comparisons.json. A re-run reuses "
+                                        "finished phases.")
     demo.add_argument("--config", default="configs/demo.yaml", help="the demo plan (default: %(default)s)")
     demo.add_argument("--output", default="artifacts/demo", help="output root (default: %(default)s)")
 

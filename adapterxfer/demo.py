@@ -7,6 +7,9 @@ step budget and evaluation. Rows that combine the intermediates are opt-in per r
 ``madx`` first trains a language adapter per evaluation language (``lang_adapter_task``, e.g.
 verses-text) and, with ``madx_ablation``, also scores every madx target model with the source
 language's adapter kept at test time.
+Every run after an intermediate task reports its zero-shot gain over the regime's baseline with a
+paired-bootstrap interval over test verses; ``compare: [[regime, run, versus], ...]`` adds such
+differences between two runs (the research question: verses-xref-multi against verses-xref).
 Each phase writes its own output folder under the demo root; a re-run reuses every phase
 whose manifest records the same configuration, so an interrupted demo resumes where it stopped.
 """
