@@ -51,7 +51,7 @@ class RunConfig:
     eval_langs: list[str] = field(default_factory=list)  # empty: every language of the task
     eval_batch_size: int = 32  # measured a little faster than 64 or 128 on 2 CPU cores
     # "auto": bf16 autocast on a GPU or on a CPU with bf16 instructions (AVX512-BF16 or AMX; there
-    # scripts/bench_precision.py measured a me5-small forward at 0.60x and a training step at 0.84x
+    # scripts/bench_precision.py measured a me5-small forward at 0.59-0.60x and a training step at 0.78-0.84x
     # the fp32 time), fp32 on other CPUs, where bf16 is emulated and slow.
     precision: str = "auto"
     # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and

@@ -179,15 +179,17 @@ def _paired_gain(run: Path, baseline: Path) -> dict:
 
     An item is a test ref: its value is the run's accuracy minus the baseline's on that ref, averaged
     over the non-English languages. The verses test every language on the same refs, so resampling
-    refs keeps each verse's translations together, as their errors are correlated."""
+    refs keeps each verse's translations together, as their errors are correlated. Rows without a
+    ref are items of their own language."""
     differences: dict[str, list[float]] = {}
     for file in sorted((run / "predictions").glob("test-*.jsonl")):
         if file.stem.removeprefix("test-").startswith("en"):
             continue
-        base = {row["ref"]: row for row in _jsonl(baseline / "predictions" / file.name)}
-        for row in _jsonl(file):
-            other = base[row["ref"]]
-            differences.setdefault(row["ref"], []).append(
+        mine, base = _jsonl(file), _jsonl(baseline / "predictions" / file.name)
+        if [row["ref"] for row in mine] != [row["ref"] for row in base]:
+            raise UserError(f"{file} and {baseline / 'predictions' / file.name} hold different test items")
+        for index, (row, other) in enumerate(zip(mine, base)):
+            differences.setdefault(row["ref"] or f"{file.stem}:{index}", []).append(
                 float(row["prediction"] == row["label"]) - float(other["prediction"] == other["label"]))
     if not differences:
         return {}
