@@ -4,6 +4,7 @@ tests/fixtures/xtreme/ (written by tests/fixtures/make_xtreme_fixtures.py) is re
 $ADAPTERXFER_DATA_DIR, through the same loader and ``datasets`` path a user's downloaded copy takes.
 """
 
+import json
 import time
 
 import pytest
@@ -140,3 +141,15 @@ def test_xnli_after_its_own_translate_train_data_is_marked_not_zero_shot(trained
     assert main(["train", "task=pawsx", f"init_from={root / 'tt'}", "eval_langs=de", f"output_dir={root / 'pawsx'}",
                  *common]) == 0
     assert json.loads((root / "pawsx" / "manifest.json").read_text())["zero_shot"] is True
+
+
+@pytest.mark.parametrize("name", ["udpos", "squad", "hellaswag", "mnli", "wiki-mlm"])
+def test_head_probe_runs_for_every_trainable_kind(name, trained):
+    """LP-FT on tagging, span QA, multiple choice, pair classification and MLM (fixtures, tiny backbone)."""
+    backbone, out = trained["backbone"], trained["root"] / "probe" / name
+    max_length = 160 if TASKS[name].kind == "qa" else 32
+    assert main(["train", f"task={name}", f"backbone={backbone.path}", f"output_dir={out}", *STEPS,
+                 "probe_steps=3", "probe_examples=4", f"max_length={max_length}",
+                 f"eval_langs={','.join(FIXTURE_LANGS.get(name, ['en']))}"]) == 0
+    log = json.loads((out / "manifest.json").read_text())["dev"]["log"]
+    assert [entry["step"] for entry in log] == [0, 1] and log[0]["train_loss"] > 0
