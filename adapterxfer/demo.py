@@ -65,7 +65,6 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
     trained: dict[tuple[str, str | None], Path] = {}  # (regime, intermediate) -> target run folder
     results = _majority_rows(target, eval_langs)
     results += _retrieval_rows(plan, str(backbone.path), root / "retrieval" / "backbone", "backbone", None)
-    joint = "+".join(plan["intermediates"])
     for regime in plan.get("regimes", ["full"]):
         if regime == "madx":  # language adapters first, the source language's leading
             languages = dict.fromkeys(["en", *get_task(target).check_langs(eval_langs)])
@@ -80,11 +79,11 @@ def run_demo(plan_file: str, output: str) -> list[dict]:
                 results += _retrieval_rows(plan, intermediates[task], root / "retrieval" / regime / task, regime, task)
         for mode in COMBINED:
             if regime in plan.get(mode, []):
-                runs[f"{mode}({joint})"] = phase(regime, target, f"{mode}-{target}",
-                                                 [intermediates[task] for task in plan["intermediates"]], mode)
+                runs[_combined(mode, plan)] = phase(regime, target, f"{mode}-{target}",
+                                                    [intermediates[task] for task in plan["intermediates"]], mode)
         if regime in plan.get("multitask", []):
-            runs[f"multitask({joint})"] = phase(regime, target, f"multitask-{target}",
-                                                [phase(regime, joint, "multitask")])
+            runs[_combined("multitask", plan)] = phase(regime, target, f"multitask-{target}",
+                                                       [phase(regime, "+".join(plan["intermediates"]), "multitask")])
         trained.update({(regime, intermediate): folder for intermediate, folder in runs.items()})
         for intermediate, folder in runs.items():
             gain = _paired_gain(folder, runs[None]) if intermediate else {}
@@ -123,7 +122,8 @@ def read_plan(plan_file: str) -> dict:
                  *([plan["lang_adapter_task"]] if "lang_adapter_task" in plan else []), *plan.get("task_phase", {})]:
         get_task(task)
     blocks = {key: plan.get(key, {}) for key in ("phase", "intermediate_phase", "lang_adapter_phase")}
-    blocks |= {f"{key}.{name}": block for key in ("task_phase", "regime_phase") for name, block in plan.get(key, {}).items()}
+    blocks |= {f"{key}.{name}": block for key in ("task_phase", "regime_phase")
+               for name, block in plan.get(key, {}).items()}
     for where, block in blocks.items():  # a typo here fails now, not after the phases before it
         from_dict({**block, "task": plan["target"]}, source=f"{plan_file}: {where}")
     for regime in [*plan.get("regimes", []), *plan.get("regime_phase", {}),
@@ -133,8 +133,9 @@ def read_plan(plan_file: str) -> dict:
         regime = entry[0] if isinstance(entry, list) and len(entry) == 3 else None
         runs = _run_names(plan, regime) if regime in plan.get("regimes", ["full"]) else []
         if not runs or not all(name in runs for name in entry[1:]):
-            raise UserError(f"{plan_file}: compare entry {entry!r} must be [regime, run, run], a regime of the plan and "
-                            "two of its runs" + (f" ({', '.join(n or 'null (the baseline)' for n in runs)})" if runs else ""))
+            names = f" ({', '.join(n or 'null (the baseline)' for n in runs)})" if runs else ""
+            raise UserError(f"{plan_file}: compare entry {entry!r} must be [regime, run, run], "
+                            f"a regime of the plan and two of its runs{names}")
     if "madx" in plan.get("regimes", []) and "lang_adapter_task" not in plan:
         raise UserError(f"{plan_file}: regime madx needs key 'lang_adapter_task' (e.g. verses-text)")
     return plan
@@ -142,9 +143,13 @@ def read_plan(plan_file: str) -> dict:
 
 def _run_names(plan: dict, regime: str) -> list[str | None]:
     """The intermediate labels of one regime's target runs, as the report names them (None: the baseline)."""
-    joint = "+".join(plan["intermediates"])
     return [None, *plan["intermediates"], *plan.get("extra_intermediates", {}).get(regime, []),
-            *(f"{mode}({joint})" for mode in (*COMBINED, "multitask") if regime in plan.get(mode, []))]
+            *(_combined(mode, plan) for mode in (*COMBINED, "multitask") if regime in plan.get(mode, []))]
+
+
+def _combined(mode: str, plan: dict) -> str:
+    """The label of a run that starts from all the intermediates at once: fusion(a+b), merge(a+b), ..."""
+    return f"{mode}({'+'.join(plan['intermediates'])})"
 
 
 def _reuse_or_train(config: RunConfig) -> Path:
@@ -195,7 +200,8 @@ def _paired_gain(run: Path, baseline: Path) -> dict:
         return {}
     values = [sum(d) / len(d) for d in differences.values()]
     low, high = bootstrap_interval(values)
-    return {"zero_shot_gain": round(sum(values) / len(values), 4), "zero_shot_gain_ci95": [round(low, 4), round(high, 4)]}
+    return {"zero_shot_gain": round(sum(values) / len(values), 4),
+            "zero_shot_gain_ci95": [round(low, 4), round(high, 4)]}
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -105,7 +105,8 @@ def train_phase(config: RunConfig) -> Path:
                         for p in parents],
             "config": vars(config), "data_fingerprint": "+".join(fingerprints),
             "trainable_parameters": trainable,
-            "dev": {"metric": "+".join(task.metric for task in tasks), "best": next(e["dev_score"] for e in log if e.get("selected")),
+            "dev": {"metric": "+".join(task.metric for task in tasks),
+                    "best": next(e["dev_score"] for e in log if e.get("selected")),
                     "log": log},
             "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
         })

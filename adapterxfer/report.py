@@ -36,7 +36,8 @@ RUN_FIELDS = (  # (label, the row's cell); the cell is empty where the row lacks
     ("trainable params", "{trainable_parameters:,}"), ("artifact MB", "{artifact_mb:.1f}"),
     ("train s", "{train_seconds:.0f}"), ("peak RSS MB", "{peak_rss_mb:.0f}"), ("English dev", "{english_dev:.3f}"),
     ("zero-shot avg (non-en)", "{zero_shot_avg:.3f}"),
-    ("gain over baseline [95% CI]", "{zero_shot_gain:+.3f} [{zero_shot_gain_ci95[0]:+.3f}, {zero_shot_gain_ci95[1]:+.3f}]"),
+    ("gain over baseline [95% CI]",
+     "{zero_shot_gain:+.3f} [{zero_shot_gain_ci95[0]:+.3f}, {zero_shot_gain_ci95[1]:+.3f}]"),
 )
 
 

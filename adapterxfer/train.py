@@ -64,11 +64,12 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     log, selected, best_weights = [], None, None  # selected: the log index of the weights kept
     losses, step, started = [], 0, time.perf_counter()
     if config.probe_steps:
-        probe_loss = probe_head(accelerator.unwrap_model(model), sources, config, accelerator.device)
-        for param in head_parameters(accelerator.unwrap_model(model)).values():  # one head in every process
+        plain = accelerator.unwrap_model(model)
+        probe_loss = probe_head(plain, sources, config, accelerator.device)
+        for param in head_parameters(plain).values():  # one head in every process
             param.data = broadcast(param.data)
         # Scored only where it is the result, a probe alone (LP); in LP-FT the fine-tuned checkpoints compete.
-        score = None if config.max_steps else dev_score(accelerator.unwrap_model(model))
+        score = None if config.max_steps else dev_score(plain)
         log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
                     "seconds": round(time.perf_counter() - started, 1)})
         tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}"

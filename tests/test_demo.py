@@ -69,7 +69,7 @@ def test_demo_plan_writes_matched_rows_and_resumes(tmp_path, tiny_backbone, caps
         low, high = run["zero_shot_gain_ci95"]
         assert low <= run["zero_shot_gain"] <= high
     (comparison,) = json.loads((out / "comparisons.json").read_text())
-    assert (comparison["regime"], comparison["run"], comparison["versus"]) == ("lora", "verses-xref-multi", "verses-xref")
+    assert [comparison[key] for key in ("regime", "run", "versus")] == ["lora", "verses-xref-multi", "verses-xref"]
     by_run = {r["intermediate"]: r for r in trained if r["regime"] == "lora"}
     assert comparison["zero_shot_gain"] == pytest.approx(
         by_run["verses-xref-multi"]["zero_shot_avg"] - by_run["verses-xref"]["zero_shot_avg"], abs=1e-3)

@@ -25,6 +25,7 @@ METRICS = {
     "token_accuracy": lambda predictions, references, lang: {"accuracy": token_accuracy(predictions, references)},
 }
 
-__all__ = ["METRICS", "accuracy", "bootstrap_interval", "majority_rate", "token_accuracy", "accuracy_scores", "tagging_scores", "bucc_scores",
+__all__ = ["METRICS", "accuracy", "bootstrap_interval", "majority_rate", "token_accuracy", "accuracy_scores",
+           "tagging_scores", "bucc_scores",
            "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",
            "normalize_mlqa_answer", "task_summary", "overall_scores"]
