@@ -22,7 +22,7 @@ from .regimes.common import HEAD_FILE
 class ModuleBank:
     def __init__(self, task, backbone, regime: str):
         self.task, self.backbone, self.regime = task, backbone, get_regime(regime)
-        if not hasattr(self.regime, "activate"):
+        if not self.regime.swappable:
             raise UserError(f"regime {regime} has no swappable modules (use lora or bottleneck)")
         self.model = task_model(task, backbone.path).eval()
         # The head's parameters, found once (a walk over every weight); attaching modules keeps them.
@@ -33,12 +33,12 @@ class ModuleBank:
         """Verify an artifact and add its module and head to the bank."""
         folder = Path(folder)
         manifest = artifacts.read_manifest(folder)
-        expected = (self.regime.__name__.rsplit(".", 1)[-1], self.task.name, self.backbone.weight_hash)
+        expected = (self.regime.name, self.task.name, self.backbone.weight_hash)
         found = (manifest["regime"], manifest["task"], manifest["backbone"]["weight_hash"])
         if found != expected:
             raise UserError(f"{folder}: a {found[0]} module for {found[1]} on another backbone cannot join a bank of "
                             f"{expected[0]} modules for {expected[1]} on {self.backbone.name}")
-        if (folder / "stacked").is_dir() or (folder / "fusion").is_dir():
+        if manifest.get("transfer") in ("stack", "fusion"):
             raise UserError(f"{folder}: stacked or fused artifacts cannot be swapped; evaluate them alone")
         head = load_file(folder / HEAD_FILE)
         if {key: value.shape for key, value in head.items()} != {key: p.shape for key, p in self.head.items()}:

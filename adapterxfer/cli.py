@@ -23,8 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="train one phase (intermediate, or target with init_from=...)",
-                             description="Train one phase. Keys: " + ", ".join(_config_keys()) +
-                             ". Target tasks are then scored zero-shot in every language.")
+                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_help(),
+                             description="Train one phase: validate every input, train (resumably: run the same "
+                                         "command again after a kill), save the artifact, then score target tasks "
+                                         "zero-shot in every language. Keys, by section:")
     train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] key=value",
                        help="an optional YAML recipe, then key=value overrides")
 
@@ -95,17 +97,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapterxfer: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("adapterxfer: interrupted; no partial output was kept", file=sys.stderr)
+        print("adapterxfer: interrupted; no partial output was kept (a training phase resumes from its last "
+              "checkpoint when the same command runs again)", file=sys.stderr)
         return 130
 
 
 def _train(args) -> None:
     from .config import load_config
-    from .pipeline import train_phase
 
     config_file = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if config_file else args.args
-    out = train_phase(load_config(config_file, overrides))
+    config = load_config(config_file, overrides)
+    from .tasks import get_task
+
+    tasks = [get_task(name) for name in config.task.split("+")]  # names first, before the heavy libraries
+    tasks[0].check_langs(config.eval_langs)
+
+    from .pipeline import train_phase
+
+    out = train_phase(config)
     print(f"wrote {out}")
 
 
@@ -179,17 +189,17 @@ VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks
          "demo": _demo, "grid": _grid, "score": _score}
 
 
-def _config_keys() -> list[str]:
-    from .config import KEYS
-    return list(KEYS)
+def _config_help() -> str:
+    from .config import help_text
+    return help_text()
 
 
 def _quiet_libraries() -> None:
-    """Library chatter (expected 'newly initialized head' warnings) would bury our own output."""
+    """Library chatter (expected 'newly initialized head' warnings) would bury our own output.
+    Set through the environment, which transformers reads when (and only if) it is imported."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging
-    logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

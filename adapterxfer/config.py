@@ -1,135 +1,200 @@
 """Run configuration: an optional YAML recipe, then ``key=value`` overrides.
 
-Every key is a field of :class:`RunConfig`; an unknown key, a value of the wrong
-type, or a YAML file that does not parse is a one-line :class:`UserError`.
+Every key is a field of :class:`RunConfig`, with its help text and its section: the general sections
+(``phase``, ``budget``, ...) apply to every phase, a regime's section (``lora``, ``bottleneck``, ``madx``,
+``full``) only to that regime. An unknown key, a value of the wrong type or range, or a YAML file that
+does not parse is a one-line :class:`UserError`. This module imports no heavy library, so a bad
+command line fails in well under a second.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 
 from .errors import UserError
+from .regimes import NAMES as REGIME_NAMES
+
+SECTIONS = {
+    "phase": "what trains, from where, and where it goes",
+    "budget": "steps and batches",
+    "optimizer": "AdamW with linear warmup and decay",
+    "selection": "English-dev model selection and zero-shot evaluation",
+    "run": "precision, checkpoints, tracking",
+    "full": "regime full: the whole encoder trains",
+    "lora": "regime lora: peft LoRA on the frozen encoder",
+    "bottleneck": "regime bottleneck: AdapterHub seq_bn adapters on the frozen encoder",
+    "madx": "regime madx: language adapters and stacked task adapters",
+}
+
+
+def key(default, help: str, section: str):
+    """A RunConfig field with its help text and section (lists get a fresh copy of ``default``)."""
+    meta = {"help": help, "section": section}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class RunConfig:
     """One training phase: an intermediate or a target task, in one regime."""
 
-    task: str = ""
-    regime: str = "full"
-    backbone: str | None = None  # default: the parent's backbone with init_from, else me5-small
-    init_from: list[str] = field(default_factory=list)  # phase-2 output folder(s) phase 3 starts from
-    transfer: str = "sequential"  # how a target phase starts from init_from (see CHOICES)
-    output_dir: str | None = None  # default: artifacts/<task>-<regime>-seed<seed>
-    overwrite: bool = False
-    seed: int = 42
-    max_steps: int = 200
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 3e-5
-    # The fresh task head may learn faster than the pretrained encoder; None: the same lr.
-    head_lr: float | None = None
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    # LP-FT: before fine-tuning, the fresh head trains alone for probe_steps steps on the frozen
-    # encoder's outputs for probe_examples training examples (0: off, plain fine-tuning).
-    probe_steps: int = 0
-    probe_examples: int = 1024
-    max_length: int | None = None  # default: the task's (128; QA 384, so doc_stride fits)
-    # Length-grouped training batches pad less, but make each batch's labels depend on length
-    # wherever length predicts the label (verses-genre: dev 0.26 vs 0.42 after 60 steps).
-    group_by_length: bool = False
-    temperature: float = 1.0  # multi-task (task=a+b): draw task i with probability ~ n_i ** (1/T)
-    eval_every: int = 50  # steps between English-dev evaluations (model selection)
-    eval_langs: list[str] = field(default_factory=list)  # empty: every language of the task
-    eval_batch_size: int = 32  # measured a little faster than 64 or 128 on 2 CPU cores
-    # "auto": bf16 autocast on a GPU or on a CPU with bf16 instructions (AVX512-BF16 or AMX; there
-    # scripts/bench_precision.py measured a me5-small forward at 0.59-0.60x and a training step at 0.78-0.84x
-    # the fp32 time), fp32 on other CPUs, where bf16 is emulated and slow.
-    precision: str = "auto"
-    # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and
-    # leaves non-English token embeddings where pretraining put them.
-    freeze_word_embeddings: bool = True
-    # lora: peft LoRA on the encoder's attention ("all-linear": every encoder linear layer)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
-    merge: str = "cat"  # transfer=merge: peft add_weighted_adapter combination
-    # bottleneck and madx task adapters: adapters' seq_bn
-    reduction_factor: int = 16
-    # madx: a language adapter (seq_bn_inv) is an mlm phase on one language's plain text, e.g.
-    # `task=verses-text language=de regime=madx`; task phases then list them in lang_adapters.
-    language: str | None = None  # the text language of an mlm phase (default: the task's, English)
-    lang_adapters: list[str] = field(default_factory=list)  # madx language-adapter outputs, one per language
-    # At zero-shot test time: "target" swaps in each test language's adapter (MAD-X); "source" keeps
-    # the training language's (the ablation of Kunz & Holmstroem 2024).
-    lang_adapter_at_test: str = "target"
-    lang_reduction_factor: int = 2  # MAD-X's language adapters are wider than its task adapters
+    task: str = key("", "task name (`adapterxfer tasks`); a+b trains intermediate tasks together", "phase")
+    regime: str = key("full", "full | lora | bottleneck | madx", "phase")
+    backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else me5-small", "phase")
+    init_from: list[str] = key([], "intermediate output folder(s) this target phase starts from", "phase")
+    transfer: str = key("sequential", "how the phase starts from init_from: sequential | stack | fusion | merge",
+                        "phase")
+    output_dir: str | None = key(None, "default: artifacts/<task>-<regime>-seed<seed>", "phase")
+    overwrite: bool = key(False, "replace a finished output with another configuration", "phase")
+    language: str | None = key(None, "the text language of an mlm phase (madx language adapters); default: "
+                                     "the task's training language", "phase")
+    seed: int = key(42, "seeds data order, head init, dropout and the probe", "budget")
+    max_steps: int = key(200, "optimizer steps of fine-tuning (0: the probe alone)", "budget")
+    batch_size: int = key(16, "examples per process and micro-batch", "budget")
+    grad_accum: int = key(1, "micro-batches per optimizer step", "budget")
+    # Length-grouped batches pad less, but make each batch's labels depend on length wherever length
+    # predicts the label (verses-genre: dev 0.26 vs 0.42 after 60 steps).
+    group_by_length: bool = key(False, "batches of similar length (pads less; see README)", "budget")
+    temperature: float = key(1.0, "multi-task: draw task i with probability ~ n_i ** (1/T)", "budget")
+    probe_steps: int = key(0, "LP-FT: steps that train the fresh head alone on cached encoder outputs (0: off)",
+                           "budget")
+    probe_examples: int = key(1024, "LP-FT: training examples whose encoder outputs the probe caches", "budget")
+    lr: float = key(3e-5, "learning rate of the encoder or module", "optimizer")
+    head_lr: float | None = key(None, "learning rate of the fresh task head; default: lr", "optimizer")
+    weight_decay: float = key(0.01, "AdamW weight decay (not on biases and LayerNorms)", "optimizer")
+    warmup_ratio: float = key(0.1, "share of max_steps spent warming the learning rate up", "optimizer")
+    max_length: int | None = key(None, "tokens per sequence; default: the task's (128; QA 384)", "selection")
+    eval_every: int = key(50, "steps between English-dev evaluations; the best is kept", "selection")
+    eval_langs: list[str] = key([], "zero-shot test languages; empty: every language of the task", "selection")
+    eval_batch_size: int = key(32, "examples per evaluation batch", "selection")
+    precision: str = key("auto", "auto | bf16 | fp16 | fp32; auto: bf16 where the device computes it, else "
+                                 "fp16 on a GPU and fp32 on a CPU", "run")
+    resume: bool = key(True, "continue from the output's last checkpoint (false: start over)", "run")
+    checkpoint_every: int | None = key(None, "steps between checkpoints; default: eval_every", "run")
+    keep_checkpoints: bool = key(False, "keep the checkpoints after the phase succeeds", "run")
+    report_to: str = key("none", "experiment tracker through accelerate: none | tensorboard | mlflow | wandb | "
+                                 "trackio", "run")
+    # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and leaves non-English
+    # token embeddings where pretraining put them.
+    freeze_word_embeddings: bool = key(True, "keep the word-embedding matrix frozen", "full")
+    lora_r: int = key(8, "LoRA rank", "lora")
+    lora_alpha: int = key(16, "LoRA scaling numerator (scale = alpha / r)", "lora")
+    lora_dropout: float = key(0.1, "dropout on the LoRA input", "lora")
+    lora_targets: list[str] = key(["query", "value"], "encoder linear layers that get a LoRA, or all-linear",
+                                  "lora")
+    merge: str = key("cat", "transfer=merge: cat (exact) | svd; never linear (cross terms, peft #3004)", "lora")
+    reduction_factor: int = key(16, "hidden size / bottleneck size of a task adapter", "bottleneck")
+    lang_adapters: list[str] = key([], "language-adapter outputs, the source language's first", "madx")
+    lang_adapter_at_test: str = key("target", "target: each test language's adapter (MAD-X); source: keep the "
+                                              "training language's (the ablation)", "madx")
+    lang_reduction_factor: int = key(2, "hidden size / bottleneck size of a language adapter", "madx")
 
     def resolved_output_dir(self) -> Path:
         language = f"-{self.language}" if self.language else ""
         return Path(self.output_dir or f"artifacts/{self.task}{language}-{self.regime}-seed{self.seed}")
 
     @property
-    def bf16(self) -> bool:
-        return self.precision == "bf16" or (self.precision == "auto" and native_bf16())
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or self.eval_every
 
 
-def native_bf16() -> bool:
-    """A GPU, or a CPU whose instruction set computes bf16 (torch has no public test for it)."""
-    tests = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return torch.cuda.is_available() or any(test() for test in tests if test)
-
-
-KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+KEYS = tuple(FIELDS)
 CHOICES = {
-    "precision": ("auto", "bf16", "fp32"),
+    "regime": REGIME_NAMES,
+    "precision": ("auto", "bf16", "fp16", "fp32"),
     "transfer": ("sequential", "stack", "fusion", "merge"),
     "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
     "lang_adapter_at_test": ("target", "source"),
+    "report_to": ("none", "tensorboard", "mlflow", "wandb", "trackio"),
 }
+# (key, smallest allowed value, whether the smallest is allowed itself)
+BOUNDS = (("max_steps", 0, True), ("probe_steps", 0, True), ("probe_examples", 1, True), ("batch_size", 1, True),
+          ("grad_accum", 1, True), ("eval_every", 1, True), ("eval_batch_size", 1, True), ("checkpoint_every", 1, True),
+          ("lr", 0, False), ("head_lr", 0, False), ("weight_decay", 0, True), ("warmup_ratio", 0, True),
+          ("temperature", 0, False), ("max_length", 8, True), ("lora_r", 1, True), ("lora_dropout", 0, True),
+          ("reduction_factor", 1, True), ("lang_reduction_factor", 1, True))
+AT_MOST = {"warmup_ratio": 1, "lora_dropout": 1}
+
+
+# Keys that change where or how a run goes, never what it learns: left out of its identity.
+RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to", "eval_langs")
+
+
+def training_identity(config: dict, backbone_hash: str, parent_manifest_hashes: list[str]) -> dict:
+    """What makes two runs train the same weights: the configuration (``vars(RunConfig)`` or a manifest's
+    ``config``), the backbone's weights and the parents' manifests. A checkpoint or a finished output is
+    reused only by a run of equal identity."""
+    settings = {name: value for name, value in config.items() if name not in RUN_ONLY}
+    return {"config": settings, "backbone": backbone_hash, "parents": list(parent_manifest_hashes)}
+
+
+def help_text() -> str:
+    """Every key with its meaning and default, grouped by section (``adapterxfer train --help``)."""
+    lines = []
+    for section, title in SECTIONS.items():
+        lines.append(f"{section}: {title}")
+        for name, spec in FIELDS.items():
+            if spec.metadata["section"] == section:
+                default = spec.default_factory() if callable(spec.default_factory) else spec.default
+                lines.append(f"  {name:22} {spec.metadata['help']} (default: {_show(default)})")
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "[]"
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def load_config(path: str | None, overrides: list[str]) -> RunConfig:
     """Merge a YAML recipe (optional) with ``key=value`` overrides into a validated RunConfig."""
     values = read_yaml(path) if path else {}
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
             raise UserError(f"argument {item!r} is not of the form key=value (keys: {', '.join(KEYS)})")
-        values[key.strip()] = _parse_scalar(raw)
+        values[name.strip()] = _parse_scalar(raw)
     return from_dict(values, source=path or "command line")
 
 
 def from_dict(values: dict, source: str = "config") -> RunConfig:
     hints = typing.get_type_hints(RunConfig)
     checked = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise UserError(f"{source}: unknown key {key!r} (allowed: {', '.join(KEYS)})")
-        checked[key] = _coerce(key, value, hints[key], source)
-    for key, allowed in CHOICES.items():
-        if key in checked and checked[key] not in allowed:
-            raise UserError(f"{source}: key {key!r} must be one of {', '.join(allowed)}, got {checked[key]!r}")
+    for name, value in values.items():
+        if name not in hints:
+            raise UserError(f"{source}: unknown key {name!r} (allowed: {', '.join(KEYS)})")
+        checked[name] = _coerce(name, value, hints[name], source)
+    for name, allowed in CHOICES.items():
+        if name in checked and checked[name] not in allowed:
+            raise UserError(f"{source}: key {name!r} must be one of {', '.join(allowed)}, got {checked[name]!r}")
     config = RunConfig(**checked)
     if not config.task:
         raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
-    for key in ("max_steps", "probe_steps", "probe_examples", "batch_size", "grad_accum", "eval_every"):
-        if getattr(config, key) < (0 if key.endswith("steps") else 1):
-            raise UserError(f"{source}: key {key!r} must be at least {0 if key.endswith('steps') else 1}, "
-                            f"got {getattr(config, key)}")
+    _check_bounds(config, source)
     if not config.max_steps and not config.probe_steps:
         raise UserError(f"{source}: max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1 "
                         "to probe the head alone")
     return config
+
+
+def _check_bounds(config: RunConfig, source: str) -> None:
+    for name, low, inclusive in BOUNDS:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        high = AT_MOST.get(name, math.inf)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive) or value > high:
+            allowed = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if name in AT_MOST else "")
+            raise UserError(f"{source}: key {name!r} must be a finite number {allowed}, got {value}")
 
 
 def read_yaml(path: str) -> dict:
@@ -161,7 +226,7 @@ def _parse_scalar(raw: str):
         return raw
 
 
-def _coerce(key: str, value, hint, source: str):
+def _coerce(name: str, value, hint, source: str):
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in options:
         return None
@@ -184,4 +249,4 @@ def _coerce(key: str, value, hint, source: str):
         if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise UserError(f"{source}: key {key!r} expects {expected}, got {value!r}")
+    raise UserError(f"{source}: key {name!r} expects {expected}, got {value!r}")

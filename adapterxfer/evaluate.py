@@ -9,9 +9,8 @@ over adapters (a bmm) copy its inputs at every call, 13x slower for the whole mo
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -19,12 +18,8 @@ from tqdm.auto import tqdm
 from .data.features import featurized
 from .kinds import KINDS
 from .metrics import METRICS
+from .precision import autocast
 from .tasks.spec import TaskSpec
-
-
-def autocast(model: torch.nn.Module, bf16: bool):
-    device = next(model.parameters()).device.type
-    return torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -34,36 +29,50 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()  # not inference_mode: see the module docstring
-def predict(model, features, kind, tokenizer, batch_size: int, bf16: bool) -> list:
-    """The kind's raw output for every example of ``features`` (a datasets.Dataset), in input order."""
-    collate = kind.collator(tokenizer)
-    examples = features.to_list()
-    outputs = [None] * len(examples)
+def forward_batches(model, examples: list[dict], collate, batch_size: int, precision: str, lengths=None,
+                    extra: dict | None = None, drop: tuple[str, ...] = (), **forward) -> Iterator:
+    """The one batched inference loop: ``(example indices, batch, model output)`` for each batch.
+
+    Batches are length-sorted when ``lengths`` are given (else in order), collated, moved to the
+    model's device without the ``drop`` keys, run under the phase's autocast with ``extra`` and
+    ``forward`` keyword arguments. Prediction, retrieval embeddings and the probe's cache all use it.
+    """
     model.eval()
     device = next(model.parameters()).device
-    for batch_ids in sorted_batches([kind.length(e) for e in examples], batch_size):
-        batch = {k: v.to(device) for k, v in collate([dict(examples[i]) for i in batch_ids]).items()
-                 if k != "labels"}
-        with autocast(model, bf16):
-            output = model(**batch)
-        for index, item in zip(batch_ids, kind.outputs(output, batch)):
+    groups = (sorted_batches(lengths, batch_size) if lengths is not None
+              else [list(range(start, min(start + batch_size, len(examples))))
+                    for start in range(0, len(examples), batch_size)])
+    for ids in groups:
+        batch = {k: v.to(device) for k, v in collate([dict(examples[i]) for i in ids]).items() if k not in drop}
+        batch |= extra or {}
+        with autocast(model, precision):
+            yield ids, batch, model(**batch, **forward)
+
+
+def predict(model, features, kind, tokenizer, batch_size: int, precision: str) -> list:
+    """The kind's raw output for every example of ``features`` (a datasets.Dataset), in input order."""
+    examples = features.to_list()
+    outputs = [None] * len(examples)
+    for ids, batch, output in forward_batches(model, examples, kind.collator(tokenizer), batch_size, precision,
+                                              lengths=[kind.length(e) for e in examples], drop=("labels",)):
+        for index, item in zip(ids, kind.outputs(output, batch)):
             outputs[index] = item
     return outputs
 
 
 def score_split(model, tokenizer, task: TaskSpec, split: str, lang: str, max_length: int,
-                batch_size: int, bf16: bool, seed: int = 0) -> tuple[dict, list[dict]]:
+                batch_size: int, precision: str, seed: int = 0) -> tuple[dict, list[dict]]:
     """Score one split of one language: ({metric: value}, per-example predictions)."""
     kind = KINDS[task.kind]
     features, rows, _ = featurized(task, split, lang, tokenizer, max_length, seed)
-    outputs = predict(model, features, kind, tokenizer, batch_size, bf16)
+    outputs = predict(model, features, kind, tokenizer, batch_size, precision)
     predictions = kind.decode(outputs, features, rows, task.options)
     gold = kind.references(rows)
     scores = METRICS[task.metric](predictions, gold, lang)
     return scores, [{"ref": row.get("ref"), "label": g, "prediction": p} for row, g, p in zip(rows, gold, predictions)]
 
 
-def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: int, batch_size: int, bf16: bool,
+def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: int, batch_size: int, precision: str,
               before_lang: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Test-set scores in every language: ({lang: {metric: value}}, {lang: predictions}).
 
@@ -74,7 +83,7 @@ def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: in
         if before_lang:
             before_lang(lang)
         scores[lang], predictions[lang] = score_split(model, tokenizer, task, "test", lang, max_length,
-                                                      batch_size, bf16)
+                                                      batch_size, precision)
     return scores, predictions
 
 

@@ -1,6 +1,18 @@
-"""A phase end to end (validate, featurize, train, save, score) and model evaluation.
+"""A phase in four stages, each with its own result, and model evaluation.
 
-These are the library entry points the CLI and the demo call.
+``train_phase`` runs them in order:
+
+1. **validate** everything before training: config, tasks, languages, ``init_from``, the backbone,
+   the regime's transfer, and that the test data of every evaluation language can be read;
+2. **train**, resumable: checkpoints go to the output's working folder (``.NAME.work/``), and the
+   same command run again continues from the newest one (``resume=false`` starts over);
+3. **save** the artifact atomically and verify it at once;
+4. **evaluate** zero-shot into the artifact folder (``scores.json``, ``predictions/``). If this fails,
+   the artifact stays, and ``adapterxfer evaluate`` (or the same train command) scores it again.
+
+One process writes: under ``accelerate launch`` the main process holds the output's lock, removes what
+a killed run left there, saves and evaluates; the others train alongside and stop after the save.
+These are the library entry points the CLI and the study runner call.
 """
 
 from __future__ import annotations
@@ -8,109 +20,264 @@ from __future__ import annotations
 import dataclasses
 import json
 import resource
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
 from . import artifacts, backbones, evaluate, retrieval, scoring
 from .cache import atomic_dir
-from .config import RunConfig
+from .config import RunConfig, training_identity
 from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
+from .precision import resolve as resolve_precision
 from .modeling import MultiTaskModel, encoder_model, share_encoder, task_model, trainable_parameters
-from .regimes import REGIMES, get_regime
+from .regimes import NAMES, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
-from .train import Source, fit
+from .train import Run, Source, fit
 
 DEFAULT_BACKBONE = "me5-small"
 
 
+@dataclass
+class Phase:
+    """A validated phase: everything known before any training."""
+
+    config: RunConfig
+    tasks: list
+    regime: object
+    train_lang: str
+    langs: list[str]
+    out: Path
+    parents: list[Parent]
+    backbone: backbones.Backbone
+    lengths: dict[str, int]
+    precision: str
+    finished: bool = False  # the output already holds this very phase, trained
+
+    @property
+    def work(self) -> Path:
+        return work_folder(self.out)
+
+    @property
+    def identity(self) -> dict:
+        return training_identity(vars(self.config), self.backbone.weight_hash,
+                                 [artifacts.sha256_file(p.folder / artifacts.MANIFEST) for p in self.parents])
+
+    @property
+    def is_target(self) -> bool:
+        return self.tasks[0].role == "target"
+
+
 def train_phase(config: RunConfig) -> Path:
-    """Train one phase (intermediate, or target when ``init_from`` names phase-2 outputs).
+    """Validate, train (resumably), save and evaluate one phase; returns the output folder.
 
     ``task=a+b`` trains intermediate tasks together: one shared module (or encoder), one head
     each. Target tasks are then scored zero-shot on the test set of every evaluation language.
-    The output folder appears only when everything succeeded.
+    A finished output of the same training identity is not trained again (only evaluated, if its
+    evaluation is missing); one of another configuration needs ``overwrite=true``.
     """
+    phase = validate(config)
+    state = PartialState()
+    with _output_lock(phase.out, state.is_main_process):
+        if state.is_main_process:
+            remove_leftovers(phase.out, keep_work=config.resume)
+        state.wait_for_everyone()
+        if not phase.finished:
+            save(phase, *train(phase))
+    if state.is_main_process and phase.is_target and not (phase.out / "scores.json").is_file():
+        evaluate_phase(phase)
+    state.wait_for_everyone()
+    return phase.out
+
+
+def validate(config: RunConfig) -> Phase:
+    """Stage 1: check every input before anything trains; a problem is a one-line UserError."""
     tasks = _phase_tasks(config.task)
     regime = get_regime(config.regime)
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
-    out = config.resolved_output_dir()
-    if out.exists() and not config.overwrite:
-        raise UserError(f"output_dir {out} already exists; pass overwrite=true or another output_dir")
     parents = [Parent(Path(folder), artifacts.read_manifest(folder)) for folder in config.init_from]
+    regime.check(tasks[0], config, parents)
+    if len(tasks) > 1 and not regime.multitask:
+        raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
+                        f"(available in: {', '.join(r.name for r in map(get_regime, NAMES) if r.multitask)})")
     backbone = backbones.resolve(config.backbone or (parents[0].manifest["backbone"]["name"] if parents
                                                      else DEFAULT_BACKBONE))
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
+    if tasks[0].role == "target":
+        for lang in langs:  # unreadable test data fails now, not after hours of training
+            tasks[0].rows("test", lang)
+    phase = Phase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents, backbone,
+                  {task.name: config.max_length or task.max_length for task in tasks},
+                  resolve_precision(config.precision, PartialState().device))
+    phase.finished = _finished(phase)
+    return phase
 
+
+def train(phase: Phase) -> tuple:
+    """Stage 2: build the models, featurize, and run the loop (resuming from a checkpoint if any)."""
+    config, tasks = phase.config, phase.tasks
     _reset_peak_rss()
     set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    lengths = {task.name: config.max_length or task.max_length for task in tasks}
-    models = _task_models(regime, tasks, backbone, parents, config)
+    tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
+    models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     sources, fingerprints = [], []
     for task in tasks:
-        features, _, fingerprint = featurized(task, "train", train_lang, tokenizer, lengths[task.name],
-                                              config.seed)
+        with PartialState().main_process_first():  # one process writes the feature cache
+            features, _, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
+                                                  phase.lengths[task.name], config.seed)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
         fingerprints.append(fingerprint)
-    model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(_device())
+    model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(PartialState().device)
     trainable = trainable_parameters(model)  # before evaluation, which may load more modules (madx)
 
     def dev_score(trained) -> float:
-        """The mean over tasks of each metric's first value on the English dev set."""
+        """The mean over tasks of each task's selection metric on the English dev set (all in [0, 1])."""
         values = []
         for task in tasks:
             sub = trained.models[task.name] if len(tasks) > 1 else trained
-            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", train_lang, lengths[task.name],
-                                             config.eval_batch_size, config.bf16)
-            values.append(next(iter(scores.values())))
+            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", phase.train_lang, phase.lengths[task.name],
+                                             config.eval_batch_size, phase.precision)
+            values.append(scores[task.selection_metric])
         return sum(values) / len(values)
 
+    run = Run(phase.work, phase.identity, phase.precision,
+              tracker_dir=None if config.report_to == "none" else phase.out.with_name(phase.out.name + "-logs"))
     started = time.perf_counter()
-    log = fit(model, sources, dev_score, config)
-    train_seconds = time.perf_counter() - started
+    log, resumed_from = fit(model, sources, dev_score, config, run)
+    facts = {"data_fingerprint": "+".join(fingerprints), "trainable_parameters": trainable,
+             "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
+             "resumed_from_step": resumed_from, "peak_rss_mb": _peak_rss_mb()}
+    return models, tokenizer, log, facts
 
-    with atomic_dir(out) as tmp:
+
+def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) -> None:
+    """Stage 3: write the artifact atomically (main process only), verify it, drop the checkpoints."""
+    if not PartialState().is_main_process:
+        return
+    config, tasks = phase.config, phase.tasks
+    with atomic_dir(phase.out) as tmp:
         first = models[tasks[0].name]
-        regime.save(first, tokenizer, tmp)
+        phase.regime.save(first, tokenizer, tmp)
         for task in tasks[1:]:
             (tmp / "heads" / task.name).mkdir(parents=True)
             save_head(models[task.name], tmp / "heads" / task.name)
         (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-        if tasks[0].role == "target":
-            scores, predictions = evaluate.zero_shot(first, tokenizer, tasks[0], langs, lengths[tasks[0].name],
-                                                     config.eval_batch_size, config.bf16,
-                                                     _language_switch(regime, first, tasks[0],
-                                                                      config.lang_adapter_at_test))
-            evaluate.write_scores(tmp, scores, predictions)
         artifacts.write_manifest(tmp, {
-            "regime": config.regime, "module_kind": regime.module_kind(tasks[0], config), "task": config.task,
-            "language": train_lang,
+            "regime": config.regime, "module_kind": phase.regime.module_kind(tasks[0], config), "task": config.task,
+            "language": phase.train_lang,
             "tasks": [task.name for task in tasks], "kind": tasks[0].kind,
-            "phase": "target" if parents or tasks[0].role == "target" else "intermediate",
-            "transfer": config.transfer if parents else None,
-            "zero_shot": not _contaminated(tasks[0], parents),
-            "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
+            "phase": "target" if phase.parents or phase.is_target else "intermediate",
+            "transfer": config.transfer if phase.parents else None,
+            "zero_shot": not _contaminated(tasks[0], phase.parents),
+            "backbone": {"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
             "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
-                        for p in parents],
-            "config": vars(config), "data_fingerprint": "+".join(fingerprints),
-            "trainable_parameters": trainable,
-            "dev": {"metric": "+".join(task.metric for task in tasks),
+                        for p in phase.parents],
+            "config": vars(config), "precision": phase.precision,
+            "dev": {"metric": "+".join(task.selection_metric for task in tasks),
                     "best": next(e["dev_score"] for e in log if e.get("selected")),
                     "log": log},
-            "train_seconds": round(train_seconds, 1), "peak_rss_mb": _peak_rss_mb(),
+            **facts,
         })
-    return out
+    artifacts.read_manifest(phase.out)  # verifiable at once
+    if not config.keep_checkpoints:
+        shutil.rmtree(phase.work, ignore_errors=True)
+
+
+def evaluate_phase(phase: Phase) -> None:
+    """Stage 4: zero-shot scores of a saved target artifact, written into its folder.
+
+    A failure here keeps the artifact: the error says so and how to score it again."""
+    try:
+        manifest = artifacts.read_manifest(phase.out)
+        task = phase.tasks[0]
+        model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(PartialState().device)
+        tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
+        switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
+        scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
+                                                 phase.config.eval_batch_size, phase.precision, switch)
+        write_evaluation(phase.out, scores, predictions)
+    except (UserError, OSError, RuntimeError, ValueError) as err:
+        raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
+                        f"`adapterxfer evaluate --model {phase.out} --task {phase.tasks[0].name} "
+                        f"--output {phase.out}`") from None
+
+
+def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None) -> None:
+    """Add scores.json and predictions/ (and, given the ``task``, the official XTREME layout) to
+    ``folder``, keeping what else it holds. scores.json is moved in last: its presence means complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".eval.tmp-", dir=folder))
+    try:
+        evaluate.write_scores(tmp, scores, predictions)
+        if task is not None:
+            scoring.write_official(tmp, task, predictions)
+        for item in sorted(tmp.iterdir(), key=lambda path: path.name == "scores.json"):
+            if (folder / item.name).is_dir():
+                shutil.rmtree(folder / item.name)
+            item.replace(folder / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def work_folder(out: Path) -> Path:
+    """Where a phase keeps its checkpoints while it trains: a hidden sibling of the output."""
+    return out.with_name(f".{out.name}.work")
+
+
+def remove_leftovers(out: Path, keep_work: bool = True) -> None:
+    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints)."""
+    for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *work_folder(out).glob(".*.tmp-*"),
+                     *out.glob(".*.tmp-*"), *([work_folder(out)] if not keep_work else [])]:
+        print(f"removing {leftover}, left by an interrupted run")
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def _output_lock(out: Path, writer: bool):
+    """One run at a time writes an output folder; a second fails at once with one line."""
+    if not writer:
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.with_name(f".{out.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"output_dir {out} is being written by another run; wait for it or choose another "
+                        "output_dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _finished(phase: Phase) -> bool:
+    """True when the output holds this very phase, trained; another output there needs overwrite=true."""
+    if artifacts.is_artifact(phase.out):
+        manifest = artifacts.read_manifest(phase.out)
+        if training_identity(manifest["config"], manifest["backbone"]["weight_hash"],
+                             [p["manifest_sha256"] for p in manifest["parents"]]) == phase.identity:
+            print(f"{phase.out} is already trained with this configuration")
+            return True
+    if phase.out.exists() and not phase.config.overwrite:
+        what = "holds another run" if artifacts.is_artifact(phase.out) else "already exists"
+        raise UserError(f"output_dir {phase.out} {what}; pass overwrite=true or another output_dir")
+    return False
 
 
 def _train_language(task, config: RunConfig) -> str:
@@ -121,13 +288,6 @@ def _train_language(task, config: RunConfig) -> str:
         raise UserError(f"language={config.language}: only plain-text (mlm) phases train on another language; "
                         f"task {task.name} trains on labelled {task.train_lang} data (zero-shot transfer)")
     return task.resolve_lang(config.language)
-
-
-def _language_switch(regime, model, task, at_test: str):
-    """The regime's hook to call before scoring each test language (madx swaps language adapters)."""
-    if not hasattr(regime, "use_language"):
-        return None
-    return lambda lang: regime.use_language(model, task.resolve_lang(lang), at_test)
 
 
 def _contaminated(target, parents: list[Parent]) -> bool:
@@ -152,9 +312,6 @@ def _phase_tasks(name: str) -> list:
 def _task_models(regime, tasks, backbone, parents, config) -> dict:
     """The first task's model from the regime; every other task's head on that same encoder."""
     first = regime.build(tasks[0], backbone, parents, config)
-    if len(tasks) > 1 and not regime.MULTITASK:
-        raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
-                        f"(available in: {', '.join(name for name, r in REGIMES.items() if r.MULTITASK)})")
     models = {tasks[0].name: first}
     for task in tasks[1:]:
         models[task.name] = task_model(task, backbone.path)
@@ -182,7 +339,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         task = dataclasses.replace(task, options=task.options | {"scoring": retrieval_scoring})
     langs = task.check_langs(langs)
     max_length = max_length or task.max_length
-    bf16 = RunConfig(task=task_name, precision=precision).bf16
+    device = PartialState().device
+    chosen = resolve_precision(precision, device)
     if artifacts.is_artifact(model_path):
         manifest = artifacts.read_manifest(model_path)
         regime, folder = get_regime(manifest["regime"]), Path(model_path)
@@ -194,24 +352,21 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     if not task.trainable:
         trained_on = get_task(manifest["tasks"][0]) if manifest else None
         model = (regime.load_encoder(folder, trained_on, backbone) if manifest
-                 else encoder_model(backbone.path)).to(_device())
+                 else encoder_model(backbone.path)).to(device)
         _check_layer(layer, model.config.num_hidden_layers)
         scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
-                                                              batch_size, bf16)
+                                                              batch_size, chosen)
     else:
         if manifest is None:
             raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
                             f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
         if manifest["task"] != task.name:
             raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
-        model = regime.load(folder, task, backbone).to(_device())
+        model = regime.load(folder, task, backbone, manifest).to(device)
         at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
-        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16,
-                                                 _language_switch(regime, model, task, at_test))
-    with atomic_dir(Path(output)) as tmp:
-        evaluate.write_scores(tmp, scores, predictions)
-        if xtreme_format:
-            scoring.write_official(tmp, task, predictions)
+        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, chosen,
+                                                 regime.language_switch(model, task, at_test))
+    write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
 
 
@@ -224,10 +379,6 @@ def _check_backbone(folder: Path, manifest: dict, backbone) -> None:
 def _check_layer(layer: int, num_layers: int) -> None:
     if not -(num_layers + 1) <= layer <= num_layers:
         raise UserError(f"layer {layer} out of range: the encoder has hidden states 0..{num_layers} (or -1 = last)")
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _reset_peak_rss() -> None:

@@ -1,6 +1,10 @@
 """The one training loop, on accelerate. It knows nothing of task names or regimes:
-it gets a model whose trainable parameters are already chosen, features, a collator,
-and a function that scores the model on the English dev set for model selection.
+it gets a model whose trainable parameters are already chosen, its data sources, and a function
+that scores the model on the English dev set for model selection.
+
+The loop is resumable: every ``checkpoint_interval`` steps it writes a checkpoint (adapterxfer/
+checkpoint.py) into the phase's working folder, and a later run with the same identity continues
+from the newest one, to the same weights and scores as a run that was never stopped.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
-from torch.utils.data import DataLoader, RandomSampler
+from accelerate.utils import broadcast, gather_object
+from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from . import checkpoint
+from .checkpoint import TrainState
 from .config import RunConfig
-from .evaluate import autocast
+from .evaluate import forward_batches
 from .modeling import head_parameters, replayed_encoder
+from .precision import autocast, grad_scaler
 
 MAX_GRAD_NORM = 1.0
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -37,84 +45,170 @@ class Source:
     name: str | None = None
 
 
-def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], float],
-        config: RunConfig) -> list[dict]:
+@dataclass
+class Run:
+    """Where a phase's loop keeps its state: the working folder and who the run is."""
+
+    work: Path  # checkpoints go here
+    identity: dict  # a checkpoint is resumed only by a run of the same identity
+    precision: str  # resolved: bf16 | fp16 | fp32
+    tracker_dir: Path | None = None  # where report_to trackers write
+
+
+class BatchStream:
+    """An endless, seeded stream of one source's batches that can resume at any position.
+
+    Epoch e is a permutation drawn from a generator seeded with (seed, e), so the number of batches
+    given so far fully determines what comes next: a resumed run reads the same batches without
+    replaying the data. Each step's global batch of ``batch_size * processes`` examples is split among
+    the processes, so a step sees the same examples whatever the number of processes.
+    """
+
+    def __init__(self, source: Source, config: RunConfig, processes: int, rank: int, position: int = 0):
+        self.source, self.config, self.position = source, config, position
+        self.global_size = config.batch_size * processes
+        self.mine = range(rank * config.batch_size, (rank + 1) * config.batch_size)
+        self.orders: dict[int, list[int]] = {}  # epoch -> permutation; two at most (a batch may span them)
+
+    def next(self) -> dict:
+        start = self.position * self.global_size
+        self.position += 1
+        examples = [self.source.features[self._index(start + offset)] for offset in self.mine]
+        batch = self.source.collate(examples)
+        return {**batch, "task": self.source.name} if self.source.name else batch
+
+    def _index(self, k: int) -> int:
+        epoch, offset = divmod(k, len(self.source.features))
+        if epoch not in self.orders:
+            self.orders = {e: order for e, order in self.orders.items() if e == epoch - 1}
+            self.orders[epoch] = self._order(epoch)
+        return self.orders[epoch][offset]
+
+    def _order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        if self.config.group_by_length:
+            return list(LengthGroupedSampler(self.global_size, lengths=self.source.lengths, generator=generator))
+        return list(RandomSampler(range(len(self.source.features)), generator=generator))
+
+
+def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], float], config: RunConfig,
+        run: Run) -> tuple[list[dict], int]:
     """Train for ``config.max_steps`` optimizer steps; keep the weights with the best dev score.
 
     With several sources, each micro-batch comes from source i with probability proportional
     to n_i ** (1 / config.temperature): 1 is proportional sampling, larger flattens it.
     With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0,
     with a dev score only when ``max_steps`` is 0).
-    Returns the log: one entry per evaluation with step, mean train loss, learning rate,
-    dev score and elapsed seconds; the entry whose weights were kept has ``"selected": True``.
+    Returns the log and the step the run resumed from (0: a fresh start). The log has one entry per
+    evaluation with step, mean train loss, learning rate, dev score and training seconds; the entry
+    whose weights were kept has ``"selected": True``.
     """
-    # bf16 by torch.autocast per forward, not Accelerator(mixed_precision=...): that setting is
-    # process-wide in accelerate, and phases of one process (the demo, the tests) may differ in it.
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
-    generator = torch.Generator().manual_seed(config.seed)
-    loaders = [_loader(source, generator, config) for source in sources]
-    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
+    # Autocast per forward, not Accelerator(mixed_precision=...): that setting is process-wide in
+    # accelerate, and phases of one process (a study, the tests) may differ in it.
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                              log_with=None if config.report_to == "none" else config.report_to,
+                              project_dir=run.tracker_dir)
+    plain = model
+    optimizer = torch.optim.AdamW(_param_groups(plain, config), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
-    model, optimizer, scheduler, *loaders = accelerator.prepare(model, optimizer, scheduler, *loaders)
-    batches = [_forever(loader) for loader in loaders]
+    scaler = grad_scaler(run.precision, accelerator.device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState(pick=random.Random(config.seed), positions=[0] * len(sources))
+    resumed_from = _resume(run, state, plain, optimizer, scheduler, scaler, accelerator.process_index)
+    if not resumed_from and config.probe_steps:
+        _probe(plain, sources, dev_score, config, run.precision, accelerator, state)
+    streams = [BatchStream(source, config, accelerator.num_processes, accelerator.process_index, position)
+               for source, position in zip(sources, state.positions)]
     weights = [len(source.features) ** (1 / config.temperature) for source in sources]
-    pick = random.Random(config.seed)
+    if config.report_to != "none":
+        accelerator.init_trackers(run.work.name.strip("."), config={k: str(v) for k, v in vars(config).items()})
 
-    log, selected, best_weights = [], None, None  # selected: the log index of the weights kept
-    losses, step, started = [], 0, time.perf_counter()
-    if config.probe_steps:
-        plain = accelerator.unwrap_model(model)
-        probe_loss = probe_head(plain, sources, config, accelerator.device)
-        for param in head_parameters(plain).values():  # one head in every process
-            param.data = broadcast(param.data)
-        # Scored only where it is the result, a probe alone (LP); in LP-FT the fine-tuned checkpoints compete.
-        score = None if config.max_steps else dev_score(plain)
-        log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
-                    "seconds": round(time.perf_counter() - started, 1)})
-        tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}"
-                   + ("" if score is None else f", dev {score:.4f}"))
-        selected = None if score is None else 0
-    progress = tqdm(total=config.max_steps, desc="train", unit="step")
+    started = time.perf_counter() - state.seconds
+    progress = tqdm(total=config.max_steps, initial=state.step, desc="train", unit="step",
+                    disable=not accelerator.is_main_process)
     model.train()  # here and after an evaluation, not every step: it walks every module
-    while step < config.max_steps:
-        index = pick.choices(range(len(sources)), weights)[0]
-        batch = next(batches[index])
-        if sources[index].name:
-            batch = {**batch, "task": sources[index].name}
+    while state.step < config.max_steps:
+        batch = streams[state.pick.choices(range(len(sources)), weights)[0]].next()
         with accelerator.accumulate(model):
-            with autocast(model, config.bf16):
+            with autocast(plain, run.precision):
                 loss = model(**batch).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
+            accelerator.backward(scaler.scale(loss))
+            state.losses.append(loss.item())
+            if not accelerator.sync_gradients:
+                continue
+            scaler.unscale_(optimizer.optimizer)
+            accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            scaler.step(optimizer.optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad()
-        losses.append(loss.item())
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
+        state.step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{losses[-1]:.3f}")
-        if step % config.eval_every == 0 or step == config.max_steps:
-            score = dev_score(accelerator.unwrap_model(model))
-            log.append({"step": step, "train_loss": sum(losses) / len(losses),
-                        "lr": scheduler.get_last_lr()[0], "dev_score": score,
-                        "seconds": round(time.perf_counter() - started, 1)})
-            progress.write(f"step {step}: train loss {log[-1]['train_loss']:.4f}, dev {score:.4f}")
-            losses = []
-            if selected is None or score > log[selected]["dev_score"]:  # best at the last step: keep no copy
-                selected, best_weights = len(log) - 1, None if step == config.max_steps else _trainable_state(model)
-            if step < config.max_steps:
-                model.train()
+        progress.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        accelerator.log({"train_loss": state.losses[-1], "lr": scheduler.get_last_lr()[0]}, step=state.step)
+        if state.step % config.eval_every == 0 or state.step == config.max_steps:
+            _evaluate(plain, dev_score, scheduler, state, started, config, accelerator)
+            progress.write(f"step {state.step}: train loss {state.log[-1]['train_loss']:.4f}, "
+                           f"dev {state.log[-1]['dev_score']:.4f}")
+            model.train()
+        if state.step % config.checkpoint_interval == 0 and state.step < config.max_steps:
+            state.positions, state.seconds = [s.position for s in streams], time.perf_counter() - started
+            _checkpoint(run, state, plain, optimizer, scheduler, scaler, accelerator)
     progress.close()
-    _restore(model, best_weights)
-    log[selected]["selected"] = True
-    return log
+    accelerator.end_training()
+    _restore(plain, state.best)
+    state.log[state.selected]["selected"] = True
+    return state.log, resumed_from
 
 
-def probe_head(model, sources: list[Source], config: RunConfig, device: torch.device) -> float:
+def _evaluate(plain, dev_score, scheduler, state: TrainState, started: float, config, accelerator) -> None:
+    score = dev_score(plain)
+    state.log.append({"step": state.step, "train_loss": sum(state.losses) / len(state.losses),
+                      "lr": scheduler.get_last_lr()[0], "dev_score": score,
+                      "seconds": round(time.perf_counter() - started, 1)})
+    accelerator.log({"dev_score": score}, step=state.step)
+    state.losses = []
+    if state.selected is None or score > state.log[state.selected]["dev_score"]:
+        state.selected = len(state.log) - 1  # best at the last step: keep no copy
+        state.best = None if state.step == config.max_steps else _trainable_state(plain)
+
+
+def _resume(run: Run, state: TrainState, plain, optimizer, scheduler, scaler, rank: int) -> int:
+    """Continue from the newest checkpoint of this run's identity; returns its step (0: none)."""
+    folder = checkpoint.latest(run.work)
+    if folder is None:
+        return 0
+    if checkpoint.identity_of(folder) != run.identity:
+        tqdm.write(f"ignoring {folder}: written by a run of another configuration, backbone or parent")
+        return 0
+    checkpoint.restore(folder, state, plain, optimizer.optimizer, scheduler, scaler, rank)
+    tqdm.write(f"resuming from {folder} (step {state.step})")
+    return state.step
+
+
+def _checkpoint(run: Run, state: TrainState, plain, optimizer, scheduler, scaler, accelerator) -> None:
+    rng = gather_object([checkpoint.rng_states()])  # every process's dropout generator
+    if accelerator.is_main_process:
+        checkpoint.save(run.work, state, plain, optimizer.optimizer, scheduler, scaler, run.identity, rng)
+    accelerator.wait_for_everyone()
+
+
+def _probe(plain, sources, dev_score, config, precision: str, accelerator, state: TrainState) -> None:
+    started = time.perf_counter()
+    probe_loss = probe_head(plain, sources, config, precision)
+    for param in head_parameters(plain).values():  # one head in every process
+        param.data = broadcast(param.data)
+    # Scored only where it is the result, a probe alone (LP); in LP-FT the fine-tuned checkpoints compete.
+    score = None if config.max_steps else dev_score(plain)
+    state.log.append({"step": 0, "train_loss": probe_loss, "lr": config.head_lr or config.lr, "dev_score": score,
+                      "seconds": round(time.perf_counter() - started, 1)})
+    tqdm.write(f"head probe ({config.probe_steps} steps): train loss {probe_loss:.4f}"
+               + ("" if score is None else f", dev {score:.4f}"))
+    state.selected = None if score is None else 0
+
+
+def probe_head(model, sources: list[Source], config: RunConfig, precision: str) -> float:
     """LP-FT (Kumar et al. 2022, "Fine-tuning can distort pretrained features and underperform
     out-of-distribution"): fit the fresh head alone on frozen encoder outputs before fine-tuning.
 
@@ -126,16 +220,13 @@ def probe_head(model, sources: list[Source], config: RunConfig, device: torch.de
     the last 10 probe steps.
     """
     cache = []
-    model.eval()
-    with torch.no_grad(), autocast(model, config.bf16):
-        for source in sources:
-            order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
-            subset = source.features.select(order[:config.probe_examples].tolist())
-            for batch in DataLoader(subset, batch_size=config.eval_batch_size, collate_fn=source.collate):
-                batch = {key: value.to(device) for key, value in batch.items()}
-                batch |= {"task": source.name} if source.name else {}
-                hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
-                cache.append((batch, hidden))
+    for source in sources:
+        order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
+        examples = source.features.select(order[:config.probe_examples].tolist()).to_list()
+        task = {"task": source.name} if source.name else {}
+        for _, batch, output in forward_batches(model, examples, source.collate, config.eval_batch_size,
+                                                precision, extra=task, output_hidden_states=True):
+            cache.append((batch, output.hidden_states[-1]))
     head = list(head_parameters(model).values())
     optimizer = torch.optim.AdamW(head, lr=config.head_lr or config.lr, weight_decay=config.weight_decay)
     pick, losses = random.Random(config.seed), []
@@ -146,24 +237,13 @@ def probe_head(model, sources: list[Source], config: RunConfig, device: torch.de
         torch.manual_seed(config.seed)
         for _ in tqdm(range(config.probe_steps), desc="head probe", unit="step"):
             batch, replay.states = pick.choice(cache)
-            with autocast(model, config.bf16):
+            with autocast(model, precision):
                 loss = model(**batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             losses.append(loss.item())
     return sum(losses[-10:]) / len(losses[-10:])
-
-
-def _loader(source: Source, generator: torch.Generator, config: RunConfig) -> DataLoader:
-    sampler = (LengthGroupedSampler(config.batch_size, lengths=source.lengths, generator=generator)
-               if config.group_by_length else RandomSampler(source.features, generator=generator))
-    return DataLoader(source.features, batch_size=config.batch_size, sampler=sampler, collate_fn=source.collate)
-
-
-def _forever(loader):
-    while True:
-        yield from loader
 
 
 def _param_groups(model, config: RunConfig) -> list[dict]:

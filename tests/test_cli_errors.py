@@ -18,7 +18,7 @@ def run_cli(capsys, *args):
 
 @pytest.mark.parametrize("args, needle", [
     (["train", "task=verses-nope"], "unknown task 'verses-nope' (known: "),
-    (["train", "task=verses-genre", "regime=qlora"], "unknown regime 'qlora' (known: full"),
+    (["train", "task=verses-genre", "regime=qlora"], "key 'regime' must be one of full, lora"),
     (["train", "task=verses-genre", "eval_langs=fr,xx"], "'xx'"),
     (["train", "task=verses-genre", "max_stepz=3"], "unknown key 'max_stepz'"),
     (["train", "task=verses-retrieval"], "has no training data"),

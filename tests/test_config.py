@@ -17,17 +17,23 @@ def test_overrides_parse_types_and_win_over_yaml(tmp_path):
 
 def test_key_value_alone_suffices():
     config = load_config(None, ["task=verses-xref", "seed=7", "precision=fp32"])
-    assert (config.task, config.seed, config.bf16) == ("verses-xref", 7, False)
+    assert (config.task, config.seed, config.precision) == ("verses-xref", 7, "fp32")
 
 
 @pytest.mark.parametrize("args, message", [
     (["task=x", "max_stpes=3"], "unknown key 'max_stpes'"),
     (["task=x", "max_steps=many"], "key 'max_steps' expects int"),
-    (["task=x", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp32"),
+    (["task=x", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp16, fp32, got 'fp8'"),
+    (["task=x", "regime=qlora"], "key 'regime' must be one of full, lora, bottleneck, madx, got 'qlora'"),
     (["task=x", "seed"], "not of the form key=value"),
     (["max_steps=3"], "key 'task' is required"),
-    (["task=x", "max_steps=-1"], "key 'max_steps' must be at least 0, got -1"),
-    (["task=x", "batch_size=0"], "key 'batch_size' must be at least 1, got 0"),
+    (["task=x", "max_steps=-1"], "key 'max_steps' must be a finite number >= 0, got -1"),
+    (["task=x", "batch_size=0"], "key 'batch_size' must be a finite number >= 1, got 0"),
+    (["task=x", "lr=nan"], "key 'lr' must be a finite number > 0, got nan"),
+    (["task=x", "lr=-1e-5"], "key 'lr' must be a finite number > 0, got -1e-05"),
+    (["task=x", "head_lr=0"], "key 'head_lr' must be a finite number > 0, got 0.0"),
+    (["task=x", "warmup_ratio=1.5"], "key 'warmup_ratio' must be a finite number >= 0 and <= 1, got 1.5"),
+    (["task=x", "lr=inf"], "key 'lr' must be a finite number > 0, got inf"),
     (["task=x", "max_steps=0"], "max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1"),
 ])
 def test_bad_overrides_are_one_line_errors(args, message):

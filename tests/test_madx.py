@@ -93,7 +93,7 @@ def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp
     logits = {}
     with torch.no_grad():
         for lang, at_test in (("fr-o", "target"), ("fr-o", "source"), ("de-s", "target")):
-            regime.use_language(model, lang, at_test)
+            regime.language_switch(model, task, at_test)(lang)
             logits[(lang, at_test)] = model(**inputs).logits
     assert model.active_adapters == Stack("de-s", "target")
     assert not torch.allclose(logits[("fr-o", "target")], logits[("fr-o", "source")])
@@ -134,9 +134,9 @@ def test_source_adapter_must_come_first_and_only_mlm_phases_take_a_language(madx
 
 
 def test_madx_refuses_multitask(madx, tiny_backbone):
-    from adapterxfer.pipeline import _phase_tasks, _task_models
+    from adapterxfer.pipeline import validate
 
-    config = from_dict({"task": "verses-xref+verses-next", "regime": "madx",
+    config = from_dict({"task": "verses-xref+verses-next", "regime": "madx", "backbone": str(tiny_backbone.path),
                         "lang_adapters": [str(madx["langs"]["en"])]})
     with pytest.raises(UserError, match="not available in regime madx"):
-        _task_models(get_regime("madx"), _phase_tasks(config.task), tiny_backbone, [], config)
+        validate(config)

@@ -63,7 +63,7 @@ def test_probe_fits_the_head_and_leaves_the_rest_alone(tiny_backbone):
             return sum(model(**b).loss.item() for b in probed) / len(probed)
 
     start = mean_loss()
-    probe_head(model, [src], config, torch.device("cpu"))
+    probe_head(model, [src], config, "fp32")
     assert mean_loss() < start - 0.1
     for name, param in model.named_parameters():
         changed = not torch.equal(param, before[name])
@@ -78,7 +78,7 @@ def test_probe_runs_every_task_of_a_multitask_model(tiny_backbone):
     share_encoder(models["verses-xref"], models["verses-next"])
     model = MultiTaskModel(models)
     before = {n: p.detach().clone() for n, p in head_parameters(model).items()}
-    probe_head(model, [source(name, tiny_backbone, name) for name in models], config, torch.device("cpu"))
+    probe_head(model, [source(name, tiny_backbone, name) for name in models], config, "fp32")
     for task in models:
         assert any(not torch.equal(p, before[n]) for n, p in head_parameters(model).items() if n.startswith(task))
     assert model.models["verses-next"].roberta is model.models["verses-xref"].roberta

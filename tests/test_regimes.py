@@ -93,6 +93,7 @@ def test_bottleneck_artifact_loads_in_plain_adapters(modules, tiny_backbone):
 def build(regime, transfer, parents, backbone, task="verses-genre"):
     config = from_dict({"task": task, "regime": regime, "transfer": transfer})
     parents = [Parent(folder, manifest(folder)) for folder in parents]
+    get_regime(regime).check(get_task(task), config, parents)
     return get_regime(regime).build(get_task(task), backbone, parents, config)
 
 

@@ -10,20 +10,29 @@ from .xtreme import (accuracy_scores, bucc_scores, mewslix_scores, overall_score
                      task_summary)
 
 # A task names its metric by key. Each function takes (predictions, references, lang) and returns
-# {name: value}; the first name is the score used for English-dev model selection.
+# {name: value}, every value a fraction in [0, 1] (the official XTREME functions above report percent;
+# ``adapterxfer score`` keeps their units). SELECTION names the value English-dev model selection uses.
 # Retrieval predictions are the index of the retrieved candidate; the gold index is the query's own.
 METRICS = {
     "accuracy": lambda predictions, references, lang: {"accuracy": accuracy(predictions, references)},
     "accuracy@1": lambda predictions, references, lang: {"accuracy@1": accuracy(predictions, references)},
     # Tagging: one tag list per sentence. QA: one answer text per question, gold = its answer texts.
-    "seqeval": lambda predictions, references, lang: tagging_scores(predictions, references),
-    "squad": lambda predictions, references, lang: qa_list_scores(predictions, references),
-    "mlqa": lambda predictions, references, lang: qa_list_scores(predictions, references, lang),
+    "seqeval": lambda predictions, references, lang: _fractions(tagging_scores(predictions, references)),
+    "squad": lambda predictions, references, lang: _fractions(qa_list_scores(predictions, references)),
+    "mlqa": lambda predictions, references, lang: _fractions(qa_list_scores(predictions, references, lang)),
     # MLM: each row's hits at its corrupted tokens (see kinds/mlm.py), pooled over all rows.
     "mlm_accuracy": lambda predictions, references, lang: {
         "accuracy": sum(map(sum, predictions)) / max(1, sum(map(len, predictions)))},
     "token_accuracy": lambda predictions, references, lang: {"accuracy": token_accuracy(predictions, references)},
 }
+
+SELECTION = {"accuracy": "accuracy", "accuracy@1": "accuracy@1", "seqeval": "f1", "squad": "f1", "mlqa": "f1",
+             "mlm_accuracy": "accuracy", "token_accuracy": "accuracy"}
+
+
+def _fractions(percent: dict) -> dict:
+    return {name: value / 100 for name, value in percent.items()}
+
 
 __all__ = ["METRICS", "accuracy", "bootstrap_interval", "majority_rate", "token_accuracy", "accuracy_scores",
            "tagging_scores", "bucc_scores",

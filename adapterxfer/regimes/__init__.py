@@ -1,26 +1,36 @@
-"""Regimes: what trains and how it is saved. Each module has the same shape:
+"""Regimes: what trains and how it is saved. One module per regime, each defining one registered
+:class:`~adapterxfer.regimes.common.Regime` subclass with the same shape (see that class):
+its transfer modes, whether it trains multi-task, and build / save / load. A regime's keys are its
+section of :class:`~adapterxfer.config.RunConfig` (``adapterxfer train --help``).
 
-``TRANSFERS``, ``MULTITASK``                         the transfer modes it offers; whether ``task=a+b``
-                                                     can share its module;
-``module_kind(task, config) -> str``                 what a phase saves (lora, seq_bn, ...);
-``build(task, backbone, parents, config) -> model``  the task model ready to train: module, fresh
-                                                     head, and ``parents`` (``init_from``) applied
-                                                     by ``config.transfer``;
-``save(model, tokenizer, folder)``                   the trained parts, safetensors only;
-``load(folder, task, backbone) -> model``            the task model back from a saved folder;
-``load_encoder(folder, task, backbone) -> encoder``  the bare encoder with the module applied.
+Adding a regime: a module here with a ``Regime`` subclass decorated with ``@register``, its name in
+``NAMES``, and its keys (if any) in config.py under a section of its name.
 
-Optional: ``attach``/``activate`` (swappable modules, see adapterxfer/bank.py) and
-``use_language(model, lang, at_test)`` (switch to a test language's module before scoring it: madx).
+This package imports no heavy library: a regime's module (peft, adapters) is imported on first use.
 """
 
-from ..errors import UserError
-from . import bottleneck, full, lora, madx
+from __future__ import annotations
 
-REGIMES = {"full": full, "lora": lora, "bottleneck": bottleneck, "madx": madx}
+import importlib
+
+from ..errors import UserError
+
+NAMES = ("full", "lora", "bottleneck", "madx")
+REGIMES: dict = {}  # name -> Regime instance, filled by @register as the modules are imported
+
+
+def register(cls):
+    REGIMES[cls.name] = cls()
+    return cls
 
 
 def get_regime(name: str):
+    if name not in NAMES:
+        raise UserError(f"unknown regime {name!r} (known: {', '.join(NAMES)})")
     if name not in REGIMES:
-        raise UserError(f"unknown regime {name!r} (known: {', '.join(REGIMES)})")
+        importlib.import_module(f"{__name__}.{name}")
     return REGIMES[name]
+
+
+def all_regimes() -> list:
+    return [get_regime(name) for name in NAMES]

@@ -20,84 +20,84 @@ from adapters import SeqBnConfig
 from adapters.composition import Fuse, Stack
 
 from ..modeling import task_model
-from .common import check_transfer, load_head, save_head, unfreeze_head
+from . import register
+from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
-TRANSFERS = ("sequential", "stack", "fusion")
-MULTITASK = True
 TARGET = "target"
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
 
 
-def module_kind(task, config) -> str:
-    return "seq_bn"
+@register
+class Bottleneck(Regime):
+    name = "bottleneck"
+    transfers = ("sequential", "stack", "fusion")
+    multitask = True
+    swappable = True
 
+    def module_kind(self, task, config) -> str:
+        return "seq_bn"
 
-def build(task, backbone, parents, config):
-    check_transfer("bottleneck", TRANSFERS, config.transfer, parents)
-    model = adaptable(task, backbone)
-    if config.transfer == "fusion" and parents:
-        names = [load_adapter(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
-        model.add_adapter_fusion(Fuse(*names))
-        model.train_adapter_fusion(Fuse(*names))
-    elif config.transfer == "sequential" and parents:
-        load_adapter(model, parents[0].folder, TARGET)
-        model.train_adapter(TARGET)
-    else:
-        if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
-            load_adapter(model, parents[0].folder, STACKED)
-        model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
-        model.train_adapter(TARGET)
-        if parents:
-            model.active_adapters = Stack(STACKED, TARGET)
-    unfreeze_head(model)  # train_adapter froze every weight outside the adapters
-    return model
+    def build(self, task, backbone, parents, config):
+        model = adaptable(task, backbone)
+        if config.transfer == "fusion" and parents:
+            names = [load_adapter(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
+            model.add_adapter_fusion(Fuse(*names))
+            model.train_adapter_fusion(Fuse(*names))
+        elif config.transfer == "sequential" and parents:
+            load_adapter(model, parents[0].folder, TARGET)
+            model.train_adapter(TARGET)
+        else:
+            if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
+                load_adapter(model, parents[0].folder, STACKED)
+            model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
+            model.train_adapter(TARGET)
+            if parents:
+                model.active_adapters = Stack(STACKED, TARGET)
+        unfreeze_head(model)  # train_adapter froze every weight outside the adapters
+        return model
 
+    def save(self, model, tokenizer, folder: Path) -> None:
+        setup = model.active_adapters
+        if isinstance(setup, Fuse):
+            (folder / "adapters").mkdir()
+            for name in setup:
+                model.save_adapter(folder / "adapters" / name, name, with_head=False, use_safetensors=True)
+            model.save_adapter_fusion(folder / "fusion", setup, with_head=False, use_safetensors=True)
+        else:
+            model.save_adapter(folder, TARGET, with_head=False, use_safetensors=True)
+            if STACKED in model.adapters_config.adapters:
+                model.save_adapter(folder / STACKED, STACKED, with_head=False, use_safetensors=True)
+        save_head(model, folder)
 
-def save(model, tokenizer, folder: Path) -> None:
-    setup = model.active_adapters
-    if isinstance(setup, Fuse):
-        (folder / "adapters").mkdir()
-        for name in setup:
-            model.save_adapter(folder / "adapters" / name, name, with_head=False, use_safetensors=True)
-        model.save_adapter_fusion(folder / "fusion", setup, with_head=False, use_safetensors=True)
-    else:
-        model.save_adapter(folder, TARGET, with_head=False, use_safetensors=True)
-        if STACKED in model.adapters_config.adapters:
-            model.save_adapter(folder / STACKED, STACKED, with_head=False, use_safetensors=True)
-    save_head(model, folder)
+    def load(self, folder: Path, task, backbone, manifest=None):
+        transfer = manifest_of(folder, manifest).get("transfer")
+        model = adaptable(task, backbone)
+        if transfer == "fusion":
+            names = [load_adapter(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
+            model.load_adapter_fusion(folder / "fusion", use_safetensors=True)
+            model.active_adapters = Fuse(*names)
+        else:
+            load_adapter(model, folder, TARGET)
+            model.active_adapters = TARGET
+            if transfer == "stack":
+                load_adapter(model, folder / STACKED, STACKED)
+                model.active_adapters = Stack(STACKED, TARGET)
+        load_head(model, folder, task.name)
+        return model
 
+    def load_encoder(self, folder: Path, task, backbone, manifest=None):
+        """The encoder with the adapters active (they live inside its layers)."""
+        return self.load(folder, task, backbone, manifest).base_model
 
-def load(folder: Path, task, backbone):
-    model = adaptable(task, backbone)
-    if (folder / "fusion").is_dir():
-        names = [load_adapter(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
-        model.load_adapter_fusion(folder / "fusion", use_safetensors=True)
-        model.active_adapters = Fuse(*names)
-    else:
-        load_adapter(model, folder, TARGET)
-        model.active_adapters = TARGET
-        if (folder / STACKED).is_dir():
-            load_adapter(model, folder / STACKED, STACKED)
-            model.active_adapters = Stack(STACKED, TARGET)
-    load_head(model, folder, task.name)
-    return model
+    def attach(self, model, folder: Path, name: str):
+        """Add a saved adapter to a loaded model under ``name`` (the backbone is not reloaded)."""
+        if not hasattr(model, "adapters_config"):
+            adapters.init(model)
+        load_adapter(model, folder, name)
+        return model
 
-
-def load_encoder(folder: Path, task, backbone):
-    """The encoder with the adapters active (they live inside its layers)."""
-    return load(folder, task, backbone).base_model
-
-
-def attach(model, folder: Path, name: str):
-    """Add a saved adapter to a loaded model under ``name`` (the backbone is not reloaded)."""
-    if not hasattr(model, "adapters_config"):
-        adapters.init(model)
-    load_adapter(model, folder, name)
-    return model
-
-
-def activate(model, name: str) -> None:
-    model.set_active_adapters(name)
+    def activate(self, model, name: str) -> None:
+        model.set_active_adapters(name)
 
 
 def adaptable(task, backbone):

@@ -1,13 +1,15 @@
-"""What every regime shares: the parent artifacts a phase starts from, and the head file."""
+"""The regime interface, the parent artifacts a phase starts from, and the head file every regime writes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import artifacts
 from ..errors import UserError
 from ..modeling import head_parameters, unwrap
 
@@ -22,17 +24,57 @@ class Parent:
     manifest: dict
 
 
-def check_transfer(regime: str, supported: tuple[str, ...], transfer: str, parents: list[Parent]) -> None:
-    if not parents:
-        return
-    if transfer not in supported:
-        raise UserError(f"transfer={transfer} is not available in regime {regime} (available: {', '.join(supported)})")
-    if transfer in ("sequential", "stack") and len(parents) != 1:
-        raise UserError(f"transfer={transfer} starts from one intermediate artifact, got init_from with {len(parents)}")
-    for parent in parents:
-        if parent.manifest["regime"] != regime:
-            raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "
-                            f"not {regime}: regimes cannot be mixed in one transfer")
+class Regime:
+    """What trains in a phase and how it is saved. Subclasses set the class variables and implement
+    ``build``, ``save``, ``load`` and ``load_encoder``; the rest has defaults."""
+
+    name: ClassVar[str]
+    transfers: ClassVar[tuple[str, ...]]  # how a target phase may start from init_from artifacts
+    multitask: ClassVar[bool]  # whether task=a+b can share one module
+    swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
+
+    def check(self, task, config, parents: list[Parent]) -> None:
+        """Refuse, before any training, a transfer this regime lacks or parents it cannot start from."""
+        if not parents:
+            return
+        if config.transfer not in self.transfers:
+            raise UserError(f"transfer={config.transfer} is not available in regime {self.name} "
+                            f"(available: {', '.join(self.transfers)})")
+        if config.transfer in ("sequential", "stack") and len(parents) != 1:
+            raise UserError(f"transfer={config.transfer} starts from one intermediate artifact, "
+                            f"got init_from with {len(parents)}")
+        for parent in parents:
+            if parent.manifest["regime"] != self.name:
+                raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "
+                                f"not {self.name}: regimes cannot be mixed in one transfer")
+
+    def module_kind(self, task, config) -> str:
+        """What a phase saves: encoder, lora, seq_bn, ..."""
+        raise NotImplementedError
+
+    def build(self, task, backbone, parents: list[Parent], config):
+        """The task model ready to train: module, fresh head, and ``parents`` applied by ``config.transfer``."""
+        raise NotImplementedError
+
+    def save(self, model, tokenizer, folder: Path) -> None:
+        """The trained parts, safetensors only, readable by the regime's own library."""
+        raise NotImplementedError
+
+    def load(self, folder: Path, task, backbone, manifest: dict | None = None):
+        """The task model back from a saved folder; the layout follows ``manifest["transfer"]``."""
+        raise NotImplementedError
+
+    def load_encoder(self, folder: Path, task, backbone, manifest: dict | None = None):
+        """The bare encoder with the module applied (retrieval from an intermediate model)."""
+        raise NotImplementedError
+
+    def language_switch(self, model, task, at_test: str) -> Callable[[str], None] | None:
+        """A hook run before each test language is scored (madx swaps language adapters); None: nothing."""
+        return None
+
+
+def manifest_of(folder: Path, manifest: dict | None) -> dict:
+    return manifest if manifest is not None else artifacts.read_manifest(folder, verify=False)
 
 
 def unfreeze_head(model) -> None:

@@ -9,35 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..modeling import encoder_model, task_model
-from .common import check_transfer, load_head, save_head
-
-TRANSFERS = ("sequential",)
-MULTITASK = True
+from . import register
+from .common import Regime, load_head, save_head
 
 
-def module_kind(task, config) -> str:
-    return "encoder"
+@register
+class Full(Regime):
+    name = "full"
+    transfers = ("sequential",)
+    multitask = True
 
+    def module_kind(self, task, config) -> str:
+        return "encoder"
 
-def build(task, backbone, parents, config):
-    check_transfer("full", TRANSFERS, config.transfer, parents)
-    model = task_model(task, parents[0].folder / "encoder" if parents else backbone.path)
-    if config.freeze_word_embeddings:
-        model.get_input_embeddings().requires_grad_(False)
-    return model
+    def build(self, task, backbone, parents, config):
+        model = task_model(task, parents[0].folder / "encoder" if parents else backbone.path)
+        if config.freeze_word_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
+        return model
 
+    def save(self, model, tokenizer, folder: Path) -> None:
+        model.base_model.save_pretrained(folder / "encoder", safe_serialization=True)
+        tokenizer.save_pretrained(folder / "encoder")
+        save_head(model, folder)
 
-def save(model, tokenizer, folder: Path) -> None:
-    model.base_model.save_pretrained(folder / "encoder", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "encoder")
-    save_head(model, folder)
+    def load(self, folder: Path, task, backbone, manifest=None):
+        model = task_model(task, folder / "encoder")
+        load_head(model, folder, task.name)
+        return model
 
-
-def load(folder: Path, task, backbone):
-    model = task_model(task, folder / "encoder")
-    load_head(model, folder, task.name)
-    return model
-
-
-def load_encoder(folder: Path, task, backbone):
-    return encoder_model(folder / "encoder")
+    def load_encoder(self, folder: Path, task, backbone, manifest=None):
+        return encoder_model(folder / "encoder")

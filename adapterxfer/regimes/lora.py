@@ -21,10 +21,9 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from ..modeling import task_model, unwrap
-from .common import check_transfer, load_head, save_head, unfreeze_head
+from . import register
+from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
-TRANSFERS = ("sequential", "stack", "merge")
-MULTITASK = True
 TARGET = "default"  # peft's name for the adapter saved at the top of the folder
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -38,56 +37,56 @@ def lora_config(config) -> LoraConfig:
                       target_modules=pattern)
 
 
-def module_kind(task, config) -> str:
-    return "lora"
+@register
+class Lora(Regime):
+    name = "lora"
+    transfers = ("sequential", "stack", "merge")
+    multitask = True
+    swappable = True
 
+    def module_kind(self, task, config) -> str:
+        return "lora"
 
-def build(task, backbone, parents, config):
-    check_transfer("lora", TRANSFERS, config.transfer, parents)
-    base = task_model(task, backbone.path)
-    if not parents:
-        model = get_peft_model(base, lora_config(config))
-    elif config.transfer == "sequential":
-        model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)
-    elif config.transfer == "stack":
-        model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=STACKED)
-        model.add_adapter(TARGET, lora_config(config))
-        _activate_stack(model)
-    else:
-        model = _merged(base, [parent.folder for parent in parents], config.merge)
-    unfreeze_head(model)
-    return model
-
-
-def save(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
-    save_head(model, folder)
-
-
-def load(folder: Path, task, backbone):
-    model = PeftModel.from_pretrained(task_model(task, backbone.path), folder)
-    if (folder / STACKED).is_dir():
-        model.load_adapter(folder / STACKED, adapter_name=STACKED)
-        _activate_stack(model)
-    load_head(model, folder, task.name)
-    return model
-
-
-def load_encoder(folder: Path, task, backbone):
-    """The backbone with the LoRA merged into its weights (for retrieval)."""
-    return unwrap(load(folder, task, backbone).merge_and_unload()).base_model
-
-
-def attach(model, folder: Path, name: str):
-    """Add a saved LoRA to a loaded model under ``name`` (the backbone is not reloaded)."""
-    if isinstance(model, PeftModel):
-        model.load_adapter(folder, adapter_name=name)
+    def build(self, task, backbone, parents, config):
+        base = task_model(task, backbone.path)
+        if not parents:
+            model = get_peft_model(base, lora_config(config))
+        elif config.transfer == "sequential":
+            model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)
+        elif config.transfer == "stack":
+            model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=STACKED)
+            model.add_adapter(TARGET, lora_config(config))
+            _activate_stack(model)
+        else:
+            model = _merged(base, [parent.folder for parent in parents], config.merge)
+        unfreeze_head(model)
         return model
-    return PeftModel.from_pretrained(model, folder, adapter_name=name)
 
+    def save(self, model, tokenizer, folder: Path) -> None:
+        model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
+        save_head(model, folder)
 
-def activate(model, name: str) -> None:
-    model.set_adapter(name)
+    def load(self, folder: Path, task, backbone, manifest=None):
+        model = PeftModel.from_pretrained(task_model(task, backbone.path), folder)
+        if manifest_of(folder, manifest).get("transfer") == "stack":
+            model.load_adapter(folder / STACKED, adapter_name=STACKED)
+            _activate_stack(model)
+        load_head(model, folder, task.name)
+        return model
+
+    def load_encoder(self, folder: Path, task, backbone, manifest=None):
+        """The backbone with the LoRA merged into its weights (for retrieval)."""
+        return unwrap(self.load(folder, task, backbone, manifest).merge_and_unload()).base_model
+
+    def attach(self, model, folder: Path, name: str):
+        """Add a saved LoRA to a loaded model under ``name`` (the backbone is not reloaded)."""
+        if isinstance(model, PeftModel):
+            model.load_adapter(folder, adapter_name=name)
+            return model
+        return PeftModel.from_pretrained(model, folder, adapter_name=name)
+
+    def activate(self, model, name: str) -> None:
+        model.set_adapter(name)
 
 
 def _activate_stack(model) -> None:

@@ -24,68 +24,75 @@ from adapters.composition import Stack
 
 from .. import artifacts
 from ..errors import UserError
+from . import register
 from .bottleneck import adaptable, load_adapter
-from .common import check_transfer, load_head, save_head, unfreeze_head
+from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
-TRANSFERS = ("sequential",)
-MULTITASK = False
 TARGET = "target"
 LANGUAGE = "language"  # the adapter's name while its own MLM phase trains it
 LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
 SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
 
 
-def module_kind(task, config) -> str:
-    return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND
+@register
+class Madx(Regime):
+    name = "madx"
+    transfers = ("sequential",)
+    multitask = False
 
-
-def build(task, backbone, parents, config):
-    check_transfer("madx", TRANSFERS, config.transfer, parents)
-    model = adaptable(task, backbone)
-    if _is_language_phase(task, config):
-        model.add_adapter(LANGUAGE, config=SeqBnInvConfig(reduction_factor=config.lang_reduction_factor))
-        model.train_adapter(LANGUAGE)
-    else:
-        sources = language_adapters(config.lang_adapters, backbone)
-        _check_coverage(task, config, sources)
-        setattr(model, SOURCES, sources)
+    def check(self, task, config, parents) -> None:
+        super().check(task, config, parents)
         for parent in parents:
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
                                 "madx task adapter")
-        load_adapter(model, sources[task.source_lang], task.source_lang)  # before train_adapter freezes it
-        if parents:
-            load_adapter(model, parents[0].folder, TARGET)
+        if not _is_language_phase(task, config):
+            _check_coverage(task, config, language_adapters(config.lang_adapters))
+
+    def module_kind(self, task, config) -> str:
+        return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND
+
+    def build(self, task, backbone, parents, config):
+        model = adaptable(task, backbone)
+        if _is_language_phase(task, config):
+            model.add_adapter(LANGUAGE, config=SeqBnInvConfig(reduction_factor=config.lang_reduction_factor))
+            model.train_adapter(LANGUAGE)
         else:
-            model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
-        model.train_adapter(TARGET)  # freezes everything else and activates TARGET alone
-        use_language(model, task.source_lang, "source")
-    unfreeze_head(model)
-    return model
+            sources = language_adapters(config.lang_adapters, backbone)
+            setattr(model, SOURCES, sources)
+            load_adapter(model, sources[task.source_lang], task.source_lang)  # before train_adapter freezes it
+            if parents:
+                load_adapter(model, parents[0].folder, TARGET)
+            else:
+                model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
+            model.train_adapter(TARGET)  # freezes everything else and activates TARGET alone
+            use_language(model, task.source_lang, "source")
+        unfreeze_head(model)
+        return model
 
+    def save(self, model, tokenizer, folder: Path) -> None:
+        name = TARGET if TARGET in model.adapters_config.adapters else LANGUAGE
+        model.save_adapter(folder, name, with_head=False, use_safetensors=True)
+        save_head(model, folder)
 
-def save(model, tokenizer, folder: Path) -> None:
-    name = TARGET if TARGET in model.adapters_config.adapters else LANGUAGE
-    model.save_adapter(folder, name, with_head=False, use_safetensors=True)
-    save_head(model, folder)
+    def load(self, folder: Path, task, backbone, manifest=None):
+        manifest = manifest_of(folder, manifest)
+        model = adaptable(task, backbone)
+        if manifest["module_kind"] == LANGUAGE_KIND:
+            load_adapter(model, folder, LANGUAGE)
+            model.active_adapters = LANGUAGE
+        else:
+            setattr(model, SOURCES, language_adapters(manifest["config"]["lang_adapters"], backbone))
+            load_adapter(model, folder, TARGET)
+            use_language(model, manifest["language"], "source")
+        load_head(model, folder, task.name)
+        return model
 
+    def load_encoder(self, folder: Path, task, backbone, manifest=None):
+        return self.load(folder, task, backbone, manifest).base_model
 
-def load(folder: Path, task, backbone):
-    manifest = artifacts.read_manifest(folder, verify=False)  # the caller verified it
-    model = adaptable(task, backbone)
-    if manifest["module_kind"] == LANGUAGE_KIND:
-        load_adapter(model, folder, LANGUAGE)
-        model.active_adapters = LANGUAGE
-    else:
-        setattr(model, SOURCES, language_adapters(manifest["config"]["lang_adapters"], backbone))
-        load_adapter(model, folder, TARGET)
-        use_language(model, manifest["language"], "source")
-    load_head(model, folder, task.name)
-    return model
-
-
-def load_encoder(folder: Path, task, backbone):
-    return load(folder, task, backbone).base_model
+    def language_switch(self, model, task, at_test: str):
+        return lambda lang: use_language(model, task.resolve_lang(lang), at_test)
 
 
 def use_language(model, lang: str, at_test: str) -> None:
@@ -99,7 +106,7 @@ def use_language(model, lang: str, at_test: str) -> None:
     model.active_adapters = Stack(name, TARGET)
 
 
-def language_adapters(folders: list[str], backbone) -> dict[str, Path]:
+def language_adapters(folders: list[str], backbone=None) -> dict[str, Path]:
     """{language: folder} of verified madx language adapters on ``backbone``, in the order given."""
     found: dict[str, Path] = {}
     for folder in map(Path, folders):
@@ -107,7 +114,7 @@ def language_adapters(folders: list[str], backbone) -> dict[str, Path]:
         if manifest["regime"] != "madx" or manifest["module_kind"] != LANGUAGE_KIND:
             raise UserError(f"lang_adapters: {folder} is not a madx language adapter "
                             f"(it is a {manifest['regime']} {manifest.get('module_kind')})")
-        if manifest["backbone"]["weight_hash"] != backbone.weight_hash:
+        if backbone is not None and manifest["backbone"]["weight_hash"] != backbone.weight_hash:
             raise UserError(f"lang_adapters: {folder} was trained on backbone {manifest['backbone']['name']!r}, "
                             f"not {backbone.name!r}")
         lang = manifest["language"]

@@ -37,6 +37,12 @@ class TaskSpec:
     contaminates: tuple[str, ...] = ()
 
     @property
+    def selection_metric(self) -> str:
+        """The score English-dev model selection maximizes: the first of the metric's values."""
+        from ..metrics import SELECTION
+        return SELECTION[self.metric]
+
+    @property
     def trainable(self) -> bool:
         return self.kind not in EVALUATION_ONLY
 

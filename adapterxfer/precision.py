@@ -1,0 +1,52 @@
+"""Numeric precision: which autocast a phase runs under, chosen from what the device computes natively.
+
+``auto`` resolves to bf16 where the device has it (an Ampere-or-newer GPU; a CPU with AVX512-BF16 or
+AMX), to fp16 with a gradient scaler on older GPUs (V100, T4), and to fp32 on other CPUs, where bf16
+is emulated and slow (scripts/bench_precision.py). The resolved name is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .errors import UserError
+
+
+def choose(requested: str, device_type: str, device_bf16: bool) -> str:
+    """The precision a phase runs in: ``requested`` (auto | bf16 | fp16 | fp32) on that device."""
+    if requested == "auto":
+        if device_bf16:
+            return "bf16"
+        return "fp16" if device_type == "cuda" else "fp32"
+    if requested == "bf16" and not device_bf16:
+        raise UserError(f"precision=bf16: this {device_type.upper()} does not compute bf16 natively "
+                        "(use precision=auto or fp32)")
+    if requested == "fp16" and device_type != "cuda":
+        raise UserError("precision=fp16 needs a CUDA GPU (use precision=auto or fp32 on a CPU)")
+    return requested
+
+
+def resolve(requested: str, device: torch.device) -> str:
+    return choose(requested, device.type, device_bf16(device))
+
+
+def device_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    tests = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(test() for test in tests if test)  # torch has no public test for CPU bf16
+
+
+def autocast(model: torch.nn.Module, precision: str):
+    """The forward's autocast context for a resolved precision (fp32: none)."""
+    if precision == "fp32":
+        return nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler, enabled for fp16 only (bf16 has fp32's range)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
