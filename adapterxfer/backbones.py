@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import sys
@@ -76,18 +77,42 @@ def weight_hash(folder: Path) -> str:
     """Content hash of the weights, so runs can record exactly which backbone they started from.
 
     Covers every ``*.safetensors`` file in name order, names included (a renamed
-    shard changes the hash); config and tokenizer files are not included.
+    shard changes the hash); config and tokenizer files are not included. Each file's digest is
+    computed once and cached under ``home()/weight-hashes.json``, keyed by its path, size and mtime
+    (XLM-R Large is 2.2 GB: hashing it takes longer than a short phase).
     """
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise UserError(f"backbone folder {folder} has no *.safetensors weights")
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.name.encode() + b"\0")
+        digest.update(file.name.encode() + b"\0" + _file_digest(file).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _file_digest(file: Path) -> str:
+    store = cache.home() / "weight-hashes.json"
+    stat = file.stat()
+    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    known = _read_json(store)
+    if key not in known:
+        digest = hashlib.sha256()
         with open(file, "rb") as fh:
             while chunk := fh.read(1 << 24):
                 digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+        known = _read_json(store) | {key: digest.hexdigest()}  # re-read: another process may have added some
+        store.parent.mkdir(parents=True, exist_ok=True)
+        partial = store.with_name(f".{store.name}.{os.getpid()}")
+        partial.write_text(json.dumps(known, indent=0))
+        partial.replace(store)
+    return known[key]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layers: int = 2,

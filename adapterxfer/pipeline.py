@@ -87,7 +87,7 @@ def train_phase(config: RunConfig) -> Path:
     evaluation is missing); one of another configuration needs ``overwrite=true``.
     """
     phase = validate(config)
-    state = PartialState()
+    state = processes()
     with _output_lock(phase.out, state.is_main_process):
         if state.is_main_process:
             remove_leftovers(phase.out, keep_work=config.resume)
@@ -120,7 +120,7 @@ def validate(config: RunConfig) -> Phase:
             tasks[0].rows("test", lang)
     phase = Phase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents, backbone,
                   {task.name: config.max_length or task.max_length for task in tasks},
-                  resolve_precision(config.precision, PartialState().device))
+                  resolve_precision(config.precision, processes().device))
     phase.finished = _finished(phase)
     return phase
 
@@ -134,14 +134,14 @@ def train(phase: Phase) -> tuple:
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     sources, fingerprints = [], []
     for task in tasks:
-        with PartialState().main_process_first():  # one process writes the feature cache
+        with processes().main_process_first():  # one process writes the feature cache
             features, _, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
                                                   phase.lengths[task.name], config.seed)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
         fingerprints.append(fingerprint)
-    model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(PartialState().device)
+    model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(processes().device)
     trainable = trainable_parameters(model)  # before evaluation, which may load more modules (madx)
 
     def dev_score(trained) -> float:
@@ -160,13 +160,14 @@ def train(phase: Phase) -> tuple:
     log, resumed_from = fit(model, sources, dev_score, config, run)
     facts = {"data_fingerprint": "+".join(fingerprints), "trainable_parameters": trainable,
              "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
-             "resumed_from_step": resumed_from, "peak_rss_mb": _peak_rss_mb()}
+             "resumed_from_step": resumed_from, "processes": processes().num_processes,
+             "peak_rss_mb": _peak_rss_mb()}
     return models, tokenizer, log, facts
 
 
 def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) -> None:
     """Stage 3: write the artifact atomically (main process only), verify it, drop the checkpoints."""
-    if not PartialState().is_main_process:
+    if not processes().is_main_process:
         return
     config, tasks = phase.config, phase.tasks
     with atomic_dir(phase.out) as tmp:
@@ -205,7 +206,7 @@ def evaluate_phase(phase: Phase) -> None:
     try:
         manifest = artifacts.read_manifest(phase.out)
         task = phase.tasks[0]
-        model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(PartialState().device)
+        model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
         tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
         switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
@@ -232,6 +233,12 @@ def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None) -
             item.replace(folder / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def processes() -> PartialState:
+    """This process's place among those ``accelerate launch`` started (one, without it). On a machine
+    without CUDA they are CPU processes talking over gloo."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def work_folder(out: Path) -> Path:
@@ -339,7 +346,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         task = dataclasses.replace(task, options=task.options | {"scoring": retrieval_scoring})
     langs = task.check_langs(langs)
     max_length = max_length or task.max_length
-    device = PartialState().device
+    device = processes().device
     chosen = resolve_precision(precision, device)
     if artifacts.is_artifact(model_path):
         manifest = artifacts.read_manifest(model_path)

@@ -156,7 +156,8 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
             state.positions, state.seconds = [s.position for s in streams], time.perf_counter() - started
             _checkpoint(run, state, plain, optimizer, scheduler, scaler, accelerator)
     progress.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the phase still uses
+        tracker.finish()
     _restore(plain, state.best)
     state.log[state.selected]["selected"] = True
     return state.log, resumed_from
