@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate, retrieval, scoring
+from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
 from .cache import atomic_dir
 from .config import RunConfig
 from .data.features import featurized
@@ -43,7 +43,7 @@ def train_phase(config: RunConfig) -> Path:
     out = config.resolved_output_dir()
     if out.exists() and not config.overwrite:
         raise UserError(f"output_dir {out} already exists; pass overwrite=true or another output_dir")
-    parents = [Parent(Path(folder), artifacts.read_manifest(folder)) for folder in config.init_from]
+    parents = [Parent(folder, artifacts.read_manifest(folder)) for folder in map(sharing.resolve, config.init_from)]
     backbone = backbones.resolve(config.backbone or (parents[0].manifest["backbone"]["name"] if parents
                                                      else DEFAULT_BACKBONE))
     for parent in parents:
@@ -101,7 +101,8 @@ def train_phase(config: RunConfig) -> Path:
             "zero_shot": not _contaminated(tasks[0], parents),
             "backbone": {"name": backbone.name, "weight_hash": backbone.weight_hash},
             "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
-                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
+                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST),
+                         **sharing.origin(p.folder)}
                         for p in parents],
             "config": vars(config), "data_fingerprint": "+".join(fingerprints),
             "trainable_parameters": trainable,
@@ -175,6 +176,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``).
     """
     task = get_task(task_name)
+    model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":
             raise UserError(f"--scoring applies to retrieval tasks; {task.name} is {task.kind}")
