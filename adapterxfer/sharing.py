@@ -144,11 +144,13 @@ def model_card(folder, manifest: dict, repo_id: str, revision: str | None = None
                           dataset_config=lang, dataset_split="test", metric_type=metric, metric_value=value)
                for lang, metrics in scores.items() for metric, value in metrics.items()]
     tasks = list(manifest["tasks"]) + [parent["task"] for parent in manifest.get("parents", [])]
+    langs = [*scores, manifest.get("language") or task.train_lang, *_bundled_languages(folder, manifest)]
     data = ModelCardData(
         library_name=_LIBRARY[manifest["regime"]], base_model=base, datasets=_datasets(tasks) or None,
-        language=sorted({lang.split("-")[0] for lang in [*scores, manifest.get("language") or task.train_lang]}),
+        language=sorted({lang.split("-")[0] for lang in langs}),
         license=license, model_name=repo_id.split("/")[-1], eval_results=results or None,
         tags=["adapterxfer", manifest["regime"], manifest.get("module_kind") or manifest["regime"],
+              *([f"transfer-{manifest['transfer']}"] if manifest.get("transfer") else []),
               "cross-lingual-transfer", *(["zero-shot"] if scores and manifest.get("zero_shot") else [])])
     body = "\n".join([f"# {repo_id}", "", *_lineage(folder, manifest, base), "", "## Loading it without adapterxfer",
                       "", "```python", _snippet(folder, manifest, task, repo_id, revision, base), "```", "",
@@ -159,12 +161,22 @@ def model_card(folder, manifest: dict, repo_id: str, revision: str | None = None
 def _files_to_push(folder: Path, manifest: dict) -> dict[str, Path]:
     """{path in repo: local file}: the manifest and its files, then any bundled language adapters'."""
     files = {name: folder / name for name in [artifacts.MANIFEST, *manifest["files"]]}
-    if manifest["regime"] == "madx" and manifest["config"].get("lang_adapters"):
-        for sub in map(resolve, bundled(folder, manifest["config"]["lang_adapters"])):
-            own = artifacts.read_manifest(sub)
-            files.update({f"{LANG_ADAPTERS}/{own['language']}/{name}": sub / name
-                          for name in [artifacts.MANIFEST, *own["files"]]})
+    for sub, own in _language_adapters(folder, manifest):
+        files.update({f"{LANG_ADAPTERS}/{own['language']}/{name}": sub / name
+                      for name in [artifacts.MANIFEST, *own["files"]]})
     return files
+
+
+def _language_adapters(folder: Path, manifest: dict) -> list[tuple[Path, dict]]:
+    """(folder, verified manifest) of each language adapter a madx task adapter stacks on."""
+    if manifest["regime"] != "madx" or not manifest["config"].get("lang_adapters"):
+        return []
+    subs = map(resolve, bundled(folder, manifest["config"]["lang_adapters"]))
+    return [(sub, artifacts.read_manifest(sub)) for sub in subs]
+
+
+def _bundled_languages(folder: Path, manifest: dict) -> list[str]:
+    return [own["language"] for _, own in _language_adapters(folder, manifest)]
 
 
 def _verify(snapshot: Path, pinned: str) -> None:
@@ -200,11 +212,11 @@ def _hub_errors(what: str, repo_id: str, revision: str | None):
     except RepositoryNotFoundError:
         raise UserError(f"{what}: no repo {repo_id} on {endpoint} (or it is private and your token "
                         "cannot read it)") from None
-    except EntryNotFoundError as err:
-        raise UserError(f"{what}: a file listed by {endpoint} is missing ({_first_line(err)})") from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout):
         raise UserError(f"{what}: the Hugging Face Hub ({endpoint}) is unreachable, and no copy is in the "
                         f"cache ({constants.HF_HUB_CACHE}); check the network, HF_ENDPOINT or HF_HUB_OFFLINE") from None
+    except EntryNotFoundError as err:  # after LocalEntryNotFoundError, its subclass
+        raise UserError(f"{what}: a file listed by {endpoint} is missing ({_first_line(err)})") from None
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         reason = {401: "the token was refused (401); run `huggingface-cli login` or set HF_TOKEN",
@@ -282,7 +294,8 @@ def _snippet(folder, manifest: dict, task, repo_id: str, revision: str | None, b
              "from safetensors.torch import load_file",
              f"from transformers import AutoModel, {model_class}",
              *_module_imports(manifest["regime"]), "",
-             f'folder = snapshot_download("{repo_id}"{f", revision={revision!r}" if revision else ""})', "",
+             f'folder = snapshot_download("{repo_id}"{f", revision={revision!r}" if revision else ""})'
+             "  # pin: revision=<commit>", "",
              *_with_module(folder, manifest), ""]
     if manifest["regime"] == "full":
         lines += [f'model = {model_class}.from_pretrained(folder, subfolder="encoder"{labels})',
@@ -323,7 +336,7 @@ def _with_module(folder, manifest: dict) -> list[str]:
                  '        model.load_adapter(f"{folder}/adapters/{name}", load_as=name, with_head=False, '
                  'use_safetensors=True)',
                  '    model.load_adapter_fusion(f"{folder}/fusion", use_safetensors=True)',
-                 f"    model.active_adapters = Fuse(*{tuple(names)!r})"]
+                 f"    model.active_adapters = Fuse({', '.join(map(repr, names))})"]
     elif regime == "madx" and manifest["module_kind"] == "seq_bn":
         lang = manifest["language"]
         body += [f"    # the source language's adapter; swap in another language's ({LANG_ADAPTERS}/<lang>) for zero-shot",

@@ -152,7 +152,7 @@ def test_the_pushed_repo_holds_the_artifact_unchanged_plus_a_card(setups, hub):
 def card_snippet(folder):
     text = (folder / "README.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    download = re.search(r"^folder = snapshot_download\(.*\)$", code, re.M)
+    download = re.search(r"^folder = snapshot_download\(.*$", code, re.M)
     assert download, "the card downloads the repo by id"
     return code.replace(download.group(0), f"folder = {str(folder)!r}")
 
@@ -214,6 +214,8 @@ def test_card_metadata_parses_with_huggingface_hub_and_holds_the_scores(setups):
     text = card.text
     assert "transfer=fusion" in text and manifest(setups["folders"]["fusion"])["backbone"]["weight_hash"] in text
     assert ModelCard.load(sharing.pull("hf://lab/lora") / "README.md").data.library_name == "peft"
+    madx = ModelCard.load(sharing.pull("hf://lab/madx") / "README.md")
+    assert madx.data.language == ["en", "fr"] and madx.data.eval_results is None  # bundled adapters: en, fr
 
 
 def test_card_names_the_hub_dataset_and_base_model_of_a_hub_backbone(setups):
@@ -270,6 +272,13 @@ def test_someone_elses_repo_without_manifest_is_used_with_a_warning(tiny_backbon
 
 # -- errors: one line each, exit 2, nothing half-written --
 
+def error_line(capsys) -> str:
+    """The CLI's one-line error: the last line on stderr (after any download progress), no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("adapterxfer: error: "), err
+    return err.strip().splitlines()[-1]
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -305,8 +314,7 @@ def test_hub_errors_are_one_line(env, argv, message, setups, tiny_backbone, tmp_
     else:
         argv += ["--output", str(tmp_path / "out")] if argv[0] == "evaluate" else []
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message.format(port=port) in err and len(err.strip().splitlines()) == 1, err
+    assert message.format(port=port) in error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -319,8 +327,8 @@ def test_a_file_tampered_with_on_the_hub_is_refused(setups, hub, tiny_backbone, 
     code = main(["train", "task=verses-genre", "regime=madx", "init_from=hf://lab/tampered",
                  f"lang_adapters=hf://lab/tampered/lang_adapters/{ENGLISH},hf://lab/tampered/lang_adapters/{FRENCH}",
                  "eval_langs=en,fr", f"backbone={tiny_backbone.path}", f"output_dir={tmp_path / 'out'}", *STEPS])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    err = error_line(capsys)
+    assert code == 2
     assert re.search(r"hf://lab/tampered@[0-9a-f]{40} refused: .*file adapter\.safetensors does not match its "
                      r"sha256 in manifest\.json \(corrupt or tampered\)", err), err
     assert not (tmp_path / "out").exists()
