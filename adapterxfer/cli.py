@@ -180,7 +180,6 @@ VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks
          "demo": _demo, "grid": _grid, "score": _score}
 
 
-
 def _push_parser(verbs) -> None:
     push = verbs.add_parser("push", help="share a trained output on the Hugging Face Hub, with a model card",
                             description="Upload an output folder (module, head, manifest; a madx task adapter with "

@@ -281,7 +281,8 @@ def _score_table(scores: dict) -> list[str]:
     metrics = list(next(iter(scores.values())))
     return ["## Test scores", "", "| language | " + " | ".join(metrics) + " |",
             "|---|" + "---:|" * len(metrics),
-            *(f"| {lang} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |" for lang, values in scores.items())]
+            *(f"| {lang} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |"
+              for lang, values in scores.items())]
 
 
 def _snippet(folder, manifest: dict, task, repo_id: str, revision: str | None, base: str | None) -> str:
@@ -339,7 +340,7 @@ def _with_module(folder, manifest: dict) -> list[str]:
                  f"    model.active_adapters = Fuse({', '.join(map(repr, names))})"]
     elif regime == "madx" and manifest["module_kind"] == "seq_bn":
         lang = manifest["language"]
-        body += [f"    # the source language's adapter; swap in another language's ({LANG_ADAPTERS}/<lang>) for zero-shot",
+        body += [f"    # the source language's adapter; for zero-shot swap in another's ({LANG_ADAPTERS}/<lang>)",
                  "    " + load.format(f'f"{{folder}}/{LANG_ADAPTERS}/{lang}"', lang),
                  "    " + load.format("folder", "target"),
                  f'    model.active_adapters = Stack("{lang}", "target")']

@@ -77,7 +77,8 @@ def setups(tmp_path_factory, tiny_backbone, fixture_home, hub):
         patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
         bb = {"backbone": tiny_backbone}
         lora = train(root / "lora", "task=verses-xref", "regime=lora", **bb)
-        parts = [train(root / f"bn-{task}", f"task=verses-{task}", "regime=bottleneck", **bb) for task in ("xref", "next")]
+        parts = [train(root / f"bn-{task}", f"task=verses-{task}", "regime=bottleneck", **bb)
+                 for task in ("xref", "next")]
         fusion = train(root / "fusion", "task=verses-genre", "regime=bottleneck", "transfer=fusion",
                        f"init_from={parts[0]},{parts[1]}", "eval_langs=en,fr", **bb)
         langs = [train(root / f"lang-{lang}", "task=verses-text", "regime=madx", f"language={lang}", **bb)
@@ -95,7 +96,8 @@ TARGET = {"lora": ["regime=lora"], "bottleneck": ["regime=bottleneck"],
 
 
 @pytest.mark.parametrize("setup", ["lora", "bottleneck", "madx"])
-def test_target_from_a_pulled_module_scores_as_one_from_the_local_folder(setup, setups, tiny_backbone, tmp_path):
+def test_standin_target_from_a_pulled_module_scores_as_one_from_the_local_folder(setup, setups, tiny_backbone,
+                                                                                 tmp_path):
     """A target trained from ``hf://lab/<setup>`` (pulled from the stand-in) equals one trained from the
     local folder, and its lineage records the repo and commit; madx takes its language adapters from
     inside the pushed repo."""
@@ -118,7 +120,7 @@ def test_target_from_a_pulled_module_scores_as_one_from_the_local_folder(setup, 
     assert "hub" not in manifest(runs["local"])["parents"][0]
 
 
-def test_a_fusion_setup_comes_down_whole_and_scores_as_pushed(setups, tmp_path):
+def test_standin_a_fusion_setup_comes_down_whole_and_scores_as_pushed(setups, tmp_path):
     """One pull of ``hf://lab/fusion`` brings both adapters, the fusion layer and the head; evaluating
     it gives the scores the run wrote before it was pushed."""
     out = tmp_path / "eval"
@@ -130,7 +132,7 @@ def test_a_fusion_setup_comes_down_whole_and_scores_as_pushed(setups, tmp_path):
     assert (folder / "fusion" / "model_adapter_fusion.safetensors").is_file()
 
 
-def test_the_pushed_repo_holds_the_artifact_unchanged_plus_a_card(setups, hub):
+def test_standin_the_pushed_repo_holds_the_artifact_unchanged_plus_a_card(setups, hub):
     for setup, folder in setups["folders"].items():
         record = manifest(folder)
         repo = hub.repos[f"lab/{setup}"]
@@ -159,7 +161,7 @@ def card_snippet(folder):
 
 @pytest.mark.parametrize("setup, task", [("lora", "verses-xref"), ("bottleneck", "verses-xref"),
                                          ("fusion", "verses-genre"), ("madx", "verses-xref")])
-def test_pulled_module_loads_in_plain_libraries_with_its_head_and_on_the_bare_encoder(setup, task, setups,
+def test_standin_pulled_module_loads_in_plain_libraries_with_its_head_and_on_the_bare_encoder(setup, task, setups,
                                                                                     tiny_backbone):
     """The card's snippet, run as written on the pulled folder, gives adapterxfer's logits (module and
     head) and its encoder states (module on AutoModel), which differ from the bare backbone's."""
@@ -200,7 +202,7 @@ def test_a_lora_trained_by_adapterxfer_loads_onto_the_bare_encoder(setups, tiny_
 
 # -- the model card --
 
-def test_card_metadata_parses_with_huggingface_hub_and_holds_the_scores(setups):
+def test_standin_card_metadata_parses_with_huggingface_hub_and_holds_the_scores(setups):
     card = ModelCard.load(sharing.pull("hf://lab/fusion") / "README.md")
     assert card.data.library_name == "adapters"
     assert card.data.base_model is None  # the tiny backbone is a local folder, not a Hub model
@@ -232,7 +234,7 @@ def test_card_names_the_hub_dataset_and_base_model_of_a_hub_backbone(setups):
 
 # -- pins, branches, private repos and someone else's repo --
 
-def test_push_to_a_branch_and_pull_it_by_name_or_commit(setups, hub, capsys):
+def test_standin_push_to_a_branch_and_pull_it_by_name_or_commit(setups, hub, capsys):
     assert main(["push", str(setups["folders"]["lora"]), "lab/branched", "--revision", "v1"]) == 0
     out = capsys.readouterr().out
     commit = re.search(r"hf://lab/branched@([0-9a-f]{40})", out).group(1)
@@ -243,7 +245,7 @@ def test_push_to_a_branch_and_pull_it_by_name_or_commit(setups, hub, capsys):
                                                                           "commit": commit}}
 
 
-def test_a_private_repo_reads_like_a_missing_one_without_the_owners_token(setups, tmp_path, monkeypatch):
+def test_standin_a_private_repo_reads_like_a_missing_one_without_the_owners_token(setups, tmp_path, monkeypatch):
     sharing.push_artifact(setups["folders"]["bottleneck"], "lab/private-bn", private=True)
     assert (sharing.pull("hf://lab/private-bn") / "adapter.safetensors").is_file()
     monkeypatch.setenv("HF_TOKEN", "someone-token")
@@ -253,7 +255,8 @@ def test_a_private_repo_reads_like_a_missing_one_without_the_owners_token(setups
     assert not (tmp_path / "someone-cache" / "models--lab--private-bn" / "snapshots").exists()
 
 
-def test_someone_elses_repo_without_manifest_is_used_with_a_warning(tiny_backbone, tmp_path, monkeypatch, capsys):
+def test_standin_someone_elses_repo_without_manifest_is_used_with_a_warning(tiny_backbone, tmp_path, monkeypatch,
+                                                                            capsys):
     """A plain transformers repo (no adapterxfer manifest) serves as the encoder for retrieval."""
     monkeypatch.setenv("HF_TOKEN", "someone-token")
     api = HfApi()
@@ -292,14 +295,15 @@ def closed_port() -> int:
     ({}, ["train", "task=verses-genre", "regime=lora", "init_from=hf://lab/missing"],
      "no repo lab/missing on http://127.0.0.1"),
     ({}, ["train", "task=verses-genre", "regime=lora", "init_from=hf://lab/lora@v9"], "lab/lora has no revision 'v9'"),
-    ({}, ["evaluate", "--model", "hf://lab/lora/nowhere", "--task", "verses-xref"], "no folder 'nowhere' in hf://lab/lora@"),
+    ({}, ["evaluate", "--model", "hf://lab/lora/nowhere", "--task", "verses-xref"],
+     "no folder 'nowhere' in hf://lab/lora@"),
     ({}, ["evaluate", "--model", "hf://lab", "--task", "verses-xref"], "'hf://lab' is not a Hub ref"),
     ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, ["train", "task=verses-genre", "init_from=hf://lab/lora"],
      "the Hugging Face Hub (http://127.0.0.1:{port}) is unreachable, and no copy is in the cache"),
     ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, ["push", "{lora}", "lab/new"],
      "the Hugging Face Hub (http://127.0.0.1:{port}) is unreachable"),
 ])
-def test_hub_errors_are_one_line(env, argv, message, setups, tiny_backbone, tmp_path, monkeypatch, capsys):
+def test_standin_hub_errors_are_one_line(env, argv, message, setups, tiny_backbone, tmp_path, monkeypatch, capsys):
     port = closed_port()
     for key, value in env.items():
         if value is None:
@@ -318,7 +322,7 @@ def test_hub_errors_are_one_line(env, argv, message, setups, tiny_backbone, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_a_file_tampered_with_on_the_hub_is_refused(setups, hub, tiny_backbone, tmp_path, capsys):
+def test_standin_a_file_tampered_with_on_the_hub_is_refused(setups, hub, tiny_backbone, tmp_path, capsys):
     sharing.push_artifact(setups["folders"]["madx"], "lab/tampered")
     weights = hub.stored_file("lab/tampered", f"lang_adapters/{FRENCH}/adapter.safetensors")
     data = bytearray(weights.read_bytes())
