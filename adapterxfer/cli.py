@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--labels", required=True, help="folder of gold labels, same layout")
     score.add_argument("--benchmark", choices=["xtreme", "xtreme-r"], default="xtreme", help="default: %(default)s")
     score.add_argument("--output", required=True, help="the JSON file to write")
+    _push_parser(verbs)
     return parser
 
 
@@ -192,6 +193,31 @@ VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks
 def _config_help() -> str:
     from .config import help_text
     return help_text()
+
+
+def _push_parser(verbs) -> None:
+    push = verbs.add_parser("push", help="share a trained output on the Hugging Face Hub, with a model card",
+                            description="Upload an output folder (module, head, manifest; a madx task adapter with "
+                                        "its language adapters) and a generated model card in one commit. "
+                                        "Use it anywhere as init_from=hf://REPO_ID@COMMIT (also lang_adapters=, "
+                                        "evaluate --model): it is pulled, pinned and verified.")
+    push.add_argument("folder", metavar="DIR", help="an output folder of `adapterxfer train`")
+    push.add_argument("repo_id", metavar="REPO_ID", help="OWNER/NAME on the Hub (created if needed)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", metavar="BRANCH", default=None, help="commit to this branch (default: main)")
+    push.add_argument("--license", default="other", help="the card's license id (default: %(default)s)")
+
+
+def _push(args) -> None:
+    from .sharing import push_artifact
+
+    commit = push_artifact(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                           license=args.license)
+    print(f"pushed {args.folder} to {commit.commit_url}")
+    print(f"use it as hf://{args.repo_id}@{commit.oid}")
+
+
+VERBS["push"] = _push
 
 
 def _quiet_libraries() -> None:

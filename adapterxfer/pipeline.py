@@ -32,7 +32,7 @@ from accelerate import PartialState
 from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate, retrieval, scoring
+from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
 from .cache import atomic_dir
 from .config import RunConfig, training_identity
 from .data.features import featurized
@@ -106,7 +106,7 @@ def validate(config: RunConfig) -> Phase:
     regime = get_regime(config.regime)
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
-    parents = [Parent(Path(folder), artifacts.read_manifest(folder)) for folder in config.init_from]
+    parents = [Parent(folder, artifacts.read_manifest(folder)) for folder in map(sharing.resolve, config.init_from)]
     regime.check(tasks[0], config, parents)
     if len(tasks) > 1 and not regime.multitask:
         raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
@@ -186,7 +186,8 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
             "zero_shot": not _contaminated(tasks[0], phase.parents),
             "backbone": {"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
             "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
-                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
+                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST),
+                         **sharing.origin(p.folder)}
                         for p in phase.parents],
             "config": vars(config), "precision": phase.precision,
             "dev": {"metric": "+".join(task.selection_metric for task in tasks),
@@ -339,6 +340,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``).
     """
     task = get_task(task_name)
+    model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":
             raise UserError(f"--scoring applies to retrieval tasks; {task.name} is {task.kind}")

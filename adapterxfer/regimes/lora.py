@@ -31,8 +31,9 @@ ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.d
 
 def lora_config(config) -> LoraConfig:
     targets = ALL_LINEAR if config.lora_targets == ["all-linear"] else config.lora_targets
-    # Match inside the encoder only, so the task head never gets a LoRA.
-    pattern = r".*\.encoder\.layer\.\d+\..*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
+    # Match inside the encoder only, so the task head never gets a LoRA; the prefix is optional so
+    # the module also fits the bare encoder (AutoModel: encoder.layer.N..., peft fullmatches the name).
+    pattern = r"(.*\.)?encoder\.layer\.\d+\..*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=pattern)
 
@@ -64,6 +65,8 @@ class Lora(Regime):
 
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
+        for card in folder.glob("**/README.md"):  # peft's placeholder cards; a pushed repo gets a real one
+            card.unlink()
         save_head(model, folder)
 
     def load(self, folder: Path, task, backbone, manifest=None):

@@ -22,7 +22,7 @@ from pathlib import Path
 from adapters import SeqBnConfig, SeqBnInvConfig
 from adapters.composition import Stack
 
-from .. import artifacts
+from .. import artifacts, sharing
 from ..errors import UserError
 from . import register
 from .bottleneck import adaptable, load_adapter
@@ -82,7 +82,8 @@ class Madx(Regime):
             load_adapter(model, folder, LANGUAGE)
             model.active_adapters = LANGUAGE
         else:
-            setattr(model, SOURCES, language_adapters(manifest["config"]["lang_adapters"], backbone))
+            setattr(model, SOURCES, language_adapters(sharing.bundled(folder, manifest["config"]["lang_adapters"]),
+                                                      backbone))
             load_adapter(model, folder, TARGET)
             use_language(model, manifest["language"], "source")
         load_head(model, folder, task.name)
@@ -107,9 +108,9 @@ def use_language(model, lang: str, at_test: str) -> None:
 
 
 def language_adapters(folders: list[str], backbone=None) -> dict[str, Path]:
-    """{language: folder} of verified madx language adapters on ``backbone``, in the order given."""
+    """{language: folder} of verified madx language adapters (folders or hf:// refs) on ``backbone``, in order."""
     found: dict[str, Path] = {}
-    for folder in map(Path, folders):
+    for folder in map(sharing.resolve, folders):
         manifest = artifacts.read_manifest(folder)
         if manifest["regime"] != "madx" or manifest["module_kind"] != LANGUAGE_KIND:
             raise UserError(f"lang_adapters: {folder} is not a madx language adapter "
