@@ -14,6 +14,8 @@ from .errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REQUIRED = {"regime": str, "module_kind": str, "task": str, "tasks": list, "kind": str, "phase": str,
+            "backbone": dict, "parents": list, "config": dict, "files": dict}
 
 
 def sha256_file(path: Path) -> str:
@@ -47,8 +49,12 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        found = manifest.get("format_version") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path}: format_version {found!r}, expected {FORMAT_VERSION}")
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise UserError(f"{path}: key {key!r} is missing or not a {kind.__name__} (required: {', '.join(REQUIRED)})")
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = folder / name

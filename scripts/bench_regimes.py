@@ -31,6 +31,10 @@ and best-on-dev bookkeeping; their cost is what ``overhead`` measures.
 (The first version of this script ran the bare loop in eval mode, with no clipping or schedule, and
 counted fit's setup and the warm-up step as steps: adapterxfer/bare read 1.22 on me5-small. Dropout
 is ~1/5 of a me5-small lora forward + backward on CPU; fit's own bookkeeping is ~1-2 ms a step.)
+Checkpoint cost: after the loops, each variant writes a training checkpoint (adapterxfer/checkpoint.py:
+trainable weights, AdamW moments, RNG states, scheduler; what a resumable phase writes every
+``checkpoint_every`` steps) three times; ``RESULT checkpoint_over_step_<variant>`` is the median write
+time over the median adapterxfer step time.
 Last line: RESULT overhead_adapterxfer_over_bare <ratio>   (max over variants)
 """
 
@@ -39,11 +43,14 @@ import itertools
 import math
 import multiprocessing
 import resource
+import shutil
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+from timing import median_seconds
 
 VARIANTS = {"full": ("full", {}), "full_unfrozen_emb": ("full", {"freeze_word_embeddings": False}),
             "lora": ("lora", {}), "bottleneck": ("bottleneck", {})}  # name: (regime, config overrides)
@@ -76,7 +83,7 @@ def measure(variant: str, backbone_name: str, steps: int, batch: int, length: in
     from adapterxfer.kinds import KINDS
     from adapterxfer.regimes import get_regime
     from adapterxfer.tasks import get_task
-    from adapterxfer.train import Source, fit
+    from adapterxfer.train import Run, Source, fit
 
     if threads:
         torch.set_num_threads(threads)
@@ -102,17 +109,39 @@ def measure(variant: str, backbone_name: str, steps: int, batch: int, length: in
         return {"warmup_s": steps[0][0], "steps": steps[1:],
                 "outside_s": total - (stamps[-1][0] - stamps[0][0]) - statistics.median(w for w, _ in steps[1:])}
 
+    work = tempfile.mkdtemp()
     loops = {"adapterxfer": lambda: fit(model, [Source(features, [length] * len(features), collate)],
-                                        lambda trained: 0.0, config),
-             "bare": lambda: bare_loop(model, features, collate, config)}
+                                        lambda trained: 0.0, config, Run(Path(work), {}, precision)),
+             "bare": lambda: bare_loop(model, features, collate, config, precision)}
     runs = {"bare_first": bare_first, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     for loop in LOOPS[::-1] if bare_first else LOOPS:
         runs[loop] = timed(loops[loop])
         runs.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    runs["checkpoint_s"] = checkpoint_seconds(model, config, Path(work))
+    shutil.rmtree(work)
     return runs
 
 
-def bare_loop(model, features, collate, config) -> None:
+def checkpoint_seconds(model, config, work: Path) -> float:
+    """Median seconds of writing a resumable checkpoint of ``model`` after one optimizer step."""
+    import random
+
+    from transformers import get_linear_schedule_with_warmup
+
+    from adapterxfer import checkpoint
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    for param in optimizer.param_groups[0]["params"]:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()  # the moments exist, as in any checkpoint after step 1
+    scheduler = get_linear_schedule_with_warmup(optimizer, 1, config.max_steps)
+    state = checkpoint.TrainState(step=1, pick=random.Random(0), positions=[1])
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    write = lambda: checkpoint.save(work, state, model, optimizer, scheduler, scaler, {}, [checkpoint.rng_states()])
+    return median_seconds(write, 3)
+
+
+def bare_loop(model, features, collate, config, precision) -> None:
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
@@ -122,7 +151,7 @@ def bare_loop(model, features, collate, config) -> None:
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     model.train()
     for batch in DataLoader(features, batch_size=config.batch_size, shuffle=True, collate_fn=collate):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -173,6 +202,9 @@ def main() -> None:
             print(f"RESULT {regime}_over_full{suffix}_step "
                   f"{step_s[regime, 'adapterxfer'] / step_s[reference, 'adapterxfer']:.3f}")
             print(f"RESULT {regime}_over_full{suffix}_peak_rss {rss[regime] / rss[reference]:.3f}")
+    for variant in VARIANTS:
+        written = statistics.median(run["checkpoint_s"] for name, run in runs if name == variant)
+        print(f"RESULT checkpoint_over_step_{variant} {written / step_s[variant, 'adapterxfer']:.3f}")
     overhead = max(step_s[variant, "adapterxfer"] / step_s[variant, "bare"] for variant in VARIANTS)
     print(f"RESULT overhead_adapterxfer_over_bare {overhead:.3f}")
 

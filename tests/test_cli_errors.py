@@ -91,6 +91,23 @@ def test_init_from_on_another_backbone_is_refused(capsys, tmp_path, tiny_backbon
     assert code == 2 and "weight hashes differ" in err[0]
 
 
+@pytest.mark.parametrize("change, needle", [
+    (lambda m: m.pop("regime"), "key 'regime' is missing or not a str (required: regime, module_kind"),
+    (lambda m: m.update(parents="none"), "key 'parents' is missing or not a list"),
+    (lambda m: m.update(format_version=7), "format_version 7, expected 1"),
+])
+def test_malformed_manifest_is_one_line(capsys, tmp_path, tiny_backbone, change, needle):
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=1", "eval_every=1", "batch_size=2", "precision=fp32"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    change(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, err = run_cli(capsys, "artifacts", "verify", str(out))
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"adapterxfer: error: {out / 'manifest.json'}: ")
+    assert needle in err[0]
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "adapterxfer", "train", "task=nope"],
                           capture_output=True, text=True)
