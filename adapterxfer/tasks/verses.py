@@ -15,6 +15,7 @@ NON_ENGLISH = tuple(lang for lang in corpus.LANGUAGES if lang != "en")
 # verses-xref-multi: the same kind of pairs, each rendered in one of these languages.
 MULTI_LANGS = ("en", "fr", "de", "es", "ru", "zh", "ar", "hi", "sw", "ja")
 EVAL_LIMITS = {"dev": 300, "test": 300}
+RETRIEVAL_QUERIES = 300
 
 
 def _genre(split, lang, limit, seed):
@@ -34,18 +35,20 @@ def _next(split, lang, limit, seed):
 
 
 def _mlm(split, lang, limit, seed):
-    """The split's verses as plain text, an equal share in each language of MULTI_LANGS."""
-    share = limit // len(MULTI_LANGS) if limit else None
-    return [row for code in MULTI_LANGS for row in _text(split, code, share, seed)]
+    """The split's verses as plain text, each verse once, in one language of MULTI_LANGS (equal shares)."""
+    return corpus.text_rows(split, MULTI_LANGS, limit, seed)
 
 
 def _text(split, lang, limit, seed):
     """One translation's verses of the split as plain text (a MAD-X language adapter's MLM data)."""
-    return [{"text": row["text"]} for row in corpus.genre_rows(split, lang, limit, seed)]
+    return corpus.text_rows(split, (lang,), limit, seed)
 
 
 def _retrieval(split, lang, limit, seed):
-    return corpus.retrieval_rows(lang, limit, seed)
+    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the other test verses."""
+    if split == "candidates":
+        return corpus.retrieval_distractors(RETRIEVAL_QUERIES, seed)
+    return corpus.retrieval_rows(lang, limit, seed, split=split)
 
 
 COMMON = dict(source=SOURCE, resolve_lang=corpus.resolve_translation)
@@ -59,8 +62,10 @@ register(TaskSpec(
     name="verses-retrieval", kind="retrieval", role="target",
     description="Tatoeba-style: find the English verse of each held-out verse (no training)",
     languages=NON_ENGLISH, read=_retrieval, metric="accuracy@1",
-    limits={"test": 300}, **COMMON,
-    options={"scoring": "centered-margin"}))  # chosen on dev chapters: scripts/retrieval_scoring_study.py
+    limits={"dev": 300, "test": RETRIEVAL_QUERIES}, **COMMON,
+    # Cosine (primary) among every English test verse; secondary: centered on dev-chapter means
+    # (adapterxfer/retrieval.py). Scorings that take statistics from the scored sets left no headroom.
+    options={"scoring": "cosine", "secondary": "centered", "distractors": True}))
 register(TaskSpec(
     name="verses-xref", kind="classification", role="intermediate",
     description="English verse pairs: real cross-reference or hard negative",
@@ -70,11 +75,13 @@ register(TaskSpec(
     name="verses-xref-multi", kind="classification", role="intermediate",
     description="verses-xref pairs drawn in several languages, matched in count (multilingual-NLI analogue)",
     languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
-    limits=EVAL_LIMITS, **COMMON))
+    limits=EVAL_LIMITS, train_langs=MULTI_LANGS, **COMMON))
 register(TaskSpec(
     name="verses-mlm", kind="mlm", role="intermediate",
-    description="masked LM on training-chapter verses in 10 languages (the paper's continued multilingual MLM)",
-    languages=("en",), read=_mlm, metric="mlm_accuracy", limits={"train": 20000, "dev": 300}, **COMMON))
+    description="masked LM on training-chapter verses in 10 languages, each verse in one (the paper's continued "
+                "multilingual MLM; task=verses-xref+verses-mlm is the control arm of verses-xref-multi)",
+    languages=("en",), read=_mlm, metric="mlm_accuracy", limits={"train": 20000, "dev": 300},
+    train_langs=MULTI_LANGS, **COMMON))
 register(TaskSpec(
     name="verses-text", kind="mlm", role="intermediate",
     description="masked LM on one translation's training-chapter verses (`language=`; MAD-X language adapters)",
