@@ -57,6 +57,9 @@ class RunConfig:
     # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and
     # leaves non-English token embeddings where pretraining put them.
     freeze_word_embeddings: bool = True
+    # What a classification or multiple-choice head reads: "cls" (<s>), "mean" (the mean over real
+    # tokens), or "auto": what the backbone was trained with (me5-small: mean; XLM-R: cls).
+    pooling: str = "auto"
     # lora: peft LoRA on the encoder's attention ("all-linear": every encoder linear layer)
     lora_r: int = 8
     lora_alpha: int = 16
@@ -95,6 +98,7 @@ CHOICES = {
     "transfer": ("sequential", "stack", "fusion", "merge"),
     "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
     "lang_adapter_at_test": ("target", "source"),
+    "pooling": ("auto", "cls", "mean"),
 }
 
 

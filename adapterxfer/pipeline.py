@@ -20,10 +20,12 @@ from .config import RunConfig
 from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
-from .modeling import MultiTaskModel, encoder_model, share_encoder, task_model, trainable_parameters
+from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
+                       trainable_parameters)
 from .regimes import REGIMES, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
+from .tasks.spec import distinct_items
 from .train import Source, fit
 
 DEFAULT_BACKBONE = "me5-small"
@@ -54,10 +56,13 @@ def train_phase(config: RunConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     lengths = {task.name: config.max_length or task.max_length for task in tasks}
     models = _task_models(regime, tasks, backbone, parents, config)
-    sources, fingerprints = [], []
+    for built in models.values():
+        set_pooling(built, resolve_pooling(config.pooling, backbone.path))
+    sources, fingerprints, train_items = [], [], {}
     for task in tasks:
-        features, _, fingerprint = featurized(task, "train", train_lang, tokenizer, lengths[task.name],
-                                              config.seed)
+        features, rows, fingerprint = featurized(task, "train", train_lang, tokenizer, lengths[task.name],
+                                                 config.seed)
+        train_items[task.name] = distinct_items(rows)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
@@ -104,7 +109,8 @@ def train_phase(config: RunConfig) -> Path:
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST)}
                         for p in parents],
             "config": vars(config), "data_fingerprint": "+".join(fingerprints),
-            "trainable_parameters": trainable,
+            "trainable_parameters": trainable, "pooling": resolve_pooling(config.pooling, backbone.path),
+            "train_items": train_items,
             "dev": {"metric": "+".join(task.metric for task in tasks),
                     "best": next(e["dev_score"] for e in log if e.get("selected")),
                     "log": log},
@@ -205,6 +211,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         if manifest["task"] != task.name:
             raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
         model = regime.load(folder, task, backbone).to(_device())
+        set_pooling(model, manifest.get("pooling", "cls"))
         at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, bf16,
                                                  _language_switch(regime, model, task, at_test))
