@@ -302,3 +302,41 @@ def test_real_corpus():
     assert len(verses.near_duplicate_clusters()) == 622
     assert len(verses.retrieval_rows("ja")) >= 300
     assert set(Counter(row["label"] for row in verses.genre_rows("test"))) == set(range(len(verses.GENRES)))
+
+
+def test_truncation_rates_per_language(bible_db, tiny_backbone):
+    from transformers import AutoTokenizer
+
+    from adapterxfer.data.features import truncation_rates
+    from adapterxfer.tasks import get_task
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    task = get_task("verses-genre")
+    lengths = {lang: [len(tokenizer(row["text"])["input_ids"]) for row in task.rows("test", lang)]
+               for lang in ("en", "zh")}
+    cut_at = sorted(lengths["en"])[len(lengths["en"]) // 2]
+    rates = truncation_rates(task, tokenizer, cut_at, ["en", "zh"])
+    assert rates == {lang: sum(n > cut_at for n in values) / len(values) for lang, values in lengths.items()}
+    assert 0 < rates["en"] < 1
+    pairs = get_task("verses-next").rows("test")  # a row is cut when any (context, choice) pair is too long
+    longest = max(len(tokenizer(row["context"], choice)["input_ids"]) for row in pairs for choice in row["choices"])
+    assert truncation_rates(get_task("verses-next"), tokenizer, longest, ["en"]) == {"en": 0.0}
+    assert truncation_rates(get_task("verses-next"), tokenizer, longest - 1, ["en"])["en"] > 0
+    with pytest.raises(UserError, match="cuts none"):
+        truncation_rates(get_task("xquad"), tokenizer, 64, ["en"])
+
+
+@pytest.mark.e2e
+def test_default_lengths_cut_at_most_3_percent_in_every_language():
+    """me5-small's tokenizer on the real corpus (scripts/verses_truncation.py prints the rates)."""
+    from transformers import AutoTokenizer
+
+    from adapterxfer import backbones
+    from adapterxfer.data.features import truncation_rates
+    from adapterxfer.tasks import get_task
+    tokenizer = AutoTokenizer.from_pretrained(backbones.resolve("me5-small").path)
+    for name in ("verses-genre", "verses-retrieval", "verses-next"):
+        task = get_task(name)
+        rates = truncation_rates(task, tokenizer, task.max_length, list(task.languages))
+        assert max(rates.values()) <= 0.03, (name, rates)
+    rates = truncation_rates(get_task("verses-genre"), tokenizer, 48, ["ar", "bn"])
+    assert rates == {"ar": 0.05, "bn": pytest.approx(0.413, abs=1e-3)}  # what a 48-token budget did
