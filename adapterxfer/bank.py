@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from . import artifacts
 from .errors import UserError
-from .modeling import head_parameters, task_model
+from .modeling import head_parameters, set_pooling, task_model
 from .regimes import get_regime
 from .regimes.common import HEAD_FILE
 
@@ -45,6 +45,7 @@ class ModuleBank:
             raise UserError(f"{folder / HEAD_FILE}: head does not fit task {self.task.name} "
                             f"(saved {sorted(head)[:3]}, expected {sorted(self.head)[:3]})")
         self.model = self.regime.attach(self.model, folder, name)
+        set_pooling(self.model, manifest.get("pooling", "cls"))
         self.heads[name] = head
 
     @torch.no_grad()

@@ -84,6 +84,9 @@ class RunConfig:
                                  "trackio", "run")
     # Freezing the 250k-row word-embedding matrix keeps the step ~2x cheaper on CPU and leaves non-English
     # token embeddings where pretraining put them.
+    # What a classification or multiple-choice head reads: <s> or the mean over real tokens.
+    pooling: str = key("auto", "cls | mean | auto: what the backbone was trained with (me5-small: mean; XLM-R: "
+                               "cls)", "phase")
     freeze_word_embeddings: bool = key(True, "keep the word-embedding matrix frozen", "full")
     lora_r: int = key(8, "LoRA rank", "lora")
     lora_alpha: int = key(16, "LoRA scaling numerator (scale = alpha / r)", "lora")
@@ -115,6 +118,7 @@ CHOICES = {
     "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
     "lang_adapter_at_test": ("target", "source"),
     "report_to": ("none", "tensorboard", "mlflow", "wandb", "trackio"),
+    "pooling": ("auto", "cls", "mean"),
 }
 # (key, smallest allowed value, whether the smallest is allowed itself)
 BOUNDS = (("max_steps", 0, True), ("probe_steps", 0, True), ("probe_examples", 1, True), ("batch_size", 1, True),

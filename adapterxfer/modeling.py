@@ -1,12 +1,21 @@
-"""Model construction from a local folder, and which weights form the task head.
+"""Model construction from a local folder, which weights form the task head, and what the head reads.
 
 The head is whatever the task model has that the encoder checkpoint lacks (transformers
 reports these as newly initialized): a classifier, and for multiple choice the pooler when
 the backbone has none. Every regime trains and saves exactly these beside its own module.
+
+Pooling: an XLM-R classification or multiple-choice head reads the state of <s>. A backbone trained
+with mean pooling (multilingual-e5: its sentence embedding is the mean over real tokens) never
+trained <s> to summarise a sentence, so there a head that reads <s> must first teach it, and an
+intermediate phase that does so would look like transfer. ``set_pooling(model, "mean")`` makes the
+head read the mean of the last layer's states over real tokens instead, with the same weights
+(so the head file is unchanged). ``resolve_pooling("auto", folder)`` gives what the backbone was
+trained with: mean for the models in TRAINED_WITH_MEAN, cls otherwise.
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +27,11 @@ from .kinds import KINDS
 from .tasks.spec import TaskSpec
 
 HEAD_NAMES = "adapterxfer_head_names"  # attribute holding the head's parameter names
+POOLINGS = ("cls", "mean")
+# Backbones trained with mean pooling, by model id (adapterxfer_backbone.json "model", or the Hub id).
+TRAINED_WITH_MEAN = ("intfloat/multilingual-e5-small", "intfloat/multilingual-e5-base",
+                     "intfloat/multilingual-e5-large")
+_HOOKS = "adapterxfer_pooling_hooks"  # attribute holding the installed mean-pooling hooks
 
 
 def task_model(task: TaskSpec, encoder_folder: Path):
@@ -101,3 +115,55 @@ def replayed_encoder(model):
     finally:
         for owner, encoder in zip(owners, saved):
             owner.encoder = encoder
+
+
+def resolve_pooling(pooling: str, backbone_folder: Path) -> str:
+    """"cls" or "mean": ``pooling`` itself, or for "auto" what the backbone was trained with."""
+    if pooling != "auto":
+        return pooling
+    meta = Path(backbone_folder) / "adapterxfer_backbone.json"
+    model_id = json.loads(meta.read_text(encoding="utf-8")).get("model") if meta.is_file() else None
+    hub = [part[len("models--"):].replace("--", "/") for part in Path(backbone_folder).parts
+           if part.startswith("models--")]  # a Hub snapshot: .../models--owner--name/snapshots/<commit>
+    return "mean" if (model_id or (hub[0] if hub else None)) in TRAINED_WITH_MEAN else "cls"
+
+
+def set_pooling(model, pooling: str) -> None:
+    """Make a classification or multiple-choice head read <s> ("cls") or the mean of the last layer's
+    states over real tokens ("mean"); other kinds (tagging, QA, MLM) read every token and are left as is."""
+    for sub in model.models.values() if isinstance(model, MultiTaskModel) else [model]:
+        inner = unwrap(sub)
+        for hook in getattr(inner, _HOOKS, ()):
+            hook.remove()
+        setattr(inner, _HOOKS, ())
+        reader = _first_token_reader(inner)
+        if pooling == "mean" and reader is not None:
+            setattr(inner, _HOOKS, _mean_pooling_hooks(inner, reader))
+
+
+def _first_token_reader(model):
+    """The module that reads position 0 of the last layer: the pooler where the model has one (multiple
+    choice, BERT), else an XLM-R classification head; None for heads that read every token."""
+    if not type(model).__name__.endswith(("ForSequenceClassification", "ForMultipleChoice")):
+        return None
+    pooler = getattr(model.base_model, "pooler", None)
+    return pooler if pooler is not None else model.classifier
+
+
+def _mean_pooling_hooks(model, reader) -> tuple:
+    """Keep each call's attention mask, and hand ``reader`` the masked mean as a one-token sequence."""
+    calls = {}
+
+    def keep_mask(module, args, kwargs):
+        calls["mask"] = kwargs.get("attention_mask")
+
+    def mean_first(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states", kwargs.pop("features", None))
+        mask = calls.get("mask")
+        mask = (torch.ones(hidden.shape[:2], device=hidden.device) if mask is None
+                else mask.reshape(-1, mask.shape[-1])).unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
+        return (mean, *args[1:]), kwargs
+
+    return (model.register_forward_pre_hook(keep_mask, with_kwargs=True),
+            reader.register_forward_pre_hook(mean_first, with_kwargs=True))

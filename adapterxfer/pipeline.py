@@ -39,10 +39,12 @@ from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
 from .precision import resolve as resolve_precision
-from .modeling import MultiTaskModel, encoder_model, share_encoder, task_model, trainable_parameters
+from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
+                       trainable_parameters)
 from .regimes import NAMES, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
+from .tasks.spec import distinct_items
 from .train import Run, Source, fit
 
 DEFAULT_BACKBONE = "me5-small"
@@ -62,6 +64,7 @@ class Phase:
     backbone: backbones.Backbone
     lengths: dict[str, int]
     precision: str
+    pooling: str  # what a classification head reads: cls or mean
     finished: bool = False  # the output already holds this very phase, trained
 
     @property
@@ -120,7 +123,8 @@ def validate(config: RunConfig) -> Phase:
             tasks[0].rows("test", lang)
     phase = Phase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents, backbone,
                   {task.name: config.max_length or task.max_length for task in tasks},
-                  resolve_precision(config.precision, processes().device))
+                  resolve_precision(config.precision, processes().device),
+                  resolve_pooling(config.pooling, backbone.path))
     phase.finished = _finished(phase)
     return phase
 
@@ -132,11 +136,14 @@ def train(phase: Phase) -> tuple:
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
-    sources, fingerprints = [], []
+    for built in models.values():
+        set_pooling(built, phase.pooling)
+    sources, fingerprints, train_items = [], [], {}
     for task in tasks:
         with processes().main_process_first():  # one process writes the feature cache
-            features, _, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
-                                                  phase.lengths[task.name], config.seed)
+            features, rows, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
+                                                     phase.lengths[task.name], config.seed)
+        train_items[task.name] = distinct_items(rows)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
@@ -158,7 +165,7 @@ def train(phase: Phase) -> tuple:
               tracker_dir=None if config.report_to == "none" else phase.out.with_name(phase.out.name + "-logs"))
     started = time.perf_counter()
     log, resumed_from = fit(model, sources, dev_score, config, run)
-    facts = {"data_fingerprint": "+".join(fingerprints), "trainable_parameters": trainable,
+    facts = {"data_fingerprint": "+".join(fingerprints), "train_items": train_items, "trainable_parameters": trainable,
              "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
              "resumed_from_step": resumed_from, "processes": processes().num_processes,
              "peak_rss_mb": _peak_rss_mb()}
@@ -189,7 +196,7 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST),
                          **sharing.origin(p.folder)}
                         for p in phase.parents],
-            "config": vars(config), "precision": phase.precision,
+            "config": vars(config), "precision": phase.precision, "pooling": phase.pooling,
             "dev": {"metric": "+".join(task.selection_metric for task in tasks),
                     "best": next(e["dev_score"] for e in log if e.get("selected")),
                     "log": log},
@@ -208,6 +215,7 @@ def evaluate_phase(phase: Phase) -> None:
         manifest = artifacts.read_manifest(phase.out)
         task = phase.tasks[0]
         model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
+        set_pooling(model, phase.pooling)
         tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
         switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
@@ -372,6 +380,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         if manifest["task"] != task.name:
             raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
         model = regime.load(folder, task, backbone, manifest).to(device)
+        set_pooling(model, manifest.get("pooling", "cls"))
         at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, chosen,
                                                  regime.language_switch(model, task, at_test))

@@ -1,12 +1,21 @@
 """Evaluation straight from an encoder, with no head: retrieval, bitext mining and ranking.
 
-Every text is the L2-normalised mean of one hidden layer's states (``embed``; XTREME scores these
-tasks from a middle layer). One function per evaluation-only kind, all with the same signature:
+Every text is the L2-normalised mean of one layer's states (``embed``; XTREME scores these tasks from
+a middle layer). ``layer`` counts as google-research/xtreme's third_party/evaluate_retrieval.py does:
+it indexes ``all_layer_outputs[-num_layers:]``, the outputs of the transformer layers without the
+embedding output, so layer k is ``hidden_states[k + 1]`` (XLM-R large, 24 layers: ``--layer 13`` is
+hidden_states[14]) and -1 is the last layer. One function per evaluation-only kind, all with the
+same signature:
 
 - ``retrieve`` (Tatoeba): accuracy@1 of each query's best-scoring target; the gold is its own index.
+  With ``options["distractors"]`` a task adds targets (split "candidates", rows {"text"}) that are no
+  query's gold: a larger pool leaves headroom.
   The score is the task's ``options["scoring"]``, a key of ``SCORINGS``: "cosine" by default (XTREME's
-  Tatoeba protocol). The others are training-free but use the unlabelled query set and target set of
-  the language being scored, as the papers do. "centered": subtract each side's mean vector and
+  Tatoeba protocol), and the primary metric of every task. With ``options["secondary"] = "centered"``
+  a second accuracy, ``accuracy@1_centered_dev``, scores by cosine after subtracting each side's mean
+  vector taken from the task's *dev* rows of that language (not from the sets being scored). The other
+  keys of SCORINGS are training-free but take their statistics from the very query and target sets
+  being scored, as the papers do (``adapterxfer evaluate --scoring``). "centered": subtract each side's mean vector and
   renormalise, removing the language-specific component (Libovický, Rosa and Fraser 2020, "On the
   language neutrality of pre-trained multilingual representations"). "csls": 2 cos(x, y) - r(x) - r(y),
   r the mean cosine to the 10 nearest neighbours on the other side, which demotes hubs, targets near
@@ -14,15 +23,18 @@ tasks from a middle layer). One function per evaluation-only kind, all with the 
   margin of ``mine`` below, cos(x, y) / ((r(x) + r(y)) / 2) with k = 4 (Artetxe and Schwenk 2019,
   "Margin-based parallel corpus mining with multilingual sentence embeddings"); it assumes r > 0, true
   of any real set of hundreds of sentences. "centered-csls", "centered-margin": centering, then that
-  score. verses-retrieval uses "centered-margin", the best on dev chapters for untuned me5-small
-  (scripts/retrieval_scoring_study.py: mean accuracy@1 over 30 translations 0.925 with cosine, 0.990).
+  score. On untuned me5-small they lift verses accuracy to the ceiling (scripts/retrieval_scoring_study.py:
+  mean dev accuracy@1 over 30 translations 0.925 with cosine, 0.990 with centered-margin), where no
+  effect of training could show, so verses-retrieval keeps cosine.
 - ``mine`` (BUCC): google-research/xtreme's third_party/utils_retrieve.py, ``mine_bitext`` with mode
   "mine", retrieval "max", ratio margin and k = 4: each side's 4 nearest neighbours, a candidate's
   score cos(x, y) / ((mean kNN sim of x + mean kNN sim of y) / 2), the best candidate of every
   source and every target, taken greedily by score so each sentence is used once. Sentences are
   de-duplicated first, and a text occurring under two ids is dropped (``read_sent2id``). The
   threshold is ``bucc_optimize`` on the dev gold, applied to test as run_retrieval.py does; the
-  prediction is the set of "src_id<TAB>tgt_id" pairs scoring at least the threshold.
+  prediction is the set of "src_id<TAB>tgt_id" pairs scoring at least the threshold. google/xtreme
+  holds only the gold pairs, so the pool is the gold sentences alone (the official pool has many
+  unpaired ones, which makes mining harder): scores carry ``gold_only_pool: true`` to say so.
 - ``rank`` (Mewsli-X, LAReQA): each query ranks the task's candidate pool (split "candidates") by
   cosine; the top 20 are kept. Mewsli-X: MRR@20 as the official ``mewslix_scores`` ("map@20");
   LAReQA: mAP@20, the mean over queries of the precision at each gold hit in the top 20, divided by
@@ -44,10 +56,19 @@ CSLS_K = 10
 TOP_K = 20
 
 
+def hidden_state_index(layer: int, num_layers: int) -> int:
+    """The index into ``hidden_states`` (embedding output first) of xtreme's ``layer`` (see the module docstring)."""
+    if not -num_layers <= layer < num_layers:
+        raise UserError(f"layer {layer} out of range: the encoder has {num_layers} layers, numbered "
+                        f"0..{num_layers - 1} as xtreme's evaluate_retrieval.py does (-1 = last)")
+    return layer + 1 if layer >= 0 else layer
+
+
 @torch.no_grad()  # not inference_mode: see adapterxfer/evaluate.py
 def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, batch_size: int,
           bf16: bool) -> torch.Tensor:
-    """L2-normalised mean-pooled hidden states of ``layer`` (an index into hidden_states; -1 = last)."""
+    """L2-normalised mean-pooled states of transformer layer ``layer`` (xtreme's numbering; -1 = last)."""
+    index = hidden_state_index(layer, encoder.config.num_hidden_layers)
     encoder.eval()
     device = next(encoder.parameters()).device
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
@@ -57,7 +78,7 @@ def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, bat
         batch = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch_ids]}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(encoder, bf16):
-            hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
+            hidden = encoder(**batch, output_hidden_states=True).hidden_states[index].float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1)
         out[batch_ids] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
@@ -68,19 +89,37 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
              batch_size: int, bf16: bool) -> tuple[dict, dict]:
     """Tatoeba-style accuracy@1 per language: each query's best target must be its own translation."""
     score = scoring(task.options.get("scoring", "cosine"))
-    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
-    scores, predictions, target_cache = {}, {}, {}
+    secondary = task.options.get("secondary")
+    if secondary not in (None, "centered"):
+        raise UserError(f"task {task.name}: unknown secondary retrieval scoring {secondary!r}; allowed: centered")
+    encode = _cached(_encoder(encoder, tokenizer, layer, max_length, batch_size, bf16))
+    scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
-        targets = tuple(row["target"] for row in rows)
-        if targets not in target_cache:  # verses: the English side is the same for every language
-            target_cache[targets] = encode(list(targets))
-        nearest = score(encode([row["query"] for row in rows]), target_cache[targets]).argmax(-1)
+        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang)]
+        queries, targets = encode([row["query"] for row in rows]), encode(pool)
+        nearest = score(queries, targets).argmax(-1).tolist()
         gold = list(range(len(rows)))
-        scores[lang] = METRICS[task.metric](nearest.tolist(), gold, lang)
+        scores[lang] = METRICS[task.metric](nearest, gold, lang) | {"candidates": len(pool)}
+        if secondary:
+            dev = task.rows("dev", lang)
+            dev_means = [encode([row[side] for row in dev]).mean(0) for side in ("query", "target")]
+            centered_nearest = centered_on(*dev_means)(queries, targets).argmax(-1).tolist()
+            scores[lang][f"{task.metric}_centered_dev"] = METRICS[task.metric](centered_nearest, gold, lang)[task.metric]
         predictions[lang] = [{"ref": row.get("ref"), "label": g, "prediction": p}
-                             for row, g, p in zip(rows, gold, nearest.tolist())]
+                             for row, g, p in zip(rows, gold, nearest)]
     return scores, predictions
+
+
+def _distractors(task: TaskSpec, lang: str) -> list[dict]:
+    """The task's extra candidates (split "candidates"), or none where it has no such split."""
+    return task.read("candidates", lang, None, 0) if task.options.get("distractors") else []
+
+
+def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):
+    """Cosine after subtracting fixed mean vectors (taken from other data than the sets scored)."""
+    return lambda queries, targets: cosine(torch.nn.functional.normalize(queries - query_mean, dim=-1),
+                                           torch.nn.functional.normalize(targets - target_mean, dim=-1))
 
 
 def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
@@ -93,7 +132,7 @@ def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         threshold = bucc_threshold(dev_candidates, dev_gold)
         candidates, gold = _mined("test", task, lang, encode)
         mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
-        scores[lang] = bucc_scores(mined, gold) | {"threshold": threshold}
+        scores[lang] = bucc_scores(mined, gold) | {"threshold": threshold, "gold_only_pool": True}
         predictions[lang] = [{"ref": None, "label": gold, "prediction": mined}]
     return scores, predictions
 
@@ -239,3 +278,15 @@ def _knn_mean(sim: torch.Tensor, k: int, dim: int) -> torch.Tensor:
 
 def _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16):
     return lambda texts: embed(encoder, tokenizer, texts, layer, max_length, batch_size, bf16)
+
+
+def _cached(encode):
+    """``encode`` that embeds a given list of texts once (verses: the English side of every language)."""
+    cache = {}
+
+    def encode_once(texts: list[str]) -> torch.Tensor:
+        key = tuple(texts)
+        if key not in cache:
+            cache[key] = encode(texts)
+        return cache[key]
+    return encode_once

@@ -30,14 +30,16 @@ def test_three_phases_on_me5_small(tmp_path):
 
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):
-    """The embedded backbone is a real cross-lingual encoder: accuracy@1 >= 0.7 into English, with the
-    default centered-margin scoring even on the two weakest translations (archaic Korean, classical-style
-    Chinese: 0.667 and 0.797 with plain cosine)."""
-    langs = "de,ja,sw,tl-f,en-k,ko-n,zh-c"
+    """The embedded backbone is a real cross-lingual encoder, and verses-retrieval leaves it headroom: by
+    cosine among all 2,921 English test verses (layer -1, 128 tokens), de 0.867, ko-n 0.523 (archaic Korean),
+    zh-c 0.657 (classical-style Chinese); centered on dev-chapter means 0.897, 0.710, 0.840."""
+    langs = "de,ko-n,zh-c"
     assert main(["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--langs", langs,
                  "--output", str(tmp_path / "retrieval")]) == 0
     scores = json.loads((tmp_path / "retrieval" / "scores.json").read_text())
-    assert {lang: s["accuracy@1"] >= 0.7 for lang, s in scores.items()} == dict.fromkeys(langs.split(","), True)
+    assert {lang: s["candidates"] for lang, s in scores.items()} == dict.fromkeys(langs.split(","), 2921)
+    assert {lang: 0.5 <= s["accuracy@1"] < 0.95 for lang, s in scores.items()} == dict.fromkeys(langs.split(","), True)
+    assert all(s["accuracy@1_centered_dev"] > s["accuracy@1"] for s in scores.values())
 
 
 def test_peft_transfer_modes_on_me5_small(tmp_path):

@@ -168,3 +168,13 @@ def test_overall_scores_need_complete_groups():
     assert overall_scores(detailed, ["a", "b", "c", "d"], groups) == {"one": 15.0}
     # a listed task that cannot be scored (XTREME-R's LAReQA) rules all_task out
     assert overall_scores({**detailed, "d": {}}, ["a", "b", "c", "d"], {"one": ["a", "b"]}) == {"one": 15.0}
+
+
+def test_split_seen_averages_seen_and_unseen_languages_apart():
+    from adapterxfer.metrics import split_seen
+    from adapterxfer.tasks import get_task
+    scores = {"fr": 0.5, "de": 0.7, "bn": 0.2, "fr-l": 0.6, "ko": 0.4}
+    assert split_seen(scores, get_task("verses-xref-multi").seen_languages) == {
+        "seen": pytest.approx(0.6), "unseen": pytest.approx(0.3)}
+    assert split_seen(scores, get_task("verses-xref").seen_languages) == {"seen": None,
+                                                                         "unseen": pytest.approx(0.48)}

@@ -8,7 +8,8 @@ from transformers import AutoTokenizer
 
 from adapterxfer.errors import UserError
 from adapterxfer.modeling import encoder_model
-from adapterxfer.retrieval import SCORINGS, cosine, csls, embed, retrieve
+from adapterxfer.data import verses as corpus
+from adapterxfer.retrieval import SCORINGS, centered_on, cosine, csls, embed, hidden_state_index, retrieve
 from adapterxfer.tasks import get_task
 
 
@@ -42,14 +43,14 @@ def test_centering_removes_a_shared_language_offset():
     assert best("centered-csls", queries, targets) == [0, 1, 2, 3]
 
 
-def test_defaults_verses_dev_chosen_xtreme_cosine():
-    assert get_task("verses-retrieval").options["scoring"] == "centered-margin"
+def test_cosine_is_the_primary_scoring_everywhere():
+    assert get_task("verses-retrieval").options == {"scoring": "cosine", "secondary": "centered", "distractors": True}
     assert get_task("tatoeba").options.get("scoring", "cosine") == "cosine"
 
 
 def test_retrieve_scores_with_the_task_option(tiny_backbone):
     encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
-    task = get_task("verses-retrieval")
+    task = dataclasses.replace(get_task("verses-retrieval"), options={})
     rows = task.rows("test", "fr")
     queries, targets = (embed(encoder, tokenizer, [row[side] for row in rows], -1, 48, 8, False)
                         for side in ("query", "target"))
@@ -59,6 +60,46 @@ def test_retrieve_scores_with_the_task_option(tiny_backbone):
         nearest = best(name, queries, targets)
         assert [p["prediction"] for p in predictions["fr"]] == nearest
         assert scores["fr"]["accuracy@1"] == pytest.approx(sum(i == j for i, j in enumerate(nearest)) / len(rows))
+        assert scores["fr"]["candidates"] == len(rows)
+
+
+def test_verses_retrieval_pool_and_dev_centered_secondary(tiny_backbone):
+    """Every English test verse is a candidate; the secondary score centers on dev-chapter means."""
+    encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
+    task = get_task("verses-retrieval")
+    rows, extra, dev = task.rows("test", "fr"), task.read("candidates", "fr", None, 0), task.rows("dev", "fr")
+    encode = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, False)
+    queries = encode([row["query"] for row in rows])
+    targets = encode([row["target"] for row in rows] + [row["text"] for row in extra])
+    scores, predictions = retrieve(encoder, tokenizer, task, ["fr"], -1, 48, 8, False)
+    assert scores["fr"]["candidates"] == len(rows) + len(extra) == len(corpus.retrieval_rows("fr"))
+    nearest = cosine(queries, targets).argmax(-1).tolist()
+    assert [p["prediction"] for p in predictions["fr"]] == nearest
+    means = [encode([row[side] for row in dev]).mean(0) for side in ("query", "target")]
+    centered_nearest = centered_on(*means)(queries, targets).argmax(-1)
+    assert scores["fr"]["accuracy@1_centered_dev"] == pytest.approx(
+        (centered_nearest == torch.arange(len(rows))).float().mean().item())
+
+
+def test_layers_are_numbered_as_xtreme_evaluate_retrieval():
+    """xtreme indexes all_layer_outputs[-num_layers:]: the embedding output is not a layer."""
+    assert hidden_state_index(13, 24) == 14  # XLM-R large, run_tatoeba.sh's LAYER=13
+    assert hidden_state_index(7, 12) == 8 and hidden_state_index(-1, 12) == -1 and hidden_state_index(-12, 12) == -12
+    for bad in (12, -13):
+        with pytest.raises(UserError, match=f"layer {bad} out of range: the encoder has 12 layers"):
+            hidden_state_index(bad, 12)
+
+
+def test_embed_layer_zero_is_the_first_transformer_layer(tiny_backbone):
+    encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
+    texts = ["the river runs", "a lamp by the window stood"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = encoder(**batch, output_hidden_states=True).hidden_states
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    for layer, index in ((0, 1), (1, 2), (-1, 2)):
+        expected = torch.nn.functional.normalize((states[index] * mask).sum(1) / mask.sum(1), dim=-1)
+        assert torch.allclose(embed(encoder, tokenizer, texts, layer, 48, 8, False), expected, atol=1e-5)
 
 
 def test_unknown_scoring_is_a_one_line_user_error(tiny_backbone):

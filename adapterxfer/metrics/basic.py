@@ -42,3 +42,13 @@ def bootstrap_interval(values: Sequence[float], resamples: int = 2000, seed: int
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     tail = (1 - level) / 2
     return means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+
+
+def split_seen(scores_by_lang: dict[str, float], seen: Sequence[str]) -> dict[str, float | None]:
+    """The mean score over the languages in ``seen`` (those an intermediate task trained on, its
+    ``TaskSpec.seen_languages``) and over the others: {"seen": mean, "unseen": mean}, None for an
+    empty group. A translation id ("fr-l") counts as its language ("fr")."""
+    groups = {"seen": [], "unseen": []}
+    for lang, value in scores_by_lang.items():
+        groups["seen" if lang.split("-")[0] in seen else "unseen"].append(value)
+    return {name: sum(values) / len(values) if values else None for name, values in groups.items()}

@@ -35,6 +35,12 @@ class TaskSpec:
     # Target tasks whose test languages this (intermediate) task trains on in translation, so a
     # target model built on it is not zero-shot there (xnli-translate-train -> "xnli"); reports mark them.
     contaminates: tuple[str, ...] = ()
+    # Languages whose text the training split shows (seen at test time by a model built on it);
+    # empty: the training language alone. verses-xref-multi: its 10 languages; xnli-translate-train: 15.
+    train_langs: tuple[str, ...] = ()
+    # Tasks the benchmark's recipe trains first, in order, each phase starting from the one before
+    # (xcopa: siqa, as XTREME-R's scripts/train_xcopa.sh). A study expands them; ``missing_stages`` checks.
+    stages: tuple[str, ...] = ()
 
     @property
     def selection_metric(self) -> str:
@@ -45,6 +51,15 @@ class TaskSpec:
     @property
     def trainable(self) -> bool:
         return self.kind not in EVALUATION_ONLY
+
+    @property
+    def seen_languages(self) -> tuple[str, ...]:
+        """The languages a model trained on this task has seen text in (see ``train_langs``)."""
+        return self.train_langs or (self.train_lang,)
+
+    def missing_stages(self, lineage: list[str]) -> list[str]:
+        """The stages (in order) absent from ``lineage``, the task names of the phases this one starts from."""
+        return [stage for stage in self.stages if stage not in lineage]
 
     @property
     def source_lang(self) -> str:
@@ -64,3 +79,10 @@ class TaskSpec:
         for lang in langs:
             self.resolve_lang(lang)
         return list(langs) or list(self.languages)
+
+
+def distinct_items(rows: list[dict]) -> int:
+    """How many distinct source items ``rows`` hold: rows sharing a ``ref`` (one item in several
+    translations) count once; a row without a ref is an item of its own."""
+    refs = {row["ref"] for row in rows if row.get("ref") is not None}
+    return len(refs) + sum(row.get("ref") is None for row in rows)

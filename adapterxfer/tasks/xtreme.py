@@ -9,10 +9,20 @@ copy under ``$ADAPTERXFER_DATA_DIR/<Hub id>/<config>/`` first, else the Hub.
   more languages: ``languages`` is the union, and ``adapterxfer score --benchmark xtreme`` reads only
   the XTREME subset of the files (the lists live in adapterxfer/scoring.py).
 - QA targets train on English SQuAD v1.1 (XQuAD, MLQA) or the English TyDiQA-GoldP training set, as
-  XTREME does; XCOPA trains on English COPA. Dev (model selection) is always English.
+  XTREME does. TyDiQA's English dev is held out of its training set (questions whose id hashes to
+  bucket 0 of 10), because its English test is the official English dev set. XCOPA trains on English
+  SIQA, then English COPA, as XTREME-R (scripts/train_xcopa.sh): its ``stages`` are ("siqa",), so a
+  recipe trains ``siqa`` first and ``xcopa`` with ``init_from`` that phase. Dev (model selection) is
+  always English.
 - Tatoeba queries are the English sentences and the pool is the other language, as xtreme's
-  ``similarity_search(x=source, y=english)`` does. BUCC: google/xtreme holds only the gold pairs, so
-  the pool mined is the gold sentences (the official pool also has unpaired sentences).
+  ``similarity_search(x=source, y=english)`` does. XTREME-R's 5 extra Tatoeba languages (az, lt, pl,
+  uk, ro) are not on google/xtreme: they are read from a copy of LASER's ``data/tatoeba/v1`` folder
+  (github.com/facebookresearch/LASER, which XTREME-R's download script uses) at
+  ``$ADAPTERXFER_DATA_DIR/facebookresearch/LASER/data/tatoeba/v1/tatoeba.<iso3>-eng.{<iso3>,eng}``.
+  BUCC: google/xtreme holds only the gold pairs, so the pool mined is the gold sentences (the official
+  pool also has unpaired sentences); its scores carry ``gold_only_pool: 1`` to say so.
+- CosmosQA and SIQA are loading scripts on the Hub, which ``datasets`` no longer runs: their Parquet
+  export is read from a local copy (see adapterxfer/data/hub.py; a missing one is a one-line error).
 - Local-only data (not on the Hub, or licensed): CCGbank supertags as ``ccgbank/default/{train,dev,
   test}.conll`` (token<TAB>supertag lines, blank line between sentences) plus ``tags.txt`` (one tag a
   line, the label set); LAReQA as ``lareqa/xquad-r/<lang>/test.json`` (the XQuAD-R files of
@@ -20,21 +30,26 @@ copy under ``$ADAPTERXFER_DATA_DIR/<Hub id>/<config>/`` first, else the Hub.
   Mewsli-X as ``mewsli-x/default/{wikinews_mentions-test,candidate_set_entities}.jsonl`` (from
   xtreme's scripts/download_data.sh); XTREME-R's extra UD-POS languages as ``google/xtreme/udpos.
   <Name>/test.jsonl`` in google/xtreme's udpos schema (XTREME-R reads UD 2.7, not on google/xtreme).
-- Multilingual NLI: ``xnli-translate-train`` draws each of len(MNLI train) = 392,702 examples from
-  one of XNLI's 15 training languages (machine-translated MNLI; English is MNLI itself), an equal
-  share per language; ``mnli-translate-mix`` takes half from English MNLI and half, equally, from
-  the 14 translations. Both train on XNLI's languages, so XNLI is not zero-shot after them.
+- Multilingual NLI: XNLI's 14 translate-train files are line-aligned machine translations of MNLI
+  train (row i is MNLI row i), so the arms are matched in content, not only in count: one seeded
+  permutation of MNLI's 392,702 row positions is cut into disjoint slices, one per language, and
+  each row is read in its slice's language. ``xnli-translate-train`` gives each of XNLI's 15
+  languages an equal slice (English: MNLI itself); ``mnli-translate-mix`` gives English half and
+  the 14 translations the other half. Either way every MNLI item is used once, as in English
+  ``mnli``; a row's ``ref`` is its MNLI position. Both train on XNLI's languages, so XNLI is not
+  zero-shot after them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
 
-from ..data.hub import DATA_DIR_ENV, load_rows
+from ..data.hub import DATA_DIR_ENV, count_rows, load_rows
 from ..errors import UserError
 from ..scoring import XTREME_LANGUAGES, XTREME_R_LANGUAGES
 from . import register
@@ -60,6 +75,8 @@ TYDIQA_NAMES = dict(en="english", ar="arabic", bn="bengali", fi="finnish", id="i
 XNLI_LANGS = tuple(XTREME_LANGUAGES["xnli"])
 MLM_LANGS = tuple(XTREME_LANGUAGES["panx"])  # the 40 XTREME languages
 MNLI_TRAIN = ("nyu-mll/glue", "mnli", "train")
+TATOEBA_LASER = ("az", "lt", "pl", "uk", "ro")  # XTREME-R's extra Tatoeba languages, not on google/xtreme
+LASER_TATOEBA_DIR = "facebookresearch/LASER/data/tatoeba/v1"
 
 
 def _langs(task: str) -> tuple[str, ...]:
@@ -81,6 +98,20 @@ def _squad(row, prefix=None):
     if prefix and not row["id"].startswith(prefix + "-"):
         return None
     return {key: row[key] for key in ("id", "question", "context", "answers")}
+
+
+def _tydiqa(lang, split, row):
+    """One language's questions (the id names the language); English train and dev split by id hash."""
+    row = _squad(row, prefix=TYDIQA_NAMES[lang])
+    if row is None or split == "test":
+        return row
+    held_out = int(hashlib.sha256(row["id"].encode()).hexdigest(), 16) % 10 == 0
+    return row if held_out == (split == "dev") else None
+
+
+def _siqa(row):
+    return {"context": f"{row['context']} {row['question']}",
+            "choices": [row[f"answer{letter}"] for letter in "ABC"], "label": int(row["label"]) - 1}
 
 
 def _copa(row):
@@ -172,21 +203,23 @@ TASKS = {
     "mlqa": dict(kind="qa", metric="mlqa", convert=_squad,
                  splits=SQUAD_V1 | _same("google/xtreme", "MLQA.{lang}.{lang}", {"test": "test"}),
                  description="MLQA: extractive QA, context and question in the same language; train SQuAD v1.1"),
-    "tydiqa": dict(kind="qa", metric="squad", convert_for=lambda lang, split: partial(
-                       _squad, prefix=TYDIQA_NAMES[lang]),  # one set for all languages: the id names the language
+    "tydiqa": dict(kind="qa", metric="squad", convert_for=lambda lang, split: partial(_tydiqa, lang, split),
                    splits=_same("google-research-datasets/tydiqa", "secondary_task",
-                                {"train": "train", "dev": "validation", "test": "validation"}),
-                   description="TyDiQA-GoldP: train and dev on its English part, test each language's dev set"),
+                                {"train": "train", "dev": "train", "test": "validation"}),
+                   description="TyDiQA-GoldP: train on its English part less a held-out 10% (dev), test each "
+                               "language's dev set"),
     "bucc2018": dict(kind="mining", metric="bucc_f1", convert=_bucc,
                      splits=_same("google/xtreme", "bucc18.{lang}", {"dev": "validation", "test": "test"}),
                      description="BUCC 2018 bitext mining, margin scoring; threshold tuned on the dev gold"),
     "tatoeba": dict(kind="retrieval", metric="accuracy@1", convert=_tatoeba,
                     splits=_same("google/xtreme", "tatoeba.{iso3}", {"test": "validation"}),
-                    description="Tatoeba: each English sentence retrieves its translation (no training)"),
-    "xcopa": dict(kind="multiple_choice", metric="accuracy", convert=_copa,
+                    description="Tatoeba: each English sentence retrieves its translation (no training; "
+                                "az lt pl uk ro from LASER's files)"),
+    "xcopa": dict(kind="multiple_choice", metric="accuracy", convert=_copa, stages=("siqa",),
                   splits=_english("aps/super_glue", "copa", "train", "validation")
                   | _same("cambridgeltl/xcopa", "{lang}", {"test": "test"}),
-                  description="XCOPA: causal commonsense in 11 languages; train English COPA"),
+                  description="XCOPA: causal commonsense in 11 languages; train English SIQA (stage siqa), "
+                              "then English COPA"),
     "mewslix": dict(kind="ranking", metric="mrr@20", hub=False, convert_for=lambda lang, split: partial(
                         _mewslix_mention, lang) if split == "test" else _mewslix_entity,
                     splits=_same("mewsli-x", "default", {"test": "wikinews_mentions-test",
@@ -218,7 +251,11 @@ TASKS = {
                 splits=_english("ccgbank", None, "train", "dev", "test"),
                 description="CCGbank supertagging (licensed: local .conll files, see module docstring)"),
     "cosmosqa": dict(kind="multiple_choice", metric="accuracy", convert=_cosmos,
-                     splits=_english("allenai/cosmos_qa", None, "train", "validation"), description="CosmosQA"),
+                     splits=_english("allenai/cosmos_qa", None, "train", "validation"),
+                     description="CosmosQA (the Hub's Parquet export, see adapterxfer/data/hub.py)"),
+    "siqa": dict(kind="multiple_choice", metric="accuracy", convert=_siqa,
+                 splits=_english("allenai/social_i_qa", None, "train", "validation"),
+                 description="Social IQa: XCOPA's first stage in XTREME-R (the Hub's Parquet export)"),
     "commonsenseqa": dict(kind="multiple_choice", metric="accuracy", convert=_csqa,
                           splits=_english("tau/commonsense_qa", None, "train", "validation"),
                           description="CommonsenseQA"),
@@ -227,12 +264,13 @@ TASKS = {
                                  convert=partial(_pair, "premise", "hypothesis"), contaminates=("xnli",),
                                  splits=_english("nyu-mll/glue", "mnli", "train", "validation_matched"),
                                  mix={lang: 1 / 15 for lang in XNLI_LANGS},
-                                 description="XNLI translate-train: MNLI in 15 languages, matched to MNLI's size"),
+                                 description="XNLI translate-train: MNLI's items in 15 languages, each item once"),
     "mnli-translate-mix": dict(kind="classification", metric="accuracy", labels=NLI_LABELS,
                                convert=partial(_pair, "premise", "hypothesis"), contaminates=("xnli",),
                                splits=_english("nyu-mll/glue", "mnli", "train", "validation_matched"),
                                mix={lang: 0.5 if lang == "en" else 0.5 / 14 for lang in XNLI_LANGS},
-                               description="half English MNLI, half its 14 XNLI translations, matched to MNLI's size"),
+                               description="MNLI's items, half in English, half in its 14 XNLI translations, "
+                                           "each item once"),
     "wiki-mlm": dict(kind="mlm", metric="mlm_accuracy",
                      splits={s: (lambda lang: [("wikimedia/wikipedia", f"20231101.{lang}", "train")])
                              for s in ("train", "dev")},
@@ -253,6 +291,8 @@ def _read(name: str, split: str, lang: str, limit: int | None, seed: int) -> lis
     entry = TASKS[name]
     if name == "lareqa":
         return _lareqa(split, lang)
+    if name == "tatoeba" and lang in TATOEBA_LASER:
+        return _laser_tatoeba(lang)
     if split not in entry["splits"]:
         raise UserError(f"task {name} has no {split!r} split (it has: {', '.join(entry['splits'])})")
     if "mix" in entry and split == "train":
@@ -271,14 +311,44 @@ def _sample(rows: list, limit: int, seed: int) -> list:
     return random.Random(seed).sample(rows, limit)
 
 
+def mix_slices(size: int, total: int, shares: dict[str, float], seed: int) -> dict[str, list[int]]:
+    """Disjoint slices of one seeded permutation of ``size`` item positions, ``total`` in all (at most
+    ``size``): {language: positions}, each language's slice in proportion to its share."""
+    order = random.Random(seed).sample(range(size), min(total, size))
+    bounds = [0] + [round(len(order) * share) for share in accumulate(shares.values())]
+    return {lang: order[start:end] for lang, start, end in zip(shares, bounds, bounds[1:])}
+
+
 def _mix(entry: dict, total: int, seed: int) -> list[dict]:
-    """``total`` examples, a share from each language's XNLI train (English: MNLI), in a seeded order."""
-    rows, langs, shares = [], list(entry["mix"]), list(accumulate(entry["mix"].values()))
-    bounds = [0] + [round(total * share) for share in shares]
-    for lang, count in zip(langs, (end - start for start, end in zip(bounds, bounds[1:]))):
+    """``total`` distinct MNLI items, each read in the language of its slice (see the module docstring)."""
+    size = count_rows(*MNLI_TRAIN)
+    rows = []
+    for lang, positions in mix_slices(size, total, entry["mix"], seed).items():
         source = MNLI_TRAIN if lang == "en" else ("facebook/xnli", lang, "train")
-        rows += load_rows(*source, convert=entry["convert"], limit=count, seed=seed)
+        if lang != "en" and count_rows(*source) != size:
+            raise UserError(f"{source[0]} {lang} train has {count_rows(*source)} rows, MNLI train {size}: the "
+                            f"translate-train files must be line-aligned with MNLI")
+        part = load_rows(*source, convert=entry["convert"], indices=positions)
+        if len(part) != len(positions):
+            raise UserError(f"{source[0]} {lang} train: {len(positions) - len(part)} of the rows asked for are "
+                            "unlabelled, so rows no longer line up with MNLI")
+        rows += [row | {"ref": f"mnli-train-{position}"} for position, row in zip(positions, part)]
     return _sample(rows, len(rows), seed)
+
+
+def _laser_tatoeba(lang: str) -> list[dict]:
+    """XTREME-R's extra Tatoeba languages from LASER's line-aligned text files (see the module docstring)."""
+    iso3 = TATOEBA_ISO3[lang]
+    root = Path(os.environ.get(DATA_DIR_ENV, "$" + DATA_DIR_ENV)).expanduser() / LASER_TATOEBA_DIR
+    files = [root / f"tatoeba.{iso3}-eng.{side}" for side in (iso3, "eng")]
+    if not all(file.is_file() for file in files):
+        raise UserError(f"tatoeba {lang}: not on google/xtreme (XTREME-R added it); put tatoeba.{iso3}-eng.{iso3} "
+                        f"and tatoeba.{iso3}-eng.eng from github.com/facebookresearch/LASER ({LASER_TATOEBA_DIR}) "
+                        f"in {root}/")
+    other, english = (file.read_text(encoding="utf-8").splitlines() for file in files)
+    if len(other) != len(english):
+        raise UserError(f"{files[0]} has {len(other)} lines, {files[1]} {len(english)}: they must be line-aligned")
+    return [{"query": query.strip(), "target": target.strip()} for query, target in zip(english, other)]
 
 
 def _mlm(split: str, langs: tuple[str, ...], limit: int, seed: int) -> list[dict]:
@@ -320,6 +390,8 @@ def _lareqa(split: str, lang: str) -> list[dict]:
     return [q | {"gold": gold[q["id"]]} for q in questions]
 
 
+# Languages whose text an intermediate task trains on (the rest train on English alone).
+TRAIN_LANGS = {"xnli-translate-train": XNLI_LANGS, "mnli-translate-mix": XNLI_LANGS, "wiki-mlm": MLM_LANGS}
 TASK_LANGS = {name: _langs(name) for name in TARGETS} | {"wiki-text": MLM_LANGS} | {
     "lareqa": ("en", "ar", "de", "el", "es", "hi", "ru", "th", "tr", "vi", "zh")}  # XQuAD-R's 11
 
@@ -348,7 +420,8 @@ def spec(name: str) -> TaskSpec:
                     max_length=384 if entry["kind"] == "qa" else 128,
                     options=entry.get("options", {}) | ({"labels": labels} if entry["kind"] == "tagging" else {}),
                     source=", ".join(sorted({p[0] for f in entry["splits"].values() for p in f(langs[0])}))
-                    or "local files", resolve_lang=resolve, contaminates=entry.get("contaminates", ()))
+                    or "local files", resolve_lang=resolve, contaminates=entry.get("contaminates", ()),
+                    train_langs=TRAIN_LANGS.get(name, ()), stages=entry.get("stages", ()))
 
 
 for _name in TASKS:
