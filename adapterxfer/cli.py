@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--layer", type=int, default=-1, help="retrieval: hidden-state layer to mean-pool (-1 = last)")
     ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
     ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="auto (default): bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32")
+    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                    help="auto (default): bf16 where the device computes it natively, else fp16 on a GPU and fp32 on a CPU")
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
                     help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
                          "the official layout `adapterxfer score` reads (default: %(default)s)")

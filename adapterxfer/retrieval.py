@@ -47,8 +47,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .evaluate import autocast, sorted_batches
-from .metrics import METRICS, bucc_scores, mewslix_scores
+from .evaluate import forward_batches
+from .metrics import METRICS, bucc_scores, fractions, mewslix_scores
 from .tasks.spec import TaskSpec
 
 MARGIN_K = 4
@@ -66,33 +66,31 @@ def hidden_state_index(layer: int, num_layers: int) -> int:
 
 @torch.no_grad()  # not inference_mode: see adapterxfer/evaluate.py
 def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, batch_size: int,
-          bf16: bool) -> torch.Tensor:
+          precision: str) -> torch.Tensor:
     """L2-normalised mean-pooled states of transformer layer ``layer`` (xtreme's numbering; -1 = last)."""
     index = hidden_state_index(layer, encoder.config.num_hidden_layers)
-    encoder.eval()
-    device = next(encoder.parameters()).device
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    examples = [{"input_ids": ids} for ids in encoded["input_ids"]]
     out = torch.empty(len(texts), encoder.config.hidden_size)
-    for batch_ids in sorted_batches(lengths, batch_size):
-        batch = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch_ids]}, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(encoder, bf16):
-            hidden = encoder(**batch, output_hidden_states=True).hidden_states[index].float()
+    pad = lambda rows: tokenizer.pad(rows, return_tensors="pt")
+    for ids, batch, output in forward_batches(encoder, examples, pad, batch_size, precision,
+                                              lengths=[len(e["input_ids"]) for e in examples],
+                                              output_hidden_states=True):
+        hidden = output.hidden_states[index].float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1)
-        out[batch_ids] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+        out[ids] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
     return out
 
 
 def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-             batch_size: int, bf16: bool) -> tuple[dict, dict]:
+             batch_size: int, precision: str) -> tuple[dict, dict]:
     """Tatoeba-style accuracy@1 per language: each query's best target must be its own translation."""
     score = scoring(task.options.get("scoring", "cosine"))
     secondary = task.options.get("secondary")
     if secondary not in (None, "centered"):
         raise UserError(f"task {task.name}: unknown secondary retrieval scoring {secondary!r}; allowed: centered")
-    encode = _cached(_encoder(encoder, tokenizer, layer, max_length, batch_size, bf16))
+    encode = _cached(_encoder(encoder, tokenizer, layer, max_length, batch_size, precision))
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
@@ -123,24 +121,24 @@ def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):
 
 
 def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-         batch_size: int, bf16: bool) -> tuple[dict, dict]:
+         batch_size: int, precision: str) -> tuple[dict, dict]:
     """BUCC F1 per language: margin-mined pairs over the dev-tuned threshold (see the module docstring)."""
-    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
+    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, precision)
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         dev_candidates, dev_gold = _mined("dev", task, lang, encode)
         threshold = bucc_threshold(dev_candidates, dev_gold)
         candidates, gold = _mined("test", task, lang, encode)
         mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
-        scores[lang] = bucc_scores(mined, gold) | {"threshold": threshold, "gold_only_pool": True}
+        scores[lang] = fractions(bucc_scores(mined, gold)) | {"threshold": threshold, "gold_only_pool": True}
         predictions[lang] = [{"ref": None, "label": gold, "prediction": mined}]
     return scores, predictions
 
 
 def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-         batch_size: int, bf16: bool) -> tuple[dict, dict]:
+         batch_size: int, precision: str) -> tuple[dict, dict]:
     """Top-20 candidate ids for each query; MRR@20 or mAP@20 per language (see the module docstring)."""
-    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16)
+    encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, precision)
     pool = task.rows("candidates", langs[0])
     pool_vectors = encode([row["text"] for row in pool])
     scores, predictions = {}, {}
@@ -150,7 +148,7 @@ def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         top = similarity.topk(min(TOP_K, len(pool)), dim=-1).indices.tolist()
         ranked = {row["id"]: [pool[i]["id"] for i in ids] for row, ids in zip(rows, top)}
         gold = {row["id"]: row["gold"] for row in rows}
-        scores[lang] = RANKING_METRICS[task.metric](ranked, gold)
+        scores[lang] = fractions(RANKING_METRICS[task.metric](ranked, gold))
         predictions[lang] = [{"ref": key, "label": gold[key], "prediction": ranked[key]} for key in ranked]
     return scores, predictions
 
@@ -276,8 +274,8 @@ def _knn_mean(sim: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return sim.topk(min(k, sim.shape[dim]), dim=dim).values.mean(dim)
 
 
-def _encoder(encoder, tokenizer, layer, max_length, batch_size, bf16):
-    return lambda texts: embed(encoder, tokenizer, texts, layer, max_length, batch_size, bf16)
+def _encoder(encoder, tokenizer, layer, max_length, batch_size, precision):
+    return lambda texts: embed(encoder, tokenizer, texts, layer, max_length, batch_size, precision)
 
 
 def _cached(encode):

@@ -47,7 +47,7 @@ def embeddings(split: str, backbone: str, cache: Path) -> dict[str, torch.Tensor
     if not path.exists():
         folder = backbones.resolve(backbone).path
         tokenizer, encoder = AutoTokenizer.from_pretrained(folder), encoder_model(folder)
-        encode = lambda texts: embed(encoder, tokenizer, texts, -1, TASK.max_length, 32, False).numpy()
+        encode = lambda texts: embed(encoder, tokenizer, texts, -1, TASK.max_length, 32, "fp32").numpy()
         vectors = {t: encode(pairs(split, t)[0]) for t in TRANSLATIONS}
         vectors["target"] = encode(pairs(split, TRANSLATIONS[0])[1])
         cache.mkdir(parents=True, exist_ok=True)

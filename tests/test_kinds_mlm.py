@@ -81,5 +81,5 @@ def test_short_training_run_scores_masked_token_accuracy_reproducibly(tiny_backb
 def test_evaluation_masks_the_same_tokens_every_time(tiny_backbone, tokenizer):
     model = AutoModelForMaskedLM.from_pretrained(tiny_backbone.path)
     task = mlm_task()
-    runs = [evaluate.score_split(model, tokenizer, task, "dev", "en", 32, 2, False) for _ in range(2)]
+    runs = [evaluate.score_split(model, tokenizer, task, "dev", "en", 32, 2, "fp32") for _ in range(2)]
     assert runs[0] == runs[1]

@@ -4,6 +4,8 @@
 """
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from adapterxfer.data.features import featurized
 from adapterxfer.kinds import KINDS, tagging
 from adapterxfer.modeling import task_model
 from adapterxfer.tasks.spec import TaskSpec
-from adapterxfer.train import Source, fit
+from adapterxfer.train import Run, Source, fit
 
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 ROWS = [
@@ -112,13 +114,14 @@ def fit_and_score(task: TaskSpec, backbone, max_length: int = 32, steps: int = 3
         return batch
 
     def dev_score(trained) -> float:
-        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", "en", max_length, 8, False)
+        scores, _ = evaluate.score_split(trained, tokenizer, task, "dev", "en", max_length, 8, "fp32")
         return next(iter(scores.values()))
 
     config = RunConfig(task=task.name, max_steps=steps, eval_every=steps, batch_size=4, lr=1e-3,
                        max_length=max_length, precision="fp32")
-    log = fit(model, [Source(features, [kind.length(f) for f in features], recording_collate)], dev_score, config)
-    scores, predictions = evaluate.score_split(model, tokenizer, task, "test", "en", max_length, 8, False)
+    log, _ = fit(model, [Source(features, [kind.length(f) for f in features], recording_collate)], dev_score, config,
+                 Run(Path(tempfile.mkdtemp()), {}, "fp32"))  # one evaluation at the last step: no checkpoint
+    scores, predictions = evaluate.score_split(model, tokenizer, task, "test", "en", max_length, 8, "fp32")
     return log, scores, predictions, batch_keys
 
 
@@ -126,5 +129,5 @@ def test_short_training_run_scores_with_seqeval(tiny_backbone):
     log, scores, predictions, batch_keys = fit_and_score(tagging_task(), tiny_backbone)
     assert math.isfinite(log[-1]["train_loss"])
     assert all(keys == {"input_ids", "attention_mask", "labels"} for keys in batch_keys)
-    assert list(scores)[0] == "f1" and all(0.0 <= value <= 100.0 for value in scores.values())
+    assert list(scores)[0] == "f1" and all(0.0 <= value <= 1.0 for value in scores.values())
     assert [len(p["prediction"]) for p in predictions] == [len(row["tokens"]) for row in ROWS]

@@ -52,11 +52,11 @@ def test_retrieve_scores_with_the_task_option(tiny_backbone):
     encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
     task = dataclasses.replace(get_task("verses-retrieval"), options={})
     rows = task.rows("test", "fr")
-    queries, targets = (embed(encoder, tokenizer, [row[side] for row in rows], -1, 48, 8, False)
+    queries, targets = (embed(encoder, tokenizer, [row[side] for row in rows], -1, 48, 8, "fp32")
                         for side in ("query", "target"))
     for name in ("cosine", "centered-margin"):
         scores, predictions = retrieve(encoder, tokenizer, dataclasses.replace(task, options={"scoring": name}),
-                                       ["fr"], -1, 48, 8, False)
+                                       ["fr"], -1, 48, 8, "fp32")
         nearest = best(name, queries, targets)
         assert [p["prediction"] for p in predictions["fr"]] == nearest
         assert scores["fr"]["accuracy@1"] == pytest.approx(sum(i == j for i, j in enumerate(nearest)) / len(rows))
@@ -68,10 +68,10 @@ def test_verses_retrieval_pool_and_dev_centered_secondary(tiny_backbone):
     encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
     task = get_task("verses-retrieval")
     rows, extra, dev = task.rows("test", "fr"), task.read("candidates", "fr", None, 0), task.rows("dev", "fr")
-    encode = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, False)
+    encode = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, "fp32")
     queries = encode([row["query"] for row in rows])
     targets = encode([row["target"] for row in rows] + [row["text"] for row in extra])
-    scores, predictions = retrieve(encoder, tokenizer, task, ["fr"], -1, 48, 8, False)
+    scores, predictions = retrieve(encoder, tokenizer, task, ["fr"], -1, 48, 8, "fp32")
     assert scores["fr"]["candidates"] == len(rows) + len(extra) == len(corpus.retrieval_rows("fr"))
     nearest = cosine(queries, targets).argmax(-1).tolist()
     assert [p["prediction"] for p in predictions["fr"]] == nearest
@@ -99,11 +99,11 @@ def test_embed_layer_zero_is_the_first_transformer_layer(tiny_backbone):
     mask = batch["attention_mask"].unsqueeze(-1).float()
     for layer, index in ((0, 1), (1, 2), (-1, 2)):
         expected = torch.nn.functional.normalize((states[index] * mask).sum(1) / mask.sum(1), dim=-1)
-        assert torch.allclose(embed(encoder, tokenizer, texts, layer, 48, 8, False), expected, atol=1e-5)
+        assert torch.allclose(embed(encoder, tokenizer, texts, layer, 48, 8, "fp32"), expected, atol=1e-5)
 
 
 def test_unknown_scoring_is_a_one_line_user_error(tiny_backbone):
     task = dataclasses.replace(get_task("verses-retrieval"), options={"scoring": "dot"})
     with pytest.raises(UserError, match="unknown retrieval scoring 'dot'; allowed: cosine, centered, csls") as err:
-        retrieve(None, None, task, ["fr"], -1, 48, 8, False)  # refused before any model or data is touched
+        retrieve(None, None, task, ["fr"], -1, 48, 8, "fp32")  # refused before any model or data is touched
     assert "\n" not in str(err.value)

@@ -17,9 +17,9 @@ METRICS = {
     "accuracy": lambda predictions, references, lang: {"accuracy": accuracy(predictions, references)},
     "accuracy@1": lambda predictions, references, lang: {"accuracy@1": accuracy(predictions, references)},
     # Tagging: one tag list per sentence. QA: one answer text per question, gold = its answer texts.
-    "seqeval": lambda predictions, references, lang: _fractions(tagging_scores(predictions, references)),
-    "squad": lambda predictions, references, lang: _fractions(qa_list_scores(predictions, references)),
-    "mlqa": lambda predictions, references, lang: _fractions(qa_list_scores(predictions, references, lang)),
+    "seqeval": lambda predictions, references, lang: fractions(tagging_scores(predictions, references)),
+    "squad": lambda predictions, references, lang: fractions(qa_list_scores(predictions, references)),
+    "mlqa": lambda predictions, references, lang: fractions(qa_list_scores(predictions, references, lang)),
     # MLM: each row's hits at its corrupted tokens (see kinds/mlm.py), pooled over all rows.
     "mlm_accuracy": lambda predictions, references, lang: {
         "accuracy": sum(map(sum, predictions)) / max(1, sum(map(len, predictions)))},
@@ -30,11 +30,11 @@ SELECTION = {"accuracy": "accuracy", "accuracy@1": "accuracy@1", "seqeval": "f1"
              "mlm_accuracy": "accuracy", "token_accuracy": "accuracy"}
 
 
-def _fractions(percent: dict) -> dict:
+def fractions(percent: dict) -> dict:
     return {name: value / 100 for name, value in percent.items()}
 
 
-__all__ = ["METRICS", "accuracy", "bootstrap_interval", "majority_rate", "split_seen",
+__all__ = ["METRICS", "accuracy", "bootstrap_interval", "fractions", "majority_rate", "split_seen",
            "token_accuracy", "accuracy_scores",
            "tagging_scores", "bucc_scores",
            "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",
