@@ -13,7 +13,8 @@ dataset with no config uses the folder ``default``. Extensions: parquet, jsonl/j
 (one ``text`` row per line) and conll (``token<TAB>tag`` lines, a blank line after each sentence,
 read as ``{"tokens", "tags"}``). Hub datasets are read with ``datasets.load_dataset`` (parquet data,
 never remote code); when the Hub is unreachable only the ``datasets`` cache is tried, so an offline
-run fails within a second with one line saying what to download and where to put it.
+run fails within a second with one line saying what to download and where to put it. ``datasets`` is
+imported on the first read, so naming a task (``adapterxfer tasks``, a config check) stays fast.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 from unittest import mock
 from urllib.parse import urlparse
-
-import datasets
-import huggingface_hub.constants
 
 from ..errors import UserError
 
@@ -50,6 +48,7 @@ def load_rows(dataset_id: str, config: str | None, split: str, data_dir: str | P
     ``streaming`` (Hub only, with a limit) reads the first ``limit`` rows of a seeded shuffle buffer
     instead of downloading the whole split (Wikipedia).
     """
+    import datasets
     table, where = _table(dataset_id, config, split, data_dir, data_files, hub, field,
                           streaming=streaming and limit is not None)
     if isinstance(table, datasets.IterableDataset):
@@ -104,6 +103,7 @@ def _split_files(folder: Path | None, split: str) -> list[str]:
 
 
 def _read_files(files: list[str], field: str | None, where: str) -> datasets.Dataset:
+    import datasets
     suffix = Path(files[0]).suffix.lstrip(".")
     try:
         if suffix == "conll":
@@ -134,6 +134,8 @@ def _conll(path: Path) -> list[dict]:
 
 @contextmanager
 def _offline():
+    import datasets
+    import huggingface_hub.constants
     with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
             mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
         yield
@@ -142,6 +144,7 @@ def _offline():
 @lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """One TCP connection to the Hub endpoint (cached): without it, ``datasets`` retries for ~25 s."""
+    import huggingface_hub.constants
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         return False
     url = urlparse(huggingface_hub.constants.ENDPOINT)
@@ -154,6 +157,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _read_hub(dataset_id: str, config: str | None, split: str, folder: Path | None, hub: bool,
               streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
+    import datasets
     where = folder or f"${DATA_DIR_ENV}/{dataset_id}/{config or 'default'}"
     local = f"put {split}.jsonl (or .parquet, .csv, .tsv, .txt, .conll) files in {where}/"
     if not hub:

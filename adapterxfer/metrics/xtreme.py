@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from typing import Mapping, Sequence
 
-from seqeval.metrics import f1_score, precision_score, recall_score
 
 from .basic import accuracy
 
@@ -26,6 +25,8 @@ def tagging_scores(predictions: Sequence[Sequence[str]], references: Sequence[Se
     UD-POS tags go to seqeval unchanged, as official, so seqeval reads "PRON" as tag "P" with type
     "RON"; the numbers therefore depend on the seqeval version (pinned 1.2.2).
     """
+    from seqeval.metrics import f1_score, precision_score, recall_score  # sklearn: a second to import
+
     with warnings.catch_warnings():  # "NOUN seems not to be NE tag", undefined-metric warnings
         warnings.simplefilter("ignore")
         return {"f1": f1_score(references, predictions) * 100,
