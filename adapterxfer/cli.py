@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", required=True, help="task name (see `adapterxfer tasks`)")
     ev.add_argument("--langs", default="", help="comma-separated languages or translation ids (default: all)")
     ev.add_argument("--output", required=True, help="folder for scores.json and predictions/")
-    ev.add_argument("--layer", type=int, default=-1, help="retrieval: hidden-state layer to mean-pool (-1 = last)")
+    ev.add_argument("--layer", type=int, default=-1,
+                    help="retrieval: transformer layer to mean-pool, numbered as xtreme's evaluate_retrieval.py "
+                         "(layer k is hidden_states[k+1]; -1 = last)")
     ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
@@ -45,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the official layout `adapterxfer score` reads (default: %(default)s)")
     ev.add_argument("--scoring", default=None,
                     help="retrieval: how a query scores the targets: cosine (XTREME's Tatoeba), centered, csls, "
-                         "margin, centered-csls, centered-margin; default: the task's (verses-retrieval: "
-                         "centered-margin, chosen on dev chapters; XTREME: cosine)")
+                         "margin, centered-csls, centered-margin; default: the task's (cosine; verses-retrieval "
+                         "also reports accuracy@1 centered on dev-chapter means)")
     ev.add_argument("--lang-adapter", choices=["target", "source"], default=None,
                     help="madx: each test language's adapter (target), or keep the source language's "
                          "(source, the ablation); default: as the model was trained")

