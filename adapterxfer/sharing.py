@@ -154,8 +154,17 @@ def model_card(folder, manifest: dict, repo_id: str, revision: str | None = None
               "cross-lingual-transfer", *(["zero-shot"] if scores and manifest.get("zero_shot") else [])])
     body = "\n".join([f"# {repo_id}", "", *_lineage(folder, manifest, base), "", "## Loading it without adapterxfer",
                       "", "```python", _snippet(folder, manifest, task, repo_id, revision, base), "```", "",
-                      *_score_table(scores)])
+                      *_pooling_note(manifest), *_score_table(scores)])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+
+
+def _pooling_note(manifest: dict) -> list[str]:
+    """A mean-pooling head (the backbone was trained so) reads what plain transformers code does not hand it."""
+    if manifest.get("pooling") != "mean":
+        return []
+    return ["The head was trained on the **mean of the last layer over real tokens** (`pooling=mean`), not on `<s>`: "
+            "in plain code, hand the classifier that mean as a one-token sequence "
+            "(`adapterxfer.modeling.set_pooling(model, \"mean\")` does it with hooks).", ""]
 
 
 def _files_to_push(folder: Path, manifest: dict) -> dict[str, Path]:
