@@ -107,7 +107,7 @@ def _check(plan: dict) -> None:
     for key, role in (("targets", "target"), ("intermediates", "intermediate")):
         for name in plan[key]:
             if get_task(name).role != role:
-                raise UserError(f"{where}: {key}: {name} is a {get_task(name).role} task, not a {role} task")
+                raise UserError(f"{where}: {key}: {name} is a {get_task(name).role} task; {key} lists {role} tasks")
     if not plan["targets"]:
         raise UserError(f"{where}: key 'targets' must name at least one target task")
     for regime in plan["regimes"]:
