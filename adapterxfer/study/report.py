@@ -82,7 +82,9 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
     sections = [_header(study, compared), _contrast_table(study, compared),
                 *(_arm_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
-                _intermediate_table(intermediates), *(_language_table(study, target) for target in plan["targets"]),
+                _intermediate_table(intermediates),
+                *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
+                  for target in plan["targets"]),
                 _xtreme_table(study), "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
@@ -99,7 +101,7 @@ def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
     baseline = study.graph.arm(f"{arm.regime}/{BASELINE}", arm.target)
     gain = study.difference(arm, baseline) if baseline and arm.name != BASELINE else None
     not_learned = [task for task in arm.intermediates if (arm.regime, task) in flagged]
-    zero_shot = all(run["zero_shot"] is not False and run["zero_shot"] != 0 for run in runs)
+    zero_shot = all(run["zero_shot"] != 0 for run in runs)  # None: the backbone, or no manifest
     return {"arm": arm, "target": arm.target, "label": arm.label + "".join(f" ({t} not learned)" for t in not_learned)
             + ("" if zero_shot else " (not zero-shot)"),
             "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
@@ -169,8 +171,9 @@ def _header(study: Recorded, compared: list[dict]) -> str:
     primary = next((row for row in compared if row["primary"]), None)
     if primary and primary["difference"]:
         d = primary["difference"]
-        lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {primary['run']} minus "
-                      f"{primary['versus']} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
+        run, versus = primary["labels"]
+        lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
+                      f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
                       f"[{d.low:+.3f}, {d.high:+.3f}]. Minimum detectable effect at this scale "
                       f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {primary['mde']:.3f}. "
                       f"**Verdict: {primary['verdict']}.**"]
@@ -184,7 +187,7 @@ def _test_scale(study: Recorded, target: str) -> str:
     langs = study.zero_shot_langs(target, key)
     sizes = sorted({len(study.predictions(key).get(lang, [])) for lang in langs})
     level = study.plan["clusters"].get(target, "item")
-    return (f"{len(langs)} zero-shot languages x {'-'.join(map(str, sizes))} test items, resampled by {level}"
+    return (f"{len(langs)} zero-shot language(s) x {'-'.join(map(str, sizes))} test items, resampled by {level}"
             + ("" if level == "item" else " (items of one cluster err together)"))
 
 
@@ -248,13 +251,15 @@ def seen_languages(arm: Arm) -> frozenset[str]:
                      for lang in getattr(get_task(part), "seen_languages", ()))
 
 
-def _language_table(study: Recorded, target: str) -> str:
+def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str:
+    """Per-language means over seeds; ``labels``: each arm's name in the report (with its flags)."""
     arms = [arm for arm in _done(study) if arm.target == target]
     if not arms:
         return ""
     means = {arm.label: _language_means(study, arm) for arm in arms}
     langs = list(dict.fromkeys(lang for values in means.values() for lang in values))
-    lines = [f"## {target}: per language (mean over seeds)", "", "| lang | " + " | ".join(means) + " |",
+    lines = [f"## {target}: per language (mean over seeds)", "",
+             "| lang | " + " | ".join(labels[label] for label in means) + " |",
              "|---|" + "---:|" * len(means)]
     lines += [f"| {lang} | " + " | ".join(_fmt(values.get(lang), ".3f") for values in means.values()) + " |"
               for lang in langs]

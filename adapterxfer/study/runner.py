@@ -82,11 +82,11 @@ def _clear(phase: Phase, root: Path, results: Results) -> None:
 
 def study_status(plan_file: str) -> list[tuple[str, str]]:
     """(phase key, state) for every phase: current, stale (recorded with another identity), to run,
-    or waiting (an input is not current yet)."""
+    or waiting (an input is not current yet). Writes nothing."""
     plan = read_plan(plan_file)
     graph, root = expand(plan), study_root(plan)
-    results = Results(root / FILE)
-    recorded = results.runs()
+    results = Results(root / FILE) if (root / FILE).is_file() else None
+    recorded = results.runs() if results else {}
     backbone_hash = backbones.resolve(plan["backbone"]).weight_hash
     states: dict[str, str] = {}
     for key, phase in graph.phases.items():
@@ -94,6 +94,6 @@ def study_status(plan_file: str) -> list[tuple[str, str]]:
             states[key] = "waiting"
             continue
         identity = phase_identity(phase, backbone_hash, input_hashes(phase, root))
-        states[key] = ("current" if results.current(phase, identity, root)
+        states[key] = ("current" if results and results.current(phase, identity, root)
                        else "stale" if key in recorded else "to run")
     return list(states.items())
