@@ -242,6 +242,19 @@ def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, 
     assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
 
 
+def test_failed_phase_blocks_what_needs_it_and_exits_2(tiny_backbone, tmp_path, monkeypatch, capsys):
+    """No local copy of MNLI and no Hub: its phase fails with one line, the XNLI phase after it is
+    blocked, the baseline fails too; the others would go on, and the report is still written."""
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "no-data"))
+    plan = write_plan(tmp_path, tiny_backbone, targets=["xnli"], intermediates=["mnli"], regimes=["full"], seeds=[1],
+                      clusters={}, contrasts=[], target_phase={"eval_langs": ["fr"]})
+    assert main(["study", "run", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adapterxfer: error: 3 of 3 phases failed or were blocked; seed1/full/mnli: ")
+    assert "nyu-mll/glue" in err and err.count("\n") == 1
+    assert (tmp_path / "study" / "report.md").is_file() and not table(tmp_path / "study", "SELECT key FROM runs")
+
+
 def test_report_exports_tables(study, capsys):
     assert main(["study", "report", str(study["plan"]), "--csv"]) == 0
     export = study["root"] / "export"

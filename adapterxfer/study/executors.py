@@ -138,7 +138,7 @@ class Slurm:
     def result(self, handle) -> float:
         try:
             return handle.result()
-        except self.submitit.core.utils.FailedJobError as err:
+        except (self.submitit.core.utils.FailedJobError, self.submitit.core.utils.UncompletedJobError) as err:
             last = [line for line in str(err).splitlines() if line.strip()][-1]
             raise UserError(f"job {handle.job_id} failed ({last.strip()}); log: {handle.paths.stderr}") from None
 

@@ -31,8 +31,9 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1) -> Path
     report = write_report(plan, graph, results, root)
     print(f"wrote {report}")
     if failures:
-        key, message = next(iter(failures.items()))
-        raise UserError(f"{len(failures)} of {len(graph.phases)} phases failed or were blocked; {key}: {message}")
+        first = next(key for key in graph.phases if key in failures)  # in graph order: a failure, not a blocked one
+        raise UserError(f"{len(failures)} of {len(graph.phases)} phases failed or were blocked; "
+                        f"{first}: {failures[first]}")
     return root
 
 
