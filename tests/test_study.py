@@ -145,13 +145,26 @@ def test_retrained_intermediate_reruns_its_targets_only(study, tiny_backbone, tm
     assert len(changed) == 8 and len(after) == PHASES
 
 
+# `adapterxfer study run PLAN` with a second's pause before each phase, so the kill lands halfway
+# however fast the tiny phases run.
+PACED_RUN = """
+import sys, time
+from adapterxfer.study import executors
+run_phase = executors.execute
+executors.execute = lambda job: time.sleep(1) or run_phase(job)
+from adapterxfer.cli import main
+sys.exit(main(["study", "run", sys.argv[1]]))
+"""
+
+
 def test_killed_study_resumes_with_four_workers_to_the_same_results(study, tiny_backbone, tmp_path):
     """Kill a study after some phases (SIGKILL, no clean-up), resume it with --workers 4: the results
     equal the uninterrupted run's, every phase recorded once."""
     plan = write_plan(tmp_path, tiny_backbone)
     root = tmp_path / "study"
-    worker = subprocess.Popen([sys.executable, "-m", "adapterxfer", "study", "run", str(plan)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    log = open(tmp_path / "killed.log", "w")
+    worker = subprocess.Popen([sys.executable, "-c", PACED_RUN, str(plan)], cwd=REPO,
+                              stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
         if (root / FILE).is_file() and len(table(root, "SELECT key FROM runs")) >= 4:
@@ -159,8 +172,9 @@ def test_killed_study_resumes_with_four_workers_to_the_same_results(study, tiny_
         time.sleep(0.2)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    log.close()
     finished = len(table(root, "SELECT key FROM runs"))
-    assert 4 <= finished < PHASES, "the study was killed halfway"
+    assert 4 <= finished < PHASES, (tmp_path / "killed.log").read_text()[-2000:]
     assert main(["study", "run", str(plan), "--workers", "4"]) == 0
     assert table(root, SCORES) == table(study["root"], SCORES)
     assert table(root, "SELECT count(*), count(DISTINCT key) FROM runs") == [(PHASES, PHASES)]

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 
 def gain_heatmap(path: Path, regime: str, arms: list[str], targets: list[str], gains: dict, seeds: int) -> Path:
     """``gains[(arm, target)]``: the mean zero-shot gain over the regime's baseline (missing: blank)."""
     values = np.array([[gains.get((arm, target), np.nan) for target in targets] for arm in arms], dtype=float)
     limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
-    figure = Figure(figsize=(2.2 + 1.3 * len(targets), 1.2 + 0.45 * len(arms)), layout="constrained")
+    label_inches = 0.07 * max(map(len, arms))  # arm names sit left of the cells
+    figure = Figure(figsize=(2.5 + label_inches + 1.3 * len(targets), 1.4 + 0.45 * len(arms)), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(values, cmap="RdBu", vmin=-limit or -1, vmax=limit or 1, aspect="auto")
     axes.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
@@ -59,6 +61,7 @@ def pareto(path: Path, panels: dict[str, list[dict]]) -> Path:
             if front:
                 axes.step(*zip(*front), where="post", color="grey", linewidth=0.8)
             axes.set_xscale("log")
+            axes.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short ranges
             axes.set_xlabel(f"{name} (log)" + (" of the whole lineage" if cost == "seconds" else ""))
             axes.set_ylabel(f"{target}: zero-shot average")
     figure.savefig(path, dpi=120)

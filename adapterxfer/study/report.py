@@ -151,6 +151,8 @@ def _verdict(row: dict, alpha: float) -> str:
     excludes_zero = difference.low > 0 or difference.high < 0
     significant = excludes_zero if row["primary"] else row["p_holm"] < alpha
     one_seed = "; one seed: the interval leaves out training randomness" if len(difference.seeds) == 1 else ""
+    if difference.low == difference.high == 0:
+        return f"no difference: the two arms scored the same on every test item{one_seed}"
     if significant:
         return f"a difference: {row['run']} scores {'higher' if difference.mean > 0 else 'lower'}{one_seed}"
     return (f"no answer: the difference is not distinguishable from 0, and this study cannot detect one smaller "
