@@ -104,7 +104,12 @@ class Ray:
         return ready
 
     def result(self, handle) -> float:
-        return self.ray.get(handle)  # a worker's UserError comes back as a subclass of UserError
+        try:
+            return self.ray.get(handle)
+        except self.ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, UserError):  # the worker's one line, without Ray's traceback
+                raise UserError(str(err.cause)) from None
+            raise
 
     def close(self) -> None:
         pass  # the cluster belongs to whoever started it (ray.init in this process ends with it)
