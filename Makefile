@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/adapterxfer demo
+	$(VENV)/bin/adapterxfer study run configs/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q

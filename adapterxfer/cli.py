@@ -13,7 +13,7 @@ EPILOG = """examples:
   adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
   adapterxfer train configs/verses_genre_full.yaml init_from=artifacts/xref
   adapterxfer evaluate --model artifacts/xref --task verses-retrieval --output artifacts/xref-retrieval
-  adapterxfer demo"""
+  adapterxfer study run configs/demo.yaml"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,18 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
     backbone.add_argument("name", help="me5-small, tiny-xlmr, a folder or a Hub id")
     backbone.add_argument("--force", action="store_true", help="prepare: rebuild even if present")
 
-    grid = verbs.add_parser("grid", help="print the commands of an intermediate x target grid, in stages",
-                            description="Print one adapterxfer command per line (phase 2, then phase 3 and "
-                            "evaluation) for a cluster engine, e.g. configs/xstilts_grid.yaml.")
-    grid.add_argument("plan", help="a grid plan (YAML)")
-
-    demo = verbs.add_parser("demo", help="STILTs in every regime on the embedded benchmark, matched, with a report",
-                            description="Run a demo plan: per regime a baseline and a target run after each "
-                                        "intermediate task, the same data, seed, steps and evaluation for all; "
-                                        "writes report.md, results.json and comparisons.json. A re-run reuses "
-                                        "finished phases.")
-    demo.add_argument("--config", default="configs/demo.yaml", help="the demo plan (default: %(default)s)")
-    demo.add_argument("--output", default="artifacts/demo", help="output root (default: %(default)s)")
+    study = verbs.add_parser("study", help="run a study plan (intermediate x target x regime x transfer x seed), "
+                             "see what is done, or write its report",
+                             description="A study plan (YAML, e.g. configs/demo.yaml) expands into phases: "
+                                         "intermediate -> target -> evaluation. `run` runs every phase that is not "
+                                         "current (a phase whose identity, its config plus the backbone hash plus "
+                                         "its inputs' manifest hashes, is recorded is skipped; a stale one re-runs), "
+                                         "records results.sqlite and writes report.md with its figures.")
+    actions = study.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="run the phases that are not current, then write the report")
+    run.add_argument("plan", help="a study plan (YAML)")
+    run.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                     help="local: this machine (default); ray: a Ray task per phase (plan key ray: address, "
+                          "num_cpus, num_gpus); slurm: a submitit job per phase (plan key slurm)")
+    run.add_argument("--workers", type=int, default=1, help="local: phases run at once, in processes (default 1)")
+    status = actions.add_parser("status", help="every phase: current, stale, to run, or waiting for its inputs")
+    status.add_argument("plan", help="a study plan (YAML)")
+    report = actions.add_parser("report", help="write report.md and its figures from results.sqlite")
+    report.add_argument("plan", help="a study plan (YAML)")
+    report.add_argument("--csv", action="store_true", help="also export the tables as export/<table>.csv")
+    report.add_argument("--parquet", action="store_true", help="also export the tables as export/<table>.parquet")
 
     score = verbs.add_parser("score", help="score XTREME / XTREME-R prediction files like the official evaluate.py",
                              description="Score <task>/test-<lang>.{tsv,json,jsonl} prediction files against label "
@@ -167,16 +175,31 @@ def _backbone(args) -> None:
     print(backbone.path if args.action == "path" else f"{backbone.path}\n{backbone.weight_hash}")
 
 
-def _grid(args) -> None:
-    from .grid import grid_commands
+def _study(args) -> None:
+    from .study import plan as plans
+    from .study.results import FILE, Results
+    from .study.runner import run_study, study_status
 
-    print("\n".join(grid_commands(args.plan)))
+    if args.action == "run":
+        run_study(args.plan, args.executor, args.workers)
+    elif args.action == "status":
+        states = study_status(args.plan)
+        for key, state in states:
+            print(f"{state:8} {key}")
+        counts = {state: sum(s == state for _, s in states) for state in ("current", "stale", "to run", "waiting")}
+        print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    else:
+        from .study.report import write_report
 
-
-def _demo(args) -> None:
-    from .demo import run_demo
-
-    run_demo(args.config, args.output)
+        plan = plans.read_plan(args.plan)
+        root = plans.study_root(plan)
+        if not (root / FILE).is_file():
+            raise UserError(f"{root / FILE} does not exist; run `adapterxfer study run {args.plan}` first")
+        results = Results(root / FILE)
+        print(f"wrote {write_report(plan, plans.expand(plan), results, root)}")
+        for fmt in ("csv", "parquet"):
+            if getattr(args, fmt):
+                print("wrote " + ", ".join(map(str, results.export(root / "export", fmt))))
 
 
 def _score(args) -> None:
@@ -189,7 +212,7 @@ def _score(args) -> None:
 
 
 VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone,
-         "demo": _demo, "grid": _grid, "score": _score}
+         "study": _study, "score": _score}
 
 
 def _config_help() -> str:

@@ -1,0 +1,332 @@
+"""A study plan (YAML) -> a graph of phases: intermediate -> target -> evaluation.
+
+The plan's keys are one table (``KEYS``: type, default, help); ``read_plan`` checks every key,
+block, task, regime, transfer and contrast before anything trains, and ``expand`` turns the plan
+into ``Phase`` objects (each one ``train_phase`` or one ``evaluate_model`` call, in its own folder
+under the study root) and ``Arm`` objects (what the report compares: one regime, one target, one
+way of starting from the intermediates, a phase per seed).
+
+Folder layout under the study root::
+
+    seed<s>/<regime>/<intermediate>            an intermediate phase (a+b: multi-task)
+    seed<s>/madx/lang/<lang>                   a MAD-X language adapter
+    seed<s>/<regime>/<target>/<arm>            a target phase, or the evaluation of an intermediate
+                                               on an evaluation-only target; <arm>.source-adapter: the
+                                               MAD-X ablation
+    backbone/<target>                          the untuned backbone on an evaluation-only target
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import from_dict, read_yaml
+from ..errors import UserError
+from ..regimes import get_regime
+from ..tasks import get_task
+from .phases import BASELINE, Arm, Graph, Phase
+
+REQUIRED = object()
+TRANSFERS = ("sequential", "stack", "fusion", "merge", "multitask")
+COMBINING = ("fusion", "merge", "multitask")  # transfers over all the intermediates at once
+CLUSTER_LEVELS = ("item", "chapter", "book")
+SOURCE_ADAPTER = " [source adapter]"  # the madx ablation's arm suffix
+
+# key: (type, default, help). Blocks of `train` keys are checked by adapterxfer.config.from_dict.
+KEYS = {
+    "description": (str, "", "one line on what the study is; the report's first line"),
+    "backbone": (str, REQUIRED, "backbone of every phase: an embedded name, a folder or a Hub id"),
+    "output": (str, None, "the study folder (default: artifacts/<plan file name>)"),
+    "seeds": (list, REQUIRED, "training seeds; every phase runs once per seed (the seed-level sample)"),
+    "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
+                                "are scored from the backbone and from each intermediate"),
+    "intermediates": (list, [], "intermediate tasks"),
+    "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
+    "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
+                              "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
+                              "default: sequential in every regime"),
+    "madx": (dict, {}, "regime madx: lang_adapter_task (e.g. verses-text), ablation (true: also score every "
+                       "madx target with the source language's adapter), phase (train keys of language adapters)"),
+    "phase": (dict, {}, "train keys of every phase"),
+    "intermediate_phase": (dict, {}, "train keys of intermediate phases (over phase)"),
+    "target_phase": (dict, {}, "train keys of target phases (over phase); eval_langs: the zero-shot languages"),
+    "task_phase": (dict, {}, "task -> train keys of its phases (over the above)"),
+    "regime_phase": (dict, {}, "regime -> train keys of its phases (over all the above)"),
+    "evaluation": (dict, {}, "evaluation-only targets: layer, max_length, batch_size, langs, precision, regimes "
+                             "(whose intermediates are scored; default all)"),
+    "clusters": (dict, {}, "target -> item | chapter | book: the unit the bootstrap resamples test items in "
+                           "(chapter and book: verses refs book:chapter:verse); default item"),
+    "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
+                            "(arm: baseline, an intermediate, stack(i), fusion(a+b), merge(a+b), multitask(a+b)); "
+                            "exactly one has primary: true; the others are Holm-corrected"),
+    "statistics": (dict, {}, "resamples (2000), alpha (0.05), power (0.8), seed (0) of the bootstrap"),
+    "ray": (dict, {}, "executor ray: address (default: a local cluster), num_cpus (1), num_gpus (0) per phase"),
+    "slurm": (dict, {}, "executor slurm: cluster (slurm; local or debug run on this machine) and submitit's "
+                        "parameters, e.g. slurm_partition, gpus_per_node, cpus_per_task, timeout_min, mem_gb"),
+}
+BLOCK_KEYS = {
+    "madx": {"lang_adapter_task", "ablation", "phase"},
+    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes"},
+    "statistics": {"resamples", "alpha", "power", "seed"},
+    "contrasts": {"name", "target", "run", "versus", "primary"},
+    "ray": {"address", "num_cpus", "num_gpus"},
+}
+
+
+def read_plan(plan_file: str) -> dict:
+    """The plan with defaults filled in; any problem is one UserError naming the key."""
+    raw = read_yaml(plan_file)
+    for key in raw:
+        if key not in KEYS:
+            raise UserError(f"{plan_file}: unknown key {key!r} (allowed: {', '.join(KEYS)})")
+    plan = {}
+    for key, (kind, default, _) in KEYS.items():
+        if key not in raw and default is REQUIRED:
+            raise UserError(f"{plan_file}: key {key!r} is required ({KEYS[key][2]})")
+        value = raw.get(key, default)
+        if value is not None and not isinstance(value, kind):
+            raise UserError(f"{plan_file}: key {key!r} expects a {kind.__name__}, got {value!r}")
+        plan[key] = value
+    plan["file"] = plan_file
+    plan["transfers"] = plan["transfers"] or {"sequential": list(plan["regimes"])}
+    _check(plan)
+    expand(plan)  # builds every phase's RunConfig: a typo in a block fails now, not after hours
+    return plan
+
+
+def study_root(plan: dict) -> Path:
+    return Path(plan["output"] or Path("artifacts") / Path(plan["file"]).stem)
+
+
+def _check(plan: dict) -> None:
+    where = plan["file"]
+    if not plan["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) for s in plan["seeds"]):
+        raise UserError(f"{where}: key 'seeds' must be a non-empty list of integers, got {plan['seeds']!r}")
+    if len(set(plan["seeds"])) != len(plan["seeds"]):
+        raise UserError(f"{where}: key 'seeds' lists a seed twice: {plan['seeds']!r}")
+    for key, role in (("targets", "target"), ("intermediates", "intermediate")):
+        for name in plan[key]:
+            if get_task(name).role != role:
+                raise UserError(f"{where}: {key}: {name} is a {get_task(name).role} task; {key} lists {role} tasks")
+    if not plan["targets"]:
+        raise UserError(f"{where}: key 'targets' must name at least one target task")
+    for regime in plan["regimes"]:
+        get_regime(regime)
+    for name, block in plan.items():
+        if name in BLOCK_KEYS and name != "contrasts":
+            _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
+    _check_transfers(plan)
+    if "madx" in plan["regimes"]:
+        if "lang_adapter_task" not in plan["madx"]:
+            raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
+        get_task(plan["madx"]["lang_adapter_task"])
+    for target, level in plan["clusters"].items():
+        if target not in plan["targets"] or level not in CLUSTER_LEVELS:
+            raise UserError(f"{where}: clusters: {target}: {level} must map a target of the plan "
+                            f"({', '.join(plan['targets'])}) to one of {', '.join(CLUSTER_LEVELS)}")
+    for block in ("task_phase", "regime_phase"):
+        for name, settings in plan[block].items():
+            if not isinstance(settings, dict):
+                raise UserError(f"{where}: {block}.{name} must be a mapping of train keys, got {settings!r}")
+
+
+def _check_keys(where: str, block, allowed: set) -> None:
+    if not isinstance(block, dict):
+        raise UserError(f"{where} must be a mapping with keys {', '.join(sorted(allowed))}, got {block!r}")
+    for key in block:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _check_transfers(plan: dict) -> None:
+    where = plan["file"]
+    for transfer, regimes in plan["transfers"].items():
+        if transfer not in TRANSFERS:
+            raise UserError(f"{where}: transfers: unknown transfer {transfer!r} (allowed: {', '.join(TRANSFERS)})")
+        if not isinstance(regimes, list):
+            raise UserError(f"{where}: transfers.{transfer} must list regimes, got {regimes!r}")
+        for regime in regimes:
+            if regime not in plan["regimes"]:
+                raise UserError(f"{where}: transfers.{transfer}: {regime} is not a regime of the plan "
+                                f"({', '.join(plan['regimes'])})")
+            module = get_regime(regime)
+            supported = transfer in module.TRANSFERS or (transfer == "multitask" and module.MULTITASK)
+            if not supported:
+                offered = [t for t in TRANSFERS if t in module.TRANSFERS or (t == "multitask" and module.MULTITASK)]
+                raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
+                                f"(it offers {', '.join(offered)})")
+        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
+            raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
+                            f"{len(plan['intermediates'])}")
+
+
+def expand(plan: dict) -> Graph:
+    """Every phase and arm of the plan; train settings are validated RunConfig dicts."""
+    graph = Graph()
+    for seed in plan["seeds"]:
+        for regime in plan["regimes"]:
+            languages = _language_adapters(plan, graph, regime, seed)
+            intermediates = _intermediates(plan, graph, regime, seed, languages)
+            for target in plan["targets"]:
+                if get_task(target).trainable:
+                    _target_arms(plan, graph, regime, seed, target, intermediates, languages)
+                else:
+                    _evaluation_arms(plan, graph, regime, seed, target, intermediates)
+    _check_contrasts(plan, graph)
+    return graph
+
+
+def transfers_in(plan: dict, regime: str) -> list[str]:
+    return [t for t, regimes in plan["transfers"].items() if regime in regimes]
+
+
+def _language_adapters(plan, graph, regime, seed) -> list[str]:
+    """madx: a language adapter per zero-shot language of every target, the source language's first."""
+    if regime != "madx":
+        return []
+    langs = {}
+    for target in plan["targets"]:
+        task = get_task(target)
+        if task.trainable:
+            config = from_dict(_settings(plan, "target", target, regime) | {"task": target}, source=plan["file"])
+            langs |= dict.fromkeys([task.train_lang, *task.check_langs(config.eval_langs)])
+    name = plan["madx"]["lang_adapter_task"]
+    return [graph.add(_train(plan, f"seed{seed}/madx/lang/{lang}", "language", name, regime, seed,
+                             language=lang)) for lang in langs]
+
+
+def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
+    """Intermediate task (a+b for multi-task) -> phase key, for the transfers this regime runs."""
+    used = transfers_in(plan, regime)
+    evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
+    tasks = list(plan["intermediates"]) if (set(used) - {"multitask"} or evaluated) else []
+    if "multitask" in used:
+        tasks.append("+".join(plan["intermediates"]))
+    return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
+                                   lang_adapters=tuple(languages)))
+            for task in tasks}
+
+
+def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
+    names = plan["intermediates"]
+    starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
+    for transfer in transfers_in(plan, regime):
+        if transfer in ("sequential", "stack"):
+            starts |= {(task if transfer == "sequential" else f"stack({task})"): ((intermediates[task],), transfer,
+                                                                                  (task,)) for task in names}
+        elif transfer == "multitask":
+            joint = "+".join(names)
+            starts[f"multitask({joint})"] = ((intermediates[joint],), "sequential", (joint,))
+        else:
+            starts[f"{transfer}({'+'.join(names)})"] = (tuple(intermediates[t] for t in names), transfer, tuple(names))
+    for arm, (init_from, transfer, tasks) in starts.items():
+        key = graph.add(_train(plan, f"seed{seed}/{regime}/{target}/{_slug(arm)}", "target", target, regime, seed,
+                               init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
+        _add_arm(graph, regime, target, arm, seed, key, tasks)
+        if regime == "madx" and plan["madx"].get("ablation"):
+            trained = graph.phases[key]
+            settings = {"task": target, "langs": trained.settings["eval_langs"],
+                        "max_length": trained.settings["max_length"],
+                        "batch_size": trained.settings["eval_batch_size"],
+                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source"}
+            ablation = graph.add(Phase(f"{key}.source-adapter", "evaluate", "evaluation", target, settings, seed,
+                                       regime, target, arm + SOURCE_ADAPTER, model=key))
+            _add_arm(graph, regime, target, arm + SOURCE_ADAPTER, seed, ablation, tasks)
+
+
+def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
+    """An evaluation-only target: the untuned backbone (baseline) and each intermediate's encoder."""
+    evaluation = plan["evaluation"]
+    settings = {"task": target, "langs": [str(lang) for lang in evaluation.get("langs", [])],
+                "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
+                "batch_size": evaluation.get("batch_size", 32),
+                "precision": evaluation.get("precision", plan["phase"].get("precision", "auto"))}
+    get_task(target).check_langs(settings["langs"])
+    baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
+                               arm=BASELINE))
+    _add_arm(graph, regime, target, BASELINE, seed, baseline, ())
+    if regime not in _evaluated_regimes(plan):
+        return
+    for task, source in intermediates.items():
+        arm = task if "+" not in task else f"multitask({task})"
+        key = graph.add(Phase(f"seed{seed}/{regime}/{target}/{_slug(arm)}", "evaluate", "evaluation", target,
+                              settings, seed, regime, target, arm, model=source))
+        _add_arm(graph, regime, target, arm, seed, key, (task,))
+
+
+def _evaluated_regimes(plan) -> list[str]:
+    return plan["evaluation"].get("regimes", plan["regimes"])
+
+
+def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
+    arm = next((a for a in graph.arms if (a.regime, a.target, a.name) == (regime, target, name)), None)
+    if arm is None:
+        arm = Arm(regime, target, name, {}, tasks)
+        graph.arms.append(arm)
+    arm.keys[seed] = key
+
+
+def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", lang_adapters=(),
+           language=None, arm=None) -> Phase:
+    values = {**_settings(plan, role, task, regime), "task": task, "regime": regime, "backbone": plan["backbone"],
+              "seed": seed, "transfer": transfer, "language": language}
+    where = f"{plan['file']}: phase {key}"
+    settings = vars(from_dict(values, source=where))
+    settings = {k: v for k, v in settings.items() if k not in ("init_from", "lang_adapters", "output_dir")}
+    if role == "target":
+        get_task(task).check_langs(settings["eval_langs"])
+    return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
+                 tuple(init_from), tuple(lang_adapters))
+
+
+def _settings(plan, role, task, regime) -> dict:
+    """Train keys of one phase: phase < role block < task_phase[task] < regime_phase[regime]."""
+    role_block = {"intermediate": plan["intermediate_phase"], "target": plan["target_phase"],
+                  "language": plan["madx"].get("phase", {})}[role]
+    merged = {}
+    for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
+        merged |= _with_recipe(plan, block)
+    return merged
+
+
+def _with_recipe(plan, block: dict) -> dict:
+    """A block may name a `train` recipe (``recipe: configs/x.yaml``); its own keys win over the recipe's."""
+    if "recipe" not in block:
+        return dict(block)
+    recipe = read_yaml(block["recipe"])
+    return {**{k: v for k, v in recipe.items() if k not in ("task", "output_dir")},
+            **{k: v for k, v in block.items() if k != "recipe"}}
+
+
+def _check_contrasts(plan, graph) -> None:
+    where = plan["file"]
+    primary = [c for c in plan["contrasts"] if isinstance(c, dict) and c.get("primary")]
+    for contrast in plan["contrasts"]:
+        _check_keys(f"{where}: contrasts entry", contrast, BLOCK_KEYS["contrasts"])
+        missing = [k for k in ("name", "run", "versus") if k not in contrast]
+        target = contrast.get("target") or (plan["targets"][0] if len(plan["targets"]) == 1 else None)
+        if missing or target is None:
+            raise UserError(f"{where}: contrasts entry {contrast!r} needs name, run, versus"
+                            + ("" if target else " and target (the plan has several targets)"))
+        for side in ("run", "versus"):
+            if graph.arm(contrast[side], target) is None:
+                arms = ", ".join(a.label for a in graph.arms if a.target == target)
+                raise UserError(f"{where}: contrast {contrast['name']!r}: {side} {contrast[side]!r} is not an arm "
+                                f"of target {target} (arms: {arms})")
+    names = [c["name"] for c in plan["contrasts"]]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: contrasts: two contrasts are named alike ({', '.join(names)})")
+    if plan["contrasts"] and len(primary) != 1:
+        raise UserError(f"{where}: contrasts: exactly one must have primary: true, got {len(primary)}")
+
+
+def contrasts(plan: dict) -> list[dict]:
+    """The plan's contrasts with their target filled in, the primary one first."""
+    filled = [{**c, "target": c.get("target") or plan["targets"][0], "primary": bool(c.get("primary"))}
+              for c in plan["contrasts"]]
+    return sorted(filled, key=lambda c: not c["primary"])
+
+
+def _slug(arm: str) -> str:
+    """An arm's folder name: stack(a) -> stack-a, fusion(a+b) -> fusion-a+b."""
+    return arm.replace("(", "-").replace(")", "")

@@ -1,0 +1,368 @@
+"""The study report: report.md and its figures, from the results database read through the plan.
+
+Sections: the study's scale and its primary contrast's answer (or why there is none); the declared
+contrasts (seed-paired, two-level bootstrap, Holm for all but the primary, minimum detectable
+effect); per target every arm's seeds, costs, English dev, zero-shot average and gain over its
+regime's baseline; whether each intermediate learned its own task; per-language scores; the XTREME /
+XTREME-R aggregates where targets are XTREME tasks. Figures: gain-<regime>.png (intermediate x target
+heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import overall_scores, task_summary
+from ..scoring import GROUPS, LANGUAGES
+from ..tasks import get_task
+from . import plots
+from .phases import BASELINE, Arm, Graph
+from .plan import contrasts, study_root
+from .results import Results
+from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
+
+STATISTICS = {"resamples": 2000, "alpha": 0.05, "power": 0.8, "seed": 0}
+
+
+class Recorded:
+    """The recorded runs of a study, looked up by phase key and arm."""
+
+    def __init__(self, plan: dict, graph: Graph, results: Results):
+        self.plan, self.graph, self.results = plan, graph, results
+        self.runs = results.runs()
+        self.options = {**STATISTICS, **plan["statistics"]}
+
+    def seeds(self, arm: Arm) -> dict[int, str]:
+        """seed -> phase key of the arm's recorded runs."""
+        return {seed: key for seed, key in arm.keys.items() if key in self.runs}
+
+    @cache
+    def scores(self, key: str) -> dict:
+        return self.results.scores(key)
+
+    @cache
+    def predictions(self, key: str) -> dict:
+        return self.results.predictions(key)
+
+    def zero_shot_langs(self, target: str, key: str) -> list[str]:
+        task = get_task(target)
+        return [lang for lang in self.scores(key) if task.resolve_lang(lang) != task.source_lang]
+
+    def average(self, target: str, key: str) -> float:
+        """The zero-shot average of the headline metric (the first one scored)."""
+        return float(np.mean([next(iter(self.scores(key)[lang].values()))
+                              for lang in self.zero_shot_langs(target, key)]))
+
+    def difference(self, run: Arm, versus: Arm) -> Difference | None:
+        """Seed-paired difference of two arms of one target, with the two-level bootstrap."""
+        ours, theirs = self.seeds(run), self.seeds(versus)
+        common = sorted(set(ours) & set(theirs))
+        if not common:
+            return None
+        langs = [lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
+                 if lang in self.scores(theirs[common[0]])]
+        options = self.options
+        return paired_difference({s: self.predictions(ours[s]) for s in common},
+                                 {s: self.predictions(theirs[s]) for s in common}, langs,
+                                 get_task(run.target).metric, self.plan["clusters"].get(run.target, "item"),
+                                 options["resamples"], options["seed"], options["alpha"])
+
+
+def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
+    root = root or study_root(plan)
+    study = Recorded(plan, graph, results)
+    intermediates = _intermediates(study)
+    flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
+    arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
+    compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
+    figures = _figures(study, root, arms, compared)
+    sections = [_header(study, compared), _contrast_table(study, compared),
+                *(_arm_table(study, target, [row for row in arms if row["target"] == target])
+                  for target in plan["targets"]),
+                _intermediate_table(intermediates),
+                *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
+                  for target in plan["targets"]),
+                _xtreme_table(study), "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
+    path = root / "report.md"
+    path.write_text("\n\n".join(section for section in sections if section) + "\n")
+    return path
+
+
+def _done(study: Recorded) -> list[Arm]:
+    return [arm for arm in study.graph.arms if study.seeds(arm)]
+
+
+def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
+    keys = study.seeds(arm)
+    runs = [study.runs[key] for key in keys.values()]
+    baseline = study.graph.arm(f"{arm.regime}/{BASELINE}", arm.target)
+    gain = study.difference(arm, baseline) if baseline and arm.name != BASELINE else None
+    not_learned = [task for task in arm.intermediates if (arm.regime, task) in flagged]
+    zero_shot = all(run["zero_shot"] != 0 for run in runs)  # None: the backbone, or no manifest
+    return {"arm": arm, "target": arm.target, "label": arm.label + "".join(f" ({t} not learned)" for t in not_learned)
+            + ("" if zero_shot else " (not zero-shot)"),
+            "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
+            "dev": _mean_sd_of([run["dev_score"] for run in runs]), "gain": gain,
+            "parameters": _mean_of([run["trainable_parameters"] for run in runs]),
+            "mb": _mean_of([run["artifact_mb"] for run in runs]),
+            "seconds": _mean_of([run["lineage_train_seconds"] for run in runs]),
+            "rss": _mean_of([run["peak_rss_mb"] for run in runs])}
+
+
+def _intermediates(study: Recorded) -> list[dict]:
+    """Each (regime, intermediate task): its English dev score over seeds, chance and interval."""
+    grouped: dict[tuple, list[float]] = {}
+    for key, phase in study.graph.phases.items():
+        if phase.role == "intermediate" and key in study.runs:
+            grouped.setdefault((phase.regime, phase.task), []).append(study.runs[key]["dev_score"])
+    rows = []
+    for (regime, task), scores in grouped.items():
+        verdict = learned(task, scores, study.options["alpha"])
+        rows.append({"regime": regime, "task": task, "dev": mean_sd(scores), "seeds": len(scores),
+                     "check": verdict, "learned": verdict.learned if verdict else None})
+    return rows
+
+
+def _contrasts(study: Recorded, arms: dict) -> list[dict]:
+    rows = []
+    for contrast in contrasts(study.plan):
+        run, versus = (study.graph.arm(contrast[side], contrast["target"]) for side in ("run", "versus"))
+        rows.append({**contrast, "difference": study.difference(run, versus),
+                     "labels": [arms.get((arm.label, arm.target), {}).get("label", arm.label) for arm in (run, versus)]})
+    tested = [row for row in rows if not row["primary"] and row["difference"]]
+    for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
+        row["p_holm"] = adjusted
+    alpha, power = study.options["alpha"], study.options["power"]
+    for row in rows:
+        # Holm's first step tests at alpha / m: the minimum detectable effect of a corrected contrast uses it.
+        row["alpha"] = alpha if row["primary"] else alpha / max(1, len(tested))
+        row["mde"] = row["difference"].mde(row["alpha"], power) if row["difference"] else None
+        row["verdict"] = _verdict(row, alpha)
+    return rows
+
+
+def _verdict(row: dict, alpha: float) -> str:
+    difference = row["difference"]
+    if difference is None:
+        return "not run yet"
+    excludes_zero = difference.low > 0 or difference.high < 0
+    significant = excludes_zero if row["primary"] else row["p_holm"] < alpha
+    one_seed = "; one seed: the interval leaves out training randomness" if len(difference.seeds) == 1 else ""
+    if difference.low == difference.high == 0:
+        return f"no difference: the two arms scored the same on every test item{one_seed}"
+    if significant:
+        return f"a difference: {row['run']} scores {'higher' if difference.mean > 0 else 'lower'}{one_seed}"
+    return (f"no answer: the difference is not distinguishable from 0, and this study cannot detect one smaller "
+            f"than {row['mde']:.3f}{one_seed}")
+
+
+def _header(study: Recorded, compared: list[dict]) -> str:
+    plan, options = study.plan, study.options
+    done = sum(key in study.runs for key in study.graph.phases)
+    lines = [f"# Study: {Path(plan['file']).stem}", "", plan["description"] or "", "",
+             f"**Scale.** {len(plan['seeds'])} seed(s) ({', '.join(map(str, plan['seeds']))}); "
+             f"{len(study.graph.arms)} arms over {len(plan['regimes'])} regime(s) and {len(plan['targets'])} "
+             f"target(s); {done} of {len(study.graph.phases)} phases done. Backbone {plan['backbone']}. "
+             f"Intervals: {options['resamples']} bootstrap replicates resampling seeds and clusters of test items; "
+             f"{1 - options['alpha']:.0%} level."]
+    for target in plan["targets"]:
+        lines.append(f"- {target}: {_test_scale(study, target)}")
+    primary = next((row for row in compared if row["primary"]), None)
+    if primary and primary["difference"]:
+        d = primary["difference"]
+        run, versus = primary["labels"]
+        lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
+                      f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
+                      f"[{d.low:+.3f}, {d.high:+.3f}]. Minimum detectable effect at this scale "
+                      f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {primary['mde']:.3f}. "
+                      f"**Verdict: {primary['verdict']}.**"]
+    return "\n".join(lines)
+
+
+def _test_scale(study: Recorded, target: str) -> str:
+    key = next((k for arm in study.graph.arms if arm.target == target for k in study.seeds(arm).values()), None)
+    if key is None:
+        return "no run recorded yet"
+    langs = study.zero_shot_langs(target, key)
+    sizes = sorted({len(study.predictions(key).get(lang, [])) for lang in langs})
+    level = study.plan["clusters"].get(target, "item")
+    return (f"{len(langs)} zero-shot language(s) x {'-'.join(map(str, sizes))} test items, resampled by {level}"
+            + ("" if level == "item" else " (items of one cluster err together)"))
+
+
+def _contrast_table(study: Recorded, compared: list[dict]) -> str:
+    if not compared:
+        return ""
+    lines = ["## Contrasts", "", "Seed-paired differences of the zero-shot average (run minus versus). p: two-sided "
+             "bootstrap; the primary contrast is tested alone, the others with Holm's correction. MDE: the minimum "
+             f"detectable effect at {study.options['power']:.0%} power.", "",
+             "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | p | p (Holm) | MDE | verdict |",
+             "|---|---|---|---|---|---:|---|---:|---:|---:|---|"]
+    for row in compared:
+        d = row["difference"]
+        cells = [row["name"] + (" (primary)" if row["primary"] else ""), row["target"], *row["labels"]]
+        if d is None:
+            cells += [""] * 6 + [row["verdict"]]
+        else:
+            cells += [", ".join(f"{v:+.3f}" for v in d.per_seed), _pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]",
+                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), f"{row['mde']:.3f}", row["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = [f"## {target} ({get_task(target).metric}): arms", "",
+             "Mean ± sd over seeds. Gain: seed-paired difference from the regime's baseline with its 95% interval "
+             "(exploratory: not corrected for the number of arms). Train seconds cover the whole lineage.", "",
+             "| arm | seeds | English dev | zero-shot avg | gain over baseline [95% CI] | trainable params | "
+             "artifact MB | train s | peak RSS MB |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for row in rows:
+        gain = row["gain"]
+        cell = f"{_pm(gain.mean, gain.sd)} [{gain.low:+.3f}, {gain.high:+.3f}]" if gain else ""
+        lines.append(f"| {row['label']} | {len(row['seeds'])} | {_pm(*row['dev']) if row['dev'] else ''} | "
+                     f"{_pm(*row['score'])} | {cell} | {_fmt(row['parameters'], ',.0f')} | {_fmt(row['mb'], '.1f')} | "
+                     f"{_fmt(row['seconds'], '.0f')} | {_fmt(row['rss'], '.0f')} |")
+    return "\n".join(lines)
+
+
+def _intermediate_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["## Intermediate tasks: did they learn?", "",
+             "English dev score (mean ± sd over seeds) against chance, the best constant prediction; the interval "
+             "is Clopper-Pearson over the dev items. An intermediate not above chance is marked \"not learned\" "
+             "wherever it appears.", "",
+             "| regime | intermediate | seeds | English dev | chance | 95% CI | learned |", "|---|---|---:|---:|---:|---|---|"]
+    for row in rows:
+        check = row["check"]
+        interval = f"[{check.low:.3f}, {check.high:.3f}]" if check else ""
+        verdict = {True: "yes", False: "**not learned**", None: "n/a (no single-label chance)"}[row["learned"]]
+        lines.append(f"| {row['regime']} | {row['task']} | {row['seeds']} | {_pm(*row['dev'])} | "
+                     f"{_fmt(check.chance if check else None, '.3f')} | {interval} | {verdict} |")
+    return "\n".join(lines)
+
+
+def seen_languages(arm: Arm) -> frozenset[str]:
+    """The languages the arm's intermediates trained on, where their task specs list them."""
+    return frozenset(lang for name in arm.intermediates for part in name.split("+")
+                     for lang in getattr(get_task(part), "seen_languages", ()))
+
+
+def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str:
+    """Per-language means over seeds; ``labels``: each arm's name in the report (with its flags)."""
+    arms = [arm for arm in _done(study) if arm.target == target]
+    if not arms:
+        return ""
+    means = {arm.label: _language_means(study, arm) for arm in arms}
+    langs = list(dict.fromkeys(lang for values in means.values() for lang in values))
+    lines = [f"## {target}: per language (mean over seeds)", "",
+             "| lang | " + " | ".join(labels[label] for label in means) + " |",
+             "|---|" + "---:|" * len(means)]
+    lines += [f"| {lang} | " + " | ".join(_fmt(values.get(lang), ".3f") for values in means.values()) + " |"
+              for lang in langs]
+    task = get_task(target)
+    averages = {arm.label: by_seen({lang: v for lang, v in means[arm.label].items()
+                                    if task.resolve_lang(lang) != task.source_lang}, seen_languages(arm))
+                for arm in arms}
+    for name in ("all", "seen", "unseen"):
+        if any(name in values for values in averages.values()):
+            lines.append(f"| **zero-shot avg, {name}** | " +
+                         " | ".join(_fmt(values.get(name), ".3f") for values in averages.values()) + " |")
+    return "\n".join(lines)
+
+
+def _language_means(study: Recorded, arm: Arm) -> dict[str, float]:
+    per_seed = [study.scores(key) for key in study.seeds(arm).values()]
+    return {lang: float(np.mean([next(iter(scores[lang].values())) for scores in per_seed if lang in scores]))
+            for lang in per_seed[0]}
+
+
+def _xtreme_table(study: Recorded) -> str:
+    """XTREME / XTREME-R task averages and groups of each arm, as the official scorer aggregates them."""
+    lines = []
+    for benchmark, task_langs in LANGUAGES.items():
+        tasks = [t for t in study.plan["targets"] if t in task_langs and task_langs[t]]
+        if not tasks:
+            continue
+        groups = GROUPS[benchmark]
+        header = tasks + [g for g in groups if set(groups[g]) <= set(tasks)] + ["all_task"]
+        lines += [f"## {benchmark.upper()} aggregates (official averaging; languages scored / the benchmark's)", "",
+                  "| arm | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+        for label in dict.fromkeys(arm.label for arm in _done(study) if arm.target in tasks):
+            detailed, coverage = {}, {}
+            for task in tasks:
+                arm = study.graph.arm(label, task)
+                if arm and study.seeds(arm):
+                    every = _all_metric_means(study, arm)
+                    scored = {lang: every[lang] for lang in task_langs[task] if lang in every}
+                    if scored:
+                        detailed[task] = task_summary(scored, qa=task in groups["qa"])
+                        coverage[task] = f" ({len(scored)}/{len(task_langs[task])})"
+            overall = overall_scores(detailed, list(task_langs), groups)
+            cells = [_fmt(detailed[t]["avg_metric"], ".3f") + coverage[t] if t in detailed else "" for t in tasks]
+            cells += [_fmt(overall.get(name), ".3f") for name in header[len(tasks):]]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).strip()
+
+
+def _all_metric_means(study: Recorded, arm: Arm) -> dict[str, dict[str, float]]:
+    per_seed = [study.scores(key) for key in study.seeds(arm).values()]
+    return {lang: {metric: float(np.mean([s[lang][metric] for s in per_seed if lang in s]))
+                   for metric in per_seed[0][lang]} for lang in per_seed[0]}
+
+
+def _figures(study: Recorded, root: Path, arms: list[dict], compared: list[dict]) -> list[Path]:
+    figures = []
+    targets = study.plan["targets"]
+    for regime in study.plan["regimes"]:
+        rows = [row for row in arms if row["arm"].regime == regime and row["gain"]]
+        if rows:
+            names = list(dict.fromkeys(row["label"].split("/", 1)[1] for row in rows))
+            gains = {(row["label"].split("/", 1)[1], row["target"]): row["gain"].mean for row in rows}
+            figures.append(plots.gain_heatmap(root / f"gain-{regime}.png", regime, names, targets, gains,
+                                              len(study.plan["seeds"])))
+    for row in compared:
+        if row["difference"]:
+            figures.append(_contrast_bars(study, root, row))
+    panels = {target: [{"label": row["label"], "parameters": row["parameters"], "seconds": row["seconds"],
+                        "score": row["score"][0]} for row in arms if row["target"] == target] for target in targets}
+    panels = {target: points for target, points in panels.items() if points}
+    if panels:
+        figures.append(plots.pareto(root / "pareto.png", panels))
+    return figures
+
+
+def _contrast_bars(study: Recorded, root: Path, row: dict) -> Path:
+    run, versus = (study.graph.arm(row[side], row["target"]) for side in ("run", "versus"))
+    ours, theirs = study.seeds(run), study.seeds(versus)
+    seeds = row["difference"].seeds
+    langs = study.zero_shot_langs(row["target"], ours[seeds[0]])
+    stats = [mean_sd([next(iter(study.scores(ours[s])[lang].values())) - next(iter(study.scores(theirs[s])[lang].values()))
+                      for s in seeds]) for lang in langs]
+    return plots.language_bars(root / f"contrast-{row['name']}.png",
+                               f"{row['name']}: {row['run']} minus {row['versus']} ({row['target']})", langs,
+                               [m for m, _ in stats], [sd for _, sd in stats])
+
+
+def _mean_sd_of(values: list) -> tuple[float, float | None] | None:
+    values = [v for v in values if v is not None]
+    return mean_sd(values) if values else None
+
+
+def _mean_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _pm(mean: float, sd: float | None) -> str:
+    return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)

@@ -1,0 +1,180 @@
+"""The study's results database: one SQLite file (WAL), safe for several writers at once.
+
+Tables:
+
+``runs``         one row per finished phase, keyed by its identity (and unique by phase key):
+                 regime, arm, target, seed, lineage, costs and the English dev score
+``scores``       one row per (run, language, metric): the test scores of a target or an evaluation
+``predictions``  one row per test item: its ref, gold label and prediction (JSON), for the statistics
+
+Every write is one ``BEGIN IMMEDIATE`` transaction that first removes whatever the phase key or
+identity held, so recording the same phase twice, from any number of processes, leaves exactly
+one copy; a reader sees a run with all its scores or not at all. Writers wait for each other
+(busy timeout) instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from .. import artifacts
+from ..artifacts import sha256_file
+from .identity import SCORES, output_file
+from .phases import Phase
+
+FILE = "results.sqlite"
+BUSY_TIMEOUT_S = 600
+RUN_COLUMNS = ("identity", "key", "action", "role", "task", "regime", "arm", "target", "seed", "transfer",
+               "lineage", "output_sha256", "trainable_parameters", "artifact_mb", "train_seconds",
+               "lineage_train_seconds", "peak_rss_mb", "dev_metric", "dev_score", "zero_shot", "finished_at", "host")
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    identity TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, action TEXT, role TEXT, task TEXT, regime TEXT, arm TEXT,
+    target TEXT, seed INTEGER, transfer TEXT, lineage TEXT, output_sha256 TEXT, trainable_parameters INTEGER,
+    artifact_mb REAL, train_seconds REAL, lineage_train_seconds REAL, peak_rss_mb REAL, dev_metric TEXT,
+    dev_score REAL, zero_shot INTEGER, finished_at TEXT, host TEXT);
+CREATE TABLE IF NOT EXISTS scores (
+    run TEXT NOT NULL, task TEXT NOT NULL, lang TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (run, lang, metric));
+CREATE TABLE IF NOT EXISTS predictions (
+    run TEXT NOT NULL, task TEXT NOT NULL, lang TEXT NOT NULL, item INTEGER NOT NULL, ref TEXT, label TEXT,
+    prediction TEXT, PRIMARY KEY (run, lang, item));
+"""
+
+
+class Results:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+            db.row_factory = sqlite3.Row
+            yield db
+
+    @contextmanager
+    def _transaction(self):
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def current(self, phase: Phase, identity: str, root: Path) -> bool:
+        """True when the phase's recorded run has this identity and its output is still the one recorded."""
+        with self._connect() as db:
+            row = db.execute("SELECT identity, output_sha256 FROM runs WHERE key = ?", (phase.key,)).fetchone()
+        if row is None or row["identity"] != identity:
+            return False
+        output = output_file(phase, root)
+        return output.is_file() and sha256_file(output) == row["output_sha256"]
+
+    def forget(self, key: str) -> None:
+        """Remove a phase's run (it is stale, or about to be re-run)."""
+        with self._transaction() as db:
+            _delete(db, key, None)
+
+    def record(self, phase: Phase, identity: str, root: Path, lineage: list[dict]) -> None:
+        """Read a finished phase's folder (manifest, scores.json, predictions/) into the database."""
+        folder = root / phase.key
+        row = dict.fromkeys(RUN_COLUMNS) | {
+            "identity": identity, "key": phase.key, "action": phase.action, "role": phase.role, "task": phase.task,
+            "regime": phase.regime, "arm": phase.arm, "target": phase.target, "seed": phase.seed,
+            "transfer": phase.settings.get("transfer"), "lineage": json.dumps(lineage),
+            "output_sha256": sha256_file(output_file(phase, root)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname()}
+        model = folder if phase.action == "train" else (root / phase.model if phase.model else None)
+        if model is not None:
+            row |= _costs(model)
+        row["lineage_train_seconds"] = (row["train_seconds"] or 0) * (phase.action == "train")
+        scores = json.loads((folder / SCORES).read_text()) if (folder / SCORES).is_file() else {}
+        predictions = _predictions(folder)
+        with self._transaction() as db:
+            row["lineage_train_seconds"] += sum(
+                (db.execute("SELECT lineage_train_seconds FROM runs WHERE key = ?", (entry["key"],)).fetchone()
+                 or [0])[0] or 0 for entry in lineage)
+            _delete(db, phase.key, identity)
+            db.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                       [row[c] for c in RUN_COLUMNS])
+            db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?)",
+                           [(identity, phase.task, lang, metric, value) for lang, by_metric in scores.items()
+                            for metric, value in by_metric.items()])
+            db.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(identity, phase.task, lang, index, item.get("ref"), json.dumps(item["label"]),
+                             json.dumps(item["prediction"]))
+                            for lang, items in predictions.items() for index, item in enumerate(items)])
+
+    def runs(self) -> dict[str, dict]:
+        """Phase key -> its run row."""
+        with self._connect() as db:
+            return {row["key"]: dict(row) for row in db.execute("SELECT * FROM runs ORDER BY key")}
+
+    def scores(self, key: str) -> dict[str, dict[str, float]]:
+        """{lang: {metric: value}} of one phase, languages in the order they were scored."""
+        with self._connect() as db:
+            rows = db.execute("SELECT lang, metric, value FROM scores JOIN runs ON run = identity "
+                              "WHERE key = ? ORDER BY scores.rowid", (key,)).fetchall()
+        scores: dict[str, dict[str, float]] = {}
+        for row in rows:
+            scores.setdefault(row["lang"], {})[row["metric"]] = row["value"]
+        return scores
+
+    def predictions(self, key: str) -> dict[str, list[dict]]:
+        """{lang: [{ref, label, prediction}]} of one phase, items in test-set order."""
+        with self._connect() as db:
+            rows = db.execute("SELECT lang, ref, label, prediction FROM predictions JOIN runs ON run = identity "
+                              "WHERE key = ? ORDER BY lang, item", (key,)).fetchall()
+        items: dict[str, list[dict]] = {}
+        for row in rows:
+            items.setdefault(row["lang"], []).append({"ref": row["ref"], "label": json.loads(row["label"]),
+                                                      "prediction": json.loads(row["prediction"])})
+        return items
+
+    def export(self, folder: Path, fmt: str) -> list[Path]:
+        """Each table as <folder>/<table>.csv or .parquet (pandas)."""
+        import pandas
+
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as db:
+            for table in ("runs", "scores", "predictions"):
+                frame = pandas.read_sql_query(f"SELECT * FROM {table}", db)
+                path = folder / f"{table}.{fmt}"
+                frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+                written.append(path)
+        return written
+
+
+def _delete(db, key: str, identity: str | None) -> None:
+    stale = [row[0] for row in db.execute("SELECT identity FROM runs WHERE key = ? OR identity = ?", (key, identity))]
+    for old in stale:
+        for table, column in (("scores", "run"), ("predictions", "run"), ("runs", "identity")):
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (old,))
+
+
+def _costs(folder: Path) -> dict:
+    """A trained output's costs and English dev score, from its (verified) manifest."""
+    manifest = artifacts.read_manifest(folder)
+    return {"trainable_parameters": manifest["trainable_parameters"],
+            "artifact_mb": artifacts.size_mb(folder, manifest), "train_seconds": manifest["train_seconds"],
+            "peak_rss_mb": manifest["peak_rss_mb"], "dev_metric": manifest["dev"]["metric"],
+            "dev_score": manifest["dev"]["best"], "zero_shot": manifest["zero_shot"]}
+
+
+def _predictions(folder: Path) -> dict[str, list[dict]]:
+    files = sorted((folder / "predictions").glob("test-*.jsonl"))
+    return {file.stem.removeprefix("test-"): [json.loads(line) for line in file.read_text().splitlines()]
+            for file in files}

@@ -1,0 +1,95 @@
+"""Study plans: the shipped plans expand as documented; a bad plan is refused in one line before anything trains."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapterxfer.cli import main
+from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_demo_plan_is_the_matched_comparison_and_the_research_question():
+    plan = read_plan(str(CONFIGS / "demo.yaml"))
+    graph = expand(plan)
+    assert sorted(graph.phases) == sorted(
+        [f"seed42/{regime}/verses-genre/baseline" for regime in ("full", "lora", "bottleneck")]
+        + ["seed42/lora/verses-xref", "seed42/lora/verses-xref-multi",
+           "seed42/lora/verses-genre/verses-xref", "seed42/lora/verses-genre/verses-xref-multi"])
+    targets = [phase for phase in graph.phases.values() if phase.role == "target"]
+    assert len(targets) == 5 and len({len(p.settings["eval_langs"]) for p in targets}) == 1
+    assert len(targets[0].settings["eval_langs"]) >= 10 and "en" not in targets[0].settings["eval_langs"]
+    matched = {key: value for key, value in targets[0].settings.items() if key not in ("regime", "lr")}
+    assert all({k: v for k, v in p.settings.items() if k not in ("regime", "lr", "transfer")}
+               == {k: v for k, v in matched.items() if k != "transfer"} for p in targets)
+    assert [c["name"] for c in contrasts(plan) if c["primary"]] == ["multilingual-intermediate"]
+    assert graph.phases["seed42/lora/verses-genre/verses-xref-multi"].init_from == ("seed42/lora/verses-xref-multi",)
+
+
+def test_gpu_plan_has_every_regime_and_transfer():
+    graph = expand(read_plan(str(CONFIGS / "demo_gpu.yaml")))
+    arms = {arm.label for arm in graph.arms if arm.target == "verses-genre"}
+    joint = "verses-xref+verses-xref-multi+verses-next"
+    assert {"lora/stack(verses-next)", f"lora/merge({joint})", f"bottleneck/fusion({joint})",
+            f"full/multitask({joint})", "madx/verses-xref [source adapter]"} <= arms
+    phase = graph.phases["seed3/madx/verses-genre/verses-xref"]
+    assert phase.lang_adapters[0] == "seed3/madx/lang/en" and len(phase.lang_adapters) == 22
+    retrieval = graph.phases["seed1/lora/verses-retrieval/verses-next"]
+    assert (retrieval.action, retrieval.model) == ("evaluate", "seed1/lora/verses-next")
+    assert graph.arm("full/baseline", "verses-retrieval").keys == {s: "backbone/verses-retrieval" for s in range(1, 6)}
+
+
+def test_xstilts_plan_takes_its_settings_from_the_train_recipes():
+    graph = expand(read_plan(str(CONFIGS / "xstilts.yaml")))
+    xquad = graph.phases["seed2/lora/xquad/squad"].settings
+    assert (xquad["max_length"], xquad["grad_accum"], xquad["lr"], xquad["backbone"]) == (512, 4, 3.0e-4,
+                                                                                         "xlm-roberta-large")
+    assert graph.phases["seed1/full/mnli"].settings["max_steps"] == 20000
+    assert graph.phases["seed1/full/tatoeba/mnli"].settings["layer"] == 13
+    assert len([p for p in graph.phases.values() if p.role == "target"]) == 12 * 8 * 3 * 3
+
+
+def test_every_plan_key_has_help():
+    assert all(len(entry) == 3 and entry[2] for entry in KEYS.values())
+
+
+VALID = {"backbone": "me5-small", "seeds": [1], "targets": ["verses-genre"], "intermediates": ["verses-xref"],
+         "regimes": ["lora"]}
+BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
+    "unknown key": ({"seed": 1}, "plan.yaml: unknown key 'seed' (allowed: description, backbone"),
+    "missing key": ({"seeds": None}, "plan.yaml: key 'seeds' must be a non-empty list of integers, got None"),
+    "unknown task": ({"intermediates": ["verses-nope"]}, "unknown task 'verses-nope'"),
+    "target as intermediate": ({"intermediates": ["verses-genre"]},
+                               "intermediates: verses-genre is a target task; intermediates lists intermediate tasks"),
+    "typo in a phase block": ({"regime_phase": {"lora": {"max_step": 3}}},
+                              "plan.yaml: phase seed1/lora/verses-xref: unknown key 'max_step'"),
+    "transfer a regime lacks": ({"transfers": {"fusion": ["lora"]}},
+                                "transfers.fusion: regime lora does not offer it (it offers sequential, stack, merge, "
+                                "multitask)"),
+    "combining one intermediate": ({"transfers": {"merge": ["lora"]}},
+                                   "transfers.merge combines intermediates; the plan lists 1"),
+    "madx without its task": ({"regimes": ["madx"], "transfers": {"sequential": ["madx"]}},
+                              "regime madx needs madx: {lang_adapter_task: ...}"),
+    "contrast of an arm not run": ({"contrasts": [{"name": "x", "run": "lora/verses-next", "versus": "lora/baseline",
+                                                   "primary": True}]},
+                                   "contrast 'x': run 'lora/verses-next' is not an arm of target verses-genre "
+                                   "(arms: lora/baseline, lora/verses-xref)"),
+    "no primary contrast": ({"contrasts": [{"name": "x", "run": "lora/verses-xref", "versus": "lora/baseline"}]},
+                            "contrasts: exactly one must have primary: true, got 0"),
+    "bad cluster level": ({"clusters": {"verses-genre": "verse"}},
+                          "clusters: verses-genre: verse must map a target of the plan (verses-genre) to one of "
+                          "item, chapter, book"),
+    "language of no target": ({"target_phase": {"eval_langs": ["xx"]}}, "unknown language or translation 'xx'"),
+}
+
+
+@pytest.mark.parametrize("changes, message", BAD_PLANS.values(), ids=BAD_PLANS)
+def test_bad_plan_is_one_line_and_nothing_is_written(tmp_path, capsys, changes, message):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({**VALID, "output": str(tmp_path / "out"), **changes}))
+    assert main(["study", "run", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

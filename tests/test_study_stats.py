@@ -1,0 +1,143 @@
+"""The study statistics on hand-built predictions: exact differences, intervals, clusters, Holm, MDE,
+the chance check of intermediates and seen / unseen averages."""
+
+import math
+
+import pytest
+
+from adapterxfer.errors import UserError
+from adapterxfer.metrics import METRICS
+from adapterxfer.study.stats import (ITEM_MEANS, by_seen, cluster_ids, holm, learned, metric_value,
+                                     minimum_detectable_effect, paired_difference)
+from adapterxfer.tasks import get_task
+
+REFS = ["1:1:1", "1:1:2", "1:2:1", "2:1:1", "2:1:2", "3:4:5"]  # books 1, 2, 3; chapters 1:1, 1:2, 2:1, 3:4
+
+
+def rows(correct: list[bool], refs=REFS) -> list[dict]:
+    return [{"ref": ref, "label": 1, "prediction": 1 if ok else 0} for ref, ok in zip(refs, correct)]
+
+
+def arm(*per_seed: list[bool], langs=("fr", "de"), refs=REFS) -> dict:
+    """{seed: {lang: rows}}: the same correctness in every language."""
+    return {seed: {lang: rows(correct, refs) for lang in langs} for seed, correct in enumerate(per_seed, 1)}
+
+
+ITEM_CASES = {
+    "accuracy": ([1, 0, 2, 2], [1, 1, 2, 0]),
+    "accuracy@1": ([3, 1], [3, 2]),
+    "squad": (["the red bicycle", "Paris", "", "a kettle"], [["red bicycle"], ["paris", "Lyon"], ["x"], ["kettle whistled"]]),
+    "mlqa": (["der Hund", "Tee"], [["Hund"], ["Kaffee"]]),
+}
+
+
+@pytest.mark.parametrize("metric", ITEM_MEANS)
+def test_item_mean_metrics_are_the_mean_of_their_items(metric):
+    predictions, gold = ITEM_CASES[metric]
+    lang = "de" if metric == "mlqa" else "en"
+    items = [{"ref": None, "label": g, "prediction": p} for p, g in zip(predictions, gold)]
+    whole = metric_value(metric, items, lang)
+    assert whole == pytest.approx(sum(metric_value(metric, [item], lang) for item in items) / len(items))
+    assert whole == next(iter(METRICS[metric](predictions, gold, lang).values()))
+
+
+def test_seqeval_f1_is_not_a_mean_over_sentences_so_it_is_recomputed():
+    gold = [["B-PER", "O"], ["B-LOC", "I-LOC", "O"]]
+    predicted = [["B-PER", "O"], ["O", "O", "O"]]
+    items = [{"ref": None, "label": g, "prediction": p} for p, g in zip(predicted, gold)]
+    per_sentence = [metric_value("seqeval", [item], "en") for item in items]
+    assert metric_value("seqeval", items, "en") != pytest.approx(sum(per_sentence) / 2)  # F1 2/3 vs (1 + 0) / 2
+    assert "seqeval" not in ITEM_MEANS
+    same = paired_difference({1: {"de": items}}, {1: {"de": items}}, ["de"], "seqeval", "item", resamples=50)
+    assert (same.mean, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
+    perfect = [{**item, "prediction": item["label"]} for item in items]
+    best = paired_difference({1: {"de": perfect}}, {1: {"de": items}}, ["de"], "seqeval", "item", resamples=50)
+    assert best.mean == pytest.approx(metric_value("seqeval", perfect, "de") - metric_value("seqeval", items, "de"))
+
+
+def test_cluster_ids_by_level():
+    assert cluster_ids(REFS, "book") == ["1", "1", "1", "2", "2", "3"]
+    assert cluster_ids(REFS, "chapter") == ["1:1", "1:1", "1:2", "2:1", "2:1", "3:4"]
+    assert cluster_ids(REFS, "item") == REFS
+    assert cluster_ids([None, None], "book") == ["#0", "#1"]  # no ref: every item is its own cluster
+    with pytest.raises(UserError, match="cluster level 'book' needs verses refs book:chapter:verse, got ref 'q17'"):
+        cluster_ids(["q17"], "book")
+
+
+def test_a_sure_difference_has_a_point_interval():
+    run, versus = arm([True] * 6, [True] * 6), arm([False] * 6, [False] * 6)
+    difference = paired_difference(run, versus, ["fr", "de"], "accuracy", "book", resamples=300)
+    assert (difference.seeds, difference.per_seed, difference.mean, difference.sd) == ((1, 2), (1.0, 1.0), 1.0, 0.0)
+    assert (difference.low, difference.high, difference.p, difference.se, difference.clusters) == (1.0, 1.0, 0.0, 0.0, 3)
+    same = paired_difference(run, run, ["fr", "de"], "accuracy", "book", resamples=300)
+    assert (same.mean, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_seeds_enter_the_mean_and_the_sd():
+    """Seed 1: run right on 4 of 6 items more than versus; seed 2: on 2 fewer. Mean 1/6, sd of (4/6, -2/6)."""
+    run = arm([True] * 4 + [False] * 2, [False] * 6)
+    versus = arm([False] * 6, [True] * 2 + [False] * 4)
+    difference = paired_difference(run, versus, ["fr", "de"], "accuracy", "item", resamples=400)
+    assert difference.per_seed == pytest.approx((4 / 6, -2 / 6))
+    assert difference.mean == pytest.approx(1 / 6) and difference.sd == pytest.approx(math.sqrt(2) / 2)
+    assert difference.low < 0 < difference.high  # two seeds that disagree leave the sign open
+
+
+def test_clustered_errors_widen_the_interval():
+    """Errors that follow the book: resampling books, not verses, shows how little 3 books tell."""
+    refs = [f"{book}:1:{verse}" for book in (1, 2, 3) for verse in range(1, 11)]
+    run = arm([book != 3 for book in (1, 2, 3) for _ in range(10)], refs=refs)
+    versus = arm([book == 1 for book in (1, 2, 3) for _ in range(10)], refs=refs)
+    by_item = paired_difference(run, versus, ["fr", "de"], "accuracy", "item", resamples=1000)
+    by_book = paired_difference(run, versus, ["fr", "de"], "accuracy", "book", resamples=1000)
+    assert by_item.mean == by_book.mean == pytest.approx(1 / 3)
+    assert (by_item.clusters, by_book.clusters) == (30, 3)
+    assert by_book.high - by_book.low > 1.5 * (by_item.high - by_item.low)
+    assert by_book.low == 0.0 and by_item.low > 0.1  # a whole book drawn three times, or never
+
+
+def test_languages_with_their_own_items_are_resampled_apart():
+    """No refs (XTREME): each language's items are resampled on their own, item by item."""
+    run = {1: {"de": rows([True, True, False], [None] * 3), "ar": rows([True], [None])}}
+    versus = {1: {"de": rows([False, True, False], [None] * 3), "ar": rows([False], [None])}}
+    difference = paired_difference(run, versus, ["de", "ar"], "accuracy", "item", resamples=200)
+    assert difference.clusters == 4 and difference.mean == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_different_test_items_are_refused():
+    other = arm([True] * 6, refs=list(reversed(REFS)))
+    with pytest.raises(UserError, match="seed 1, language fr: the two arms were scored on different test items"):
+        paired_difference(arm([True] * 6), other, ["fr"], "accuracy", "item", resamples=10)
+
+
+def test_holm_adjusts_in_step_down_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_minimum_detectable_effect_at_80_percent_power():
+    assert minimum_detectable_effect(0.01, 0.05, 0.8) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-6)
+    assert minimum_detectable_effect(0.01, 0.025, 0.8) > minimum_detectable_effect(0.01, 0.05, 0.8)
+
+
+def test_intermediate_at_chance_is_not_learned():
+    """Chance is the best constant answer on the dev set; the interval is Clopper-Pearson over its items."""
+    task = get_task("verses-next")  # the fixture corpus: 42 dev items of 4 choices
+    labels = [row["label"] for row in task.rows("dev", task.source_lang)]
+    chance = max(labels.count(label) for label in set(labels)) / len(labels)
+    at_chance = learned("verses-next", [chance, chance])
+    assert at_chance.chance == pytest.approx(chance) and not at_chance.learned
+    assert at_chance.low < chance < at_chance.high
+    assert learned("verses-next", [0.9, 1.0]).learned
+    # 4 dev pairs: even a perfect score is within chance's reach (lower bound (alpha / 2) ** (1 / n))
+    tiny = learned("verses-xref", [1.0])
+    assert (tiny.chance, tiny.low, tiny.learned) == (0.5, pytest.approx(0.025 ** (1 / 4)), False)
+    assert learned("verses-xref+verses-next", [0.5]).chance == pytest.approx((0.5 + chance) / 2)
+    assert learned("verses-mlm", [0.5]) is None  # no single-label chance for masked LM
+
+
+def test_averages_over_seen_and_unseen_languages():
+    scores = {"de": 0.7, "sw": 0.1, "fr": 0.5}
+    assert by_seen(scores, frozenset({"de", "en"})) == pytest.approx({"all": 1.3 / 3, "seen": 0.7, "unseen": 0.3})
+    assert by_seen(scores, frozenset()) == pytest.approx({"all": 1.3 / 3})
