@@ -97,7 +97,7 @@ def train_phase(config: RunConfig) -> Path:
         state.wait_for_everyone()
         if not phase.finished:
             save(phase, *train(phase))
-    if state.is_main_process and phase.is_target and not (phase.out / "scores.json").is_file():
+    if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
         evaluate_phase(phase)
     state.wait_for_everyone()
     return phase.out
@@ -280,6 +280,12 @@ def _output_lock(out: Path, writer: bool):
         yield
     finally:
         lock.release()
+
+
+def _scored_languages(out: Path) -> list[str] | None:
+    """The languages of a complete evaluation in ``out`` (scores.json is written last), else None."""
+    scores = out / "scores.json"
+    return list(json.loads(scores.read_text())) if scores.is_file() else None
 
 
 def _finished(phase: Phase) -> bool:

@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 
 from ..artifacts import MANIFEST, sha256_file
+from ..config import RUN_ONLY
 from .phases import Phase
 
-# RunConfig fields that do not change what a phase computes; the backbone enters by its weight hash.
-IGNORED = frozenset({"output_dir", "overwrite", "resume", "keep_checkpoints", "checkpoint_every", "report_to",
-                     "backbone", "init_from", "lang_adapters"})
+# RunConfig fields that do not change what a phase computes: those that never change training, less
+# eval_langs (a study's target phase includes its zero-shot scoring), and the paths of its inputs (the
+# backbone enters by its weight hash, the inputs by their manifests' hashes).
+IGNORED = (frozenset(RUN_ONLY) - {"eval_langs"}) | {"backbone", "init_from", "lang_adapters"}
 SCORES = "scores.json"  # an evaluation's output, as a manifest is a training phase's
 
 
