@@ -142,12 +142,16 @@ def set_pooling(model, pooling: str) -> None:
 
 
 def _first_token_reader(model):
-    """The module that reads position 0 of the last layer: the pooler where the model has one (multiple
-    choice, BERT), else an XLM-R classification head; None for heads that read every token."""
+    """The module that reads position 0 of the last layer: an XLM-R classification head (it takes
+    ``features[:, 0]``), else the pooler (multiple choice; BERT-style heads); None for heads that read
+    every token. Not the pooler of an XLM-R classifier: it may be there, shared with a multiple-choice
+    task in multi-task training, but its output goes unused."""
     if not type(model).__name__.endswith(("ForSequenceClassification", "ForMultipleChoice")):
         return None
-    pooler = getattr(model.base_model, "pooler", None)
-    return pooler if pooler is not None else model.classifier
+    head = getattr(model, "classifier", None)
+    if head is not None and not isinstance(head, torch.nn.Linear):
+        return head
+    return getattr(model.base_model, "pooler", None)
 
 
 def _mean_pooling_hooks(model, reader) -> tuple:
@@ -165,5 +169,7 @@ def _mean_pooling_hooks(model, reader) -> tuple:
         mean = (hidden * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
         return (mean, *args[1:]), kwargs
 
-    return (model.register_forward_pre_hook(keep_mask, with_kwargs=True),
+    # The mask as the encoder gets it (multiple choice: flattened to one row per choice); the encoder may
+    # be shared by several task models (multi-task), each keeping the mask of every forward through it.
+    return (model.base_model.register_forward_pre_hook(keep_mask, with_kwargs=True),
             reader.register_forward_pre_hook(mean_first, with_kwargs=True))
