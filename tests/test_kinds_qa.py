@@ -128,10 +128,10 @@ def test_doc_stride_without_room_is_a_user_error(tokenizer):
 
 def test_list_metrics_score_f1_first_and_unanswerable_as_in_squad2():
     squad = METRICS["squad"](["the Library wall", "a tomato"], [["the library wall"], ["tomatoes", "tomato"]], "en")
-    assert list(squad) == ["f1", "exact_match"] and squad == {"f1": 100.0, "exact_match": 100.0}
+    assert list(squad) == ["f1", "exact_match"] and squad == {"f1": 1.0, "exact_match": 1.0}  # fractions
     mixed = METRICS["squad"](["", "the wall", "wall"], [[], [], ["library wall"]], "en")
-    assert mixed["exact_match"] == pytest.approx(100 / 3) and mixed["f1"] == pytest.approx((100 + 100 * 2 / 3) / 3)
-    assert METRICS["mlqa"](["水壶"], [["水壶响"]], "zh")["f1"] == pytest.approx(100 * 0.8)  # per-character tokens
+    assert mixed["exact_match"] == pytest.approx(1 / 3) and mixed["f1"] == pytest.approx((1 + 2 / 3) / 3)
+    assert METRICS["mlqa"](["水壶"], [["水壶响"]], "zh")["f1"] == pytest.approx(0.8)  # per-character tokens
 
 
 def test_short_training_run_scores_with_squad(tiny_backbone):
@@ -140,5 +140,5 @@ def test_short_training_run_scores_with_squad(tiny_backbone):
     log, scores, predictions, batch_keys = fit_and_score(task, tiny_backbone, max_length=48)
     assert math.isfinite(log[-1]["train_loss"])
     assert all(keys == {"input_ids", "attention_mask", "start_positions", "end_positions"} for keys in batch_keys)
-    assert list(scores)[0] == "f1" and all(0.0 <= value <= 100.0 for value in scores.values())
+    assert list(scores)[0] == "f1" and all(0.0 <= value <= 1.0 for value in scores.values())
     assert all(p["prediction"] in r["context"] for p, r in zip(predictions, ROWS))

@@ -150,9 +150,9 @@ def _check_transfers(plan: dict) -> None:
                 raise UserError(f"{where}: transfers.{transfer}: {regime} is not a regime of the plan "
                                 f"({', '.join(plan['regimes'])})")
             module = get_regime(regime)
-            supported = transfer in module.TRANSFERS or (transfer == "multitask" and module.MULTITASK)
+            supported = transfer in module.transfers or (transfer == "multitask" and module.multitask)
             if not supported:
-                offered = [t for t in TRANSFERS if t in module.TRANSFERS or (t == "multitask" and module.MULTITASK)]
+                offered = [t for t in TRANSFERS if t in module.transfers or (t == "multitask" and module.multitask)]
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
         if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
