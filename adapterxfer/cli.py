@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("plan", help="a study plan (YAML)")
     report.add_argument("--csv", action="store_true", help="also export the tables as export/<table>.csv")
     report.add_argument("--parquet", action="store_true", help="also export the tables as export/<table>.parquet")
+    push = actions.add_parser("push", help="push every intermediate module of a finished study to the Hub")
+    push.add_argument("plan", help="a study plan (YAML)")
+    push.add_argument("--prefix", required=True, metavar="OWNER/NAME",
+                      help="repo id prefix: each intermediate goes to OWNER/NAME-<phase key>, with its model card")
+    push.add_argument("--private", action="store_true", help="create the repos private")
 
     score = verbs.add_parser("score", help="score XTREME / XTREME-R prediction files like the official evaluate.py",
                              description="Score <task>/test-<lang>.{tsv,json,jsonl} prediction files against label "
@@ -182,6 +187,11 @@ def _study(args) -> None:
 
     if args.action == "run":
         run_study(args.plan, args.executor, args.workers)
+    elif args.action == "push":
+        from .study.runner import push_study
+
+        for key, ref in push_study(args.plan, args.prefix, args.private):
+            print(f"pushed {key}: {ref}")
     elif args.action == "status":
         states = study_status(args.plan)
         for key, state in states:

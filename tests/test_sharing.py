@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import HfApi, ModelCard, constants, file_download
 from peft import PeftModel
 from transformers import AutoModel, AutoTokenizer
@@ -336,3 +337,27 @@ def test_standin_a_file_tampered_with_on_the_hub_is_refused(setups, hub, tiny_ba
     assert re.search(r"hf://lab/tampered@[0-9a-f]{40} refused: .*file adapter\.safetensors does not match its "
                      r"sha256 in manifest\.json \(corrupt or tampered\)", err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_standin_study_push_sends_every_intermediate_with_its_card(tiny_backbone, tmp_path, capsys, hub):
+    """`adapterxfer study push` after a tiny study (stand-in Hub): one repo per intermediate, each pulled
+    back equal to the study's folder; a study not run yet is refused before anything is pushed."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "backbone": str(tiny_backbone.path), "output": str(tmp_path / "study"), "seeds": [3],
+        "targets": ["verses-genre"], "intermediates": ["verses-xref"], "regimes": ["lora", "bottleneck"],
+        "phase": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "max_length": 32, "precision": "fp32"},
+        "target_phase": {"eval_langs": ["en", "fr"]},
+        "contrasts": [{"name": "xref", "run": "lora/verses-xref", "versus": "lora/baseline", "primary": True}],
+        "statistics": {"resamples": 50}}))
+    assert main(["study", "push", str(plan), "--prefix", "lab/tiny"]) == 2
+    assert "intermediates not current: seed3/lora/verses-xref (to run)" in capsys.readouterr().err
+    assert main(["study", "run", str(plan)]) == 0
+    capsys.readouterr()
+    assert main(["study", "push", str(plan), "--prefix", "lab/tiny"]) == 0
+    pushed = dict(line.removeprefix("pushed ").split(": ") for line in capsys.readouterr().out.splitlines()
+                  if line.startswith("pushed "))
+    assert set(pushed) == {"seed3/lora/verses-xref", "seed3/bottleneck/verses-xref"}
+    for key, ref in pushed.items():
+        assert ref.startswith(f"hf://lab/tiny-{key.replace('/', '-')}@")
+        assert manifest(sharing.pull(ref))["files"] == manifest(tmp_path / "study" / key)["files"]

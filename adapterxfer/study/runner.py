@@ -3,6 +3,7 @@ and its output unchanged, re-run when stale; the results database and the report
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,25 @@ def study_status(plan_file: str) -> list[tuple[str, str]]:
         states[key] = ("current" if results and results.current(phase, identity, root)
                        else "stale" if key in recorded else "to run")
     return list(states.items())
+
+
+def push_study(plan_file: str, prefix: str, private: bool = False) -> list[tuple[str, str]]:
+    """Push every intermediate module of a finished study to the Hub, one repo each, named
+    ``<prefix>-<phase key>`` (``/`` and ``+`` as ``-``); returns (phase key, pinned hf:// ref) pairs.
+    Every intermediate must be current: a stale or missing one is refused before anything is pushed."""
+    from ..sharing import push_artifact
+
+    plan = read_plan(plan_file)
+    root = study_root(plan)
+    states = dict(study_status(plan_file))
+    keys = [key for key, phase in expand(plan).phases.items() if phase.role == "intermediate"]
+    behind = [f"{key} ({states[key]})" for key in keys if states[key] != "current"]
+    if behind:
+        raise UserError(f"{plan_file}: intermediates not current: {', '.join(behind)}; run "
+                        f"`adapterxfer study run {plan_file}` first")
+    pushed = []
+    for key in keys:
+        repo_id = f"{prefix}-{re.sub(r'[^A-Za-z0-9._-]+', '-', key)}"
+        commit = push_artifact(root / key, repo_id, private=private)
+        pushed.append((key, f"hf://{repo_id}@{commit.oid}"))
+    return pushed
