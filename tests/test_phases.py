@@ -23,7 +23,7 @@ from adapterxfer.errors import UserError
 from adapterxfer.precision import choose
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["task=verses-genre", "max_steps=12", "eval_every=4", "checkpoint_every=2", "batch_size=4",
+STEPS = ["task=verses-genre", "max_steps=24", "eval_every=4", "checkpoint_every=2", "batch_size=4",
          "max_length=32", "precision=fp32", "eval_langs=en,fr,de-s"]
 
 
@@ -56,7 +56,7 @@ def uninterrupted(tmp_path_factory, tiny_backbone, fixture_home):
 def test_sigkilled_run_resumes_to_the_same_weights_and_scores(uninterrupted, tiny_backbone, tmp_path, regime):
     out = tmp_path / regime
     work = out.with_name(f".{out.name}.work")
-    kill_after = random.Random().uniform(0.0, 1.5)  # a random moment after the first checkpoint
+    kill_after = random.Random().uniform(0.0, 1.0)  # a random moment after the first checkpoint
     process = subprocess.Popen(command(tiny_backbone, out, f"regime={regime}"), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -65,12 +65,11 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_scores(uninterrupted, tin
     time.sleep(kill_after)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    if artifacts.is_artifact(out):
-        pytest.skip(f"the run finished within {kill_after:.2f} s of its first checkpoint; nothing to resume")
+    saved = artifacts.is_artifact(out)  # killed while scoring, after the save: the re-run only scores
 
     assert main(command(tiny_backbone, out, f"regime={regime}")[3:]) == 0
     manifest = artifacts.read_manifest(out)
-    assert manifest["resumed_from_step"] in (2, 4, 6, 8, 10)
+    assert manifest["resumed_from_step"] in ({0} if saved else set(range(2, 24, 2)))
     reference = uninterrupted / regime
     assert json.loads((out / "scores.json").read_text()) == json.loads((reference / "scores.json").read_text())
     mine, theirs = weights(out), weights(reference)
@@ -84,11 +83,11 @@ def test_checkpoint_of_a_lora_run_holds_trainable_tensors_only(tiny_backbone, tm
     assert main(command(tiny_backbone, out, "regime=lora", "keep_checkpoints=true")[3:]) == 0
     checkpoint = sorted(out.with_name(".kept.work").glob("step-*"))[-1]
     trainable = load_file(checkpoint / "trainable.safetensors")
-    assert checkpoint.name == "step-00000010"
+    assert checkpoint.name == "step-00000022"
     assert all("lora_" in name or "classifier" in name for name in trainable)
     assert sum(t.numel() for t in trainable.values()) == artifacts.read_manifest(out)["trainable_parameters"]
     state = json.loads((checkpoint / "state.json").read_text())
-    assert (state["step"], state["positions"]) == (10, [10])
+    assert (state["step"], state["positions"]) == (22, [22])
 
 
 def test_resume_false_starts_over(tiny_backbone, tmp_path, capsys):
