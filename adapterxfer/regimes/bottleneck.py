@@ -30,12 +30,11 @@ STACKED = "stacked"  # not "intermediate": that is also a module name inside eve
 @register
 class Bottleneck(Regime):
     name = "bottleneck"
+    kind = "seq_bn"
     transfers = ("sequential", "stack", "fusion")
     multitask = True
     swappable = True
 
-    def module_kind(self, task, config) -> str:
-        return "seq_bn"
 
     def build(self, task, backbone, parents, config):
         model = adaptable(task, backbone)

@@ -29,6 +29,7 @@ class Regime:
     ``build``, ``save``, ``load`` and ``load_encoder``; the rest has defaults."""
 
     name: ClassVar[str]
+    kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
     transfers: ClassVar[tuple[str, ...]]  # how a target phase may start from init_from artifacts
     multitask: ClassVar[bool]  # whether task=a+b can share one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
@@ -49,8 +50,8 @@ class Regime:
                                 f"not {self.name}: regimes cannot be mixed in one transfer")
 
     def module_kind(self, task, config) -> str:
-        """What a phase saves: encoder, lora, seq_bn, ..."""
-        raise NotImplementedError
+        """What this phase saves (madx: a language or a task adapter, by the phase)."""
+        return self.kind
 
     def build(self, task, backbone, parents: list[Parent], config):
         """The task model ready to train: module, fresh head, and ``parents`` applied by ``config.transfer``."""

@@ -16,11 +16,10 @@ from .common import Regime, load_head, save_head
 @register
 class Full(Regime):
     name = "full"
+    kind = "encoder"
     transfers = ("sequential",)
     multitask = True
 
-    def module_kind(self, task, config) -> str:
-        return "encoder"
 
     def build(self, task, backbone, parents, config):
         model = task_model(task, parents[0].folder / "encoder" if parents else backbone.path)

@@ -41,12 +41,11 @@ def lora_config(config) -> LoraConfig:
 @register
 class Lora(Regime):
     name = "lora"
+    kind = "lora"
     transfers = ("sequential", "stack", "merge")
     multitask = True
     swappable = True
 
-    def module_kind(self, task, config) -> str:
-        return "lora"
 
     def build(self, task, backbone, parents, config):
         base = task_model(task, backbone.path)

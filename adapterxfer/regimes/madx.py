@@ -37,6 +37,7 @@ SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter fol
 @register
 class Madx(Regime):
     name = "madx"
+    kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
     transfers = ("sequential",)
     multitask = False
 
