@@ -95,10 +95,12 @@ def train_phase(config: RunConfig) -> Path:
         if state.is_main_process:
             remove_leftovers(phase.out, keep_work=config.resume)
         state.wait_for_everyone()
-        if not phase.finished:
-            save(phase, *train(phase))
+        trained = None if phase.finished else train(phase)
+        if trained:
+            save(phase, *trained)
     if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
-        evaluate_phase(phase)
+        # the model just trained is scored as it is in memory; a finished output is loaded from its folder
+        evaluate_phase(phase, *(trained[0][phase.tasks[0].name], trained[1]) if trained else ())
     state.wait_for_everyone()
     return phase.out
 
@@ -207,23 +209,25 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
         shutil.rmtree(phase.work, ignore_errors=True)
 
 
-def evaluate_phase(phase: Phase) -> None:
-    """Stage 4: zero-shot scores of a saved target artifact, written into its folder.
+def evaluate_phase(phase: Phase, model=None, tokenizer=None) -> None:
+    """Stage 4: zero-shot scores of a saved target artifact, written into its folder: of ``model`` (the one
+    just trained and saved) or else of the artifact loaded back.
 
     A failure here keeps the artifact: the error says so and how to score it again."""
+    task = phase.tasks[0]
     try:
-        manifest = artifacts.read_manifest(phase.out)
-        task = phase.tasks[0]
-        model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
-        set_pooling(model, phase.pooling)
-        tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
+        if model is None:
+            manifest = artifacts.read_manifest(phase.out)
+            model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
+            set_pooling(model, phase.pooling)
+            tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
         switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
         scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                  phase.config.eval_batch_size, phase.precision, switch)
         write_evaluation(phase.out, scores, predictions)
     except (UserError, OSError, RuntimeError, ValueError) as err:
         raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
-                        f"`adapterxfer evaluate --model {phase.out} --task {phase.tasks[0].name} "
+                        f"`adapterxfer evaluate --model {phase.out} --task {task.name} "
                         f"--output {phase.out}`") from None
 
 

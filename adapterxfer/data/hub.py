@@ -24,11 +24,14 @@ import socket
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 from unittest import mock
 from urllib.parse import urlparse
 
 from ..errors import UserError
+
+if TYPE_CHECKING:  # imported on first read (see above)
+    import datasets
 
 DATA_DIR_ENV = "ADAPTERXFER_DATA_DIR"
 BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "txt": "text",

@@ -32,7 +32,7 @@ BUSY_TIMEOUT_S = 600
 RUN_COLUMNS = ("identity", "key", "action", "role", "task", "regime", "arm", "target", "seed", "transfer",
                "lineage", "output_sha256", "trainable_parameters", "artifact_mb", "train_seconds",
                "lineage_train_seconds", "peak_rss_mb", "dev_metric", "dev_score", "zero_shot", "finished_at", "host")
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     identity TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, action TEXT, role TEXT, task TEXT, regime TEXT, arm TEXT,
     target TEXT, seed INTEGER, transfer TEXT, lineage TEXT, output_sha256 TEXT, trainable_parameters INTEGER,
