@@ -44,7 +44,7 @@ from scipy import stats as scipy_stats
 
 from ..errors import UserError
 from ..kinds import KINDS
-from ..metrics import METRICS
+from ..metrics import METRICS, score_rows
 from ..tasks import get_task
 
 
@@ -67,8 +67,7 @@ JACKKNIFE_GROUPS = 50
 
 def metric_value(metric: str, rows: list[dict], lang: str) -> float:
     """The headline value of ``metric`` on prediction rows {ref, label, prediction}."""
-    scores = METRICS[metric]([r["prediction"] for r in rows], [r["label"] for r in rows], lang)
-    return float(next(iter(scores.values())))
+    return float(next(iter(score_rows(metric, rows, lang).values())))
 
 
 def mean_sd(values) -> tuple[float, float | None]:
