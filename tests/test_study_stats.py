@@ -112,6 +112,20 @@ def test_languages_with_their_own_items_are_resampled_apart():
     assert difference.clusters == 4 and difference.mean == pytest.approx((1 / 3 + 1) / 2)
 
 
+def test_translations_of_one_item_are_one_cluster():
+    """Parallel languages (the same refs): each item counts once, deleted from every language at once."""
+    run, versus = arm([True] * 3 + [False] * 3), arm([False] * 6)
+    together = paired_difference(run, versus, ["fr", "de"], "accuracy", "item")
+    assert together.clusters == 6 and together.df == pytest.approx(5)
+    # fr and de err alike on each item: the se is that of one language's 6 items, not of 12 independent ones
+    assert together.se == pytest.approx(math.sqrt(0.3 / 6))
+    independent = {1: {lang: rows([True] * 3 + [False] * 3, [None] * 6) for lang in ("fr", "de")}}
+    alone = paired_difference(independent, {1: {lang: rows([False] * 6, [None] * 6) for lang in ("fr", "de")}},
+                              ["fr", "de"], "accuracy", "item")
+    # half the variance of one language, times the jackknife's (K - 1) / K * n / (n - 1) over two strata
+    assert alone.clusters == 12 and alone.se == pytest.approx(math.sqrt(0.3 / 6 / 2 * 11 / 12 * 6 / 5))
+
+
 def test_different_test_items_are_refused():
     other = arm([True] * 6, refs=list(reversed(REFS)))
     with pytest.raises(UserError, match="seed 1, language fr: the two arms were scored on different test items"):
@@ -161,6 +175,12 @@ def test_averages_over_seen_and_unseen_languages():
     scores = {"de": 0.7, "sw": 0.1, "fr": 0.5}
     assert by_seen(scores, frozenset({"de", "en"})) == pytest.approx({"all": 1.3 / 3, "seen": 0.7, "unseen": 0.3})
     assert by_seen(scores, frozenset()) == pytest.approx({"all": 1.3 / 3})
+    # verses scores are keyed by translation id: "de-s" is German, seen by verses-xref-multi
+    translations = {"de-s": 0.7, "ko-n": 0.1, "fr-o": 0.5}
+    seen = frozenset(get_task("verses-xref-multi").seen_languages)
+    assert {"de", "fr"} <= seen and "ko" not in seen
+    assert by_seen(translations, seen, get_task("verses-genre").language_of) == pytest.approx(
+        {"all": 1.3 / 3, "seen": 0.6, "unseen": 0.1})
 
 
 @pytest.mark.parametrize("metric, better, worse, gain", [
@@ -170,5 +190,5 @@ def test_mining_and_ranking_arms_are_compared(metric, better, worse, gain):
     """BUCC and Mewsli-X rows (lists of mined lines / ranked ids) go through the contrast."""
     gold = ["1\t2", "3\t4"] if metric == "bucc_f1" else ["Q1"]
     rows = lambda prediction: {1: {"de": [{"ref": "q1", "label": gold, "prediction": prediction}]}}
-    difference = paired_difference(rows(better), rows(worse), ["de"], metric, "item", resamples=50)
+    difference = paired_difference(rows(better), rows(worse), ["de"], metric, "item")
     assert difference.per_seed == (pytest.approx(gain),)

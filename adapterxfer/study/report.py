@@ -273,7 +273,8 @@ def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str
               for lang in langs]
     task = get_task(target)
     averages = {arm.label: by_seen({lang: v for lang, v in means[arm.label].items()
-                                    if task.resolve_lang(lang) != task.source_lang}, seen_languages(arm))
+                                    if task.resolve_lang(lang) != task.source_lang}, seen_languages(arm),
+                                   task.language_of)
                 for arm in arms}
     for name in ("all", "seen", "unseen"):
         if any(name in values for values in averages.values()):

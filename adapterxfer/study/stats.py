@@ -263,13 +263,15 @@ def learned(task_name: str, dev_scores: list[float], alpha: float = 0.05) -> Lea
     return Learned(float(np.mean(chances)), interval.low * unit, interval.high * unit)
 
 
-def by_seen(scores: dict[str, float], seen: frozenset[str]) -> dict[str, float]:
+def by_seen(scores: dict[str, float], seen: frozenset[str], language_of=str) -> dict[str, float]:
     """Averages of {lang: score} over all languages, and apart over those an intermediate trained on
-    (seen) and the rest (unseen); the last two only when ``seen`` names some of them."""
+    (seen) and the rest (unseen); the last two only when ``seen`` names some of them. ``language_of``
+    maps a scored id to its language (a translation id "de-s" is language "de")."""
     averages = {"all": float(np.mean(list(scores.values())))}
-    if seen & set(scores):
+    languages = {lang: language_of(lang) for lang in scores}
+    if seen & set(languages.values()):
         for name, keep in (("seen", True), ("unseen", False)):
-            values = [v for lang, v in scores.items() if (lang in seen) == keep]
+            values = [v for lang, v in scores.items() if (languages[lang] in seen) == keep]
             if values:
                 averages[name] = float(np.mean(values))
     return averages
