@@ -9,6 +9,8 @@ way of starting from the intermediates, a phase per seed).
 Folder layout under the study root::
 
     seed<s>/<regime>/<intermediate>            an intermediate phase (a+b: multi-task)
+    seed<s>/<regime>/<target>/<arm>.<stage>    a stage of the target's recipe (xcopa: siqa), trained
+                                               between the arm's start and the target phase
     seed<s>/madx/lang/<lang>                   a MAD-X language adapter
     seed<s>/<regime>/<target>/<arm>            a target phase, or the evaluation of an intermediate
                                                on an evaluation-only target; <arm>.source-adapter: the
@@ -40,11 +42,13 @@ KEYS = {
     "seeds": (list, REQUIRED, "training seeds; every phase runs once per seed (the seed-level sample)"),
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
-    "intermediates": (list, [], "intermediate tasks"),
+    "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
     "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
                               "default: sequential in every regime"),
+    "multitask": (dict, {}, "name -> intermediates of the plan that transfer multitask trains together, one "
+                            "arm multitask(<name>) each; default: one over all the intermediates, named a+b+..."),
     "madx": (dict, {}, "regime madx: lang_adapter_task (e.g. verses-text), ablation (true: also score every "
                        "madx target with the source language's adapter), phase (train keys of language adapters)"),
     "phase": (dict, {}, "train keys of every phase"),
@@ -106,8 +110,10 @@ def _check(plan: dict) -> None:
         raise UserError(f"{where}: key 'seeds' lists a seed twice: {plan['seeds']!r}")
     for key, role in (("targets", "target"), ("intermediates", "intermediate")):
         for name in plan[key]:
-            if get_task(name).role != role:
-                raise UserError(f"{where}: {key}: {name} is a {get_task(name).role} task; {key} lists {role} tasks")
+            for part in name.split("+") if key == "intermediates" else [name]:
+                if get_task(part).role != role:
+                    raise UserError(f"{where}: {key}: {part} is a {get_task(part).role} task; {key} lists {role} "
+                                    f"tasks")
     if not plan["targets"]:
         raise UserError(f"{where}: key 'targets' must name at least one target task")
     for regime in plan["regimes"]:
@@ -116,6 +122,7 @@ def _check(plan: dict) -> None:
         if name in BLOCK_KEYS and name != "contrasts":
             _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
     _check_transfers(plan)
+    _check_multitask(plan)
     if "madx" in plan["regimes"]:
         if "lang_adapter_task" not in plan["madx"]:
             raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
@@ -155,9 +162,30 @@ def _check_transfers(plan: dict) -> None:
                 offered = [t for t in TRANSFERS if t in module.transfers or (t == "multitask" and module.multitask)]
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
-        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
+        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2 and not (
+                transfer == "multitask" and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
+
+
+def _check_multitask(plan: dict) -> None:
+    """Each named multi-task set lists two or more of the plan's intermediates; a joint a+b intermediate
+    needs regimes that train tasks together."""
+    where, names = plan["file"], plan["intermediates"]
+    for name, members in plan["multitask"].items():
+        if not isinstance(members, list) or len(members) < 2 or not set(members) <= set(names):
+            raise UserError(f"{where}: multitask.{name} must list two or more intermediates of the plan "
+                            f"({', '.join(names)}), got {members!r}")
+    joint = [name for name in names if "+" in name]
+    for regime in plan["regimes"] if joint else []:
+        if not get_regime(regime).multitask:
+            raise UserError(f"{where}: intermediates: {joint[0]} trains tasks together, which regime {regime} does "
+                            f"not offer (drop the regime or the joint intermediate)")
+
+
+def multitask_sets(plan: dict) -> dict[str, list[str]]:
+    """Arm name -> the intermediates transfer multitask trains together (default: all, named a+b+...)."""
+    return plan["multitask"] or {"+".join(plan["intermediates"]): list(plan["intermediates"])}
 
 
 def expand(plan: dict) -> Graph:
@@ -201,10 +229,10 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
     tasks = list(plan["intermediates"]) if (set(used) - {"multitask"} or evaluated) else []
     if "multitask" in used:
-        tasks.append("+".join(plan["intermediates"]))
+        tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
                                    lang_adapters=tuple(languages)))
-            for task in tasks}
+            for task in dict.fromkeys(tasks)}
 
 
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
@@ -215,12 +243,14 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             starts |= {(task if transfer == "sequential" else f"stack({task})"): ((intermediates[task],), transfer,
                                                                                   (task,)) for task in names}
         elif transfer == "multitask":
-            joint = "+".join(names)
-            starts[f"multitask({joint})"] = ((intermediates[joint],), "sequential", (joint,))
+            starts |= {f"multitask({name})": ((intermediates["+".join(members)],), "sequential", ("+".join(members),))
+                       for name, members in multitask_sets(plan).items()}
         else:
             starts[f"{transfer}({'+'.join(names)})"] = (tuple(intermediates[t] for t in names), transfer, tuple(names))
     for arm, (init_from, transfer, tasks) in starts.items():
-        key = graph.add(_train(plan, f"seed{seed}/{regime}/{target}/{_slug(arm)}", "target", target, regime, seed,
+        folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
+        init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages)
+        key = graph.add(_train(plan, folder, "target", target, regime, seed,
                                init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
         if regime == "madx" and plan["madx"].get("ablation"):
@@ -232,6 +262,17 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             ablation = graph.add(Phase(f"{key}.source-adapter", "evaluate", "evaluation", target, settings, seed,
                                        regime, target, arm + SOURCE_ADAPTER, model=key))
             _add_arm(graph, regime, target, arm + SOURCE_ADAPTER, seed, ablation, tasks)
+
+
+def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages) -> tuple[tuple, str]:
+    """The target recipe's stages (``TaskSpec.stages``, xcopa: siqa), each a phase ``<folder>.<stage>`` that
+    starts from the one before (the first from the arm's start, by its transfer); returns the target
+    phase's (init_from, transfer): sequential from the last stage, or the arm's own start without stages."""
+    for stage in get_task(target).stages:
+        key = graph.add(_train(plan, f"{folder}.{stage}", "stage", stage, regime, seed, init_from=init_from,
+                               transfer=transfer, lang_adapters=tuple(languages)))
+        init_from, transfer = (key,), "sequential"
+    return init_from, transfer
 
 
 def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
@@ -247,8 +288,9 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
     _add_arm(graph, regime, target, BASELINE, seed, baseline, ())
     if regime not in _evaluated_regimes(plan):
         return
+    joint_arms = {"+".join(members): f"multitask({name})" for name, members in multitask_sets(plan).items()}
     for task, source in intermediates.items():
-        arm = task if "+" not in task else f"multitask({task})"
+        arm = task if task in plan["intermediates"] else joint_arms[task]
         key = graph.add(Phase(f"seed{seed}/{regime}/{target}/{_slug(arm)}", "evaluate", "evaluation", target,
                               settings, seed, regime, target, arm, model=source))
         _add_arm(graph, regime, target, arm, seed, key, (task,))
@@ -281,8 +323,8 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
 
 def _settings(plan, role, task, regime) -> dict:
     """Train keys of one phase: phase < role block < task_phase[task] < regime_phase[regime]."""
-    role_block = {"intermediate": plan["intermediate_phase"], "target": plan["target_phase"],
-                  "language": plan["madx"].get("phase", {})}[role]
+    role_block = {"intermediate": plan["intermediate_phase"], "stage": plan["intermediate_phase"],
+                  "target": plan["target_phase"], "language": plan["madx"].get("phase", {})}[role]
     merged = {}
     for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
         merged |= _with_recipe(plan, block)
