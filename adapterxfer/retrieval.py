@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .evaluate import forward_batches
-from .metrics import METRICS, bucc_scores, fractions, mewslix_scores
+from .metrics import METRICS, score_rows
 from .tasks.spec import TaskSpec
 
 MARGIN_K = 4
@@ -130,8 +130,9 @@ def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         threshold = bucc_threshold(dev_candidates, dev_gold)
         candidates, gold = _mined("test", task, lang, encode)
         mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
-        scores[lang] = fractions(bucc_scores(mined, gold)) | {"threshold": threshold, "gold_only_pool": True}
         predictions[lang] = [{"ref": None, "label": gold, "prediction": mined}]
+        scores[lang] = score_rows(task.metric, predictions[lang], lang) | {"threshold": threshold,
+                                                                           "gold_only_pool": True}
     return scores, predictions
 
 
@@ -146,24 +147,10 @@ def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         rows = task.rows("test", lang)
         similarity = encode([row["query"] for row in rows]) @ pool_vectors.T
         top = similarity.topk(min(TOP_K, len(pool)), dim=-1).indices.tolist()
-        ranked = {row["id"]: [pool[i]["id"] for i in ids] for row, ids in zip(rows, top)}
-        gold = {row["id"]: row["gold"] for row in rows}
-        scores[lang] = fractions(RANKING_METRICS[task.metric](ranked, gold))
-        predictions[lang] = [{"ref": key, "label": gold[key], "prediction": ranked[key]} for key in ranked]
+        predictions[lang] = [{"ref": row["id"], "label": row["gold"], "prediction": [pool[i]["id"] for i in ids]}
+                             for row, ids in zip(rows, top)]
+        scores[lang] = score_rows(task.metric, predictions[lang], lang)
     return scores, predictions
-
-
-def map_at_k(predictions: dict, references: dict, k: int = TOP_K) -> dict:
-    """Mean average precision over the top k, in percent (LAReQA)."""
-    total = 0.0
-    for key, golds in references.items():
-        hits, precision_sum = 0, 0.0
-        for position, candidate in enumerate(predictions.get(key, [])[:k], 1):
-            if candidate in golds:
-                hits += 1
-                precision_sum += hits / position
-        total += precision_sum / min(len(golds), k)
-    return {f"map@{k}": 100 * total / max(1, len(references))}
 
 
 def cosine(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -200,7 +187,6 @@ def scoring(name: str):
     return SCORINGS[name]
 
 
-RANKING_METRICS = {"mrr@20": mewslix_scores, "map@20": map_at_k}
 EVALUATORS = {"retrieval": retrieve, "mining": mine, "ranking": rank}
 
 

@@ -141,3 +141,14 @@ def test_averages_over_seen_and_unseen_languages():
     scores = {"de": 0.7, "sw": 0.1, "fr": 0.5}
     assert by_seen(scores, frozenset({"de", "en"})) == pytest.approx({"all": 1.3 / 3, "seen": 0.7, "unseen": 0.3})
     assert by_seen(scores, frozenset()) == pytest.approx({"all": 1.3 / 3})
+
+
+@pytest.mark.parametrize("metric, better, worse, gain", [
+    ("bucc_f1", ["1\t2", "3\t4"], ["1\t2"], 1.0 - 2 / 3),
+    ("mrr@20", ["Q1"], ["Q9", "Q1"], 0.5)])
+def test_mining_and_ranking_arms_are_compared(metric, better, worse, gain):
+    """BUCC and Mewsli-X rows (lists of mined lines / ranked ids) go through the contrast."""
+    gold = ["1\t2", "3\t4"] if metric == "bucc_f1" else ["Q1"]
+    rows = lambda prediction: {1: {"de": [{"ref": "q1", "label": gold, "prediction": prediction}]}}
+    difference = paired_difference(rows(better), rows(worse), ["de"], metric, "item", resamples=50)
+    assert difference.per_seed == (pytest.approx(gain),)

@@ -30,7 +30,7 @@ from scipy import stats as scipy_stats
 
 from ..errors import UserError
 from ..kinds import KINDS
-from ..metrics import METRICS
+from ..metrics import METRICS, score_rows
 from ..tasks import get_task
 
 # Metrics whose value over a set is the mean of their value on each item (checked by a test).
@@ -41,8 +41,7 @@ CHANCE_KINDS = ("classification", "multiple_choice")
 
 def metric_value(metric: str, rows: list[dict], lang: str) -> float:
     """The headline value of ``metric`` on prediction rows {ref, label, prediction}."""
-    scores = METRICS[metric]([r["prediction"] for r in rows], [r["label"] for r in rows], lang)
-    return float(next(iter(scores.values())))
+    return float(next(iter(score_rows(metric, rows, lang).values())))
 
 
 def mean_sd(values) -> tuple[float, float | None]:
