@@ -121,9 +121,12 @@ def test_tydiqa_english_dev_is_held_out_of_train_not_the_test_set():
     assert {row["id"] for row in task.rows("test", "ar")} == {f"arabic-{i}" for i in range(4)}
 
 
-def test_tatoeba_extra_languages_come_from_laser_files():
+def test_tatoeba_extra_languages_come_from_laser_files(tmp_path, monkeypatch):
     rows = TASKS["tatoeba"].rows("test", "pl")
     assert rows[1] == {"query": "the cats number 1", "target": "pol zdanie o kotach 1"} and len(rows) == 5
+    shutil.copytree(ROOT / "facebookresearch", tmp_path / "facebookresearch")
+    (tmp_path / xtreme.LASER_TATOEBA_DIR / "tatoeba.aze-eng.aze").unlink()
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match=r"^tatoeba az: not on google/xtreme .*tatoeba.aze-eng.aze and "
                                         r"tatoeba.aze-eng.eng from github.com/facebookresearch/LASER") as err:
         TASKS["tatoeba"].rows("test", "az")
@@ -186,7 +189,7 @@ def test_loading_script_repo_is_retried_from_its_parquet_export(tmp_path, monkey
     assert calls[1] == ("allenai/cosmos_qa", None, {"split": "train", "revision": "refs/convert/parquet",
                                                     "data_dir": "default", "streaming": False})
     message = str(err.value)
-    assert "\n" not in message and "its Parquet export (refs/convert/parquet) included" in message
+    assert "\n" not in message and "its Parquet export (refs/convert/parquet) failed too" in message
     assert f"--local-dir {tmp_path}/allenai/cosmos_qa/` (on a machine with access)" in message
 
 

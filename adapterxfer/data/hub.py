@@ -223,6 +223,7 @@ def _read_hub(dataset_id: str, config: str | None, split: str, hub: bool,
         cached = _cached_files(dataset_id, config, split)
         if cached:
             return _read_files(cached, None, cached[0])
+    script = False
     try:
         with nullcontext() if online else _offline():  # offline: the datasets cache only
             try:
@@ -230,14 +231,16 @@ def _read_hub(dataset_id: str, config: str | None, split: str, hub: bool,
             except RuntimeError as err:
                 if not str(err).startswith("Dataset scripts are no longer supported"):
                     raise
+                script = True
             # A loading-script repo: its Parquet export holds <config>/<split>/0000.parquet.
             return datasets.load_dataset(dataset_id, split=split, revision=PARQUET_EXPORT,
                                          data_dir=config or "default", streaming=streaming)
     except (ConnectionError, FileNotFoundError, ValueError, OSError,
             datasets.exceptions.DatasetNotFoundError) as err:
         state = "reachable but refused it" if online else "offline and neither cache has a copy"
+        export = f"; it is a loading script and its Parquet export ({PARQUET_EXPORT}) failed too" if script else ""
         raise UserError(f"dataset {dataset_id!r} (config {config!r}, split {split!r}) is not readable: the Hugging "
-                        f"Face Hub is {state} ({type(err).__name__}), its Parquet export ({PARQUET_EXPORT}) included; "
+                        f"Face Hub is {state} ({type(err).__name__}){export}; "
                         f"`huggingface-cli download {dataset_id} --repo-type dataset --local-dir "
                         f"{where}` (on a machine with access) or {local}") from None
 

@@ -20,6 +20,7 @@ Folder layout under the study root::
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from ..config import from_dict, read_yaml
@@ -32,6 +33,10 @@ REQUIRED = object()
 TRANSFERS = ("sequential", "stack", "fusion", "merge", "multitask")
 COMBINING = ("fusion", "merge", "multitask")  # transfers over all the intermediates at once
 CLUSTER_LEVELS = ("item", "chapter", "book")
+# `study run --smoke`: every phase's train keys over the plan's own; budgets that still pass every code path.
+SMOKE_PHASE = {"max_steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 2, "grad_accum": 1,
+               "eval_batch_size": 8, "probe_examples": 4, "rows_per_split": 8}
+SMOKE_SUFFIX = "-smoke"
 SOURCE_ADAPTER = " [source adapter]"  # the madx ablation's arm suffix
 
 # key: (type, default, help). Blocks of `train` keys are checked by adapterxfer.config.from_dict.
@@ -102,6 +107,29 @@ def study_root(plan: dict) -> Path:
     return Path(plan["output"] or Path("artifacts") / Path(plan["file"]).stem)
 
 
+def load_plan(plan_file: str, smoke: bool = False, backbone: str | None = None) -> dict:
+    """The plan, or its smoke version (``smoke_plan``); ``backbone`` overrides only a smoke run's."""
+    if backbone is not None and not smoke:
+        raise UserError(f"--backbone {backbone} replaces the backbone of a smoke run only; add --smoke "
+                        f"(a real run keeps the plan's backbone: {plan_file})")
+    plan = read_plan(plan_file)
+    return smoke_plan(plan, backbone) if smoke else plan
+
+
+def smoke_plan(plan: dict, backbone: str | None = None) -> dict:
+    """Every distinct phase of the plan in miniature: its first seed, ``SMOKE_PHASE`` budgets, a few rows per
+    split, into ``<output>-smoke`` (never the real output), on ``backbone`` or the plan's own. Another
+    backbone may lack the plan's evaluation layer (13 of XLM-R large's 24): its smoke scores the last."""
+    other = backbone is not None and backbone != plan["backbone"]
+    smoke = {**plan, "seeds": plan["seeds"][:1], "backbone": backbone or plan["backbone"],
+             "output": f"{study_root(plan)}{SMOKE_SUFFIX}", "smoke": True,
+             "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})},
+             "statistics": {**plan["statistics"], "resamples": min(plan["statistics"].get("resamples", 200), 200)}}
+    _check(smoke)
+    expand(smoke)
+    return smoke
+
+
 def _check(plan: dict) -> None:
     where = plan["file"]
     if not plan["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) for s in plan["seeds"]):
@@ -118,6 +146,7 @@ def _check(plan: dict) -> None:
         raise UserError(f"{where}: key 'targets' must name at least one target task")
     for regime in plan["regimes"]:
         get_regime(regime)
+    _check_output(plan)
     for name, block in plan.items():
         if name in BLOCK_KEYS and name != "contrasts":
             _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
@@ -135,6 +164,13 @@ def _check(plan: dict) -> None:
         for name, settings in plan[block].items():
             if not isinstance(settings, dict):
                 raise UserError(f"{where}: {block}.{name} must be a mapping of train keys, got {settings!r}")
+
+
+def _check_output(plan: dict) -> None:
+    root = study_root(plan)
+    blocking = next((folder for folder in (root, *root.parents) if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{plan['file']}: key 'output': {root} lies under {blocking}, which is a file, not a folder")
 
 
 def _check_keys(where: str, block, allowed: set) -> None:
@@ -258,7 +294,8 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             settings = {"task": target, "langs": trained.settings["eval_langs"],
                         "max_length": trained.settings["max_length"],
                         "batch_size": trained.settings["eval_batch_size"],
-                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source"}
+                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source",
+                        **_smoke_rows(plan)}
             ablation = graph.add(Phase(f"{key}.source-adapter", "evaluate", "evaluation", target, settings, seed,
                                        regime, target, arm + SOURCE_ADAPTER, model=key))
             _add_arm(graph, regime, target, arm + SOURCE_ADAPTER, seed, ablation, tasks)
@@ -281,7 +318,8 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
     settings = {"task": target, "langs": [str(lang) for lang in evaluation.get("langs", [])],
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
-                "precision": evaluation.get("precision", plan["phase"].get("precision", "auto"))}
+                "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
+                **_smoke_rows(plan)}
     get_task(target).check_langs(settings["langs"])
     baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
                                arm=BASELINE))
@@ -328,16 +366,29 @@ def _settings(plan, role, task, regime) -> dict:
     merged = {}
     for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
         merged |= _with_recipe(plan, block)
+    if plan.get("smoke"):
+        merged |= SMOKE_PHASE | {"probe_steps": min(1, merged.get("probe_steps", 0))}
     return merged
+
+
+def _smoke_rows(plan) -> dict:
+    """An evaluation phase's row cap in a smoke run (none otherwise, so a real plan's identities stay)."""
+    return {"rows_per_split": SMOKE_PHASE["rows_per_split"]} if plan.get("smoke") else {}
 
 
 def _with_recipe(plan, block: dict) -> dict:
     """A block may name a `train` recipe (``recipe: configs/x.yaml``); its own keys win over the recipe's."""
     if "recipe" not in block:
         return dict(block)
-    recipe = read_yaml(block["recipe"])
+    recipe = _recipe(block["recipe"])
     return {**{k: v for k, v in recipe.items() if k not in ("task", "output_dir")},
             **{k: v for k, v in block.items() if k != "recipe"}}
+
+
+@lru_cache(maxsize=None)
+def _recipe(path: str) -> dict:
+    """A recipe file, read once per process: expanding a plan builds every phase's settings from it."""
+    return read_yaml(path)
 
 
 def _check_contrasts(plan, graph) -> None:
