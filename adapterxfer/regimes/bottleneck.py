@@ -31,8 +31,7 @@ STACKED = "stacked"  # not "intermediate": that is also a module name inside eve
 class Bottleneck(Regime):
     name = "bottleneck"
     kind = "seq_bn"
-    transfers = ("sequential", "stack", "fusion")
-    multitask = True
+    transfers = ("sequential", "stack", "fusion", "multitask")
     swappable = True
 
 

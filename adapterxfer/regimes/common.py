@@ -30,20 +30,16 @@ class Regime:
 
     name: ClassVar[str]
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
-    transfers: ClassVar[tuple[str, ...]]  # how a target phase may start from init_from artifacts
-    multitask: ClassVar[bool]  # whether task=a+b can share one module
+    transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
 
-    def check(self, task, config, parents: list[Parent]) -> None:
-        """Refuse, before any training, a transfer this regime lacks or parents it cannot start from."""
-        if not parents:
-            return
-        if config.transfer not in self.transfers:
-            raise UserError(f"transfer={config.transfer} is not available in regime {self.name} "
-                            f"(available: {', '.join(self.transfers)})")
-        if config.transfer in ("sequential", "stack") and len(parents) != 1:
-            raise UserError(f"transfer={config.transfer} starts from one intermediate artifact, "
-                            f"got init_from with {len(parents)}")
+    @property
+    def multitask(self) -> bool:
+        return "multitask" in self.transfers
+
+    def check(self, task, config, parents: list[Parent], backbone) -> None:
+        """Refuse, before any training, parents this regime cannot start from (``backbone``: the resolved
+        one the phase trains on; ``transfers.check`` has checked the transfer)."""
         for parent in parents:
             if parent.manifest["regime"] != self.name:
                 raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "

@@ -17,9 +17,7 @@ from .common import Regime, load_head, save_head
 class Full(Regime):
     name = "full"
     kind = "encoder"
-    transfers = ("sequential",)
-    multitask = True
-
+    transfers = ("sequential", "multitask")
 
     def build(self, task, backbone, parents, config):
         model = task_model(task, parents[0].folder / "encoder" if parents else backbone.path)

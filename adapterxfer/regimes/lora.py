@@ -42,8 +42,7 @@ def lora_config(config) -> LoraConfig:
 class Lora(Regime):
     name = "lora"
     kind = "lora"
-    transfers = ("sequential", "stack", "merge")
-    multitask = True
+    transfers = ("sequential", "stack", "merge", "multitask")
     swappable = True
 
 

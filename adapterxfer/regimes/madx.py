@@ -39,16 +39,15 @@ class Madx(Regime):
     name = "madx"
     kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
     transfers = ("sequential",)
-    multitask = False
 
-    def check(self, task, config, parents) -> None:
-        super().check(task, config, parents)
+    def check(self, task, config, parents, backbone) -> None:
+        super().check(task, config, parents, backbone)
         for parent in parents:
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
                                 "madx task adapter")
         if not _is_language_phase(task, config):
-            _check_coverage(task, config, language_adapters(config.lang_adapters))
+            _check_coverage(task, config, language_adapters(config.lang_adapters, backbone))
 
     def module_kind(self, task, config) -> str:
         return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND

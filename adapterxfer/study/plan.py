@@ -20,15 +20,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import from_dict, read_yaml
+from ..config import CHOICES, from_dict, read_yaml
 from ..errors import UserError
 from ..regimes import get_regime
 from ..tasks import get_task
+from ..transfers import TRANSFERS
 from .phases import BASELINE, Arm, Graph, Phase
 
 REQUIRED = object()
-TRANSFERS = ("sequential", "stack", "fusion", "merge", "multitask")
-COMBINING = ("fusion", "merge", "multitask")  # transfers over all the intermediates at once
 CLUSTER_LEVELS = ("item", "chapter", "book")
 SOURCE_ADAPTER = " [source adapter]"  # the madx ablation's arm suffix
 
@@ -149,13 +148,11 @@ def _check_transfers(plan: dict) -> None:
             if regime not in plan["regimes"]:
                 raise UserError(f"{where}: transfers.{transfer}: {regime} is not a regime of the plan "
                                 f"({', '.join(plan['regimes'])})")
-            module = get_regime(regime)
-            supported = transfer in module.transfers or (transfer == "multitask" and module.multitask)
-            if not supported:
-                offered = [t for t in TRANSFERS if t in module.transfers or (t == "multitask" and module.multitask)]
+            offered = get_regime(regime).transfers
+            if transfer not in offered:
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
-        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
+        if TRANSFERS[transfer].combines and regimes and len(plan["intermediates"]) < 2:
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
 
@@ -199,8 +196,9 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     """Intermediate task (a+b for multi-task) -> phase key, for the transfers this regime runs."""
     used = transfers_in(plan, regime)
     evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
-    tasks = list(plan["intermediates"]) if (set(used) - {"multitask"} or evaluated) else []
-    if "multitask" in used:
+    separate = any(not TRANSFERS[t].joint for t in used)
+    tasks = list(plan["intermediates"]) if (separate or evaluated) else []
+    if any(TRANSFERS[t].joint for t in used):
         tasks.append("+".join(plan["intermediates"]))
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
                                    lang_adapters=tuple(languages)))
@@ -210,15 +208,10 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
     names = plan["intermediates"]
     starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
-    for transfer in transfers_in(plan, regime):
-        if transfer in ("sequential", "stack"):
-            starts |= {(task if transfer == "sequential" else f"stack({task})"): ((intermediates[task],), transfer,
-                                                                                  (task,)) for task in names}
-        elif transfer == "multitask":
-            joint = "+".join(names)
-            starts[f"multitask({joint})"] = ((intermediates[joint],), "sequential", (joint,))
-        else:
-            starts[f"{transfer}({'+'.join(names)})"] = (tuple(intermediates[t] for t in names), transfer, tuple(names))
+    for transfer in map(TRANSFERS.get, transfers_in(plan, regime)):
+        for group in ([names] if transfer.combines else [[task] for task in names]):
+            tasks = ("+".join(group),) if transfer.joint else tuple(group)
+            starts[transfer.arm(group)] = (tuple(intermediates[t] for t in tasks), transfer.phase_transfer, tasks)
     for arm, (init_from, transfer, tasks) in starts.items():
         key = graph.add(_train(plan, f"seed{seed}/{regime}/{target}/{_slug(arm)}", "target", target, regime, seed,
                                init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
@@ -241,6 +234,9 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto"))}
+    if settings["precision"] not in CHOICES["precision"]:
+        raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "
+                        f"got {settings['precision']!r}")
     get_task(target).check_langs(settings["langs"])
     baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
                                arm=BASELINE))
@@ -248,7 +244,7 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
     if regime not in _evaluated_regimes(plan):
         return
     for task, source in intermediates.items():
-        arm = task if "+" not in task else f"multitask({task})"
+        arm = TRANSFERS["sequential" if "+" not in task else "multitask"].arm([task])
         key = graph.add(Phase(f"seed{seed}/{regime}/{target}/{_slug(arm)}", "evaluate", "evaluation", target,
                               settings, seed, regime, target, arm, model=source))
         _add_arm(graph, regime, target, arm, seed, key, (task,))
