@@ -3,7 +3,7 @@ evaluate.py and third_party scorers (commit 838c13b, seqeval 1.2.2), recorded he
 
 import pytest
 
-from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bootstrap_interval, bucc_scores, majority_rate,
+from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bootstrap_interval, bucc_scores,
                                  mewslix_scores,
                                  mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, overall_scores,
                                  squad_scores, tagging_scores, task_summary)
@@ -19,7 +19,6 @@ def test_project_metrics_keep_their_names():
     assert METRICS["accuracy"]([1, 0], [1, 1], "fr") == {"accuracy": 0.5}
     assert METRICS["accuracy@1"]([0, 1, 2], [0, 1, 1], "ja") == {"accuracy@1": 2 / 3}
     assert accuracy([1, 2, 3], [1, 2, 4]) == 2 / 3 and accuracy([], []) == 0.0
-    assert majority_rate(["a", "a", "b"], ["a", "b"]) == 0.5
     with pytest.raises(ValueError):
         accuracy([1], [])
 

@@ -14,12 +14,6 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
     return sum(p == r for p, r in zip(predictions, references)) / len(references)
 
 
-def majority_rate(train_labels: Sequence, references: Sequence) -> float:
-    """Accuracy of always predicting the most frequent training label."""
-    majority = max(set(train_labels), key=list(train_labels).count)
-    return accuracy([majority] * len(references), references)
-
-
 def token_accuracy(predictions: Sequence[Sequence], references: Sequence[Sequence]) -> float:
     """Accuracy over every token of every sequence (CCG supertagging)."""
     if [len(p) for p in predictions] != [len(r) for r in references]:
