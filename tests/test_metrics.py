@@ -3,7 +3,7 @@ evaluate.py and third_party scorers (commit 838c13b, seqeval 1.2.2), recorded he
 
 import pytest
 
-from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bootstrap_interval, bucc_scores,
+from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bucc_scores,
                                  mewslix_scores,
                                  mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, overall_scores,
                                  squad_scores, tagging_scores, task_summary)
@@ -21,18 +21,6 @@ def test_project_metrics_keep_their_names():
     assert accuracy([1, 2, 3], [1, 2, 4]) == 2 / 3 and accuracy([], []) == 0.0
     with pytest.raises(ValueError):
         accuracy([1], [])
-
-
-def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_items():
-    gains = [1.0] * 30 + [0.0] * 70  # mean 0.3
-    low, high = bootstrap_interval(gains, seed=1)
-    assert low < 0.3 < high and 0.18 < low and high < 0.42
-    wider = bootstrap_interval(gains[::10], seed=1)
-    assert wider[1] - wider[0] > high - low
-    assert bootstrap_interval([0.5] * 10) == (0.5, 0.5)
-    assert bootstrap_interval(gains, seed=1) == (low, high)  # seeded
-    with pytest.raises(ValueError, match="no values"):
-        bootstrap_interval([])
 
 
 def test_accuracy_scores():
@@ -169,11 +157,21 @@ def test_overall_scores_need_complete_groups():
     assert overall_scores({**detailed, "d": {}}, ["a", "b", "c", "d"], {"one": ["a", "b"]}) == {"one": 15.0}
 
 
-def test_split_seen_averages_seen_and_unseen_languages_apart():
-    from adapterxfer.metrics import split_seen
-    from adapterxfer.tasks import get_task
-    scores = {"fr": 0.5, "de": 0.7, "bn": 0.2, "fr-l": 0.6, "ko": 0.4}
-    assert split_seen(scores, get_task("verses-xref-multi").seen_languages) == {
-        "seen": pytest.approx(0.6), "unseen": pytest.approx(0.3)}
-    assert split_seen(scores, get_task("verses-xref").seen_languages) == {"seen": None,
-                                                                         "unseen": pytest.approx(0.48)}
+def test_every_xtreme_metric_scores_its_prediction_rows():
+    """Each XTREME / XTREME-R task's metric is registered and scores the rows its evaluation writes:
+    BUCC one row of mined lines against gold lines, Mewsli-X / LAReQA one row of ranked ids per query."""
+    from adapterxfer.metrics import SELECTION, score_rows
+    from adapterxfer.tasks.xtreme import TASKS
+
+    assert {spec["metric"] for spec in TASKS.values() if "metric" in spec} <= set(METRICS) == set(SELECTION)
+    bucc = [{"ref": None, "label": ["1\t2", "3\t4", "5\t6"], "prediction": ["1\t2", "3\t9"]}]
+    assert score_rows("bucc_f1", bucc, "de") == {"f1": 0.4, "precision": 0.5, "recall": 0.33333333333333326}
+    ranked = [{"ref": "a", "label": ["Q1"], "prediction": ["Q9", "Q1"]},
+              {"ref": "b", "label": ["Q2"], "prediction": ["Q2"]}]
+    assert score_rows("mrr@20", ranked, "en") == {"map@20": 0.75}
+    lareqa = [{"ref": "a", "label": ["x", "y"], "prediction": ["x", "z", "y"]}]
+    assert score_rows("map@20", lareqa, "ar") == {"map@20": (1 + 2 / 3) / 2}
+
+
+def test_tatoeba_accuracy_at_1_is_a_headline():
+    assert task_summary({"de": {"accuracy@1": 60.0}, "fr": {"accuracy@1": 80.0}}, qa=False)["avg_metric"] == 70.0

@@ -21,7 +21,7 @@ from adapterxfer import artifacts, backbones, evaluate
 from adapterxfer.cache import atomic_dir, restore_aside
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
-from adapterxfer.precision import choose
+from adapterxfer.precision import choose, cpu_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["task=verses-genre", "max_steps=24", "eval_every=4", "checkpoint_every=2", "batch_size=4",
@@ -262,6 +262,15 @@ def test_tensorboard_tracker_logs_loss_lr_and_dev(tiny_backbone, tmp_path):
 ])
 def test_precision_follows_what_the_device_computes(requested, device, bf16, expected):
     assert choose(requested, device, bf16) == expected
+
+
+@pytest.mark.parametrize("flags, aten, onednn, native", [
+    (True, "AVX512", None, True), (True, "AVX512", "AVX512_CORE_AMX", True), (True, "AVX512", "ALL", True),
+    (True, "AVX2", None, False),  # ATEN_CPU_CAPABILITY=avx2 on a bf16 CPU: bf16 would run emulated
+    (True, "AVX512", "AVX2", False), (True, "AVX512", "AVX512_CORE", False), (False, "AVX512", None, False),
+])
+def test_cpu_bf16_counts_only_kernels_that_run_it_natively(flags, aten, onednn, native):
+    assert cpu_bf16(flags, aten, onednn) is native
 
 
 @pytest.mark.parametrize("requested, device, bf16, message", [
