@@ -48,7 +48,7 @@ class RunConfig:
     """One training phase: an intermediate or a target task, in one regime."""
 
     task: str = key("", "task name (`adapterxfer tasks`); a+b trains intermediate tasks together", "phase")
-    regime: str = key("full", "full | lora | bottleneck | madx", "phase")
+    regime: str = key("full", " | ".join(REGIME_NAMES), "phase")
     backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else me5-small", "phase")
     init_from: list[str] = key([], "intermediate output folder(s) this target phase starts from", "phase")
     transfer: str = key("sequential", f"how the phase starts from init_from: {' | '.join(PHASE_TRANSFERS)}",

@@ -32,6 +32,9 @@ class Regime:
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
     transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
+    library: ClassVar[str]  # what loads an artifact without adapterxfer (a pushed card's library_name)
+    card_imports: ClassVar[tuple[str, ...]] = ()  # the card snippet's imports of that library
+    head_owner: ClassVar[str] = "model"  # in the card snippet: the object whose state dict holds the head
 
     @property
     def multitask(self) -> bool:
@@ -64,6 +67,23 @@ class Regime:
     def load_encoder(self, folder: Path, task, backbone, manifest: dict | None = None):
         """The bare encoder with the module applied (retrieval from an intermediate model)."""
         raise NotImplementedError
+
+    def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
+        """Other artifacts this one needs loaded with it, pushed along (madx: its language adapters)."""
+        return []
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        """The card snippet's ``with_module(model, bare=False)``: the saved module (in ``folder``, the
+        downloaded snapshot) applied to a task model or the bare encoder, in plain library code."""
+        raise NotImplementedError
+
+    def card_loading(self, folder: Path, manifest: dict, model_class: str, base: str, labels: str) -> list[str]:
+        """The card snippet's lines that build ``model`` (the task model, head included) and ``encoder``."""
+        return [*self.card_module(folder, manifest), "",
+                f'model = with_module({model_class}.from_pretrained("{base}"{labels}))',
+                f'encoder = with_module(AutoModel.from_pretrained("{base}", add_pooling_layer=False), bare=True)',
+                f'{self.head_owner}.load_state_dict(load_file(f"{{folder}}/head.safetensors"), strict=False)'
+                "  # the head"]
 
     def language_switch(self, model, task, at_test: str) -> Callable[[str], None] | None:
         """A hook run before each test language is scored (madx swaps language adapters); None: nothing."""

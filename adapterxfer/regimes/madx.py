@@ -25,7 +25,7 @@ from adapters.composition import Stack
 from .. import artifacts, sharing
 from ..errors import UserError
 from . import register
-from .bottleneck import adaptable, load_adapter
+from .bottleneck import adaptable, card_load, load_adapter
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "target"
@@ -39,6 +39,8 @@ class Madx(Regime):
     name = "madx"
     kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
     transfers = ("sequential",)
+    library = "adapters"
+    card_imports = ("import adapters", "from adapters.composition import Stack")
 
     def check(self, task, config, parents, backbone) -> None:
         super().check(task, config, parents, backbone)
@@ -91,6 +93,22 @@ class Madx(Regime):
 
     def load_encoder(self, folder: Path, task, backbone, manifest=None):
         return self.load(folder, task, backbone, manifest).base_model
+
+    def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
+        refs = manifest["config"].get("lang_adapters") or []
+        return [sharing.resolve(ref) for ref in sharing.bundled(folder, refs)] if refs else []
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        body = ["    adapters.init(model)"]
+        if manifest["module_kind"] == TASK_KIND:
+            lang = manifest["language"]
+            body += [f"    # the source language's adapter; for zero-shot swap in another's "
+                     f"({sharing.LANG_ADAPTERS}/<lang>)",
+                     card_load(f'f"{{folder}}/{sharing.LANG_ADAPTERS}/{lang}"', lang), card_load("folder", TARGET),
+                     f'    model.active_adapters = Stack("{lang}", "{TARGET}")']
+        else:
+            body += [card_load("folder", LANGUAGE), f'    model.active_adapters = "{LANGUAGE}"']
+        return ["def with_module(model, bare=False):", *body, "    return model"]
 
     def language_switch(self, model, task, at_test: str):
         return lambda lang: use_language(model, task.resolve_lang(lang), at_test)

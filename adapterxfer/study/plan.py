@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import CHOICES, from_dict, read_yaml
 from ..errors import UserError
-from ..regimes import get_regime
+from ..regimes import NAMES as REGIME_NAMES, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
 from .phases import BASELINE, Arm, Graph, Phase
@@ -40,7 +40,7 @@ KEYS = {
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
     "intermediates": (list, [], "intermediate tasks"),
-    "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
+    "regimes": (list, ["full"], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
                               "default: sequential in every regime"),
