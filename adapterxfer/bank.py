@@ -15,15 +15,17 @@ from safetensors.torch import load_file
 from . import artifacts
 from .errors import UserError
 from .modeling import head_parameters, set_pooling, task_model
-from .regimes import get_regime
+from .regimes import all_regimes, get_regime
 from .regimes.common import HEAD_FILE
+from .transfers import get_transfer
 
 
 class ModuleBank:
     def __init__(self, task, backbone, regime: str):
         self.task, self.backbone, self.regime = task, backbone, get_regime(regime)
         if not self.regime.swappable:
-            raise UserError(f"regime {regime} has no swappable modules (use lora or bottleneck)")
+            swappable = [r.name for r in all_regimes() if r.swappable]
+            raise UserError(f"regime {regime} has no swappable modules (use {' or '.join(swappable)})")
         self.model = task_model(task, backbone.path).eval()
         # The head's parameters, found once (a walk over every weight); attaching modules keeps them.
         self.head = head_parameters(self.model)
@@ -38,7 +40,7 @@ class ModuleBank:
         if found != expected:
             raise UserError(f"{folder}: a {found[0]} module for {found[1]} on another backbone cannot join a bank of "
                             f"{expected[0]} modules for {expected[1]} on {self.backbone.name}")
-        if manifest.get("transfer") in ("stack", "fusion"):
+        if not get_transfer(manifest.get("transfer")).swappable:
             raise UserError(f"{folder}: stacked or fused artifacts cannot be swapped; evaluate them alone")
         head = load_file(folder / HEAD_FILE)
         if {key: value.shape for key, value in head.items()} != {key: p.shape for key, p in self.head.items()}:

@@ -27,22 +27,44 @@ def home() -> Path:
 
 @contextmanager
 def atomic_dir(final: Path):
-    """Yield a temporary folder beside ``final``; rename it into place only on success.
+    """Yield a temporary folder beside ``final``; move it into place only on success.
 
-    A crash or an error leaves ``final`` untouched and removes the partial folder.
+    A crash or an error leaves ``final`` untouched and removes the partial folder. An existing
+    ``final`` is replaced in three renames, old aside, new in, old removed, so at every moment one
+    complete folder is at ``final`` or aside (``restore_aside`` puts it back after a crash).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    restore_aside(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; the renamed folder should read like any other
+    aside = aside_of(final)
     try:
         yield tmp
         if final.exists():
-            shutil.rmtree(final)
+            final.rename(aside)
         tmp.rename(final)
+        shutil.rmtree(aside, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        restore_aside(final)
+
+
+def aside_of(final: Path) -> Path:
+    """Where ``atomic_dir`` keeps the previous ``final`` while the new one moves in."""
+    return final.with_name(f".{final.name}.aside")
+
+
+def restore_aside(final: Path) -> None:
+    """After a replacement was cut short: the previous folder back at ``final`` if nothing took its
+    place, else (the new one is complete) the aside copy removed."""
+    aside = aside_of(Path(final))
+    if aside.exists():
+        if Path(final).exists():
+            shutil.rmtree(aside)
+        else:
+            aside.rename(final)
 
 
 def wheel_member(package: str, version: str, member: str) -> Path:

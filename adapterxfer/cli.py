@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 
+from .config import CHOICES
 from .errors import UserError
 
 EPILOG = """examples:
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(layer k is hidden_states[k+1]; -1 = last)")
     ev.add_argument("--max-length", type=int, default=None, help="default: the task's (128; QA 384)")
     ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+    ev.add_argument("--precision", choices=CHOICES["precision"], default="auto",
                     help="auto (default): bf16 where the device computes it natively, else fp16 on a GPU and fp32 on a CPU")
     ev.add_argument("--format", choices=["jsonl", "xtreme"], default="jsonl",
                     help="xtreme: also write xtreme/<task>/test-<lang>.* and the gold in xtreme-gold/, "
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="retrieval: how a query scores the targets: cosine (XTREME's Tatoeba), centered, csls, "
                          "margin, centered-csls, centered-margin; default: the task's (cosine; verses-retrieval "
                          "also reports accuracy@1 centered on dev-chapter means)")
-    ev.add_argument("--lang-adapter", choices=["target", "source"], default=None,
+    ev.add_argument("--lang-adapter", choices=CHOICES["lang_adapter_at_test"], default=None,
                     help="madx: each test language's adapter (target), or keep the source language's "
                          "(source, the ablation); default: as the model was trained")
 

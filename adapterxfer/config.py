@@ -21,6 +21,7 @@ import yaml
 
 from .errors import UserError
 from .regimes import NAMES as REGIME_NAMES
+from .transfers import PHASE_TRANSFERS
 
 SECTIONS = {
     "phase": "what trains, from where, and where it goes",
@@ -48,10 +49,10 @@ class RunConfig:
     """One training phase: an intermediate or a target task, in one regime."""
 
     task: str = key("", "task name (`adapterxfer tasks`); a+b trains intermediate tasks together", "phase")
-    regime: str = key("full", "full | lora | bottleneck | madx", "phase")
+    regime: str = key("full", " | ".join(REGIME_NAMES), "phase")
     backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else me5-small", "phase")
     init_from: list[str] = key([], "intermediate output folder(s) this target phase starts from", "phase")
-    transfer: str = key("sequential", "how the phase starts from init_from: sequential | stack | fusion | merge",
+    transfer: str = key("sequential", f"how the phase starts from init_from: {' | '.join(PHASE_TRANSFERS)}",
                         "phase")
     output_dir: str | None = key(None, "default: artifacts/<task>-<regime>-seed<seed>", "phase")
     overwrite: bool = key(False, "replace a finished output with another configuration", "phase")
@@ -117,7 +118,7 @@ KEYS = tuple(FIELDS)
 CHOICES = {
     "regime": REGIME_NAMES,
     "precision": ("auto", "bf16", "fp16", "fp32"),
-    "transfer": ("sequential", "stack", "fusion", "merge"),
+    "transfer": PHASE_TRANSFERS,
     "merge": ("cat", "svd"),  # never "linear": it adds cross terms (peft #3004)
     "lang_adapter_at_test": ("target", "source"),
     "report_to": ("none", "tensorboard", "mlflow", "wandb", "trackio"),
@@ -135,14 +136,19 @@ AT_MOST = {"warmup_ratio": 1, "lora_dropout": 1}
 
 # Keys that change where or how a run goes, never what it learns: left out of its identity.
 RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to", "eval_langs")
+# Inputs named by path: they enter an identity by their contents' hashes instead (the backbone's weights,
+# each input's manifest), so a moved parent folder or a spelled-out default backbone is the same phase.
+INPUT_PATHS = ("backbone", "init_from", "lang_adapters")
 
 
-def training_identity(config: dict, backbone_hash: str, parent_manifest_hashes: list[str]) -> dict:
-    """What makes two runs train the same weights: the configuration (``vars(RunConfig)`` or a manifest's
-    ``config``), the backbone's weights and the parents' manifests. A checkpoint or a finished output is
-    reused only by a run of equal identity."""
-    settings = {name: value for name, value in config.items() if name not in RUN_ONLY}
-    return {"config": settings, "backbone": backbone_hash, "parents": list(parent_manifest_hashes)}
+def phase_identity(settings: dict, backbone_hash: str, input_hashes: list[str], scored: bool = False) -> dict:
+    """What makes two phases compute the same thing: their settings (a RunConfig's fields, defaults
+    included; or evaluate_model's arguments), the backbone's weights and the sha256 of each input's
+    manifest. ``scored``: the phase includes its zero-shot scoring, so ``eval_langs`` counts. A checkpoint
+    or a finished output is reused only by a phase of equal identity."""
+    ignored = (set(RUN_ONLY) - ({"eval_langs"} if scored else set())) | set(INPUT_PATHS)
+    return {"settings": {name: value for name, value in settings.items() if name not in ignored},
+            "backbone": backbone_hash, "inputs": list(input_hashes)}
 
 
 def help_text() -> str:

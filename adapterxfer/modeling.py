@@ -27,7 +27,6 @@ from .kinds import KINDS
 from .tasks.spec import TaskSpec
 
 HEAD_NAMES = "adapterxfer_head_names"  # attribute holding the head's parameter names
-POOLINGS = ("cls", "mean")
 # Backbones trained with mean pooling, by model id (adapterxfer_backbone.json "model", or the Hub id).
 TRAINED_WITH_MEAN = ("intfloat/multilingual-e5-small", "intfloat/multilingual-e5-base",
                      "intfloat/multilingual-e5-large")

@@ -33,19 +33,20 @@ from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
 from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
-from .cache import atomic_dir
-from .config import RunConfig, training_identity
+from .cache import atomic_dir, restore_aside
+from .config import RunConfig, phase_identity
 from .data.features import featurized
 from .errors import UserError
 from .kinds import KINDS
 from .precision import resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
                        trainable_parameters)
-from .regimes import NAMES, get_regime
+from .regimes import all_regimes, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
 from .tasks.spec import distinct_items
 from .train import Run, Source, fit
+from .transfers import get_transfer
 
 DEFAULT_BACKBONE = "me5-small"
 
@@ -65,6 +66,7 @@ class Phase:
     lengths: dict[str, int]
     precision: str
     pooling: str  # what a classification head reads: cls or mean
+    input_hashes: list[str]  # sha256 of each input's manifest: the parents', then the language adapters'
     finished: bool = False  # the output already holds this very phase, trained
 
     @property
@@ -73,8 +75,7 @@ class Phase:
 
     @property
     def identity(self) -> dict:
-        return training_identity(vars(self.config), self.backbone.weight_hash,
-                                 [artifacts.sha256_file(p.folder / artifacts.MANIFEST) for p in self.parents])
+        return phase_identity(vars(self.config), self.backbone.weight_hash, self.input_hashes)
 
     @property
     def is_target(self) -> bool:
@@ -98,10 +99,10 @@ def train_phase(config: RunConfig) -> Path:
         trained = None if phase.finished else train(phase)
         if trained:
             save(phase, *trained)
-    if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
-        # the model just trained is scored as it is in memory; a finished output is loaded from its folder
-        evaluate_phase(phase, *(trained[0][phase.tasks[0].name], trained[1]) if trained else ())
-    state.wait_for_everyone()
+        if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
+            # the model just trained is scored as it is in memory; a finished output is loaded from its folder
+            evaluate_phase(phase, *(trained[0][phase.tasks[0].name], trained[1]) if trained else ())
+        state.wait_for_everyone()
     return phase.out
 
 
@@ -112,21 +113,24 @@ def validate(config: RunConfig) -> Phase:
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
     parents = [Parent(folder, artifacts.read_manifest(folder)) for folder in map(sharing.resolve, config.init_from)]
-    regime.check(tasks[0], config, parents)
-    if len(tasks) > 1 and not regime.multitask:
-        raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
-                        f"(available in: {', '.join(r.name for r in map(get_regime, NAMES) if r.multitask)})")
+    get_transfer(config.transfer).check(regime, len(parents))
     backbone = backbones.resolve(config.backbone or (parents[0].manifest["backbone"]["name"] if parents
                                                      else DEFAULT_BACKBONE))
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
+    regime.check(tasks[0], config, parents, backbone)
+    if len(tasks) > 1 and not regime.multitask:
+        raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
+                        f"(available in: {', '.join(r.name for r in all_regimes() if r.multitask)})")
+    inputs = [p.folder for p in parents] + [sharing.resolve(ref) for ref in config.lang_adapters]
     if tasks[0].role == "target":
         for lang in langs:  # unreadable test data fails now, not after hours of training
             tasks[0].rows("test", lang)
     phase = Phase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents, backbone,
                   {task.name: config.max_length or task.max_length for task in tasks},
                   resolve_precision(config.precision, processes().device),
-                  resolve_pooling(config.pooling, backbone.path))
+                  resolve_pooling(config.pooling, backbone.path),
+                  [_manifest_sha256(folder) for folder in inputs])
     phase.finished = _finished(phase)
     return phase
 
@@ -198,7 +202,8 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
                          "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST),
                          **sharing.origin(p.folder)}
                         for p in phase.parents],
-            "config": vars(config), "precision": phase.precision, "pooling": phase.pooling,
+            "config": vars(config), "identity": phase.identity,
+            "precision": phase.precision, "pooling": phase.pooling,
             "dev": {"metric": "+".join(task.selection_metric for task in tasks),
                     "best": next(e["dev_score"] for e in log if e.get("selected")),
                     "log": log},
@@ -260,7 +265,9 @@ def work_folder(out: Path) -> Path:
 
 
 def remove_leftovers(out: Path, keep_work: bool = True) -> None:
-    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints)."""
+    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints);
+    an output it had set aside while replacing it goes back in place."""
+    restore_aside(out)
     for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *work_folder(out).glob(".*.tmp-*"),
                      *out.glob(".*.tmp-*"), *([work_folder(out)] if not keep_work else [])]:
         print(f"removing {leftover}, left by an interrupted run")
@@ -295,9 +302,7 @@ def _scored_languages(out: Path) -> list[str] | None:
 def _finished(phase: Phase) -> bool:
     """True when the output holds this very phase, trained; another output there needs overwrite=true."""
     if artifacts.is_artifact(phase.out):
-        manifest = artifacts.read_manifest(phase.out)
-        if training_identity(manifest["config"], manifest["backbone"]["weight_hash"],
-                             [p["manifest_sha256"] for p in manifest["parents"]]) == phase.identity:
+        if artifacts.read_manifest(phase.out).get("identity") == phase.identity:
             print(f"{phase.out} is already trained with this configuration")
             return True
     if phase.out.exists() and not phase.config.overwrite:
@@ -397,6 +402,11 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                                                  regime.language_switch(model, task, at_test))
     write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
+
+
+def _manifest_sha256(folder: Path) -> str:
+    artifacts.read_manifest(folder, verify=False)  # a folder without one is a one-line error
+    return artifacts.sha256_file(folder / artifacts.MANIFEST)
 
 
 def _check_backbone(folder: Path, manifest: dict, backbone) -> None:

@@ -15,11 +15,14 @@ from contextlib import nullcontext
 
 import torch
 
+from .config import CHOICES
 from .errors import UserError
 
 
 def choose(requested: str, device_type: str, device_bf16: bool) -> str:
     """The precision a phase runs in: ``requested`` (auto | bf16 | fp16 | fp32) on that device."""
+    if requested not in CHOICES["precision"]:
+        raise UserError(f"precision={requested}: must be one of {', '.join(CHOICES['precision'])}")
     if requested == "auto":
         if device_bf16:
             return "bf16"

@@ -1,8 +1,8 @@
 """Sharing modules on the Hugging Face Hub: push an artifact with a model card, pull ``hf://`` refs.
 
 A push uploads in one commit the artifact as it is (the peft, adapters or transformers folder, the
-head and manifest.json, every hashed file untouched), the language adapters a madx task adapter
-stacks on (each a whole artifact under ``lang_adapters/<language>/``), and a generated model card
+head and manifest.json, every hashed file untouched), the language adapters a task adapter
+stacks on (``Regime.stacks_on``) (each a whole artifact under ``lang_adapters/<language>/``), and a generated model card
 (README.md) whose metadata carries the per-language test scores as a model-index.
 
 Wherever a module or model is named (``init_from=``, ``lang_adapters=``, ``evaluate --model``), a ref
@@ -28,16 +28,16 @@ from . import artifacts, cache
 from .backbones import _META as BACKBONE_META, EMBEDDED
 from .errors import UserError
 from .kinds import KINDS
+from .regimes import get_regime
 from .tasks import get_task
 
 SCHEME = "hf://"
-LANG_ADAPTERS = "lang_adapters"  # where a pushed madx task adapter bundles its language adapters
+LANG_ADAPTERS = "lang_adapters"  # where a pushed task adapter bundles its language adapters
 CARD = "README.md"
 # What a pull downloads: weights, configs, tokenizers, scores, the card. Never *.bin, *.pt, *.py.
 ALLOWED = ["*.safetensors", "*.json", "*.jsonl", "*.md", "*.txt", "*.model"]
 _REF = re.compile(r"hf://(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(@(?P<rev>[^/]+))?(/(?P<path>.+))?")
 _ETAG_TIMEOUT = 5  # seconds: an unreachable Hub fails fast
-_LIBRARY = {"lora": "peft", "bottleneck": "adapters", "madx": "adapters", "full": "transformers"}
 _PIPELINE = {"classification": "text-classification", "multiple_choice": "multiple-choice",
              "tagging": "token-classification", "qa": "question-answering", "mlm": "fill-mask"}
 
@@ -86,7 +86,7 @@ def origin(folder) -> dict:
 
 
 def bundled(folder, refs: list[str]) -> list:
-    """The language adapters of a madx task artifact: inside its pulled repo when it bundles them
+    """The language adapters of a task artifact: inside its pulled repo when it bundles them
     (the source language's first, as trained), else ``refs`` (its config's ``lang_adapters``)."""
     bundle = Path(folder) / LANG_ADAPTERS
     if not bundle.is_dir():
@@ -103,7 +103,7 @@ def push_artifact(folder, repo_id: str, private: bool = False, revision: str | N
                   license: str = "other"):
     """Create ``repo_id`` (if needed) and upload a verified artifact with its model card in one commit.
 
-    A madx task adapter's language adapters go along under ``lang_adapters/<language>/``. With
+    The language adapters a task adapter stacks on go along under ``lang_adapters/<language>/``. With
     ``revision``, the commit goes to that branch (created from main if new). Returns huggingface_hub's
     CommitInfo (``oid``: the commit, ``commit_url``).
     """
@@ -146,7 +146,7 @@ def model_card(folder, manifest: dict, repo_id: str, revision: str | None = None
     tasks = list(manifest["tasks"]) + [parent["task"] for parent in manifest.get("parents", [])]
     langs = [*scores, manifest.get("language") or task.train_lang, *_bundled_languages(folder, manifest)]
     data = ModelCardData(
-        library_name=_LIBRARY[manifest["regime"]], base_model=base, datasets=_datasets(tasks) or None,
+        library_name=get_regime(manifest["regime"]).library, base_model=base, datasets=_datasets(tasks) or None,
         language=sorted({lang.split("-")[0] for lang in langs}),
         license=license, model_name=repo_id.split("/")[-1], eval_results=results or None,
         tags=["adapterxfer", manifest["regime"], manifest.get("module_kind") or manifest["regime"],
@@ -177,10 +177,8 @@ def _files_to_push(folder: Path, manifest: dict) -> dict[str, Path]:
 
 
 def _language_adapters(folder: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """(folder, verified manifest) of each language adapter a madx task adapter stacks on."""
-    if manifest["regime"] != "madx" or not manifest["config"].get("lang_adapters"):
-        return []
-    subs = map(resolve, bundled(folder, manifest["config"]["lang_adapters"]))
+    """(folder, verified manifest) of each language adapter the artifact stacks on (``Regime.stacks_on``)."""
+    subs = get_regime(manifest["regime"]).stacks_on(folder, manifest)
     return [(sub, artifacts.read_manifest(sub)) for sub in subs]
 
 
@@ -271,7 +269,7 @@ def _lineage(folder, manifest: dict, base: str | None) -> list[str]:
         hub = parent.get("hub")
         where = f"`hf://{hub['repo_id']}@{hub['commit']}`" if hub else "a local artifact"
         lines.append(f"- from: {parent['regime']} on {parent['task']}, {where}, manifest `{parent['manifest_sha256']}`")
-    if manifest["regime"] == "madx" and config.get("lang_adapters"):
+    if _language_adapters(folder, manifest):
         lines.append(f"- language adapters: `{LANG_ADAPTERS}/<language>/` in this repo (the source language "
                      f"{manifest.get('language')} first), each with its own manifest")
     dev = manifest.get("dev", {})
@@ -297,75 +295,14 @@ def _score_table(scores: dict) -> list[str]:
 def _snippet(folder, manifest: dict, task, repo_id: str, revision: str | None, base: str | None) -> str:
     """Plain-library code that loads this repo onto the task model (head included) and onto the bare
     encoder; tests run it as written. ``folder`` names the downloaded snapshot."""
+    regime = get_regime(manifest["regime"])
     model_class = KINDS[task.kind].AUTO_MODEL.__name__
-    base = base or manifest["backbone"]["name"]
     labels = f", num_labels={len(task.labels)}" if task.labels else ""
     lines = ["from huggingface_hub import snapshot_download",
              "from safetensors.torch import load_file",
              f"from transformers import AutoModel, {model_class}",
-             *_module_imports(manifest["regime"]), "",
+             *regime.card_imports, "",
              f'folder = snapshot_download("{repo_id}"{f", revision={revision!r}" if revision else ""})'
              "  # pin: revision=<commit>", "",
-             *_with_module(folder, manifest), ""]
-    if manifest["regime"] == "full":
-        lines += [f'model = {model_class}.from_pretrained(folder, subfolder="encoder"{labels})',
-                  'encoder = AutoModel.from_pretrained(folder, subfolder="encoder", add_pooling_layer=False)']
-    else:
-        lines += [f'model = with_module({model_class}.from_pretrained("{base}"{labels}))',
-                  f'encoder = with_module(AutoModel.from_pretrained("{base}", add_pooling_layer=False), bare=True)']
-    inner = "model.get_base_model()" if manifest["regime"] == "lora" else "model"
-    lines.append(f'{inner}.load_state_dict(load_file(f"{{folder}}/head.safetensors"), strict=False)  # the head')
+             *regime.card_loading(Path(folder), manifest, model_class, base or manifest["backbone"]["name"], labels)]
     return "\n".join(lines)
-
-
-def _module_imports(regime: str) -> list[str]:
-    return {"lora": ["from peft import PeftModel"],
-            "bottleneck": ["import adapters", "from adapters.composition import Fuse, Stack"],
-            "madx": ["import adapters", "from adapters.composition import Stack"]}.get(regime, [])
-
-
-def _with_module(folder, manifest: dict) -> list[str]:
-    """``with_module(model, bare=False)``: the module applied to a task model or the bare encoder."""
-    folder = Path(folder)
-    regime = manifest["regime"]
-    if regime == "full":
-        return []
-    if regime == "lora":
-        prefix = _lora_prefix(folder)
-        body = [f'    mapping = {{r"^{prefix}\\.": ""}} if bare else None  # the encoder has no "{prefix}." prefix',
-                "    model = PeftModel.from_pretrained(model, folder, key_mapping=mapping)"]
-        if (folder / "stacked").is_dir():
-            body += ['    model.load_adapter(f"{folder}/stacked", adapter_name="stacked", key_mapping=mapping)',
-                     '    model.base_model.set_adapter(["stacked", "default"])']
-        return ["def with_module(model, bare=False):", *body, "    return model"]
-    load = 'model.load_adapter({}, load_as="{}", with_head=False, use_safetensors=True)'
-    body = ["    adapters.init(model)"]
-    if (folder / "fusion").is_dir():
-        names = sorted(sub.name for sub in (folder / "adapters").iterdir())
-        body += [f"    for name in {tuple(names)!r}:",
-                 '        model.load_adapter(f"{folder}/adapters/{name}", load_as=name, with_head=False, '
-                 'use_safetensors=True)',
-                 '    model.load_adapter_fusion(f"{folder}/fusion", use_safetensors=True)',
-                 f"    model.active_adapters = Fuse({', '.join(map(repr, names))})"]
-    elif regime == "madx" and manifest["module_kind"] == "seq_bn":
-        lang = manifest["language"]
-        body += [f"    # the source language's adapter; for zero-shot swap in another's ({LANG_ADAPTERS}/<lang>)",
-                 "    " + load.format(f'f"{{folder}}/{LANG_ADAPTERS}/{lang}"', lang),
-                 "    " + load.format("folder", "target"),
-                 f'    model.active_adapters = Stack("{lang}", "target")']
-    else:
-        name = "language" if regime == "madx" else "target"
-        body += ["    " + load.format("folder", name), f'    model.active_adapters = "{name}"']
-        if (folder / "stacked").is_dir():
-            body += ["    " + load.format('f"{folder}/stacked"', "stacked"),
-                     '    model.active_adapters = Stack("stacked", "target")']
-    return ["def with_module(model, bare=False):", *body, "    return model"]
-
-
-def _lora_prefix(folder: Path) -> str:
-    """The task model's base-model attribute in the saved LoRA keys (``roberta`` for XLM-R)."""
-    from safetensors import safe_open
-
-    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as weights:
-        key = next(iter(weights.keys()))
-    return key.removeprefix("base_model.model.").split(".encoder.")[0]

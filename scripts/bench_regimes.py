@@ -53,7 +53,7 @@ import torch
 from timing import median_seconds
 
 VARIANTS = {"full": ("full", {}), "full_unfrozen_emb": ("full", {"freeze_word_embeddings": False}),
-            "lora": ("lora", {}), "bottleneck": ("bottleneck", {})}  # name: (regime, config overrides)
+            "lora": ("lora", {}), "bottleneck": ("bottleneck", {}), "ia3": ("ia3", {})}  # name: (regime, overrides)
 LOOPS = ("adapterxfer", "bare")
 
 
@@ -198,7 +198,7 @@ def main() -> None:
                       if loop == "adapterxfer" else ""))
     for reference in ("full", "full_unfrozen_emb"):
         suffix = reference.removeprefix("full")
-        for regime in ("lora", "bottleneck"):
+        for regime in (name for name, (regime, _) in VARIANTS.items() if regime != "full"):
             print(f"RESULT {regime}_over_full{suffix}_step "
                   f"{step_s[regime, 'adapterxfer'] / step_s[reference, 'adapterxfer']:.3f}")
             print(f"RESULT {regime}_over_full{suffix}_peak_rss {rss[regime] / rss[reference]:.3f}")

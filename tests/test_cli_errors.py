@@ -31,6 +31,14 @@ def run_cli(capsys, *args):
     (["evaluate", "--model", "me5-small", "--task", "verses-genre", "--scoring", "csls", "--output", "x"],
      "--scoring applies to retrieval tasks"),
     (["train", "task=verses-genre", "lang_adapter_at_test=both"], "must be one of target, source"),
+    (["train", "task=verses-genre", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp16, fp32"),
+    (["train", "task=verses-genre", "report_to=neptune"], "key 'report_to' must be one of none, tensorboard"),
+    (["train", "task=verses-genre", "pooling=max"], "key 'pooling' must be one of auto, cls, mean, got 'max'"),
+    (["train", "task=verses-genre", "transfer=stack", "regime=lora"], "transfer=stack starts from 1 intermediate artifact(s) "
+                                                       "(init_from=), got 0"),
+    (["train", "task=verses-genre", "transfer=merge", "regime=lora"], "transfer=merge starts from at least 2"),
+    (["train", "task=verses-genre", "transfer=fusion"], "transfer=fusion is not available in regime full "
+                                                        "(available: sequential)"),
 ])
 def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
     args = [a.replace("output_dir=", f"output_dir={tmp_path}/") for a in args]
@@ -38,6 +46,17 @@ def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("adapterxfer: error: ")
     assert needle in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key, value", [("precision", "fp8"), ("transfer", "cascade"), ("report_to", "neptune"),
+                                        ("pooling", "max"), ("merge", "linear")])
+def test_a_value_outside_a_keys_choices_in_a_recipe_is_refused(capsys, tmp_path, key, value):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: verses-genre\n{key}: {value}\n")
+    code, err = run_cli(capsys, "train", str(recipe), f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and len(err) == 1
+    assert f"{recipe}: key {key!r} must be one of " in err[0] and err[0].endswith(f"got {value!r}")
     assert not (tmp_path / "out").exists()
 
 

@@ -9,11 +9,13 @@ import torch
 from adapters.composition import Stack
 from safetensors.torch import load_file
 
+from adapterxfer.backbones import build_tiny_xlmr
 from adapterxfer.cli import main
 from adapterxfer.config import from_dict
 from adapterxfer.errors import UserError
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
+from conftest import TINY_CORPUS
 
 STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
 LANGS = ("en", "fr", "de")
@@ -131,6 +133,21 @@ def test_source_adapter_must_come_first_and_only_mlm_phases_take_a_language(madx
     assert "only plain-text (mlm) phases train on another language" in capsys.readouterr().err
     assert main([*common, "task=verses-xref", f"lang_adapters={madx['xref']}"]) == 2
     assert "is not a madx language adapter" in capsys.readouterr().err
+
+
+def test_language_adapters_of_another_backbone_are_refused_before_the_output_is_touched(madx, tmp_path, capsys):
+    """A second tiny backbone (another seed) stands in for a different XLM-R."""
+    lines = [line for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    other = build_tiny_xlmr(tmp_path / "other-xlmr", lines, seed=1)
+    leftover = tmp_path / ".out.tmp-killed"  # what a killed run left: cleaned up only once the run is valid
+    leftover.mkdir()
+    code = main(["train", "regime=madx", "task=verses-genre", f"backbone={other}", f"output_dir={tmp_path / 'out'}",
+                 *STEPS, madx["adapters_arg"], "eval_langs=en,fr"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1
+    assert f"lang_adapters: {madx['langs']['en']} was trained on backbone" in err
+    assert leftover.is_dir() and "left by an interrupted run" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-killed", "other-xlmr"]
 
 
 def test_madx_refuses_multitask(madx, tiny_backbone):

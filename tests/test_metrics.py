@@ -3,7 +3,7 @@ evaluate.py and third_party scorers (commit 838c13b, seqeval 1.2.2), recorded he
 
 import pytest
 
-from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bootstrap_interval, bucc_scores, majority_rate,
+from adapterxfer.metrics import (METRICS, accuracy, accuracy_scores, bucc_scores,
                                  mewslix_scores,
                                  mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, overall_scores,
                                  squad_scores, tagging_scores, task_summary)
@@ -19,21 +19,8 @@ def test_project_metrics_keep_their_names():
     assert METRICS["accuracy"]([1, 0], [1, 1], "fr") == {"accuracy": 0.5}
     assert METRICS["accuracy@1"]([0, 1, 2], [0, 1, 1], "ja") == {"accuracy@1": 2 / 3}
     assert accuracy([1, 2, 3], [1, 2, 4]) == 2 / 3 and accuracy([], []) == 0.0
-    assert majority_rate(["a", "a", "b"], ["a", "b"]) == 0.5
     with pytest.raises(ValueError):
         accuracy([1], [])
-
-
-def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_items():
-    gains = [1.0] * 30 + [0.0] * 70  # mean 0.3
-    low, high = bootstrap_interval(gains, seed=1)
-    assert low < 0.3 < high and 0.18 < low and high < 0.42
-    wider = bootstrap_interval(gains[::10], seed=1)
-    assert wider[1] - wider[0] > high - low
-    assert bootstrap_interval([0.5] * 10) == (0.5, 0.5)
-    assert bootstrap_interval(gains, seed=1) == (low, high)  # seeded
-    with pytest.raises(ValueError, match="no values"):
-        bootstrap_interval([])
 
 
 def test_accuracy_scores():
@@ -168,16 +155,6 @@ def test_overall_scores_need_complete_groups():
     assert overall_scores(detailed, ["a", "b", "c", "d"], groups) == {"one": 15.0}
     # a listed task that cannot be scored (XTREME-R's LAReQA) rules all_task out
     assert overall_scores({**detailed, "d": {}}, ["a", "b", "c", "d"], {"one": ["a", "b"]}) == {"one": 15.0}
-
-
-def test_split_seen_averages_seen_and_unseen_languages_apart():
-    from adapterxfer.metrics import split_seen
-    from adapterxfer.tasks import get_task
-    scores = {"fr": 0.5, "de": 0.7, "bn": 0.2, "fr-l": 0.6, "ko": 0.4}
-    assert split_seen(scores, get_task("verses-xref-multi").seen_languages) == {
-        "seen": pytest.approx(0.6), "unseen": pytest.approx(0.3)}
-    assert split_seen(scores, get_task("verses-xref").seen_languages) == {"seen": None,
-                                                                         "unseen": pytest.approx(0.48)}
 
 
 def test_every_xtreme_metric_scores_its_prediction_rows():

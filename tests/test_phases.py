@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapterxfer import artifacts, backbones, evaluate
+from adapterxfer.cache import atomic_dir, restore_aside
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
 from adapterxfer.precision import choose, cpu_bf16
@@ -116,6 +117,52 @@ def test_two_concurrent_runs_leave_one_verified_artifact(tiny_backbone, tmp_path
     assert artifacts.read_manifest(out)["files"]
     assert (out / "scores.json").is_file()
     assert leftovers(tmp_path) == []
+
+
+def test_a_second_run_cannot_take_the_output_while_the_first_evaluates(tiny_backbone, tmp_path, capsys,
+                                                                      monkeypatch):
+    """The second run starts inside the first one's zero-shot scoring (after its save): it must be refused."""
+    out = tmp_path / "busy"
+    real = evaluate.zero_shot
+    second = []
+
+    def scoring_with_a_second_run(*args, **kwargs):
+        if not second:
+            second.append(main(command(tiny_backbone, out, "max_steps=4")[3:]))
+            second.append(capsys.readouterr().err)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "zero_shot", scoring_with_a_second_run)
+    assert main(command(tiny_backbone, out, "max_steps=4")[3:]) == 0
+    assert second[0] == 2 and f"output_dir {out} is being written by another run" in second[1]
+    assert list(json.loads((out / "scores.json").read_text())) == ["en", "fr", "de-s"]
+    assert leftovers(tmp_path) == []
+
+
+def test_replacing_an_output_keeps_the_old_one_until_the_new_one_is_in(tmp_path, monkeypatch):
+    """A failure between 'old aside' and 'new in', and a kill there (the aside left alone), both keep the old."""
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "old.txt").write_text("old")
+    real = Path.rename
+
+    def rename_failing_into_place(self, target):
+        if Path(target) == out and ".tmp-" in self.name:  # the new folder moving in
+            raise OSError("disk pulled")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_failing_into_place)
+    with pytest.raises(OSError, match="disk pulled"):
+        with atomic_dir(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "old.txt").read_text() == "old"
+    out.rename(tmp_path / ".out.aside")  # what a SIGKILL right after setting the old output aside leaves
+    restore_aside(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "old.txt").read_text() == "old"
+    with atomic_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["new.txt"]
 
 
 def test_failed_scoring_keeps_a_verified_artifact(tiny_backbone, tmp_path, capsys, monkeypatch):
@@ -230,6 +277,7 @@ def test_cpu_bf16_counts_only_kernels_that_run_it_natively(flags, aten, onednn, 
     ("bf16", "cuda", False, "precision=bf16: this CUDA does not compute bf16 natively"),
     ("bf16", "cpu", False, "precision=bf16: this CPU does not compute bf16 natively"),
     ("fp16", "cpu", True, "precision=fp16 needs a CUDA GPU"),
+    ("fp8", "cuda", True, "precision=fp8: must be one of auto, bf16, fp16, fp32"),
 ])
 def test_precision_the_device_lacks_is_refused(requested, device, bf16, message):
     with pytest.raises(UserError, match=message):

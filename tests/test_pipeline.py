@@ -5,6 +5,7 @@ which is too large for unit tests; the tiny random XLM-R stands in for XLM-R.
 """
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -76,6 +77,18 @@ def test_phase_three_starts_from_phase_two_encoder_with_a_fresh_head(phases):
     name = "encoder.layer.0.attention.self.query.weight"
     assert torch.equal(model.roberta.state_dict()[name], encoder[name])
     assert model.classifier.out_proj.out_features == len(task.labels)
+
+
+def test_moved_parent_and_default_backbone_leave_a_finished_phase_current(phases, tmp_path, capsys):
+    """The parent folder moves (a copy elsewhere), and backbone= is left to its default (the parent's)."""
+    moved = tmp_path / "moved-xref"
+    shutil.copytree(phases["xref"], moved)
+    before = (phases["genre"] / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", f"output_dir={phases['genre']}", *STEPS, "task=verses-genre", f"init_from={moved}",
+                 "eval_langs=en,fr,de-s,zh"]) == 0
+    assert f"{phases['genre']} is already trained with this configuration" in capsys.readouterr().out
+    assert (phases["genre"] / "manifest.json").read_bytes() == before
 
 
 def test_evaluate_scores_a_trained_output_and_matches_train_scores(phases, tmp_path):

@@ -20,6 +20,7 @@ from adapterxfer.modeling import trainable_parameters
 from adapterxfer.regimes import get_regime
 from adapterxfer.regimes.common import Parent
 from adapterxfer.tasks import get_task
+from adapterxfer.transfers import get_transfer
 
 STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
 
@@ -93,7 +94,8 @@ def test_bottleneck_artifact_loads_in_plain_adapters(modules, tiny_backbone):
 def build(regime, transfer, parents, backbone, task="verses-genre"):
     config = from_dict({"task": task, "regime": regime, "transfer": transfer})
     parents = [Parent(folder, manifest(folder)) for folder in parents]
-    get_regime(regime).check(get_task(task), config, parents)
+    get_transfer(transfer).check(get_regime(regime), len(parents))
+    get_regime(regime).check(get_task(task), config, parents, backbone)
     return get_regime(regime).build(get_task(task), backbone, parents, config)
 
 

@@ -78,6 +78,7 @@ def setups(tmp_path_factory, tiny_backbone, fixture_home, hub):
         patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
         bb = {"backbone": tiny_backbone}
         lora = train(root / "lora", "task=verses-xref", "regime=lora", **bb)
+        ia3 = train(root / "ia3", "task=verses-xref", "regime=ia3", **bb)
         parts = [train(root / f"bn-{task}", f"task=verses-{task}", "regime=bottleneck", **bb)
                  for task in ("xref", "next")]
         fusion = train(root / "fusion", "task=verses-genre", "regime=bottleneck", "transfer=fusion",
@@ -85,7 +86,7 @@ def setups(tmp_path_factory, tiny_backbone, fixture_home, hub):
         langs = [train(root / f"lang-{lang}", "task=verses-text", "regime=madx", f"language={lang}", **bb)
                  for lang in ("en", "fr")]
         madx = train(root / "madx", "task=verses-xref", "regime=madx", f"lang_adapters={langs[0]},{langs[1]}", **bb)
-    folders = {"lora": lora, "bottleneck": parts[0], "fusion": fusion, "madx": madx}
+    folders = {"lora": lora, "ia3": ia3, "bottleneck": parts[0], "fusion": fusion, "madx": madx}
     commits = {name: sharing.push_artifact(folder, f"lab/{name}") for name, folder in folders.items()}
     return {"folders": folders, "commits": {name: info.oid for name, info in commits.items()}}
 
@@ -160,7 +161,7 @@ def card_snippet(folder):
     return code.replace(download.group(0), f"folder = {str(folder)!r}")
 
 
-@pytest.mark.parametrize("setup, task", [("lora", "verses-xref"), ("bottleneck", "verses-xref"),
+@pytest.mark.parametrize("setup, task", [("lora", "verses-xref"), ("ia3", "verses-xref"), ("bottleneck", "verses-xref"),
                                          ("fusion", "verses-genre"), ("madx", "verses-xref")])
 def test_standin_pulled_module_loads_in_plain_libraries_with_its_head_and_on_the_bare_encoder(setup, task, setups,
                                                                                     tiny_backbone):

@@ -107,6 +107,12 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
     "multitask set of one": ({"multitask": {"solo": ["verses-xref"]}, "transfers": {"multitask": ["lora"]}},
                              "multitask.solo must list two or more intermediates of the plan (verses-xref), got "
                              "['verses-xref']"),
+    "precision outside its choices": ({"regime_phase": {"lora": {"precision": "fp8"}}},
+                                      "phase seed1/lora/verses-xref: key 'precision' must be one of auto, bf16"),
+    "evaluation precision outside its choices": ({"targets": ["verses-genre", "verses-retrieval"],
+                                                  "evaluation": {"precision": "fp8"}},
+                                                 "plan.yaml: evaluation.precision must be one of auto, bf16, fp16, "
+                                                 "fp32, got 'fp8'"),
     "language of no target": ({"target_phase": {"eval_langs": ["xx"]}}, "unknown language or translation 'xx'"),
 }
 

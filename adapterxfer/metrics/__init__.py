@@ -6,7 +6,7 @@ The XTREME functions score exactly like google-research/xtreme ``evaluate.py`` a
 
 from itertools import chain
 
-from .basic import accuracy, bootstrap_interval, majority_rate, split_seen, token_accuracy
+from .basic import accuracy, token_accuracy
 from .qa import mlqa_scores, normalize_mlqa_answer, normalize_squad_answer, qa_list_scores, squad_scores
 from .xtreme import (accuracy_scores, bucc_scores, lareqa_scores, mewslix_scores, overall_scores,
                      tagging_scores, task_summary)
@@ -50,7 +50,7 @@ def fractions(percent: dict) -> dict:
     return {name: value / 100 for name, value in percent.items()}
 
 
-__all__ = ["METRICS", "score_rows", "accuracy", "bootstrap_interval", "fractions", "majority_rate", "split_seen",
+__all__ = ["METRICS", "score_rows", "accuracy", "fractions",
            "token_accuracy", "accuracy_scores",
            "tagging_scores", "bucc_scores", "lareqa_scores",
            "mewslix_scores", "squad_scores", "mlqa_scores", "normalize_squad_answer",

@@ -3,8 +3,8 @@
 its transfer modes, whether it trains multi-task, and build / save / load. A regime's keys are its
 section of :class:`~adapterxfer.config.RunConfig` (``adapterxfer train --help``).
 
-Adding a regime: a module here with a ``Regime`` subclass decorated with ``@register``, its name in
-``NAMES``, and its keys (if any) in config.py under a section of its name.
+Adding a regime: a module here with a ``Regime`` subclass decorated with ``@register`` and its name in
+``NAMES`` (ia3.py is the smallest example); its keys, if any, in config.py under a section of its name.
 
 This package imports no heavy library: a regime's module (peft, adapters) is imported on first use.
 """
@@ -15,7 +15,7 @@ import importlib
 
 from ..errors import UserError
 
-NAMES = ("full", "lora", "bottleneck", "madx")
+NAMES = ("full", "lora", "bottleneck", "madx", "ia3")
 REGIMES: dict = {}  # name -> Regime instance, filled by @register as the modules are imported
 
 

@@ -31,9 +31,10 @@ STACKED = "stacked"  # not "intermediate": that is also a module name inside eve
 class Bottleneck(Regime):
     name = "bottleneck"
     kind = "seq_bn"
-    transfers = ("sequential", "stack", "fusion")
-    multitask = True
+    transfers = ("sequential", "stack", "fusion", "multitask")
     swappable = True
+    library = "adapters"
+    card_imports = ("import adapters", "from adapters.composition import Fuse, Stack")
 
 
     def build(self, task, backbone, parents, config):
@@ -97,6 +98,28 @@ class Bottleneck(Regime):
 
     def activate(self, model, name: str) -> None:
         model.set_active_adapters(name)
+
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        body = ["    adapters.init(model)"]
+        if (folder / "fusion").is_dir():
+            names = sorted(sub.name for sub in (folder / "adapters").iterdir())
+            body += [f"    for name in {tuple(names)!r}:",
+                     "    " + card_load('f"{folder}/adapters/{name}"', "name", quoted=False),
+                     '    model.load_adapter_fusion(f"{folder}/fusion", use_safetensors=True)',
+                     f"    model.active_adapters = Fuse({', '.join(map(repr, names))})"]
+        else:
+            body += [card_load("folder", TARGET), f'    model.active_adapters = "{TARGET}"']
+            if (folder / STACKED).is_dir():
+                body += [card_load(f'f"{{folder}}/{STACKED}"', STACKED),
+                         f'    model.active_adapters = Stack("{STACKED}", "{TARGET}")']
+        return ["def with_module(model, bare=False):", *body, "    return model"]
+
+
+def card_load(source: str, name: str, quoted: bool = True) -> str:
+    """A card snippet line that loads the adapter at ``source`` (Python code) as ``name``."""
+    load_as = f'"{name}"' if quoted else name
+    return f"    model.load_adapter({source}, load_as={load_as}, with_head=False, use_safetensors=True)"
 
 
 def adaptable(task, backbone):

@@ -30,20 +30,19 @@ class Regime:
 
     name: ClassVar[str]
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
-    transfers: ClassVar[tuple[str, ...]]  # how a target phase may start from init_from artifacts
-    multitask: ClassVar[bool]  # whether task=a+b can share one module
+    transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
+    library: ClassVar[str]  # what loads an artifact without adapterxfer (a pushed card's library_name)
+    card_imports: ClassVar[tuple[str, ...]] = ()  # the card snippet's imports of that library
+    head_owner: ClassVar[str] = "model"  # in the card snippet: the object whose state dict holds the head
 
-    def check(self, task, config, parents: list[Parent]) -> None:
-        """Refuse, before any training, a transfer this regime lacks or parents it cannot start from."""
-        if not parents:
-            return
-        if config.transfer not in self.transfers:
-            raise UserError(f"transfer={config.transfer} is not available in regime {self.name} "
-                            f"(available: {', '.join(self.transfers)})")
-        if config.transfer in ("sequential", "stack") and len(parents) != 1:
-            raise UserError(f"transfer={config.transfer} starts from one intermediate artifact, "
-                            f"got init_from with {len(parents)}")
+    @property
+    def multitask(self) -> bool:
+        return "multitask" in self.transfers
+
+    def check(self, task, config, parents: list[Parent], backbone) -> None:
+        """Refuse, before any training, parents this regime cannot start from (``backbone``: the resolved
+        one the phase trains on; ``transfers.check`` has checked the transfer)."""
         for parent in parents:
             if parent.manifest["regime"] != self.name:
                 raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "
@@ -68,6 +67,23 @@ class Regime:
     def load_encoder(self, folder: Path, task, backbone, manifest: dict | None = None):
         """The bare encoder with the module applied (retrieval from an intermediate model)."""
         raise NotImplementedError
+
+    def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
+        """Other artifacts this one needs loaded with it, pushed along (madx: its language adapters)."""
+        return []
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        """The card snippet's ``with_module(model, bare=False)``: the saved module (in ``folder``, the
+        downloaded snapshot) applied to a task model or the bare encoder, in plain library code."""
+        raise NotImplementedError
+
+    def card_loading(self, folder: Path, manifest: dict, model_class: str, base: str, labels: str) -> list[str]:
+        """The card snippet's lines that build ``model`` (the task model, head included) and ``encoder``."""
+        return [*self.card_module(folder, manifest), "",
+                f'model = with_module({model_class}.from_pretrained("{base}"{labels}))',
+                f'encoder = with_module(AutoModel.from_pretrained("{base}", add_pooling_layer=False), bare=True)',
+                f'{self.head_owner}.load_state_dict(load_file(f"{{folder}}/head.safetensors"), strict=False)'
+                "  # the head"]
 
     def language_switch(self, model, task, at_test: str) -> Callable[[str], None] | None:
         """A hook run before each test language is scored (madx swaps language adapters); None: nothing."""

@@ -17,9 +17,8 @@ from .common import Regime, load_head, save_head
 class Full(Regime):
     name = "full"
     kind = "encoder"
-    transfers = ("sequential",)
-    multitask = True
-
+    transfers = ("sequential", "multitask")
+    library = "transformers"
 
     def build(self, task, backbone, parents, config):
         model = task_model(task, parents[0].folder / "encoder" if parents else backbone.path)
@@ -39,3 +38,8 @@ class Full(Regime):
 
     def load_encoder(self, folder: Path, task, backbone, manifest=None):
         return encoder_model(folder / "encoder")
+
+    def card_loading(self, folder: Path, manifest: dict, model_class: str, base: str, labels: str) -> list[str]:
+        return [f'model = {model_class}.from_pretrained(folder, subfolder="encoder"{labels})',
+                'encoder = AutoModel.from_pretrained(folder, subfolder="encoder", add_pooling_layer=False)',
+                'model.load_state_dict(load_file(f"{folder}/head.safetensors"), strict=False)  # the head']

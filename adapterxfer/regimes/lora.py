@@ -42,9 +42,11 @@ def lora_config(config) -> LoraConfig:
 class Lora(Regime):
     name = "lora"
     kind = "lora"
-    transfers = ("sequential", "stack", "merge")
-    multitask = True
+    transfers = ("sequential", "stack", "merge", "multitask")
     swappable = True
+    library = "peft"
+    card_imports = ("from peft import PeftModel",)
+    head_owner = "model.get_base_model()"
 
 
     def build(self, task, backbone, parents, config):
@@ -89,6 +91,25 @@ class Lora(Regime):
 
     def activate(self, model, name: str) -> None:
         model.set_adapter(name)
+
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        prefix = _base_prefix(folder)
+        body = [f'    mapping = {{r"^{prefix}\\.": ""}} if bare else None  # the encoder has no "{prefix}." prefix',
+                "    model = PeftModel.from_pretrained(model, folder, key_mapping=mapping)"]
+        if (folder / STACKED).is_dir():
+            body += [f'    model.load_adapter(f"{{folder}}/{STACKED}", adapter_name="{STACKED}", key_mapping=mapping)',
+                     f'    model.base_model.set_adapter(["{STACKED}", "{TARGET}"])']
+        return ["def with_module(model, bare=False):", *body, "    return model"]
+
+
+def _base_prefix(folder: Path) -> str:
+    """The task model's base-model attribute in the saved peft keys (``roberta`` for XLM-R)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as weights:
+        key = next(iter(weights.keys()))
+    return key.removeprefix("base_model.model.").split(".encoder.")[0]
 
 
 def _activate_stack(model) -> None:

@@ -25,7 +25,7 @@ from adapters.composition import Stack
 from .. import artifacts, sharing
 from ..errors import UserError
 from . import register
-from .bottleneck import adaptable, load_adapter
+from .bottleneck import adaptable, card_load, load_adapter
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "target"
@@ -39,16 +39,17 @@ class Madx(Regime):
     name = "madx"
     kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
     transfers = ("sequential",)
-    multitask = False
+    library = "adapters"
+    card_imports = ("import adapters", "from adapters.composition import Stack")
 
-    def check(self, task, config, parents) -> None:
-        super().check(task, config, parents)
+    def check(self, task, config, parents, backbone) -> None:
+        super().check(task, config, parents, backbone)
         for parent in parents:
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
                                 "madx task adapter")
         if not _is_language_phase(task, config):
-            _check_coverage(task, config, language_adapters(config.lang_adapters))
+            _check_coverage(task, config, language_adapters(config.lang_adapters, backbone))
 
     def module_kind(self, task, config) -> str:
         return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND
@@ -92,6 +93,22 @@ class Madx(Regime):
 
     def load_encoder(self, folder: Path, task, backbone, manifest=None):
         return self.load(folder, task, backbone, manifest).base_model
+
+    def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
+        refs = manifest["config"].get("lang_adapters") or []
+        return [sharing.resolve(ref) for ref in sharing.bundled(folder, refs)] if refs else []
+
+    def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        body = ["    adapters.init(model)"]
+        if manifest["module_kind"] == TASK_KIND:
+            lang = manifest["language"]
+            body += [f"    # the source language's adapter; for zero-shot swap in another's "
+                     f"({sharing.LANG_ADAPTERS}/<lang>)",
+                     card_load(f'f"{{folder}}/{sharing.LANG_ADAPTERS}/{lang}"', lang), card_load("folder", TARGET),
+                     f'    model.active_adapters = Stack("{lang}", "{TARGET}")']
+        else:
+            body += [card_load("folder", LANGUAGE), f'    model.active_adapters = "{LANGUAGE}"']
+        return ["def with_module(model, bare=False):", *body, "    return model"]
 
     def language_switch(self, model, task, at_test: str):
         return lambda lang: use_language(model, task.resolve_lang(lang), at_test)

@@ -13,14 +13,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from .. import config
 from ..artifacts import MANIFEST, sha256_file
-from ..config import RUN_ONLY
 from .phases import Phase
 
-# RunConfig fields that do not change what a phase computes: those that never change training, less
-# eval_langs (a study's target phase includes its zero-shot scoring), and the paths of its inputs (the
-# backbone enters by its weight hash, the inputs by their manifests' hashes).
-IGNORED = (frozenset(RUN_ONLY) - {"eval_langs"}) | {"backbone", "init_from", "lang_adapters"}
 SCORES = "scores.json"  # an evaluation's output, as a manifest is a training phase's
 
 
@@ -35,7 +31,7 @@ def input_hashes(phase: Phase, root: Path) -> list[dict]:
 
 
 def phase_identity(phase: Phase, backbone_hash: str, inputs: list[dict]) -> str:
-    settings = {k: v for k, v in phase.settings.items() if k not in IGNORED}
-    payload = {"action": phase.action, "settings": settings, "backbone": backbone_hash,
-               "inputs": [entry["manifest_sha256"] for entry in inputs]}
+    """config.phase_identity of the phase (a study's target phase includes its scoring), with its action."""
+    payload = {"action": phase.action, **config.phase_identity(
+        phase.settings, backbone_hash, [entry["manifest_sha256"] for entry in inputs], scored=True)}
     return "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

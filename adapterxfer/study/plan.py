@@ -23,15 +23,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from ..config import from_dict, read_yaml
+from ..config import CHOICES, from_dict, read_yaml
 from ..errors import UserError
-from ..regimes import get_regime
+from ..regimes import NAMES as REGIME_NAMES, get_regime
 from ..tasks import get_task
+from ..transfers import TRANSFERS
 from .phases import BASELINE, Arm, Graph, Phase
 
 REQUIRED = object()
-TRANSFERS = ("sequential", "stack", "fusion", "merge", "multitask")
-COMBINING = ("fusion", "merge", "multitask")  # transfers over all the intermediates at once
 CLUSTER_LEVELS = ("item", "chapter", "book")
 # `study run --smoke`: every phase's train keys over the plan's own; budgets that still pass every code path.
 SMOKE_PHASE = {"max_steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 2, "grad_accum": 1,
@@ -48,7 +47,7 @@ KEYS = {
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
     "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
-    "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
+    "regimes": (list, ["full"], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
                               "default: sequential in every regime"),
@@ -192,14 +191,12 @@ def _check_transfers(plan: dict) -> None:
             if regime not in plan["regimes"]:
                 raise UserError(f"{where}: transfers.{transfer}: {regime} is not a regime of the plan "
                                 f"({', '.join(plan['regimes'])})")
-            module = get_regime(regime)
-            supported = transfer in module.transfers or (transfer == "multitask" and module.multitask)
-            if not supported:
-                offered = [t for t in TRANSFERS if t in module.transfers or (t == "multitask" and module.multitask)]
+            offered = get_regime(regime).transfers
+            if transfer not in offered:
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
-        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2 and not (
-                transfer == "multitask" and plan["multitask"]):
+        if TRANSFERS[transfer].combines and regimes and len(plan["intermediates"]) < 2 and not (
+                TRANSFERS[transfer].joint and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
 
@@ -222,6 +219,15 @@ def _check_multitask(plan: dict) -> None:
 def multitask_sets(plan: dict) -> dict[str, list[str]]:
     """Arm name -> the intermediates transfer multitask trains together (default: all, named a+b+...)."""
     return plan["multitask"] or {"+".join(plan["intermediates"]): list(plan["intermediates"])}
+
+
+def _arm_groups(plan: dict, transfer) -> dict[str, list[str]]:
+    """Arm label -> the intermediates one target arm of ``transfer`` starts from."""
+    if transfer.joint:
+        return multitask_sets(plan)
+    if transfer.combines:
+        return {"+".join(plan["intermediates"]): list(plan["intermediates"])}
+    return {task: [task] for task in plan["intermediates"]}
 
 
 def expand(plan: dict) -> Graph:
@@ -263,8 +269,8 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     """Intermediate task (a+b for multi-task) -> phase key, for the transfers this regime runs."""
     used = transfers_in(plan, regime)
     evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
-    tasks = list(plan["intermediates"]) if (set(used) - {"multitask"} or evaluated) else []
-    if "multitask" in used:
+    tasks = list(plan["intermediates"]) if (any(not TRANSFERS[t].joint for t in used) or evaluated) else []
+    if any(TRANSFERS[t].joint for t in used):
         tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
                                    lang_adapters=tuple(languages)))
@@ -272,17 +278,11 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
 
 
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
-    names = plan["intermediates"]
     starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
-    for transfer in transfers_in(plan, regime):
-        if transfer in ("sequential", "stack"):
-            starts |= {(task if transfer == "sequential" else f"stack({task})"): ((intermediates[task],), transfer,
-                                                                                  (task,)) for task in names}
-        elif transfer == "multitask":
-            starts |= {f"multitask({name})": ((intermediates["+".join(members)],), "sequential", ("+".join(members),))
-                       for name, members in multitask_sets(plan).items()}
-        else:
-            starts[f"{transfer}({'+'.join(names)})"] = (tuple(intermediates[t] for t in names), transfer, tuple(names))
+    for transfer in map(TRANSFERS.get, transfers_in(plan, regime)):
+        for label, group in _arm_groups(plan, transfer).items():
+            tasks = ("+".join(group),) if transfer.joint else tuple(group)
+            starts[transfer.arm([label])] = (tuple(intermediates[t] for t in tasks), transfer.phase_transfer, tasks)
     for arm, (init_from, transfer, tasks) in starts.items():
         folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
         init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages)
@@ -320,13 +320,16 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
                 **_smoke_rows(plan)}
+    if settings["precision"] not in CHOICES["precision"]:
+        raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "
+                        f"got {settings['precision']!r}")
     get_task(target).check_langs(settings["langs"])
     baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
                                arm=BASELINE))
     _add_arm(graph, regime, target, BASELINE, seed, baseline, ())
     if regime not in _evaluated_regimes(plan):
         return
-    joint_arms = {"+".join(members): f"multitask({name})" for name, members in multitask_sets(plan).items()}
+    joint_arms = {"+".join(members): TRANSFERS["multitask"].arm([name]) for name, members in multitask_sets(plan).items()}
     for task, source in intermediates.items():
         arm = task if task in plan["intermediates"] else joint_arms[task]
         key = graph.add(Phase(f"seed{seed}/{regime}/{target}/{_slug(arm)}", "evaluate", "evaluation", target,
