@@ -174,7 +174,8 @@ def train(phase: Phase) -> tuple:
     log, resumed_from = fit(model, sources, dev_score, config, run)
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
     facts = {artifacts.DEV_PREDICTIONS: {"step0": step0_rows, "final": dict(latest)}, "dev_step0": step0,
-             "dev_final": log[-1]["dev_score"],"data_fingerprint": "+".join(fingerprints), "train_items": train_items, "trainable_parameters": trainable,
+             "dev_final": log[-1]["dev_score"], "data_fingerprint": "+".join(fingerprints),
+             "train_items": train_items, "trainable_parameters": trainable,
              "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
              "resumed_from_step": resumed_from, "processes": processes().num_processes,
              "peak_rss_mb": _peak_rss_mb()}

@@ -164,7 +164,7 @@ def test_learned_means_above_chance_majority_word_overlap_and_step_0():
     right = [{"ref": row["ref"], "label": g, "prediction": g} for row, g in zip(dev, gold)]
     first = [{**row, "prediction": 0} for row in right]
     perfect = learned("verses-next", {1: right, 2: right}, {1: first, 2: first})
-    assert perfect.chance == 0.25 and perfect.learned
+    assert perfect.chance == 0.25 and perfect.learned is True
     assert (perfect.score.mean, perfect.score.low) == (1.0, 1.0)  # every seed and item right: a point
     assert set(perfect.versus) == {"majority", "step 0"}  # no word overlap rule for multiple choice
     train_labels = [row["label"] for row in task.read("train", "en", 2000, 0)]
@@ -172,7 +172,7 @@ def test_learned_means_above_chance_majority_word_overlap_and_step_0():
     assert perfect.versus["majority"][0] == pytest.approx(gold.count(majority) / len(gold))
     assert perfect.versus["step 0"][0] == pytest.approx(gold.count(0) / len(gold))
     unchanged = learned("verses-next", {1: right}, {1: right})
-    assert unchanged.versus["step 0"][1].mean == 0 and not unchanged.learned
+    assert unchanged.versus["step 0"][1].mean == 0 and unchanged.learned is False
 
 
 def test_a_pair_task_must_beat_the_word_overlap_rule():

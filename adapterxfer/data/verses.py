@@ -34,10 +34,10 @@ Hard negatives for cross-references
     book as B (so book style is no shortcut), is not A or B and is not cross-referenced with A
     in either direction; among up to 200 such candidates drawn at random, C is the first whose
     content words (lower-cased, longer than 3 letters, from the default English text) overlap
-    with A's (Jaccard) within 0.02 of B's (a pair with no such C is left out), so word overlap is no shortcut either: negatives and
+    with A's (Jaccard) within 0.02 of B's, so word overlap is no shortcut either: negatives and
     positives overlap alike, and no overlap threshold tells them apart (on the real corpus the best
-    one scores at most 0.55 on dev and test). When B's book has no
-    candidate in the split, the candidates come from B's genre. One negative per positive:
+    one scores at most 0.55 on dev and test). When B's book has no such candidate, the candidates
+    come from B's genre; a pair with none there either is left out. One negative per positive:
     50/50. The choice depends on the seed and the pair only, so every language gets the
     same pairs.
 

@@ -1,7 +1,8 @@
 """The study report: report.md and its figures, from the results database read through the plan.
 
 Sections: the study's scale and its primary contrast's answer (or why there is none); the declared
-contrasts (seed-paired t intervals, Holm for all but the primary, minimum detectable effect); per target every arm's seeds, costs, English dev, zero-shot average and gain over its
+contrasts (seed-paired t intervals, Holm for all but the primary, minimum detectable effect);
+per target every arm's seeds, costs, English dev, zero-shot average and gain over its
 regime's baseline; whether each intermediate learned its own task; per-language scores; the XTREME /
 XTREME-R aggregates where targets are XTREME tasks. Figures: gain-<regime>.png (intermediate x target
 heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import overall_scores, task_summary
+from ..retrieval import TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
 from . import plots
@@ -302,6 +304,12 @@ def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str
         if any(name in values for values in averages.values()):
             lines.append(f"| **zero-shot avg, {name}** | " +
                          " | ".join(_fmt(values.get(name), ".3f") for values in averages.values()) + " |")
+    adapted = sorted({metric for arm in arms for key in study.seeds(arm).values()
+                      for by_metric in study.scores(key).values() for metric in by_metric
+                      if metric.endswith(TARGET_DEV_CENTERED)})
+    if adapted:
+        lines += ["", f"Not zero-shot in the strict sense: {', '.join(f'`{m}`' for m in adapted)} uses unlabelled "
+                      "target-language dev text (unsupervised adaptation); the table shows the headline metric."]
     return "\n".join(lines)
 
 

@@ -157,8 +157,9 @@ class Results:
     def dev_predictions(self, key: str) -> dict[str, dict[str, list[dict]]]:
         """{stage: {task: [{ref, label, prediction}]}} of one trained phase (stage: step0, final)."""
         with self._connect() as db:
-            rows = db.execute("SELECT task, stage, ref, label, prediction FROM dev_predictions JOIN runs "
-                              "ON run = identity WHERE key = ? ORDER BY task, stage, item", (key,)).fetchall()
+            rows = db.execute("SELECT dev_predictions.task AS task, stage, ref, label, prediction FROM dev_predictions "
+                              "JOIN runs ON run = identity WHERE key = ? "
+                              "ORDER BY dev_predictions.task, stage, item", (key,)).fetchall()
         items: dict[str, dict[str, list[dict]]] = {}
         for row in rows:
             items.setdefault(row["stage"], {}).setdefault(row["task"], []).append(

@@ -246,8 +246,8 @@ class Learned:
 
     @property
     def learned(self) -> bool:
-        return ((self.score is None or self.score.low > self.chance)
-                and all(difference.low > 0 for _, difference in self.versus.values()))
+        return bool((self.score is None or self.score.low > self.chance)
+                    and all(difference.low > 0 for _, difference in self.versus.values()))
 
 
 def learned(task_name: str, final: dict[int, list[dict]], step0: dict[int, list[dict]],
