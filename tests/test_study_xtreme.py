@@ -58,7 +58,7 @@ def test_report_has_statistics_xtreme_aggregates_and_plots(study):
                              "WHERE scores.task = 'panx' AND lang = 'de' AND metric = 'f1'"))
     per_seed = [f1[f"seed{s}/full/panx/squad"] - f1[f"seed{s}/full/panx/baseline"] for s in (1, 2)]
     assert any(per_seed)
-    assert f"| squad-on-panx | panx | full/squad | full/baseline | {per_seed[0]:+.3f}, {per_seed[1]:+.3f} |" in report
+    assert f"| squad-on-panx | panx | full/squad (squad not learned) | full/baseline | {per_seed[0]:+.3f}, {per_seed[1]:+.3f} |" in report
     assert "## panx (seqeval): arms" in report and "## xquad (squad): arms" in report
     assert "## XTREME aggregates" in report and "## XTREME-R aggregates" in report
     assert "(2/40)" in report and "(2/11)" in report  # PAN-X and XQuAD: 2 of XTREME's languages scored
