@@ -14,6 +14,7 @@ from .errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+DEV_PREDICTIONS = "dev_predictions"  # folder: per-item English dev predictions at step 0 and final
 REQUIRED = {"regime": str, "module_kind": str, "task": str, "tasks": list, "kind": str, "phase": str,
             "backbone": dict, "parents": list, "config": dict, "files": dict}
 

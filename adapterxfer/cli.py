@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scoring", default=None,
                     help="retrieval: how a query scores the targets: cosine (XTREME's Tatoeba), centered, csls, "
                          "margin, centered-csls, centered-margin; default: the task's (cosine; verses-retrieval "
-                         "also reports accuracy@1 centered on dev-chapter means)")
+                         "also reports accuracy@1_unsupervised_target_dev_centered, centered on unlabelled "
+                         "target-language dev text)")
     ev.add_argument("--lang-adapter", choices=CHOICES["lang_adapter_at_test"], default=None,
                     help="madx: each test language's adapter (target), or keep the source language's "
                          "(source, the ablation); default: as the model was trained")

@@ -157,25 +157,42 @@ def train(phase: Phase) -> tuple:
     model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(processes().device)
     trainable = trainable_parameters(model)  # before evaluation, which may load more modules (madx)
 
+    latest: dict[str, list[dict]] = {}  # task -> the per-item dev predictions of the latest evaluation
+
     def dev_score(trained) -> float:
         """The mean over tasks of each task's selection metric on the English dev set (all in [0, 1])."""
         values = []
         for task in tasks:
             sub = trained.models[task.name] if len(tasks) > 1 else trained
-            scores, _ = evaluate.score_split(sub, tokenizer, task, "dev", phase.train_lang, phase.lengths[task.name],
-                                             config.eval_batch_size, phase.precision)
+            scores, latest[task.name] = evaluate.score_split(sub, tokenizer, task, "dev", phase.train_lang,
+                                                             phase.lengths[task.name], config.eval_batch_size,
+                                                             phase.precision)
             values.append(scores[task.selection_metric])
         return sum(values) / len(values)
 
     run = Run(phase.work, phase.identity, phase.precision,
               tracker_dir=None if config.report_to == "none" else phase.out.with_name(phase.out.name + "-logs"))
+    step0 = dev_score(model)  # the model before training: what "learned" is measured against
+    step0_rows = dict(latest)
     started = time.perf_counter()
     log, resumed_from = fit(model, sources, dev_score, config, run)
-    facts = {"data_fingerprint": "+".join(fingerprints), "train_items": train_items, "trainable_parameters": trainable,
+    # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
+    facts = {artifacts.DEV_PREDICTIONS: {"step0": step0_rows, "final": dict(latest)}, "dev_step0": step0,
+             "dev_final": log[-1]["dev_score"], "data_fingerprint": "+".join(fingerprints),
+             "train_items": train_items, "trainable_parameters": trainable,
              "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
              "resumed_from_step": resumed_from, "processes": processes().num_processes,
              "peak_rss_mb": _peak_rss_mb()}
     return models, tokenizer, log, facts
+
+
+def write_dev_predictions(folder: Path, predictions: dict[str, dict[str, list[dict]]]) -> None:
+    """``dev_predictions/<stage>-<task>.jsonl``: per-item dev predictions at step 0 and at the final evaluation."""
+    (folder / artifacts.DEV_PREDICTIONS).mkdir()
+    for stage, by_task in predictions.items():
+        for task, rows in by_task.items():
+            (folder / artifacts.DEV_PREDICTIONS / f"{stage}-{task}.jsonl").write_text(
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) -> None:
@@ -183,7 +200,10 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
     if not processes().is_main_process:
         return
     config, tasks = phase.config, phase.tasks
+    facts = dict(facts)
+    dev_predictions, step0, final = facts.pop(artifacts.DEV_PREDICTIONS), facts.pop("dev_step0"), facts.pop("dev_final")
     with atomic_dir(phase.out) as tmp:
+        write_dev_predictions(tmp, dev_predictions)
         first = models[tasks[0].name]
         phase.regime.save(first, tokenizer, tmp)
         for task in tasks[1:]:
@@ -206,6 +226,7 @@ def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) ->
             "precision": phase.precision, "pooling": phase.pooling,
             "dev": {"metric": "+".join(task.selection_metric for task in tasks),
                     "best": next(e["dev_score"] for e in log if e.get("selected")),
+                    "step0": step0, "final": final,
                     "log": log},
             **facts,
         })

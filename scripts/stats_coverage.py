@@ -27,6 +27,7 @@ def stats_module(path: str | None):
         return stats
     spec = importlib.util.spec_from_file_location("adapterxfer.study.stats_under_test", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

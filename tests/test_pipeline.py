@@ -52,6 +52,17 @@ def test_intermediate_output_holds_encoder_head_and_manifest(phases):
         assert set(manifest["files"]) >= {"head.safetensors", "encoder/model.safetensors", "train_log.jsonl"}
         assert [entry["step"] for entry in manifest["dev"]["log"]] == [2, 4]
         assert manifest["dev"]["best"] == max(e["dev_score"] for e in manifest["dev"]["log"])
+        # the final evaluation (last step) and the model before training, with their per-item predictions
+        assert manifest["dev"]["final"] == manifest["dev"]["log"][-1]["dev_score"]
+        task = f"verses-{name}"
+        for stage in ("step0", "final"):
+            assert f"dev_predictions/{stage}-{task}.jsonl" in manifest["files"]
+            rows = [json.loads(line) for line in (phases[name] / "dev_predictions" / f"{stage}-{task}.jsonl")
+                    .read_text().splitlines()]
+            gold = [row["label"] for row in get_task(task).rows("dev")]
+            assert [row["label"] for row in rows] == gold
+            right = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
+            assert right == pytest.approx(manifest["dev"][stage])
         assert not list(phases[name].parent.glob(".*tmp-*")), "no temporary folder left behind"
 
 

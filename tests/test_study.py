@@ -108,6 +108,8 @@ def test_report_states_scale_contrasts_and_draws_the_figures(study):
     assert "Minimum detectable effect at this scale" in report and "**Verdict: " in report
     assert "| lora-vs-full | verses-genre | lora/baseline | full/baseline |" in report
     assert "## Intermediate tasks: did they learn?" in report
+    assert ("| English dev, final [95% CI] | chance | majority: score, gain [CI] | word overlap: score, gain [CI] | "
+            "step 0: score, gain [CI] | learned |") in report
     for name in ("gain-full.png", "gain-lora.png", "pareto.png", "contrast-xref-vs-baseline.png",
                  "contrast-lora-vs-full.png"):
         assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

