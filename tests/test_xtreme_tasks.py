@@ -123,7 +123,7 @@ def test_tydiqa_english_dev_is_held_out_of_train_not_the_test_set():
 
 def test_tatoeba_extra_languages_come_from_laser_files(tmp_path, monkeypatch):
     rows = TASKS["tatoeba"].rows("test", "pl")
-    assert rows[1] == {"query": "the cats number 1", "target": "pol zdanie o kotach 1"} and len(rows) == 5
+    assert rows[1] == {"query": "the cats number 1", "target": "pol zdanie o kotach 1", "ref": "pl-1"} and len(rows) == 5
     shutil.copytree(ROOT / "facebookresearch", tmp_path / "facebookresearch")
     (tmp_path / xtreme.LASER_TATOEBA_DIR / "tatoeba.aze-eng.aze").unlink()
     monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
