@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast smoke clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: setup
 # Unit tests only: no me5-small, no real corpus, no test marked slow.
 test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not e2e and not slow"
+
+# configs/xstilts.yaml in miniature: every phase once, on the tiny backbone and the XTREME fixtures (see RESULTS.md).
+smoke: setup
+	ADAPTERXFER_DATA_DIR=tests/fixtures/xtreme HF_HUB_OFFLINE=1 $(VENV)/bin/adapterxfer study run configs/xstilts.yaml \
+		--smoke --backbone tiny-xlmr
 
 clean:
 	rm -rf $(VENV) artifacts/demo

@@ -35,7 +35,9 @@ _HOOKS = "adapterxfer_pooling_hooks"  # attribute holding the installed mean-poo
 
 def task_model(task: TaskSpec, encoder_folder: Path):
     """The task's model class over the encoder weights in ``encoder_folder``; the head starts fresh."""
-    labels = {}
+    # A task without labels (QA: start and end logits) takes transformers' default of 2, not the label count an
+    # intermediate's encoder config kept (MNLI's 3 would give a QA head three outputs).
+    labels = {"num_labels": 2}
     if task.labels:
         labels = dict(num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
                       label2id={name: i for i, name in enumerate(task.labels)})

@@ -21,7 +21,7 @@ from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
 from . import plots
 from .phases import BASELINE, Arm, Graph
-from .plan import contrasts, study_root
+from .plan import SOURCE_ADAPTER, contrasts, study_root
 from .results import Results
 from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
 
@@ -86,7 +86,7 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
                 _intermediate_table(intermediates),
                 *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
                   for target in plan["targets"]),
-                _xtreme_table(study), "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
+                _xtreme_table(study), _best_intermediate_table(study, arms), "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path
@@ -334,18 +334,92 @@ def _xtreme_table(study: Recorded) -> str:
             detailed, coverage = {}, {}
             for task in tasks:
                 arm = study.graph.arm(label, task)
-                if arm and study.seeds(arm):
-                    every = _all_metric_means(study, arm)
-                    scored = {lang: every[lang] for lang in task_langs[task] if lang in every}
-                    if scored:
-                        detailed[task] = task_summary(scored, qa=task in groups["qa"])
-                        coverage[task] = f" ({len(scored)}/{len(task_langs[task])})"
+                summary, scored = _benchmark_summary(study, arm, benchmark) if arm and study.seeds(arm) else ({}, 0)
+                if summary:
+                    detailed[task] = summary
+                    coverage[task] = f" ({scored}/{len(task_langs[task])})"
             overall = overall_scores(detailed, list(task_langs), groups)
             cells = [_fmt(detailed[t]["avg_metric"], ".3f") + coverage[t] if t in detailed else "" for t in tasks]
             cells += [_fmt(overall.get(name), ".3f") for name in header[len(tasks):]]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).strip()
+
+
+def _benchmark_summary(study: Recorded, arm: Arm, benchmark: str) -> tuple[dict, int]:
+    """The official per-task block of one arm over the benchmark's languages it scored, and how many."""
+    every = _all_metric_means(study, arm)
+    scored = {lang: every[lang] for lang in LANGUAGES[benchmark][arm.target] if lang in every}
+    return (task_summary(scored, qa=arm.target in GROUPS[benchmark]["qa"]) if scored else {}), len(scored)
+
+
+# Figures the paper states (Phang et al. 2020, XLM-R large, full fine-tuning; abstract): the XTREME average
+# gain of the best intermediate per target over XLM-R large alone, in points.
+PAPER = {("full", "xtreme"): 5.4}
+PAPER_SOURCE = "Phang et al. 2020 (XLM-R large, full fine-tuning)"
+
+
+def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
+    """Per regime: each target's best zero-shot intermediate arm against the baseline, and the XTREME /
+    XTREME-R averages (official per-task averaging) of the best arms and of the baseline."""
+    sections = []
+    for regime in study.plan["regimes"]:
+        best = _best_arms(study, [row for row in rows if row["arm"].regime == regime])
+        if not best:
+            continue
+        lines = [f"## Best intermediate per target ({regime})", "",
+                 "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms, beside "
+                 f"the {regime} baseline. **Winner's curse:** picking the best of many arms on the test scores "
+                 "themselves is optimistic; the gain of the best arm is biased upwards, the more so the more arms and "
+                 "the noisier each, and needs a fresh run (other seeds) to confirm.", "",
+                 "| target | best arm | of arms | best | baseline | gain |", "|---|---|---:|---:|---:|---:|"]
+        for target, (winner, baseline, candidates) in best.items():
+            base = baseline["score"][0] if baseline else None
+            lines.append(f"| {target} | {winner['label']} | {candidates} | {winner['score'][0]:.3f} | "
+                         f"{_fmt(base, '.3f')} | {_fmt(None if base is None else winner['score'][0] - base, '+.3f')} |")
+        lines += ["", "| benchmark | tasks scored | best per target | baseline | gain (points) | paper's gain |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for benchmark in LANGUAGES:
+            averages = _benchmark_averages(study, best, benchmark)
+            if averages:
+                tasks, ours, theirs = averages
+                paper = PAPER.get((regime, benchmark))
+                lines.append(f"| {benchmark.upper()} | {len(tasks)}/{len(LANGUAGES[benchmark])}: {', '.join(tasks)} | "
+                             f"{ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} | "
+                             f"{'' if paper is None else f'{paper:+.1f} ({PAPER_SOURCE})'} |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def _best_arms(study: Recorded, rows: list[dict]) -> dict[str, tuple[dict, dict | None, int]]:
+    """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed)."""
+    best = {}
+    for target in study.plan["targets"]:
+        here = [row for row in rows if row["target"] == target]
+        candidates = [row for row in here if row["arm"].intermediates and _zero_shot(study, row["arm"])
+                      and not row["arm"].name.endswith(SOURCE_ADAPTER)]
+        if candidates:
+            baseline = next((row for row in here if row["arm"].name == BASELINE), None)
+            best[target] = (max(candidates, key=lambda row: row["score"][0]), baseline, len(candidates))
+    return best
+
+
+def _zero_shot(study: Recorded, arm: Arm) -> bool:
+    """No seed's lineage trained on the target's own languages (a missing manifest, None, counts as zero-shot)."""
+    return all(study.runs[key]["zero_shot"] != 0 for key in study.seeds(arm).values())
+
+
+def _benchmark_averages(study: Recorded, best: dict, benchmark: str) -> tuple[list[str], float, float] | None:
+    """(the benchmark's tasks both sides scored, the mean avg_metric of the best arms, that of the baselines)."""
+    ours, theirs = {}, {}
+    for target, (winner, baseline, _) in best.items():
+        if target in LANGUAGES[benchmark] and baseline:
+            mine, base = (_benchmark_summary(study, row["arm"], benchmark)[0] for row in (winner, baseline))
+            if "avg_metric" in mine and "avg_metric" in base:
+                ours[target], theirs[target] = mine["avg_metric"], base["avg_metric"]
+    if not ours:
+        return None
+    return list(ours), float(np.mean(list(ours.values()))), float(np.mean(list(theirs.values())))
 
 
 def _all_metric_means(study: Recorded, arm: Arm) -> dict[str, dict[str, float]]:

@@ -326,12 +326,14 @@ def _read_rows(name: str, split: str, lang: str, limit: int | None, seed: int) -
         return _mix(entry, limit or MIX_DEFAULT, seed)
     if name in ("wiki-mlm", "wiki-text"):
         return _mlm(split, MLM_LANGS if name == "wiki-mlm" else (lang,), limit or MLM_DEFAULT[split], seed)
+    # convert_for keeps one language's rows of a file holding them all (TyDiQA, Mewsli-X): sample after it
     convert = entry["convert_for"](lang, split) if "convert_for" in entry else entry["convert"]
     parts = entry["splits"][split](lang)
+    sampled_first = len(parts) == 1 and "convert_for" not in entry
     rows = [row for dataset, config, hub_split in parts for row in load_rows(
         dataset, config, hub_split, convert=convert, hub=entry.get("hub", True),
-        limit=limit if len(parts) == 1 else None, seed=seed)]
-    return rows if len(parts) == 1 or limit is None or limit >= len(rows) else _sample(rows, limit, seed)
+        limit=limit if sampled_first else None, seed=seed)]
+    return rows if sampled_first or limit is None or limit >= len(rows) else _sample(rows, limit, seed)
 
 
 def _sample(rows: list, limit: int, seed: int) -> list:
