@@ -36,7 +36,7 @@ from ..tasks import get_task
 # Metrics whose value over a set is the mean of their value on each item (checked by a test).
 ITEM_MEANS = ("accuracy", "accuracy@1", "squad", "mlqa")
 # Kinds with one gold label per item: chance is the best constant prediction.
-CHANCE_KINDS = ("classification", "multiple_choice")
+CHANCE_KINDS = ("classification", "pair_encoder", "multiple_choice")
 
 
 def metric_value(metric: str, rows: list[dict], lang: str) -> float:
