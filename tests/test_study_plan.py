@@ -82,6 +82,10 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                           "clusters: verses-genre: verse must map a target of the plan (verses-genre) to one of "
                           "item, chapter, book"),
     "language of no target": ({"target_phase": {"eval_langs": ["xx"]}}, "unknown language or translation 'xx'"),
+    "pool smaller than the queries": ({"targets": ["verses-retrieval"], "evaluation": {"queries": 200, "candidates": 100}},
+                                      "plan.yaml: evaluation: candidates: 100 is below queries: 200"),
+    "queries not a number": ({"targets": ["verses-retrieval"], "evaluation": {"queries": "many"}},
+                             "plan.yaml: evaluation: queries: 'many' must be a positive number or all"),
 }
 
 

@@ -53,7 +53,8 @@ KEYS = {
     "task_phase": (dict, {}, "task -> train keys of its phases (over the above)"),
     "regime_phase": (dict, {}, "regime -> train keys of its phases (over all the above)"),
     "evaluation": (dict, {}, "evaluation-only targets: layer, max_length, batch_size, langs, precision, regimes "
-                             "(whose intermediates are scored; default all)"),
+                             "(whose intermediates are scored; default all), queries and candidates (retrieval: "
+                             "test queries per language and pool size, a number or all; default the task's)"),
     "clusters": (dict, {}, "target -> item | chapter | book: the unit the bootstrap resamples test items in "
                            "(chapter and book: verses refs book:chapter:verse); default item"),
     "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
@@ -66,7 +67,7 @@ KEYS = {
 }
 BLOCK_KEYS = {
     "madx": {"lang_adapter_task", "ablation", "phase"},
-    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes"},
+    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
     "statistics": {"resamples", "alpha", "power", "seed"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
     "ray": {"address", "num_cpus", "num_gpus"},
@@ -240,8 +241,12 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
     settings = {"task": target, "langs": [str(lang) for lang in evaluation.get("langs", [])],
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
-                "precision": evaluation.get("precision", plan["phase"].get("precision", "auto"))}
-    get_task(target).check_langs(settings["langs"])
+                "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
+                **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation}}
+    try:
+        get_task(target).sized(settings.get("queries"), settings.get("candidates")).check_langs(settings["langs"])
+    except UserError as err:
+        raise UserError(f"{plan['file']}: evaluation: {err}") from None
     baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
                                arm=BASELINE))
     _add_arm(graph, regime, target, BASELINE, seed, baseline, ())

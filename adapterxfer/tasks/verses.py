@@ -51,9 +51,10 @@ def _text(split, lang, limit, seed):
 
 
 def _retrieval(split, lang, limit, seed):
-    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the other test verses."""
+    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the test verses that
+    ``limit`` test rows drawn with ``seed`` leave out."""
     if split == "candidates":
-        return corpus.retrieval_distractors(RETRIEVAL_QUERIES, seed)
+        return corpus.retrieval_distractors(limit, seed)
     return corpus.retrieval_rows(lang, limit, seed, split=split)
 
 
