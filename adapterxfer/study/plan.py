@@ -41,6 +41,8 @@ KEYS = {
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
     "intermediates": (list, [], "intermediate tasks"),
+    "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
+                                       "that uses intermediates); a regime that combines them needs them all"),
     "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
@@ -117,6 +119,10 @@ def _check(plan: dict) -> None:
         if name in BLOCK_KEYS and name != "contrasts":
             _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
     _check_transfers(plan)
+    for task, regimes in plan["intermediate_regimes"].items():
+        if task not in plan["intermediates"] or not isinstance(regimes, list) or not set(regimes) <= set(plan["regimes"]):
+            raise UserError(f"{where}: intermediate_regimes: {task}: {regimes!r} must map an intermediate of the plan "
+                            f"({', '.join(plan['intermediates'])}) to a list of its regimes ({', '.join(plan['regimes'])})")
     if "madx" in plan["regimes"]:
         if "lang_adapter_task" not in plan["madx"]:
             raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
@@ -159,6 +165,11 @@ def _check_transfers(plan: dict) -> None:
         if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
+        for regime in regimes if transfer in COMBINING else []:
+            absent = [task for task in plan["intermediates"] if not _trains_in(plan, task, regime)]
+            if absent:
+                raise UserError(f"{where}: transfers.{transfer} combines every intermediate in regime {regime}; "
+                                f"intermediate_regimes leaves out {', '.join(absent)}")
 
 
 def expand(plan: dict) -> Graph:
@@ -200,7 +211,8 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     """Intermediate task (a+b for multi-task) -> phase key, for the transfers this regime runs."""
     used = transfers_in(plan, regime)
     evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
-    tasks = list(plan["intermediates"]) if (set(used) - {"multitask"} or evaluated) else []
+    tasks = ([task for task in plan["intermediates"] if _trains_in(plan, task, regime)]
+             if (set(used) - {"multitask"} or evaluated) else [])
     if "multitask" in used:
         tasks.append("+".join(plan["intermediates"]))
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
@@ -208,8 +220,12 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
             for task in tasks}
 
 
+def _trains_in(plan: dict, task: str, regime: str) -> bool:
+    return regime in plan["intermediate_regimes"].get(task, plan["regimes"])
+
+
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
-    names = plan["intermediates"]
+    names = [task for task in plan["intermediates"] if task in intermediates]
     starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
     for transfer in transfers_in(plan, regime):
         if transfer in ("sequential", "stack"):
