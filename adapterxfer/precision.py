@@ -1,8 +1,8 @@
 """Numeric precision: which autocast a phase runs under, chosen from what the device computes natively.
 
 ``auto`` resolves to bf16 where the device has it (an Ampere-or-newer GPU; a CPU with AVX512-BF16 or
-AMX), to fp16 with a gradient scaler on older GPUs (V100, T4), and to fp32 on other CPUs, where bf16
-is emulated and slow (scripts/bench_precision.py). The resolved name is recorded in the manifest.
+AMX, with torch's kernels not held below AVX-512), to fp16 with a gradient scaler on older GPUs (V100,
+T4), and to fp32 on other CPUs, where bf16 is emulated and slow (scripts/bench_precision.py). The resolved name is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def resolve(requested: str, device: torch.device) -> str:
 def device_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
+    # Kernels held below AVX-512 (ATEN_CPU_CAPABILITY=avx2) emulate bf16 whatever the CPU flags say.
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
     tests = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(test() for test in tests if test)  # torch has no public test for CPU bf16
 

@@ -238,3 +238,17 @@ def test_backbone_hash_is_cached_by_path_size_and_mtime(tiny_backbone, tmp_path,
     assert backbones.weight_hash(tiny_backbone.path) != real
     os.utime(weights_file)  # a new mtime: hashed again
     assert backbones.weight_hash(tiny_backbone.path) == real
+
+
+@pytest.mark.parametrize("capability, flags, expected", [("AVX512", True, True), ("AVX2", True, False),
+                                                         ("AVX512", False, False)])
+def test_cpu_bf16_needs_the_flags_and_kernels_not_held_below_avx512(monkeypatch, capability, flags, expected):
+    """Stand-in CPU flags (this machine's CPU cannot be swapped): ATEN_CPU_CAPABILITY=avx2 on a CPU with
+    AVX512-BF16 keeps the flags but emulates bf16, so auto must choose fp32 there."""
+    from adapterxfer import precision
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: flags, raising=False)
+    assert precision.device_bf16(torch.device("cpu")) is expected
+    assert precision.resolve("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
