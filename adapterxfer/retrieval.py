@@ -13,8 +13,9 @@ same signature:
   large a pool (``adapterxfer evaluate --queries --candidates``; a plan's ``evaluation`` block).
   The score is the task's ``options["scoring"]``, a key of ``SCORINGS``: "cosine" by default (XTREME's
   Tatoeba protocol), and the primary metric of every task. With ``options["secondary"] = "centered"``
-  a second accuracy, ``accuracy@1_centered_dev``, scores by cosine after subtracting each side's mean
-  vector taken from the task's *dev* rows of that language (not from the sets being scored). The other
+  a second accuracy, ``accuracy@1`` + ``TARGET_DEV_CENTERED``, scores by cosine after subtracting each
+  side's mean vector taken from the task's *dev* rows of that language (not from the sets being scored):
+  it uses unlabelled target-language text, an unsupervised adaptation, so it is not strictly zero-shot. The other
   keys of SCORINGS are training-free but take their statistics from the very query and target sets
   being scored, as the papers do (``adapterxfer evaluate --scoring``). "centered": subtract each side's mean vector and
   renormalise, removing the language-specific component (Libovický, Rosa and Fraser 2020, "On the
@@ -51,7 +52,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .evaluate import forward_batches
-from .metrics import METRICS, bucc_scores, fractions, mewslix_scores
+from .metrics import METRICS, score_rows
 from .tasks.spec import TaskSpec
 
 MARGIN_K = 4
@@ -86,6 +87,10 @@ def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, bat
     return out
 
 
+# The suffix of a secondary score adapted on unlabelled target-language dev text (reports mark it).
+TARGET_DEV_CENTERED = "_unsupervised_target_dev_centered"
+
+
 def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
              batch_size: int, precision: str) -> tuple[dict, dict]:
     """Tatoeba-style accuracy@1 per language: each query's best target must be its own translation."""
@@ -106,7 +111,7 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
             dev = task.rows("dev", lang)
             dev_means = [encode([row[side] for row in dev]).mean(0) for side in ("query", "target")]
             centered_nearest = centered_on(*dev_means)(queries, targets).argmax(-1).tolist()
-            scores[lang][f"{task.metric}_centered_dev"] = METRICS[task.metric](centered_nearest, gold, lang)[task.metric]
+            scores[lang][task.metric + TARGET_DEV_CENTERED] = METRICS[task.metric](centered_nearest, gold, lang)[task.metric]
         predictions[lang] = [{"ref": row.get("ref"), "label": g, "prediction": p}
                              for row, g, p in zip(rows, gold, nearest)]
     return scores, predictions
@@ -140,9 +145,21 @@ def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         threshold = bucc_threshold(dev_candidates, dev_gold)
         candidates, gold = _mined("test", task, lang, encode)
         mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
-        scores[lang] = fractions(bucc_scores(mined, gold)) | {"threshold": threshold, "gold_only_pool": True}
-        predictions[lang] = [{"ref": None, "label": gold, "prediction": mined}]
+        predictions[lang] = pair_items(mined, gold)
+        scores[lang] = score_rows(task.metric, predictions[lang], lang) | {"threshold": threshold,
+                                                                           "gold_only_pool": True}
     return scores, predictions
+
+
+def pair_items(mined: list[str], gold: list[str]) -> list[dict]:
+    """BUCC's prediction rows: one per gold pair (ref: the pair) with the mined pairs of its source
+    sentence, then one per mined pair whose source has no gold pair, so the statistics resample gold
+    pairs. The rows' lists together are the mined and the gold lines, which bucc_f1 scores as one set."""
+    by_source: dict[str, list[str]] = {}
+    for line in mined:
+        by_source.setdefault(line.split("\t")[0], []).append(line)
+    rows = [{"ref": line, "label": [line], "prediction": by_source.pop(line.split("\t")[0], [])} for line in gold]
+    return rows + [{"ref": line, "label": [], "prediction": [line]} for lines in by_source.values() for line in lines]
 
 
 def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
@@ -156,24 +173,10 @@ def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_l
         rows = task.rows("test", lang)
         similarity = encode([row["query"] for row in rows]) @ pool_vectors.T
         top = similarity.topk(min(TOP_K, len(pool)), dim=-1).indices.tolist()
-        ranked = {row["id"]: [pool[i]["id"] for i in ids] for row, ids in zip(rows, top)}
-        gold = {row["id"]: row["gold"] for row in rows}
-        scores[lang] = fractions(RANKING_METRICS[task.metric](ranked, gold))
-        predictions[lang] = [{"ref": key, "label": gold[key], "prediction": ranked[key]} for key in ranked]
+        predictions[lang] = [{"ref": row["id"], "label": row["gold"], "prediction": [pool[i]["id"] for i in ids]}
+                             for row, ids in zip(rows, top)]
+        scores[lang] = score_rows(task.metric, predictions[lang], lang)
     return scores, predictions
-
-
-def map_at_k(predictions: dict, references: dict, k: int = TOP_K) -> dict:
-    """Mean average precision over the top k, in percent (LAReQA)."""
-    total = 0.0
-    for key, golds in references.items():
-        hits, precision_sum = 0, 0.0
-        for position, candidate in enumerate(predictions.get(key, [])[:k], 1):
-            if candidate in golds:
-                hits += 1
-                precision_sum += hits / position
-        total += precision_sum / min(len(golds), k)
-    return {f"map@{k}": 100 * total / max(1, len(references))}
 
 
 def cosine(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -210,7 +213,6 @@ def scoring(name: str):
     return SCORINGS[name]
 
 
-RANKING_METRICS = {"mrr@20": mewslix_scores, "map@20": map_at_k}
 EVALUATORS = {"retrieval": retrieve, "mining": mine, "ranking": rank}
 
 

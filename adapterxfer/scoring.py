@@ -208,8 +208,8 @@ def _official_values(task, lang: str, items: list[dict]) -> tuple:
     predicted, gold = [item["prediction"] for item in items], [item["label"] for item in items]
     if task.kind == "classification":
         return [task.labels[p] for p in predicted], [task.labels[g] for g in gold]
-    if task.kind == "mining":  # one item: the language's mined pairs and gold pairs
-        return predicted[0], gold[0]
+    if task.kind == "mining":  # items: the mined and the gold pairs of one gold pair's source sentence
+        return [line for lines in predicted for line in lines], [line for lines in gold for line in lines]
     if task.kind == "ranking":
         return ({item["ref"]: item["prediction"] for item in items}, {item["ref"]: item["label"] for item in items})
     if task.kind == "qa":

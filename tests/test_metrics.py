@@ -178,3 +178,23 @@ def test_split_seen_averages_seen_and_unseen_languages_apart():
         "seen": pytest.approx(0.6), "unseen": pytest.approx(0.3)}
     assert split_seen(scores, get_task("verses-xref").seen_languages) == {"seen": None,
                                                                          "unseen": pytest.approx(0.48)}
+
+
+def test_every_xtreme_metric_scores_its_prediction_rows():
+    """Each XTREME / XTREME-R task's metric is registered and scores the rows its evaluation writes:
+    BUCC one row of mined lines against gold lines, Mewsli-X / LAReQA one row of ranked ids per query."""
+    from adapterxfer.metrics import SELECTION, score_rows
+    from adapterxfer.tasks.xtreme import TASKS
+
+    assert {spec["metric"] for spec in TASKS.values() if "metric" in spec} <= set(METRICS) == set(SELECTION)
+    bucc = [{"ref": None, "label": ["1\t2", "3\t4", "5\t6"], "prediction": ["1\t2", "3\t9"]}]
+    assert score_rows("bucc_f1", bucc, "de") == {"f1": 0.4, "precision": 0.5, "recall": 0.33333333333333326}
+    ranked = [{"ref": "a", "label": ["Q1"], "prediction": ["Q9", "Q1"]},
+              {"ref": "b", "label": ["Q2"], "prediction": ["Q2"]}]
+    assert score_rows("mrr@20", ranked, "en") == {"map@20": 0.75}
+    lareqa = [{"ref": "a", "label": ["x", "y"], "prediction": ["x", "z", "y"]}]
+    assert score_rows("map@20", lareqa, "ar") == {"map@20": (1 + 2 / 3) / 2}
+
+
+def test_tatoeba_accuracy_at_1_is_a_headline():
+    assert task_summary({"de": {"accuracy@1": 60.0}, "fr": {"accuracy@1": 80.0}}, qa=False)["avg_metric"] == 70.0

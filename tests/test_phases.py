@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from adapterxfer import artifacts, backbones, evaluate
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
-from adapterxfer.precision import choose
+from adapterxfer.precision import choose, cpu_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["task=verses-genre", "max_steps=24", "eval_every=4", "checkpoint_every=2", "batch_size=4",
@@ -217,6 +217,15 @@ def test_precision_follows_what_the_device_computes(requested, device, bf16, exp
     assert choose(requested, device, bf16) == expected
 
 
+@pytest.mark.parametrize("flags, aten, onednn, native", [
+    (True, "AVX512", None, True), (True, "AVX512", "AVX512_CORE_AMX", True), (True, "AVX512", "ALL", True),
+    (True, "AVX2", None, False),  # ATEN_CPU_CAPABILITY=avx2 on a bf16 CPU: bf16 would run emulated
+    (True, "AVX512", "AVX2", False), (True, "AVX512", "AVX512_CORE", False), (False, "AVX512", None, False),
+])
+def test_cpu_bf16_counts_only_kernels_that_run_it_natively(flags, aten, onednn, native):
+    assert cpu_bf16(flags, aten, onednn) is native
+
+
 @pytest.mark.parametrize("requested, device, bf16, message", [
     ("bf16", "cuda", False, "precision=bf16: this CUDA does not compute bf16 natively"),
     ("bf16", "cpu", False, "precision=bf16: this CPU does not compute bf16 natively"),
@@ -238,17 +247,3 @@ def test_backbone_hash_is_cached_by_path_size_and_mtime(tiny_backbone, tmp_path,
     assert backbones.weight_hash(tiny_backbone.path) != real
     os.utime(weights_file)  # a new mtime: hashed again
     assert backbones.weight_hash(tiny_backbone.path) == real
-
-
-@pytest.mark.parametrize("capability, flags, expected", [("AVX512", True, True), ("AVX2", True, False),
-                                                         ("AVX512", False, False)])
-def test_cpu_bf16_needs_the_flags_and_kernels_not_held_below_avx512(monkeypatch, capability, flags, expected):
-    """Stand-in CPU flags (this machine's CPU cannot be swapped): ATEN_CPU_CAPABILITY=avx2 on a CPU with
-    AVX512-BF16 keeps the flags but emulates bf16, so auto must choose fp32 there."""
-    from adapterxfer import precision
-
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: flags, raising=False)
-    assert precision.device_bf16(torch.device("cpu")) is expected
-    assert precision.resolve("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")

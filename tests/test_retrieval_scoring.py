@@ -78,7 +78,7 @@ def test_verses_retrieval_pool_and_dev_centered_secondary(tiny_backbone):
     assert [p["prediction"] for p in predictions["fr"]] == nearest
     means = [encode([row[side] for row in dev]).mean(0) for side in ("query", "target")]
     centered_nearest = centered_on(*means)(queries, targets).argmax(-1)
-    assert scores["fr"]["accuracy@1_centered_dev"] == pytest.approx(
+    assert scores["fr"]["accuracy@1_unsupervised_target_dev_centered"] == pytest.approx(
         (centered_nearest == torch.arange(len(rows))).float().mean().item())
 
 

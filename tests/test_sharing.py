@@ -349,7 +349,7 @@ def test_standin_study_push_sends_every_intermediate_with_its_card(tiny_backbone
         "phase": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "max_length": 32, "precision": "fp32"},
         "target_phase": {"eval_langs": ["en", "fr"]},
         "contrasts": [{"name": "xref", "run": "lora/verses-xref", "versus": "lora/baseline", "primary": True}],
-        "statistics": {"resamples": 50}}))
+        "statistics": {"effect": 0.02}}))
     assert main(["study", "push", str(plan), "--prefix", "lab/tiny"]) == 2
     assert "intermediates not current: seed3/lora/verses-xref (to run)" in capsys.readouterr().err
     assert main(["study", "run", str(plan)]) == 0

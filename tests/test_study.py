@@ -38,7 +38,7 @@ PLAN = {
     "regime_phase": {"lora": {"lr": 1.0e-3}},
     "contrasts": [{"name": "xref-vs-baseline", "run": "lora/verses-xref", "versus": "lora/baseline", "primary": True},
                   {"name": "lora-vs-full", "run": "lora/baseline", "versus": "full/baseline"}],
-    "statistics": {"resamples": 200},
+    "statistics": {"effect": 0.02},
 }
 PHASES = 12  # 2 seeds x 2 regimes x (verses-xref, baseline target, verses-xref target)
 

@@ -24,7 +24,7 @@ PLAN = {
     "contrasts": [{"name": "squad-on-xquad", "target": "xquad", "run": "full/squad", "versus": "full/baseline",
                    "primary": True},
                   {"name": "squad-on-panx", "target": "panx", "run": "full/squad", "versus": "full/baseline"}],
-    "statistics": {"resamples": 100},
+    "statistics": {"effect": 0.02},
 }
 
 

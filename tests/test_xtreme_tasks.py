@@ -175,6 +175,36 @@ def test_bucc_margin_mining_and_threshold():
     assert bucc_threshold(candidates, ["s1\tt1", "s2\tt2"]) == pytest.approx(1.15)
 
 
+def test_bucc_rows_are_gold_pairs_with_the_pairs_mined_for_their_source():
+    from adapterxfer.retrieval import pair_items
+    from adapterxfer.study.stats import metric_value
+    rows = pair_items(["s1\tt1", "s2\tt9", "s7\tt7"], ["s1\tt1", "s2\tt2", "s3\tt3"])
+    assert rows == [{"ref": "s1\tt1", "label": ["s1\tt1"], "prediction": ["s1\tt1"]},
+                    {"ref": "s2\tt2", "label": ["s2\tt2"], "prediction": ["s2\tt9"]},
+                    {"ref": "s3\tt3", "label": ["s3\tt3"], "prediction": []},
+                    {"ref": "s7\tt7", "label": [], "prediction": ["s7\tt7"]}]
+    assert metric_value("bucc_f1", rows, "de") == pytest.approx(1 / 3)  # 1 of 3 mined right, 1 of 3 gold found
+
+
+def test_parallel_test_sets_name_each_item_alike_in_every_language():
+    """XNLI, PAWS-X (position), XQuAD, MLQA (question id): the same refs in every language, so the
+    statistics resample languages together; Tatoeba's lines and PAN-X are each language's own."""
+    from adapterxfer.study.stats import parallel_languages
+
+    def refs(name, lang):
+        return [row.get("ref") for row in TASKS[name].rows("test", lang)]
+
+    assert refs("xnli", "en") == refs("xnli", "fr") == [f"xnli-{i}" for i in range(6)]
+    assert refs("pawsx", "en") == refs("pawsx", "de") == [f"pawsx-{i}" for i in range(6)]
+    assert refs("xquad", "en") == refs("xquad", "de") == [f"xquad-{i}" for i in range(4)]
+    assert refs("mlqa", "en") == refs("mlqa", "de") == [f"mlqa-{i}" for i in range(4)]
+    assert refs("tatoeba", "de") == [f"de-{i}" for i in range(5)]
+    assert refs("panx", "de") == [None] * 4
+    assert parallel_languages({lang: refs("xnli", lang) for lang in ("en", "fr")})
+    assert not parallel_languages({lang: refs("tatoeba", lang) for lang in ("de", "fr")})
+    assert not parallel_languages({lang: refs("panx", lang) for lang in ("en", "de")})
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_backbone):
     return {"root": tmp_path_factory.mktemp("xtreme"), "backbone": tiny_backbone}

@@ -105,6 +105,11 @@ NEAR_DUPLICATE = 0.8  # content-word Jaccard at or above which two verses share 
 
 # ----------------------------------------------------------------------------- public API
 
+def translation_language(lang: str) -> str:
+    """The language of a translation id ("de-s" -> "de"); anything else as it is."""
+    return lang.split("-", 1)[0] if lang in TRANSLATIONS else lang
+
+
 def resolve_translation(lang: str) -> str:
     """A language ("fr") gives its default translation id; a translation id ("fr-o") itself."""
     if lang in DEFAULT_TRANSLATION:

@@ -57,12 +57,12 @@ KEYS = {
     "evaluation": (dict, {}, "evaluation-only targets: layer, max_length, batch_size, langs, precision, regimes "
                              "(whose intermediates are scored; default all), queries and candidates (retrieval: "
                              "test queries per language and pool size, a number or all; default the task's)"),
-    "clusters": (dict, {}, "target -> item | chapter | book: the unit the bootstrap resamples test items in "
+    "clusters": (dict, {}, "target -> item | chapter | book: the unit test items err together in "
                            "(chapter and book: verses refs book:chapter:verse); default item"),
     "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
                             "(arm: baseline, an intermediate, stack(i), fusion(a+b), merge(a+b), multitask(a+b)); "
                             "exactly one has primary: true; the others are Holm-corrected"),
-    "statistics": (dict, {}, "resamples (2000), alpha (0.05), power (0.8), seed (0) of the bootstrap"),
+    "statistics": (dict, {}, "alpha (0.05), power (0.8) and the effect of interest (0.01) of the contrasts"),
     "ray": (dict, {}, "executor ray: address (default: a local cluster), num_cpus (1), num_gpus (0) per phase"),
     "slurm": (dict, {}, "executor slurm: cluster (slurm; local or debug run on this machine) and submitit's "
                         "parameters, e.g. slurm_partition, gpus_per_node, cpus_per_task, timeout_min, mem_gb"),
@@ -70,7 +70,7 @@ KEYS = {
 BLOCK_KEYS = {
     "madx": {"lang_adapter_task", "ablation", "phase"},
     "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
-    "statistics": {"resamples", "alpha", "power", "seed"},
+    "statistics": {"alpha", "power", "effect"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
     "ray": {"address", "num_cpus", "num_gpus"},
 }

@@ -1,8 +1,7 @@
 """The study report: report.md and its figures, from the results database read through the plan.
 
 Sections: the study's scale and its primary contrast's answer (or why there is none); the declared
-contrasts (seed-paired, two-level bootstrap, Holm for all but the primary, minimum detectable
-effect); per target every arm's seeds, costs, English dev, zero-shot average and gain over its
+contrasts (seed-paired t intervals, Holm for all but the primary, minimum detectable effect); per target every arm's seeds, costs, English dev, zero-shot average and gain over its
 regime's baseline; whether each intermediate learned its own task; per-language scores; the XTREME /
 XTREME-R aggregates where targets are XTREME tasks. Figures: gain-<regime>.png (intermediate x target
 heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
@@ -24,7 +23,8 @@ from .plan import contrasts, study_root
 from .results import Results
 from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
 
-STATISTICS = {"resamples": 2000, "alpha": 0.05, "power": 0.8, "seed": 0}
+# effect: the smallest difference of interest (in the headline metric's units, a fraction).
+STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
 
 
 class Recorded:
@@ -57,18 +57,17 @@ class Recorded:
                               for lang in self.zero_shot_langs(target, key)]))
 
     def difference(self, run: Arm, versus: Arm) -> Difference | None:
-        """Seed-paired difference of two arms of one target, with the two-level bootstrap."""
+        """Seed-paired difference of two arms of one target, with its seed-aware t interval."""
         ours, theirs = self.seeds(run), self.seeds(versus)
         common = sorted(set(ours) & set(theirs))
         if not common:
             return None
         langs = [lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
                  if lang in self.scores(theirs[common[0]])]
-        options = self.options
         return paired_difference({s: self.predictions(ours[s]) for s in common},
                                  {s: self.predictions(theirs[s]) for s in common}, langs,
                                  get_task(run.target).metric, self.plan["clusters"].get(run.target, "item"),
-                                 options["resamples"], options["seed"], options["alpha"])
+                                 self.options["alpha"])
 
 
 def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
@@ -140,23 +139,29 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
         # Holm's first step tests at alpha / m: the minimum detectable effect of a corrected contrast uses it.
         row["alpha"] = alpha if row["primary"] else alpha / max(1, len(tested))
         row["mde"] = row["difference"].mde(row["alpha"], power) if row["difference"] else None
-        row["verdict"] = _verdict(row, alpha)
+        row["verdict"] = _verdict(row, alpha, study.options["effect"])
     return rows
 
 
-def _verdict(row: dict, alpha: float) -> str:
+def _verdict(row: dict, alpha: float, effect: float) -> str:
     difference = row["difference"]
     if difference is None:
         return "not run yet"
-    excludes_zero = difference.low > 0 or difference.high < 0
-    significant = excludes_zero if row["primary"] else row["p_holm"] < alpha
-    one_seed = "; one seed: the interval leaves out training randomness" if len(difference.seeds) == 1 else ""
+    one_seed = ("; one seed: the interval holds for this seed's models only (seed variance unmeasured), "
+                "the MDE is a lower bound") if difference.one_seed else ""
     if difference.low == difference.high == 0:
         return f"no difference: the two arms scored the same on every test item{one_seed}"
-    if significant:
-        return f"a difference: {row['run']} scores {'higher' if difference.mean > 0 else 'lower'}{one_seed}"
-    return (f"no answer: the difference is not distinguishable from 0, and this study cannot detect one smaller "
-            f"than {row['mde']:.3f}{one_seed}")
+    excludes_zero = difference.low > 0 or difference.high < 0
+    if excludes_zero if row["primary"] else row["p_holm"] < alpha:
+        return (f"a difference: {row['run']} scores {'higher' if difference.mean > 0 else 'lower'} by "
+                f"{difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]{one_seed}")
+    if -effect < difference.low and difference.high < effect:
+        return f"no difference of {effect:g} or more: the interval lies within ±{effect:g}{one_seed}"
+    if row["mde"] > effect:
+        return (f"no answer at this size: the difference is not distinguishable from 0, and this study cannot "
+                f"detect one smaller than {row['mde']:.3f} (effect of interest {effect:g}){one_seed}")
+    return (f"no answer: the difference is not distinguishable from 0, though this study would detect "
+            f"{row['mde']:.3f}{one_seed}")
 
 
 def _header(study: Recorded, compared: list[dict]) -> str:
@@ -166,8 +171,9 @@ def _header(study: Recorded, compared: list[dict]) -> str:
              f"**Scale.** {len(plan['seeds'])} seed(s) ({', '.join(map(str, plan['seeds']))}); "
              f"{len(study.graph.arms)} arms over {len(plan['regimes'])} regime(s) and {len(plan['targets'])} "
              f"target(s); {done} of {len(study.graph.phases)} phases done. Backbone {plan['backbone']}. "
-             f"Intervals: {options['resamples']} bootstrap replicates resampling seeds and clusters of test items; "
-             f"{1 - options['alpha']:.0%} level."]
+             f"Intervals: t intervals over seeds, with the test items' variance (by cluster, parallel languages "
+             f"together) estimated within seeds; {1 - options['alpha']:.0%} level; effect of interest "
+             f"{options['effect']:g}."]
     for target in plan["targets"]:
         lines.append(f"- {target}: {_test_scale(study, target)}")
     primary = next((row for row in compared if row["primary"]), None)
@@ -177,7 +183,7 @@ def _header(study: Recorded, compared: list[dict]) -> str:
         lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
                       f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
                       f"[{d.low:+.3f}, {d.high:+.3f}]. Minimum detectable effect at this scale "
-                      f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {primary['mde']:.3f}. "
+                      f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {_mde(primary)}. "
                       f"**Verdict: {primary['verdict']}.**"]
     return "\n".join(lines)
 
@@ -197,8 +203,8 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
     if not compared:
         return ""
     lines = ["## Contrasts", "", "Seed-paired differences of the zero-shot average (run minus versus). p: two-sided "
-             "bootstrap; the primary contrast is tested alone, the others with Holm's correction. MDE: the minimum "
-             f"detectable effect at {study.options['power']:.0%} power.", "",
+             "t test; the primary contrast is tested alone, the others with Holm's correction. MDE: the minimum "
+             f"detectable effect at {study.options['power']:.0%} power (≥: one seed, seed variance left out).", "",
              "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | p | p (Holm) | MDE | verdict |",
              "|---|---|---|---|---|---:|---|---:|---:|---:|---|"]
     for row in compared:
@@ -208,7 +214,7 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
             cells += [""] * 6 + [row["verdict"]]
         else:
             cells += [", ".join(f"{v:+.3f}" for v in d.per_seed), _pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]",
-                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), f"{row['mde']:.3f}", row["verdict"]]
+                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -267,7 +273,8 @@ def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str
               for lang in langs]
     task = get_task(target)
     averages = {arm.label: by_seen({lang: v for lang, v in means[arm.label].items()
-                                    if task.resolve_lang(lang) != task.source_lang}, seen_languages(arm))
+                                    if task.resolve_lang(lang) != task.source_lang}, seen_languages(arm),
+                                   task.language_of)
                 for arm in arms}
     for name in ("all", "seen", "unseen"):
         if any(name in values for values in averages.values()):
@@ -348,6 +355,10 @@ def _contrast_bars(study: Recorded, root: Path, row: dict) -> Path:
     return plots.language_bars(root / f"contrast-{row['name']}.png",
                                f"{row['name']}: {row['run']} minus {row['versus']} ({row['target']})", langs,
                                [m for m, _ in stats], [sd for _, sd in stats])
+
+
+def _mde(row: dict) -> str:
+    return ("≥ " if row["difference"].one_seed else "") + f"{row['mde']:.3f}"
 
 
 def _mean_sd_of(values: list) -> tuple[float, float | None] | None:

@@ -30,6 +30,7 @@ class TaskSpec:
     limits: dict[str, int | None] = field(default_factory=dict)
     source: str = ""  # where the data comes from, for `adapterxfer tasks` and manifests
     resolve_lang: Callable[[str], str] = str  # "fr" -> "fr-o"; raises UserError for unknown names
+    language_of: Callable[[str], str] = str  # the language of an evaluated id: "fr-o" -> "fr"
     max_length: int = 128  # the default sequence length (RunConfig.max_length overrides it)
     # Kind-specific settings passed to featurize/decode (QA: doc_stride, max_answer_length, n_best).
     options: dict = field(default_factory=dict)

@@ -58,7 +58,7 @@ def _retrieval(split, lang, limit, seed):
     return corpus.retrieval_rows(lang, limit, seed, split=split)
 
 
-COMMON = dict(source=SOURCE, resolve_lang=corpus.resolve_translation)
+COMMON = dict(source=SOURCE, resolve_lang=corpus.resolve_translation, language_of=corpus.translation_language)
 
 register(TaskSpec(
     name="verses-genre", max_length=MAX_LENGTH["verses-genre"], kind="classification", role="target",

@@ -287,7 +287,27 @@ MIX_DEFAULT = 392_702  # len(MNLI train) = len(XNLI train) in every language
 MLM_DEFAULT = {"train": 200_000, "dev": 1_000}  # Wikipedia is streamed: rows read, not whole dumps
 
 
+# Test sets whose languages translate the same items: a test row's ref names its item in every
+# language, so the statistics resample languages together. XNLI, PAWS-X and XCOPA: the position in
+# the split (every test row is labelled, so positions line up); XQuAD and MLQA: the question id.
+PARALLEL_BY_POSITION = ("xnli", "pawsx", "xcopa")
+PARALLEL_BY_ID = ("xquad", "mlqa")
+
+
 def _read(name: str, split: str, lang: str, limit: int | None, seed: int) -> list[dict]:
+    rows = _read_rows(name, split, lang, limit, seed)
+    if split != "test":
+        return rows
+    if name in PARALLEL_BY_POSITION:
+        return [row | {"ref": f"{name}-{position}"} for position, row in enumerate(rows)]
+    if name in PARALLEL_BY_ID:
+        return [row | {"ref": row["id"]} for row in rows]
+    if name == "tatoeba":  # each language its own English sentences: the line, in that language
+        return [row | {"ref": f"{lang}-{line}"} for line, row in enumerate(rows)]
+    return rows
+
+
+def _read_rows(name: str, split: str, lang: str, limit: int | None, seed: int) -> list[dict]:
     entry = TASKS[name]
     if name == "lareqa":
         return _lareqa(split, lang)
