@@ -14,6 +14,7 @@ from adapterxfer.data.features import featurized, truncation_rates
 from adapterxfer.kinds import KINDS
 from adapterxfer.kinds.pair_encoder import INITIAL_OFFSET, INITIAL_SCALE
 from adapterxfer.modeling import encoder_model, head_parameters, task_model
+from adapterxfer.regimes import get_regime
 from adapterxfer.retrieval import embed
 from adapterxfer.tasks import get_task
 
@@ -60,9 +61,15 @@ def test_intermediate_module_moves_retrieval_from_its_encoder(tmp_path, tiny_bac
     assert set(load_file(out / "head.safetensors")) == {"classifier.scale", "classifier.offset"}
     scored = {}
     for name, model in (("module", out), ("backbone", tiny_backbone.path)):
-        assert main(["evaluate", "--model", str(model), "--task", "verses-retrieval", "--langs", "de",
-                     "--max-length", "48", "--precision", "fp32", "--output", str(tmp_path / name)]) == 0
+        assert main(["evaluate", "--model", str(model), "--task", "verses-retrieval", "--langs", "de", "--queries", "6",
+                     "--candidates", "9", "--max-length", "48", "--precision", "fp32",
+                     "--output", str(tmp_path / name)]) == 0
+        assert json.loads((tmp_path / name / "scores.json").read_text())["de"]["candidates"] == 9
         scored[name] = [json.loads(line)["prediction"]
                         for line in (tmp_path / name / "predictions" / "test-de.jsonl").read_text().splitlines()]
-    assert len(scored["module"]) == len(scored["backbone"]) > 0
-    assert scored["module"] != scored["backbone"]  # the module changed what the encoder retrieves
+    assert len(scored["module"]) == len(scored["backbone"]) == 6
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    texts = [row["query"] for row in get_task("verses-retrieval").rows("test", "de")[:6]]
+    trained, untuned = (embed(encoder.eval(), tokenizer, texts, -1, 48, 3, "fp32") for encoder in (
+        get_regime(regime).load_encoder(out, get_task(TASK), tiny_backbone), encoder_model(tiny_backbone.path)))
+    assert not torch.allclose(trained, untuned, atol=1e-4)  # retrieval reads the module, not the bare backbone
