@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("plan", help="a study plan (YAML)")
     report = actions.add_parser("report", help="write report.md and its figures from results.sqlite")
     report.add_argument("plan", help="a study plan (YAML)")
+    for action in (run, status, report):
+        action.add_argument("--smoke", action="store_true",
+                            help="the plan in miniature: every distinct phase, its first seed, a few rows per split "
+                                 "and two steps, into <output>-smoke (never the real output)")
+        action.add_argument("--backbone", default=None, metavar="NAME",
+                            help="with --smoke: run on this backbone instead of the plan's (e.g. tiny-xlmr)")
     report.add_argument("--csv", action="store_true", help="also export the tables as export/<table>.csv")
     report.add_argument("--parquet", action="store_true", help="also export the tables as export/<table>.parquet")
     push = actions.add_parser("push", help="push every intermediate module of a finished study to the Hub")
@@ -196,14 +202,14 @@ def _study(args) -> None:
     from .study.runner import run_study, study_status
 
     if args.action == "run":
-        run_study(args.plan, args.executor, args.workers)
+        run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone)
     elif args.action == "push":
         from .study.runner import push_study
 
         for key, ref in push_study(args.plan, args.prefix, args.private):
             print(f"pushed {key}: {ref}")
     elif args.action == "status":
-        states = study_status(args.plan)
+        states = study_status(args.plan, args.smoke, args.backbone)
         for key, state in states:
             print(f"{state:8} {key}")
         counts = {state: sum(s == state for _, s in states) for state in ("current", "stale", "to run", "waiting")}
@@ -211,7 +217,7 @@ def _study(args) -> None:
     else:
         from .study.report import write_report
 
-        plan = plans.read_plan(args.plan)
+        plan = plans.load_plan(args.plan, args.smoke, args.backbone)
         root = plans.study_root(plan)
         if not (root / FILE).is_file():
             raise UserError(f"{root / FILE} does not exist; run `adapterxfer study run {args.plan}` first")

@@ -107,7 +107,7 @@ def train_phase(config: RunConfig) -> Path:
 
 def validate(config: RunConfig) -> Phase:
     """Stage 1: check every input before anything trains; a problem is a one-line UserError."""
-    tasks = _phase_tasks(config.task)
+    tasks = [task.capped(config.rows_per_split) for task in _phase_tasks(config.task)]
     regime = get_regime(config.regime)
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
@@ -349,7 +349,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
-                   candidates: int | str | None = None) -> dict:
+                   candidates: int | str | None = None, rows_per_split: int | None = None) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -358,8 +358,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
+    ``rows_per_split`` reads at most that many test rows per language (a smoke run).
     """
-    task = get_task(task_name).sized(queries, candidates)
+    task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
     model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":

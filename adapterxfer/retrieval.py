@@ -118,11 +118,11 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
 
 
 def _distractors(task: TaskSpec, lang: str, queries: int) -> list[dict]:
-    """The task's extra candidates (split "candidates": the targets of no query under the task's test limit),
+    """The task's extra candidates (split "candidates": the targets of none of the ``queries`` test rows drawn),
     a seeded sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
     if not task.options.get("distractors"):
         return []
-    extra = task.read("candidates", lang, task.limits.get("test"), 0)
+    extra = task.read("candidates", lang, queries, 0)
     pool = task.limits.get("candidates")
     if pool is None or pool - queries >= len(extra):
         return extra

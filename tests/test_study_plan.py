@@ -54,7 +54,25 @@ def test_xstilts_plan_takes_its_settings_from_the_train_recipes():
                                                                                          "xlm-roberta-large")
     assert graph.phases["seed1/full/mnli"].settings["max_steps"] == 20000
     assert graph.phases["seed1/full/tatoeba/mnli"].settings["layer"] == 13
-    assert len([p for p in graph.phases.values() if p.role == "target"]) == 12 * 8 * 3 * 3
+    assert len([p for p in graph.phases.values() if p.role == "target"]) == 8 * 3 * (13 * 3 + 1)
+
+
+def test_xstilts_plan_expands_xcopa_stages_the_english_multitask_arm_and_mnli_with_mlm():
+    graph = expand(read_plan(str(CONFIGS / "xstilts.yaml")))
+    for arm in ("baseline", "mnli", "multitask-english-9"):
+        stage = graph.phases[f"seed1/full/xcopa/{arm}.siqa"]
+        assert (stage.role, stage.task) == ("stage", "siqa")
+        assert graph.phases[f"seed1/full/xcopa/{arm}"].init_from == (stage.key,)
+    assert graph.phases["seed1/full/xcopa/mnli.siqa"].init_from == ("seed1/full/mnli",)
+    assert graph.phases["seed1/full/xcopa/baseline.siqa"].init_from == ()
+    assert graph.phases["seed1/full/xnli/mnli"].init_from == ("seed1/full/mnli",)  # no stages: straight on
+    english = "anli-plus+mnli+qqp+squad+squad2+hellaswag+ccg+cosmosqa+commonsenseqa"
+    assert graph.arm("full/multitask(english-9)", "panx").keys[2] == "seed2/full/panx/multitask-english-9"
+    assert graph.phases["seed2/full/panx/multitask-english-9"].init_from == (f"seed2/full/{english}",)
+    assert graph.arm("lora/multitask(english-9)", "panx") is None  # multitask runs in full only
+    assert graph.phases["seed3/lora/mnli+wiki-mlm"].task == "mnli+wiki-mlm"
+    assert graph.arm("bottleneck/mnli+wiki-mlm", "xquad").intermediates == ("mnli+wiki-mlm",)
+    assert graph.phases["seed1/full/tatoeba/multitask-english-9"].model == f"seed1/full/{english}"
 
 
 def test_every_plan_key_has_help():
@@ -87,6 +105,14 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
     "bad cluster level": ({"clusters": {"verses-genre": "verse"}},
                           "clusters: verses-genre: verse must map a target of the plan (verses-genre) to one of "
                           "item, chapter, book"),
+    "part of a joint intermediate": ({"intermediates": ["verses-xref+verses-nope"]}, "unknown task 'verses-nope'"),
+    "joint intermediate in madx": ({"intermediates": ["verses-xref+verses-next"], "regimes": ["madx"],
+                                    "madx": {"lang_adapter_task": "verses-text"}},
+                                   "intermediates: verses-xref+verses-next trains tasks together, which regime madx "
+                                   "does not offer"),
+    "multitask set of one": ({"multitask": {"solo": ["verses-xref"]}, "transfers": {"multitask": ["lora"]}},
+                             "multitask.solo must list two or more intermediates of the plan (verses-xref), got "
+                             "['verses-xref']"),
     "language of no target": ({"target_phase": {"eval_langs": ["xx"]}}, "unknown language or translation 'xx'"),
     "intermediate in a regime not run": ({"intermediate_regimes": {"verses-xref": ["full"]}},
                                          "plan.yaml: intermediate_regimes: verses-xref: ['full'] must map an "

@@ -9,6 +9,8 @@ import shutil
 import time
 from collections import Counter
 
+import pyarrow
+import pyarrow.parquet
 import pytest
 
 from adapterxfer.cli import main
@@ -96,8 +98,8 @@ def test_mix_slices_are_disjoint_in_the_shares_given():
 
 def test_translate_train_refuses_a_translation_not_aligned_with_mnli(tmp_path, monkeypatch):
     shutil.copytree(ROOT, tmp_path, dirs_exist_ok=True)
-    (tmp_path / "facebook/xnli/fr/train.jsonl").write_text(
-        '{"premise": "fr a", "hypothesis": "fr b", "label": 0}\n')
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist([{"premise": "fr a", "hypothesis": "fr b", "label": 0}]),
+                                tmp_path / "facebook/xnli/fr/train-00000-of-00001.parquet")
     monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match=r"facebook/xnli fr train has 1 rows, MNLI train 30: .*line-aligned") as err:
         TASKS["xnli-translate-train"].read("train", "en", None, 0)
@@ -119,31 +121,129 @@ def test_tydiqa_english_dev_is_held_out_of_train_not_the_test_set():
     assert {row["id"] for row in task.rows("test", "ar")} == {f"arabic-{i}" for i in range(4)}
 
 
-def test_tatoeba_extra_languages_come_from_laser_files():
+def test_tatoeba_extra_languages_come_from_laser_files(tmp_path, monkeypatch):
     rows = TASKS["tatoeba"].rows("test", "pl")
     assert rows[1] == {"query": "the cats number 1", "target": "pol zdanie o kotach 1"} and len(rows) == 5
+    shutil.copytree(ROOT / "facebookresearch", tmp_path / "facebookresearch")
+    (tmp_path / xtreme.LASER_TATOEBA_DIR / "tatoeba.aze-eng.aze").unlink()
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match=r"^tatoeba az: not on google/xtreme .*tatoeba.aze-eng.aze and "
                                         r"tatoeba.aze-eng.eng from github.com/facebookresearch/LASER") as err:
         TASKS["tatoeba"].rows("test", "az")
     assert "\n" not in str(err.value)
 
 
-def test_parquet_export_layout_is_read():
-    """cosmos_qa and social_i_qa fixtures lie as the Hub's refs/convert/parquet export: default/train/0000.parquet."""
-    assert TASKS["cosmosqa"].rows("train")[1]["choices"][0] == "They missed the bus."
+def test_hub_layouts_are_read_as_downloaded():
+    """The fixtures lie as `huggingface-cli download --local-dir` writes them: config folders of Parquet shards
+    (facebook/xnli/fr/test-00000-of-00001.parquet), data/ with the README's configs (tau/commonsense_qa,
+    lighteval/siqa's hashed shard names), data/ alone (Rowan/hellaswag), and the Parquet export branch's
+    default/<split>/0000.parquet (allenai/cosmos_qa, a loading script on the Hub)."""
+    assert (ROOT / "lighteval/siqa/data/validation-00000-of-00001-90bb85eab85fcfa8.parquet").is_file()
+    assert TASKS["siqa"].source == "lighteval/siqa"
     assert TASKS["siqa"].rows("dev")[2] == {"context": "Sam lent Ash a pen. How would Ash feel 2?",
                                              "choices": ["grateful", "angry", "asleep"], "label": 2}
+    assert TASKS["cosmosqa"].rows("train")[1]["choices"][0] == "They missed the bus."
+    assert [row["label"] for row in TASKS["hellaswag"].rows("dev")] == [0, 1, 2, 3]
+    assert TASKS["commonsenseqa"].rows("dev")[3] == {"context": "Where do you keep milk 3?", "label": 3,
+                                                      "choices": ["fridge", "roof", "shoe", "cloud", "river"]}
+    assert len(TASKS["mnli"].rows("dev")) == 6  # nyu-mll/glue/mnli/validation_matched-*, not validation_mismatched
 
 
-def test_a_loading_script_dataset_is_a_one_line_error(tmp_path, monkeypatch):
-    """datasets 5 raises RuntimeError for a loading script (a local folder with one, as the Hub's cosmos_qa)."""
-    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "empty"))
-    script_repo = tmp_path / "cosmos_qa"
-    script_repo.mkdir()
-    (script_repo / "cosmos_qa.py").write_text("import datasets\n")
-    with pytest.raises(UserError, match=r"is a loading script on the Hub.*--revision refs/convert/parquet") as err:
-        load_rows(str(script_repo), None, "train")
-    assert "\n" not in str(err.value)
+def test_readme_configs_decide_where_a_split_lies(tmp_path, monkeypatch):
+    """A README's data_files win over the folder names; an older export's <name>-<split>.parquet is read."""
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
+    rows = [{"premise": "p", "hypothesis": "h", "label": 1}]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "held.parquet")
+    (tmp_path / "owner/nli/custom").mkdir(parents=True)
+    shutil.copy(tmp_path / "held.parquet", tmp_path / "owner/nli/custom/part-a.parquet")
+    (tmp_path / "owner/nli/README.md").write_text("---\nconfigs:\n- config_name: fr\n  data_files:\n"
+                                                  "  - split: test\n    path: custom/part-*.parquet\n---\n")
+    assert load_rows("owner/nli", "fr", "test") == rows
+    (tmp_path / "owner/old/default").mkdir(parents=True)
+    shutil.copy(tmp_path / "held.parquet", tmp_path / "owner/old/default/old-train.parquet")
+    assert load_rows("owner/old", None, "train") == rows
+    with pytest.raises(UserError, match=r"not readable"):
+        load_rows("owner/old", None, "validation")
+
+
+def test_loading_script_repo_is_retried_from_its_parquet_export(tmp_path, monkeypatch):
+    """Stand-in for the Hub (unreachable here): datasets 5's refusal of a loading script, then the retry's
+    arguments. The retry's own failure is one line naming the local-copy route."""
+    import datasets
+
+    from adapterxfer.data import hub
+
+    calls = []
+
+    def hub_standin(path, name=None, **options):
+        calls.append((path, name, options))
+        if "revision" not in options:
+            raise RuntimeError("Dataset scripts are no longer supported, but found cosmos_qa.py")
+        raise datasets.exceptions.DatasetNotFoundError(f"Revision {options['revision']} doesn't exist")
+
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", hub_standin)
+    with pytest.raises(UserError) as err:
+        load_rows("allenai/cosmos_qa", None, "train")
+    assert calls[1] == ("allenai/cosmos_qa", None, {"split": "train", "revision": "refs/convert/parquet",
+                                                    "data_dir": "default", "streaming": False})
+    message = str(err.value)
+    assert "\n" not in message and "its Parquet export (refs/convert/parquet) failed too" in message
+    assert f"--local-dir {tmp_path}/allenai/cosmos_qa/` (on a machine with access)" in message
+
+
+# Real Hub layouts (repo, README configs or None, files as the Hub names them, from the fixtures) placed in an
+# HF cache, the way `huggingface-cli download <id> --repo-type dataset` leaves them on a login node.
+CACHED = {
+    "hellaswag": ("Rowan/hellaswag", None, ["data/validation-00000-of-00001.parquet"]),
+    "commonsenseqa": ("tau/commonsense_qa", "README.md", ["data/validation-00000-of-00001.parquet"]),
+    "xnli": ("facebook/xnli", None, ["fr/test-00000-of-00001.parquet"]),
+    "panx": ("google/xtreme", None, ["PAN-X.de/test-00000-of-00001.parquet"]),
+    "pawsx": ("google-research-datasets/paws-x", None, ["de/test-00000-of-00001.parquet"]),
+}
+
+
+def _hf_cache(home, repo: str, files: list[str]) -> None:
+    """huggingface_hub's cache layout: blobs by hash, snapshots/<commit>/ links, refs/main naming the commit."""
+    import hashlib
+
+    folder = home / "hub" / f"datasets--{repo.replace('/', '--')}"
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    for name in files:
+        data = (ROOT / repo / name).read_bytes()
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = folder / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.parametrize("name", list(CACHED))
+def test_offline_node_reads_the_hf_cache(name, tmp_path, monkeypatch):
+    """HF_HOME with the dataset downloaded, HF_HUB_OFFLINE=1 and no local copy: found through huggingface_hub."""
+    import huggingface_hub.constants
+
+    repo, card, files = CACHED[name]
+    _hf_cache(tmp_path, repo, files + ([card] if card else []))
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "no-copies"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    task = TASKS[name]
+    split, lang = ("dev", "en") if task.role == "intermediate" else ("test", FIXTURE_LANGS[name][1])
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(ROOT))
+    expected = task.rows(split, lang)
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "no-copies"))
+    assert task.rows(split, lang) == expected
+
+
+def test_mewslix_query_is_the_mention_sentence():
+    """XTREME-R's preprocessing: the mention's own sentence, marked; the article's long lead is not in it."""
+    rows = TASKS["mewslix"].rows("test", "de")
+    assert rows[1] == {"id": "de-1", "gold": ["Q1"], "query": "The mayor of {Place 1} spoke."}
 
 
 def test_hub_offline_is_one_fast_line(monkeypatch, tmp_path):
@@ -153,7 +253,7 @@ def test_hub_offline_is_one_fast_line(monkeypatch, tmp_path):
         load_rows("facebook/xnli", "fr", "test")
     assert time.perf_counter() - started < 10
     message = str(err.value)
-    assert "\n" not in message and "facebook/xnli" in message and f"{tmp_path}/facebook/xnli/fr/" in message
+    assert "\n" not in message and f"{tmp_path}/facebook/xnli/ in the Hub's layout (fr/test-00000-of-00001" in message
 
 
 def test_malformed_local_rows_name_file_and_row(tmp_path):

@@ -1,25 +1,31 @@
 """One loader for every dataset split: a local copy first, else the Hugging Face Hub.
 
-Local copies (for offline users) mirror the Hub's own layout under ``$ADAPTERXFER_DATA_DIR``::
+Local copies (for offline users) are read in the Hub's own layouts, under
+``$ADAPTERXFER_DATA_DIR/<dataset id>/`` (what ``huggingface-cli download <id> --repo-type dataset
+--local-dir $ADAPTERXFER_DATA_DIR/<id>`` writes), in this order:
 
-    $ADAPTERXFER_DATA_DIR/<dataset id>/<config>/<split>[-*].<ext>
+1. the README's ``configs`` (YAML front matter): each config's ``data_files`` per split, as the Hub reads them;
+2. ``<config>/<split>[-*].<ext>``: a dataset with configs, e.g. ``facebook/xnli/fr/test-00000-of-00001.parquet``
+   or ``google/xtreme/PAN-X.de/test.jsonl`` (a dataset with no config uses ``default``);
+3. ``data/<split>-*.<ext>``: a dataset with no configs, e.g. ``Rowan/hellaswag/data/train-00000-of-00001.parquet``;
+4. the Hub's Parquet export (``--revision refs/convert/parquet``): ``<config>/<split>/0000.parquet``,
+   ``<config>/partial-<split>/``, or the older ``<config>/<name>-<split>.parquet``.
 
-e.g. ``facebook/xnli/fr/test-00000-of-00001.parquet`` (what ``huggingface-cli download facebook/xnli
---repo-type dataset --include 'fr/*' --local-dir $ADAPTERXFER_DATA_DIR/facebook/xnli`` writes) or
-``google/xtreme/PAN-X.de/test.jsonl``; the Hub's Parquet export (``--revision refs/convert/parquet``:
-``<config>/<split>/0000.parquet``) is read too, for datasets whose Hub copy is a loading script
-(allenai/cosmos_qa, allenai/social_i_qa), which ``datasets`` no longer runs. Rows keep the Hub schema (field names, label encodings); a
-dataset with no config uses the folder ``default``. Extensions: parquet, jsonl/json, csv, tsv, txt
-(one ``text`` row per line) and conll (``token<TAB>tag`` lines, a blank line after each sentence,
-read as ``{"tokens", "tags"}``). Hub datasets are read with ``datasets.load_dataset`` (parquet data,
-never remote code); when the Hub is unreachable only the ``datasets`` cache is tried, so an offline
-run fails within a second with one line saying what to download and where to put it. ``datasets`` is
-imported on the first read, so naming a task (``adapterxfer tasks``, a config check) stays fast.
+Offline (``HF_HUB_OFFLINE=1`` or no route to the Hub), a dataset downloaded into the Hugging Face cache
+(``huggingface-cli download <id> --repo-type dataset`` on a login node) is found through
+``huggingface_hub.snapshot_download(local_files_only=True)`` and read the same way; ``datasets``' own
+offline mode never looks there. Rows keep the Hub schema (field names, label encodings). Extensions:
+parquet, jsonl/json, csv, tsv, txt (one ``text`` row per line) and conll (``token<TAB>tag`` lines, a blank
+line after each sentence, read as ``{"tokens", "tags"}``). Hub datasets are read with
+``datasets.load_dataset`` (parquet data, never remote code); a loading-script repo, which ``datasets`` no
+longer runs, is tried once more from its Parquet export. ``datasets`` is imported on the first read, so
+naming a task (``adapterxfer tasks``, a config check) stays fast.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -34,6 +40,7 @@ if TYPE_CHECKING:  # imported on first read (see above)
     import datasets
 
 DATA_DIR_ENV = "ADAPTERXFER_DATA_DIR"
+PARQUET_EXPORT = "refs/convert/parquet"
 BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "txt": "text",
             "conll": "conll"}
 
@@ -80,25 +87,69 @@ def count_rows(dataset_id: str, config: str | None, split: str, hub: bool = True
 
 def _table(dataset_id, config, split, data_dir, data_files, hub, field, streaming):
     """(the split as a datasets table, where it was read from: a file or the Hub id)."""
-    folder = Path(data_dir) if data_dir else local_folder(dataset_id, config)
-    files = [str(f) for f in data_files] if data_files else _split_files(folder, split)
+    if data_files:
+        files = [str(f) for f in data_files]
+    elif data_dir:
+        files = _split_files(Path(data_dir), split)
+    else:
+        root = local_root(dataset_id)
+        files = repo_files(root, config, split) if root else []
     if files:
         return _read_files(files, field, files[0]), files[0]
     where = f"{dataset_id} (config {config!r}, split {split!r})"
-    return _read_hub(dataset_id, config, split, folder, hub, streaming=streaming), where
+    return _read_hub(dataset_id, config, split, hub, streaming=streaming), where
 
 
-def local_folder(dataset_id: str, config: str | None) -> Path | None:
+def local_root(dataset_id: str) -> Path | None:
     root = os.environ.get(DATA_DIR_ENV)
-    return Path(root).expanduser() / dataset_id / (config or "default") if root else None
+    return Path(root).expanduser() / dataset_id if root else None
+
+
+def repo_files(root: Path, config: str | None, split: str) -> list[str]:
+    """The files of one split in a dataset repo laid out as on the Hub (see the module docstring)."""
+    if not root.is_dir():
+        return []
+    name = config or "default"
+    declared = _readme_files(root, name, split)
+    if declared:
+        return declared
+    layouts = [(root / name, split), (root / "data", split), (root / name, f"partial-{split}")]
+    for folder, name_of_split in layouts if name == "default" else [layouts[0], layouts[2]]:
+        found = _split_files(folder, name_of_split)
+        if found:
+            return found
+    return []
+
+
+def _readme_files(root: Path, config: str, split: str) -> list[str]:
+    """The files the README's ``configs`` front matter gives (config, split), as glob patterns of the repo."""
+    readme = root / "README.md"
+    if not readme.is_file():
+        return []
+    import yaml
+    parts = readme.read_text(encoding="utf-8").split("---")
+    try:
+        meta = yaml.safe_load(parts[1]) if len(parts) > 2 and not parts[0].strip() else None
+    except yaml.YAMLError as err:
+        raise UserError(f"{readme}: the YAML front matter does not parse ({str(err).splitlines()[0]})") from None
+    for entry in (meta or {}).get("configs") or []:
+        if isinstance(entry, dict) and entry.get("config_name", "default") == config:
+            data_files = entry.get("data_files") or []
+            patterns = [item.get("path") for item in (data_files if isinstance(data_files, list) else [])
+                        if isinstance(item, dict) and item.get("split") == split]
+            patterns = [p for pattern in patterns for p in ([pattern] if isinstance(pattern, str) else pattern)]
+            return sorted(str(f) for pattern in patterns for f in root.glob(pattern) if f.is_file())
+    return []
 
 
 def _split_files(folder: Path | None, split: str) -> list[str]:
     if folder is None or not folder.is_dir():
         return []
-    candidates = list(folder.iterdir()) + sorted((folder / split).glob("*.parquet"))  # the Parquet export
+    # <split>.ext, <split>-00000-of-00001[-hash].ext, <name>-<split>.ext (older export), <split>/0000.parquet
+    named = re.compile(rf"(?:.+-)?{re.escape(split)}(?:-\d{{5}}-of-\d{{5}}(?:-[0-9a-f]{{16}})?)?")
+    candidates = list(folder.iterdir()) + sorted((folder / split).glob("*.parquet"))
     found = sorted(p for p in candidates if p.is_file() and p.suffix.lstrip(".") in BUILDERS
-                   and (p.parent.name == split or p.stem == split or p.stem.startswith(f"{split}-")))
+                   and (p.parent.name == split and p.parent != folder or named.fullmatch(p.stem)))
     suffixes = {p.suffix for p in found}
     if len(suffixes) > 1:
         raise UserError(f"{folder}: split {split!r} has files of several formats ({', '.join(sorted(suffixes))})")
@@ -158,30 +209,48 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _read_hub(dataset_id: str, config: str | None, split: str, folder: Path | None, hub: bool,
+def _read_hub(dataset_id: str, config: str | None, split: str, hub: bool,
               streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
     import datasets
-    where = folder or f"${DATA_DIR_ENV}/{dataset_id}/{config or 'default'}"
-    local = f"put {split}.jsonl (or .parquet, .csv, .tsv, .txt, .conll) files in {where}/"
+    where = f"{local_root(dataset_id) or f'${DATA_DIR_ENV}/{dataset_id}'}/"
+    local = (f"put its files in {where} in the Hub's layout ({config or 'data'}/{split}-00000-of-00001.parquet, "
+             f"or .jsonl, .csv, .tsv, .txt, .conll)")
     if not hub:
         raise UserError(f"dataset {dataset_id!r} (config {config!r}) has no Hub copy and no local copy was found: "
                         f"{local} (see adapterxfer/tasks/xtreme.py for its source and format)")
     online = hub_reachable()
+    if not online:
+        cached = _cached_files(dataset_id, config, split)
+        if cached:
+            return _read_files(cached, None, cached[0])
+    script = False
     try:
         with nullcontext() if online else _offline():  # offline: the datasets cache only
-            return datasets.load_dataset(dataset_id, config, split=split, streaming=streaming)
-    except RuntimeError as err:
-        if not str(err).startswith("Dataset scripts are no longer supported"):
-            raise
-        raise UserError(f"dataset {dataset_id!r} is a loading script on the Hub, which datasets "
-                        f"{datasets.__version__} does not run: download its Parquet export with `huggingface-cli "
-                        f"download {dataset_id} --repo-type dataset --revision refs/convert/parquet --local-dir "
-                        f"${DATA_DIR_ENV}/{dataset_id}` (it writes {config or 'default'}/{split}/*.parquet)") \
-            from None
+            try:
+                return datasets.load_dataset(dataset_id, config, split=split, streaming=streaming)
+            except RuntimeError as err:
+                if not str(err).startswith("Dataset scripts are no longer supported"):
+                    raise
+                script = True
+            # A loading-script repo: its Parquet export holds <config>/<split>/0000.parquet.
+            return datasets.load_dataset(dataset_id, split=split, revision=PARQUET_EXPORT,
+                                         data_dir=config or "default", streaming=streaming)
     except (ConnectionError, FileNotFoundError, ValueError, OSError,
             datasets.exceptions.DatasetNotFoundError) as err:
-        state = "reachable but refused it" if online else "offline and the datasets cache has no copy"
+        state = "reachable but refused it" if online else "offline and neither cache has a copy"
+        export = f"; it is a loading script and its Parquet export ({PARQUET_EXPORT}) failed too" if script else ""
         raise UserError(f"dataset {dataset_id!r} (config {config!r}, split {split!r}) is not readable: the Hugging "
-                        f"Face Hub is {state} ({type(err).__name__}); download it with `huggingface-cli download "
-                        f"{dataset_id} --repo-type dataset --local-dir ${DATA_DIR_ENV}/{dataset_id}` or {local}") \
-            from None
+                        f"Face Hub is {state} ({type(err).__name__}){export}; "
+                        f"`huggingface-cli download {dataset_id} --repo-type dataset --local-dir "
+                        f"{where}` (on a machine with access) or {local}") from None
+
+
+def _cached_files(dataset_id: str, config: str | None, split: str) -> list[str]:
+    """The split's files in the Hugging Face cache (``huggingface-cli download`` on a login node), if there."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    try:
+        snapshot = snapshot_download(dataset_id, repo_type="dataset", local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return []
+    return repo_files(Path(snapshot), config, split)

@@ -9,6 +9,8 @@ way of starting from the intermediates, a phase per seed).
 Folder layout under the study root::
 
     seed<s>/<regime>/<intermediate>            an intermediate phase (a+b: multi-task)
+    seed<s>/<regime>/<target>/<arm>.<stage>    a stage of the target's recipe (xcopa: siqa), trained
+                                               between the arm's start and the target phase
     seed<s>/madx/lang/<lang>                   a MAD-X language adapter
     seed<s>/<regime>/<target>/<arm>            a target phase, or the evaluation of an intermediate
                                                on an evaluation-only target; <arm>.source-adapter: the
@@ -18,6 +20,7 @@ Folder layout under the study root::
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from ..config import from_dict, read_yaml
@@ -30,6 +33,10 @@ REQUIRED = object()
 TRANSFERS = ("sequential", "stack", "fusion", "merge", "multitask")
 COMBINING = ("fusion", "merge", "multitask")  # transfers over all the intermediates at once
 CLUSTER_LEVELS = ("item", "chapter", "book")
+# `study run --smoke`: every phase's train keys over the plan's own; budgets that still pass every code path.
+SMOKE_PHASE = {"max_steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 2, "grad_accum": 1,
+               "eval_batch_size": 8, "probe_examples": 4, "rows_per_split": 8}
+SMOKE_SUFFIX = "-smoke"
 SOURCE_ADAPTER = " [source adapter]"  # the madx ablation's arm suffix
 
 # key: (type, default, help). Blocks of `train` keys are checked by adapterxfer.config.from_dict.
@@ -40,13 +47,15 @@ KEYS = {
     "seeds": (list, REQUIRED, "training seeds; every phase runs once per seed (the seed-level sample)"),
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
-    "intermediates": (list, [], "intermediate tasks"),
+    "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
     "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
                                        "that uses intermediates); a regime that combines them needs them all"),
     "regimes": (list, ["full"], "regimes (full, lora, bottleneck, madx); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
                               "default: sequential in every regime"),
+    "multitask": (dict, {}, "name -> intermediates of the plan that transfer multitask trains together, one "
+                            "arm multitask(<name>) each; default: one over all the intermediates, named a+b+..."),
     "madx": (dict, {}, "regime madx: lang_adapter_task (e.g. verses-text), ablation (true: also score every "
                        "madx target with the source language's adapter), phase (train keys of language adapters)"),
     "phase": (dict, {}, "train keys of every phase"),
@@ -101,6 +110,29 @@ def study_root(plan: dict) -> Path:
     return Path(plan["output"] or Path("artifacts") / Path(plan["file"]).stem)
 
 
+def load_plan(plan_file: str, smoke: bool = False, backbone: str | None = None) -> dict:
+    """The plan, or its smoke version (``smoke_plan``); ``backbone`` overrides only a smoke run's."""
+    if backbone is not None and not smoke:
+        raise UserError(f"--backbone {backbone} replaces the backbone of a smoke run only; add --smoke "
+                        f"(a real run keeps the plan's backbone: {plan_file})")
+    plan = read_plan(plan_file)
+    return smoke_plan(plan, backbone) if smoke else plan
+
+
+def smoke_plan(plan: dict, backbone: str | None = None) -> dict:
+    """Every distinct phase of the plan in miniature: its first seed, ``SMOKE_PHASE`` budgets, a few rows per
+    split, into ``<output>-smoke`` (never the real output), on ``backbone`` or the plan's own. Another
+    backbone may lack the plan's evaluation layer (13 of XLM-R large's 24): its smoke scores the last."""
+    other = backbone is not None and backbone != plan["backbone"]
+    smoke = {**plan, "seeds": plan["seeds"][:1], "backbone": backbone or plan["backbone"],
+             "output": f"{study_root(plan)}{SMOKE_SUFFIX}", "smoke": True,
+             "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})},
+             "statistics": {**plan["statistics"], "resamples": min(plan["statistics"].get("resamples", 200), 200)}}
+    _check(smoke)
+    expand(smoke)
+    return smoke
+
+
 def _check(plan: dict) -> None:
     where = plan["file"]
     if not plan["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) for s in plan["seeds"]):
@@ -109,12 +141,15 @@ def _check(plan: dict) -> None:
         raise UserError(f"{where}: key 'seeds' lists a seed twice: {plan['seeds']!r}")
     for key, role in (("targets", "target"), ("intermediates", "intermediate")):
         for name in plan[key]:
-            if get_task(name).role != role:
-                raise UserError(f"{where}: {key}: {name} is a {get_task(name).role} task; {key} lists {role} tasks")
+            for part in name.split("+") if key == "intermediates" else [name]:
+                if get_task(part).role != role:
+                    raise UserError(f"{where}: {key}: {part} is a {get_task(part).role} task; {key} lists {role} "
+                                    f"tasks")
     if not plan["targets"]:
         raise UserError(f"{where}: key 'targets' must name at least one target task")
     for regime in plan["regimes"]:
         get_regime(regime)
+    _check_output(plan)
     for name, block in plan.items():
         if name in BLOCK_KEYS and name != "contrasts":
             _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
@@ -123,6 +158,7 @@ def _check(plan: dict) -> None:
         if task not in plan["intermediates"] or not isinstance(regimes, list) or not set(regimes) <= set(plan["regimes"]):
             raise UserError(f"{where}: intermediate_regimes: {task}: {regimes!r} must map an intermediate of the plan "
                             f"({', '.join(plan['intermediates'])}) to a list of its regimes ({', '.join(plan['regimes'])})")
+    _check_multitask(plan)
     if "madx" in plan["regimes"]:
         if "lang_adapter_task" not in plan["madx"]:
             raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
@@ -135,6 +171,13 @@ def _check(plan: dict) -> None:
         for name, settings in plan[block].items():
             if not isinstance(settings, dict):
                 raise UserError(f"{where}: {block}.{name} must be a mapping of train keys, got {settings!r}")
+
+
+def _check_output(plan: dict) -> None:
+    root = study_root(plan)
+    blocking = next((folder for folder in (root, *root.parents) if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{plan['file']}: key 'output': {root} lies under {blocking}, which is a file, not a folder")
 
 
 def _check_keys(where: str, block, allowed: set) -> None:
@@ -162,7 +205,8 @@ def _check_transfers(plan: dict) -> None:
                 offered = [t for t in TRANSFERS if t in module.transfers or (t == "multitask" and module.multitask)]
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
-        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2:
+        if transfer in COMBINING and regimes and len(plan["intermediates"]) < 2 and not (
+                transfer == "multitask" and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
         for regime in regimes if transfer in COMBINING else []:
@@ -170,6 +214,26 @@ def _check_transfers(plan: dict) -> None:
             if absent:
                 raise UserError(f"{where}: transfers.{transfer} combines every intermediate in regime {regime}; "
                                 f"intermediate_regimes leaves out {', '.join(absent)}")
+
+
+def _check_multitask(plan: dict) -> None:
+    """Each named multi-task set lists two or more of the plan's intermediates; a joint a+b intermediate
+    needs regimes that train tasks together."""
+    where, names = plan["file"], plan["intermediates"]
+    for name, members in plan["multitask"].items():
+        if not isinstance(members, list) or len(members) < 2 or not set(members) <= set(names):
+            raise UserError(f"{where}: multitask.{name} must list two or more intermediates of the plan "
+                            f"({', '.join(names)}), got {members!r}")
+    joint = [name for name in names if "+" in name]
+    for regime in plan["regimes"] if joint else []:
+        if not get_regime(regime).multitask:
+            raise UserError(f"{where}: intermediates: {joint[0]} trains tasks together, which regime {regime} does "
+                            f"not offer (drop the regime or the joint intermediate)")
+
+
+def multitask_sets(plan: dict) -> dict[str, list[str]]:
+    """Arm name -> the intermediates transfer multitask trains together (default: all, named a+b+...)."""
+    return plan["multitask"] or {"+".join(plan["intermediates"]): list(plan["intermediates"])}
 
 
 def expand(plan: dict) -> Graph:
@@ -214,10 +278,10 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     tasks = ([task for task in plan["intermediates"] if _trains_in(plan, task, regime)]
              if (set(used) - {"multitask"} or evaluated) else [])
     if "multitask" in used:
-        tasks.append("+".join(plan["intermediates"]))
+        tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
                                    lang_adapters=tuple(languages)))
-            for task in tasks}
+            for task in dict.fromkeys(tasks)}
 
 
 def _trains_in(plan: dict, task: str, regime: str) -> bool:
@@ -232,12 +296,14 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             starts |= {(task if transfer == "sequential" else f"stack({task})"): ((intermediates[task],), transfer,
                                                                                   (task,)) for task in names}
         elif transfer == "multitask":
-            joint = "+".join(names)
-            starts[f"multitask({joint})"] = ((intermediates[joint],), "sequential", (joint,))
+            starts |= {f"multitask({name})": ((intermediates["+".join(members)],), "sequential", ("+".join(members),))
+                       for name, members in multitask_sets(plan).items()}
         else:
             starts[f"{transfer}({'+'.join(names)})"] = (tuple(intermediates[t] for t in names), transfer, tuple(names))
     for arm, (init_from, transfer, tasks) in starts.items():
-        key = graph.add(_train(plan, f"seed{seed}/{regime}/{target}/{_slug(arm)}", "target", target, regime, seed,
+        folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
+        init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages)
+        key = graph.add(_train(plan, folder, "target", target, regime, seed,
                                init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
         if regime == "madx" and plan["madx"].get("ablation"):
@@ -245,10 +311,22 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             settings = {"task": target, "langs": trained.settings["eval_langs"],
                         "max_length": trained.settings["max_length"],
                         "batch_size": trained.settings["eval_batch_size"],
-                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source"}
+                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source",
+                        **_smoke_rows(plan)}
             ablation = graph.add(Phase(f"{key}.source-adapter", "evaluate", "evaluation", target, settings, seed,
                                        regime, target, arm + SOURCE_ADAPTER, model=key))
             _add_arm(graph, regime, target, arm + SOURCE_ADAPTER, seed, ablation, tasks)
+
+
+def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages) -> tuple[tuple, str]:
+    """The target recipe's stages (``TaskSpec.stages``, xcopa: siqa), each a phase ``<folder>.<stage>`` that
+    starts from the one before (the first from the arm's start, by its transfer); returns the target
+    phase's (init_from, transfer): sequential from the last stage, or the arm's own start without stages."""
+    for stage in get_task(target).stages:
+        key = graph.add(_train(plan, f"{folder}.{stage}", "stage", stage, regime, seed, init_from=init_from,
+                               transfer=transfer, lang_adapters=tuple(languages)))
+        init_from, transfer = (key,), "sequential"
+    return init_from, transfer
 
 
 def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
@@ -258,7 +336,8 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
-                **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation}}
+                **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation},
+                **_smoke_rows(plan)}
     try:
         get_task(target).sized(settings.get("queries"), settings.get("candidates")).check_langs(settings["langs"])
     except UserError as err:
@@ -268,8 +347,9 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
     _add_arm(graph, regime, target, BASELINE, seed, baseline, ())
     if regime not in _evaluated_regimes(plan):
         return
+    joint_arms = {"+".join(members): f"multitask({name})" for name, members in multitask_sets(plan).items()}
     for task, source in intermediates.items():
-        arm = task if "+" not in task else f"multitask({task})"
+        arm = task if task in plan["intermediates"] else joint_arms[task]
         key = graph.add(Phase(f"seed{seed}/{regime}/{target}/{_slug(arm)}", "evaluate", "evaluation", target,
                               settings, seed, regime, target, arm, model=source))
         _add_arm(graph, regime, target, arm, seed, key, (task,))
@@ -302,21 +382,34 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
 
 def _settings(plan, role, task, regime) -> dict:
     """Train keys of one phase: phase < role block < task_phase[task] < regime_phase[regime]."""
-    role_block = {"intermediate": plan["intermediate_phase"], "target": plan["target_phase"],
-                  "language": plan["madx"].get("phase", {})}[role]
+    role_block = {"intermediate": plan["intermediate_phase"], "stage": plan["intermediate_phase"],
+                  "target": plan["target_phase"], "language": plan["madx"].get("phase", {})}[role]
     merged = {}
     for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
         merged |= _with_recipe(plan, block)
+    if plan.get("smoke"):
+        merged |= SMOKE_PHASE | {"probe_steps": min(1, merged.get("probe_steps", 0))}
     return merged
+
+
+def _smoke_rows(plan) -> dict:
+    """An evaluation phase's row cap in a smoke run (none otherwise, so a real plan's identities stay)."""
+    return {"rows_per_split": SMOKE_PHASE["rows_per_split"]} if plan.get("smoke") else {}
 
 
 def _with_recipe(plan, block: dict) -> dict:
     """A block may name a `train` recipe (``recipe: configs/x.yaml``); its own keys win over the recipe's."""
     if "recipe" not in block:
         return dict(block)
-    recipe = read_yaml(block["recipe"])
+    recipe = _recipe(block["recipe"])
     return {**{k: v for k, v in recipe.items() if k not in ("task", "output_dir")},
             **{k: v for k, v in block.items() if k != "recipe"}}
+
+
+@lru_cache(maxsize=None)
+def _recipe(path: str) -> dict:
+    """A recipe file, read once per process: expanding a plan builds every phase's settings from it."""
+    return read_yaml(path)
 
 
 def _check_contrasts(plan, graph) -> None:

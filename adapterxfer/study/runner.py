@@ -12,15 +12,17 @@ from ..errors import UserError
 from .executors import job, make_executor
 from .identity import input_hashes, phase_identity
 from .phases import Graph, Phase
-from .plan import expand, read_plan, study_root
+from .plan import expand, load_plan, read_plan, study_root
 from .results import FILE, Results
 
 
-def run_study(plan_file: str, executor: str = "local", workers: int = 1) -> Path:
-    """Run every phase that is not current, then write the report; returns the study folder."""
+def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: bool = False,
+              backbone: str | None = None) -> Path:
+    """Run every phase that is not current, then write the report; returns the study folder.
+    ``smoke``: the plan in miniature into ``<output>-smoke`` (``plan.smoke_plan``), on ``backbone`` if given."""
     from .report import write_report
 
-    plan = read_plan(plan_file)
+    plan = load_plan(plan_file, smoke, backbone)
     graph, root = expand(plan), study_root(plan)
     backbone = backbones.resolve(plan["backbone"])
     results = Results(root / FILE)
@@ -82,10 +84,10 @@ def _clear(phase: Phase, root: Path, results: Results) -> None:
         shutil.rmtree(folder)
 
 
-def study_status(plan_file: str) -> list[tuple[str, str]]:
+def study_status(plan_file: str, smoke: bool = False, backbone: str | None = None) -> list[tuple[str, str]]:
     """(phase key, state) for every phase: current, stale (recorded with another identity), to run,
     or waiting (an input is not current yet). Writes nothing."""
-    plan = read_plan(plan_file)
+    plan = load_plan(plan_file, smoke, backbone)
     graph, root = expand(plan), study_root(plan)
     results = Results(root / FILE) if (root / FILE).is_file() else None
     recorded = results.runs() if results else {}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import UserError
@@ -43,6 +42,8 @@ class TaskSpec:
     # Tasks the benchmark's recipe trains first, in order, each phase starting from the one before
     # (xcopa: siqa, as XTREME-R's scripts/train_xcopa.sh). A study expands them; ``missing_stages`` checks.
     stages: tuple[str, ...] = ()
+    # At most this many rows of every split and language, a seeded sample (a smoke run); candidate pools whole.
+    row_cap: int | None = None
 
     @property
     def selection_metric(self) -> str:
@@ -71,12 +72,15 @@ class TaskSpec:
 
     def rows(self, split: str, lang: str | None = None, seed: int = 0) -> list[dict]:
         lang = lang or self.train_lang
-        rows = self.read(split, lang, self.limits.get(split), seed)
+        limit = self.limits.get(split)
+        if self.row_cap is not None and split != "candidates":
+            limit = self.row_cap if limit is None else min(limit, self.row_cap)
+        rows = self.read(split, lang, limit, seed)
         if not rows:
             raise UserError(f"task {self.name}: no {split} rows for language {lang!r}")
         return rows
 
-    def sized(self, queries: int | str | None, candidates: int | str | None) -> "TaskSpec":
+    def sized(self, queries: int | str | None, candidates: int | str | None) -> TaskSpec:
         """This retrieval task scoring ``queries`` test rows per language against a pool of ``candidates``
         targets (the queries' own included), each a number or "all"; None keeps the task's own limit."""
         if (queries, candidates) == (None, None):
@@ -92,7 +96,11 @@ class TaskSpec:
         if None not in (limits.get("test"), limits.get("candidates")) and limits["candidates"] < limits["test"]:
             raise UserError(f"candidates: {limits['candidates']} is below queries: {limits['test']}; the pool "
                             "holds every query's own target")
-        return dataclasses.replace(self, limits=limits)
+        return replace(self, limits=limits)
+
+    def capped(self, rows: int | None) -> TaskSpec:
+        """This task read at most ``rows`` rows per split and language (None: as it is)."""
+        return self if rows is None else replace(self, row_cap=rows)
 
     def check_langs(self, langs: list[str]) -> list[str]:
         """Validate evaluation languages; an empty list means every language of the task."""

@@ -21,8 +21,12 @@ copy under ``$ADAPTERXFER_DATA_DIR/<Hub id>/<config>/`` first, else the Hub.
   ``$ADAPTERXFER_DATA_DIR/facebookresearch/LASER/data/tatoeba/v1/tatoeba.<iso3>-eng.{<iso3>,eng}``.
   BUCC: google/xtreme holds only the gold pairs, so the pool mined is the gold sentences (the official
   pool also has unpaired sentences); its scores carry ``gold_only_pool: 1`` to say so.
-- CosmosQA and SIQA are loading scripts on the Hub, which ``datasets`` no longer runs: their Parquet
-  export is read from a local copy (see adapterxfer/data/hub.py; a missing one is a one-line error).
+- CosmosQA is a loading script on the Hub, which ``datasets`` no longer runs: it is read from its Parquet
+  export (``refs/convert/parquet``, see adapterxfer/data/hub.py). SIQA is read from ``lighteval/siqa``, a
+  Parquet copy of allenai/social_i_qa (a loading script) with its 33,410 / 1,954 rows and its columns.
+- Mewsli-X: a query is the sentence holding the mention (the context's ``sentence_spans``), the mention
+  marked ``{...}`` in it, as XTREME-R's preprocessing (window of 0 sentences); the whole article, cut to
+  the sequence length, would lose every mention past its first ~128 tokens.
 - Local-only data (not on the Hub, or licensed): CCGbank supertags as ``ccgbank/default/{train,dev,
   test}.conll`` (token<TAB>supertag lines, blank line between sentences) plus ``tags.txt`` (one tag a
   line, the label set); LAReQA as ``lareqa/xquad-r/<lang>/test.json`` (the XQuAD-R files of
@@ -148,9 +152,12 @@ def _mewslix_mention(lang, row):
     if context["language"] != lang:
         return None
     span = mention["mention_span"]
+    sentence = next((s for s in context["sentence_spans"] if s["start"] <= span["start"] < s["end"]), None)
+    if sentence is None:
+        raise ValueError(f"mention at {span['start']} lies in none of the context's sentence_spans")
     text = context["text"]
     return {"id": mention["example_id"], "gold": [mention["entity_id"]],
-            "query": f"{text[:span['start']]}{{{span['text']}}}{text[span['end']:]}"}
+            "query": f"{text[sentence['start']:span['start']]}{{{span['text']}}}{text[span['end']:sentence['end']]}"}
 
 
 def _mewslix_entity(row):
@@ -254,8 +261,8 @@ TASKS = {
                      splits=_english("allenai/cosmos_qa", None, "train", "validation"),
                      description="CosmosQA (the Hub's Parquet export, see adapterxfer/data/hub.py)"),
     "siqa": dict(kind="multiple_choice", metric="accuracy", convert=_siqa,
-                 splits=_english("allenai/social_i_qa", None, "train", "validation"),
-                 description="Social IQa: XCOPA's first stage in XTREME-R (the Hub's Parquet export)"),
+                 splits=_english("lighteval/siqa", None, "train", "validation"),
+                 description="Social IQa: XCOPA's first stage in XTREME-R (lighteval/siqa, a Parquet copy)"),
     "commonsenseqa": dict(kind="multiple_choice", metric="accuracy", convert=_csqa,
                           splits=_english("tau/commonsense_qa", None, "train", "validation"),
                           description="CommonsenseQA"),
