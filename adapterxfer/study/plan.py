@@ -126,8 +126,7 @@ def smoke_plan(plan: dict, backbone: str | None = None) -> dict:
     other = backbone is not None and backbone != plan["backbone"]
     smoke = {**plan, "seeds": plan["seeds"][:1], "backbone": backbone or plan["backbone"],
              "output": f"{study_root(plan)}{SMOKE_SUFFIX}", "smoke": True,
-             "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})},
-             "statistics": {**plan["statistics"], "resamples": min(plan["statistics"].get("resamples", 200), 200)}}
+             "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})}}
     _check(smoke)
     expand(smoke)
     return smoke
