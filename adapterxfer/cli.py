@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "margin, centered-csls, centered-margin; default: the task's (cosine; verses-retrieval "
                          "also reports accuracy@1_unsupervised_target_dev_centered, centered on unlabelled "
                          "target-language dev text)")
+    for flag, what in (("--queries", "test queries per language"), ("--candidates", "targets in the pool, the "
+                                                                                      "queries' own included")):
+        ev.add_argument(flag, type=_count, default=None,
+                        help=f"retrieval: {what}, a number or all; default: the task's (verses-retrieval: 300 "
+                             "queries, all 2,921 English test verses as candidates)")
     ev.add_argument("--lang-adapter", choices=CHOICES["lang_adapter_at_test"], default=None,
                     help="madx: each test language's adapter (target), or keep the source language's "
                          "(source, the ablation); default: as the model was trained")
@@ -143,6 +148,11 @@ def _train(args) -> None:
     print(f"wrote {out}")
 
 
+def _count(value: str) -> int | str:
+    """A command-line size: "all" or a number (its bounds are checked with the task)."""
+    return value if value == "all" else int(value)
+
+
 def _evaluate(args) -> None:
     import json
 
@@ -152,7 +162,7 @@ def _evaluate(args) -> None:
     scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
                             xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter,
-                            retrieval_scoring=args.scoring)
+                            retrieval_scoring=args.scoring, queries=args.queries, candidates=args.candidates)
     print(json.dumps(scores, indent=1))
     print(f"wrote {args.output}/scores.json")
 

@@ -374,17 +374,19 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
-                   retrieval_scoring: str | None = None, rows_per_split: int | None = None) -> dict:
+                   retrieval_scoring: str | None = None, queries: int | str | None = None,
+                   candidates: int | str | None = None, rows_per_split: int | None = None) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
     and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A madx model uses each
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
-    ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``).
+    ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
+    ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
     ``rows_per_split`` reads at most that many test rows per language (a smoke run).
     """
-    task = get_task(task_name).capped(rows_per_split)
+    task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
     model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":

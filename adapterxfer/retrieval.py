@@ -9,7 +9,8 @@ same signature:
 
 - ``retrieve`` (Tatoeba): accuracy@1 of each query's best-scoring target; the gold is its own index.
   With ``options["distractors"]`` a task adds targets (split "candidates", rows {"text"}) that are no
-  query's gold: a larger pool leaves headroom.
+  query's gold: a larger pool leaves headroom. ``TaskSpec.sized`` sets how many queries per language and how
+  large a pool (``adapterxfer evaluate --queries --candidates``; a plan's ``evaluation`` block).
   The score is the task's ``options["scoring"]``, a key of ``SCORINGS``: "cosine" by default (XTREME's
   Tatoeba protocol), and the primary metric of every task. With ``options["secondary"] = "centered"``
   a second accuracy, ``accuracy@1`` + ``TARGET_DEV_CENTERED``, scores by cosine after subtracting each
@@ -43,6 +44,8 @@ same signature:
 """
 
 from __future__ import annotations
+
+import random
 
 import torch
 from tqdm.auto import tqdm
@@ -99,7 +102,7 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
-        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang)]
+        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang, len(rows))]
         queries, targets = encode([row["query"] for row in rows]), encode(pool)
         nearest = score(queries, targets).argmax(-1).tolist()
         gold = list(range(len(rows)))
@@ -114,9 +117,16 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     return scores, predictions
 
 
-def _distractors(task: TaskSpec, lang: str) -> list[dict]:
-    """The task's extra candidates (split "candidates"), or none where it has no such split."""
-    return task.read("candidates", lang, None, 0) if task.options.get("distractors") else []
+def _distractors(task: TaskSpec, lang: str, queries: int) -> list[dict]:
+    """The task's extra candidates (split "candidates": the targets of none of the ``queries`` test rows drawn),
+    a seeded sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
+    if not task.options.get("distractors"):
+        return []
+    extra = task.read("candidates", lang, queries, 0)
+    pool = task.limits.get("candidates")
+    if pool is None or pool - queries >= len(extra):
+        return extra
+    return [extra[i] for i in sorted(random.Random(0).sample(range(len(extra)), pool - queries))]
 
 
 def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):

@@ -17,8 +17,8 @@ from adapterxfer import backbones
 from adapterxfer.data.features import truncation_rates
 from adapterxfer.tasks import get_task
 
-TASKS = ("verses-genre", "verses-retrieval", "verses-xref", "verses-xref-multi", "verses-next", "verses-mlm",
-         "verses-text")
+TASKS = ("verses-genre", "verses-retrieval", "verses-xref", "verses-xref-multi", "verses-xref-bi", "verses-xref-bi-multi",
+         "verses-next", "verses-mlm", "verses-text")
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def test_peft_transfer_modes_on_me5_small(tmp_path):
 
 
 def test_head_probe_alone_learns_genre_on_me5_small(tmp_path):
-    """LP-FT's probe on the real encoder, with `make demo`'s probe settings: the head alone, fitted on
+    """LP-FT's probe on the real encoder (the earlier demo plan's genre probe settings): the head alone, fitted on
     cached outputs for 384 English verses, is far above the majority class (0.257 on English dev,
     0.280 on test) before any encoder step, and transfers zero-shot."""
     out = tmp_path / "probe"

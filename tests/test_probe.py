@@ -32,6 +32,7 @@ def first_batch(src, size=6):
 
 @pytest.mark.parametrize("regime, task_name", [
     ("full", "verses-genre"), ("full", "verses-next"), ("lora", "verses-xref"), ("bottleneck", "verses-genre"),
+    ("full", "verses-xref-bi"), ("lora", "verses-xref-bi"), ("bottleneck", "verses-xref-bi"),
 ])
 def test_replayed_encoder_reproduces_the_forward(tiny_backbone, regime, task_name):
     task = get_task(task_name)

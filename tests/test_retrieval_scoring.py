@@ -67,7 +67,8 @@ def test_verses_retrieval_pool_and_dev_centered_secondary(tiny_backbone):
     """Every English test verse is a candidate; the secondary score centers on dev-chapter means."""
     encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
     task = get_task("verses-retrieval")
-    rows, extra, dev = task.rows("test", "fr"), task.read("candidates", "fr", None, 0), task.rows("dev", "fr")
+    rows, dev = task.rows("test", "fr"), task.rows("dev", "fr")
+    extra = task.read("candidates", "fr", task.limits["test"], 0)
     encode = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, "fp32")
     queries = encode([row["query"] for row in rows])
     targets = encode([row["target"] for row in rows] + [row["text"] for row in extra])
@@ -107,3 +108,22 @@ def test_unknown_scoring_is_a_one_line_user_error(tiny_backbone):
     with pytest.raises(UserError, match="unknown retrieval scoring 'dot'; allowed: cosine, centered, csls") as err:
         retrieve(None, None, task, ["fr"], -1, 48, 8, "fp32")  # refused before any model or data is touched
     assert "\n" not in str(err.value)
+
+
+def test_queries_and_candidates_size_the_retrieval(tiny_backbone):
+    """Fewer queries, and a pool cut to a seeded sample of distractors that still holds every query's target."""
+    encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
+    task = get_task("verses-retrieval")
+    every = len(corpus.retrieval_rows("fr"))
+    sized = task.sized(4, 7)
+    scores, predictions = retrieve(encoder, tokenizer, sized, ["fr"], -1, 48, 8, "fp32")
+    assert scores["fr"]["candidates"] == 7 and len(predictions["fr"]) == 4 < every
+    assert [row["ref"] for row in sized.rows("test", "fr")] == [row["ref"] for row in predictions["fr"]]
+    scores, _ = retrieve(encoder, tokenizer, task.sized("all", None), ["fr"], -1, 48, 8, "fp32")
+    assert scores["fr"]["candidates"] == every  # every test verse a query: no distractor is left
+    for queries, candidates, message in ((5, 3, "candidates: 3 is below queries: 5"),
+                                         (0, None, "queries: 0 must be a positive number or all")):
+        with pytest.raises(UserError, match=message):
+            task.sized(queries, candidates)
+    with pytest.raises(UserError, match="queries and candidates size a retrieval task; verses-genre is classification"):
+        get_task("verses-genre").sized(10, None)

@@ -1,5 +1,6 @@
 """Study plans: the shipped plans expand as documented; a bad plan is refused in one line before anything trains."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,33 +12,38 @@ from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_demo_plan_is_the_matched_comparison_and_the_research_question():
+def test_demo_plan_is_the_research_question_and_the_matched_regimes():
     plan = read_plan(str(CONFIGS / "demo.yaml"))
     graph = expand(plan)
-    assert sorted(graph.phases) == sorted(
-        [f"seed42/{regime}/verses-genre/baseline" for regime in ("full", "lora", "bottleneck")]
-        + ["seed42/lora/verses-xref", "seed42/lora/verses-xref-multi",
-           "seed42/lora/verses-genre/verses-xref", "seed42/lora/verses-genre/verses-xref-multi"])
-    targets = [phase for phase in graph.phases.values() if phase.role == "target"]
-    assert len(targets) == 5 and len({len(p.settings["eval_langs"]) for p in targets}) == 1
-    assert len(targets[0].settings["eval_langs"]) >= 10 and "en" not in targets[0].settings["eval_langs"]
-    matched = {key: value for key, value in targets[0].settings.items() if key not in ("regime", "lr")}
-    assert all({k: v for k, v in p.settings.items() if k not in ("regime", "lr", "transfer")}
-               == {k: v for k, v in matched.items() if k != "transfer"} for p in targets)
+    seeds = plan["seeds"]
+    assert len(seeds) >= 2
+    trained = [f"seed{s}/lora/verses-xref-bi" for s in seeds] + [
+        f"seed{s}/{regime}/verses-xref-bi-multi" for s in seeds for regime in ("full", "lora", "bottleneck")]
+    assert sorted(key for key, p in graph.phases.items() if p.action == "train") == sorted(trained)
+    evaluations = [p for p in graph.phases.values() if p.action == "evaluate"]
+    assert sorted(p.model for p in evaluations if p.model) == sorted(trained)
+    assert {p.task for p in evaluations} == {"verses-retrieval"} and "backbone/verses-retrieval" in graph.phases
+    assert len({json.dumps(p.settings, sort_keys=True) for p in evaluations}) == 1  # every arm scored alike
+    steps = {(p.settings["max_steps"], p.settings["batch_size"], p.settings["precision"])
+             for p in graph.phases.values() if p.action == "train"}
+    assert steps == {(40, 8, "fp32")}
     assert [c["name"] for c in contrasts(plan) if c["primary"]] == ["multilingual-intermediate"]
-    assert graph.phases["seed42/lora/verses-genre/verses-xref-multi"].init_from == ("seed42/lora/verses-xref-multi",)
+    assert graph.arm("lora/baseline", "verses-retrieval").keys == {s: "backbone/verses-retrieval" for s in seeds}
 
 
 def test_gpu_plan_has_every_regime_and_transfer():
     graph = expand(read_plan(str(CONFIGS / "demo_gpu.yaml")))
     arms = {arm.label for arm in graph.arms if arm.target == "verses-genre"}
-    joint = "verses-xref+verses-xref-multi+verses-next"
+    joint = "verses-xref-bi+verses-xref-bi-multi+verses-next"
     assert {"lora/stack(verses-next)", f"lora/merge({joint})", f"bottleneck/fusion({joint})",
-            f"full/multitask({joint})", "madx/verses-xref [source adapter]"} <= arms
-    phase = graph.phases["seed3/madx/verses-genre/verses-xref"]
+            f"full/multitask({joint})", "madx/verses-xref-bi [source adapter]"} <= arms
+    assert len(read_plan(str(CONFIGS / "demo_gpu.yaml"))["seeds"]) >= 5
+    phase = graph.phases["seed3/madx/verses-genre/verses-xref-bi"]
     assert phase.lang_adapters[0] == "seed3/madx/lang/en" and len(phase.lang_adapters) == 22
     retrieval = graph.phases["seed1/lora/verses-retrieval/verses-next"]
     assert (retrieval.action, retrieval.model) == ("evaluate", "seed1/lora/verses-next")
+    assert (retrieval.settings["queries"], retrieval.settings["candidates"], retrieval.settings["langs"]) == (
+        "all", "all", [])  # all 2,921 test verses of every language
     assert graph.arm("full/baseline", "verses-retrieval").keys == {s: "backbone/verses-retrieval" for s in range(1, 6)}
 
 
@@ -114,6 +120,18 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                                                  "plan.yaml: evaluation.precision must be one of auto, bf16, fp16, "
                                                  "fp32, got 'fp8'"),
     "language of no target": ({"target_phase": {"eval_langs": ["xx"]}}, "unknown language or translation 'xx'"),
+    "intermediate in a regime not run": ({"intermediate_regimes": {"verses-xref": ["full"]}},
+                                         "plan.yaml: intermediate_regimes: verses-xref: ['full'] must map an "
+                                         "intermediate of the plan (verses-xref) to a list of its regimes (lora)"),
+    "combining without every intermediate": ({"intermediates": ["verses-xref", "verses-next"], "regimes": ["lora", "full"],
+                                              "transfers": {"merge": ["lora"]},
+                                              "intermediate_regimes": {"verses-next": ["full"]}},
+                                             "transfers.merge combines every intermediate in regime lora; "
+                                             "intermediate_regimes leaves out verses-next"),
+    "pool smaller than the queries": ({"targets": ["verses-retrieval"], "evaluation": {"queries": 200, "candidates": 100}},
+                                      "plan.yaml: evaluation: candidates: 100 is below queries: 200"),
+    "queries not a number": ({"targets": ["verses-retrieval"], "evaluation": {"queries": "many"}},
+                             "plan.yaml: evaluation: queries: 'many' must be a positive number or all"),
 }
 
 

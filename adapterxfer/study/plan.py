@@ -47,6 +47,8 @@ KEYS = {
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
     "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
+    "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
+                                       "that uses intermediates); a regime that combines them needs them all"),
     "regimes": (list, ["full"], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
@@ -61,7 +63,8 @@ KEYS = {
     "task_phase": (dict, {}, "task -> train keys of its phases (over the above)"),
     "regime_phase": (dict, {}, "regime -> train keys of its phases (over all the above)"),
     "evaluation": (dict, {}, "evaluation-only targets: layer, max_length, batch_size, langs, precision, regimes "
-                             "(whose intermediates are scored; default all)"),
+                             "(whose intermediates are scored; default all), queries and candidates (retrieval: "
+                             "test queries per language and pool size, a number or all; default the task's)"),
     "clusters": (dict, {}, "target -> item | chapter | book: the unit test items err together in "
                            "(chapter and book: verses refs book:chapter:verse); default item"),
     "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
@@ -74,7 +77,7 @@ KEYS = {
 }
 BLOCK_KEYS = {
     "madx": {"lang_adapter_task", "ablation", "phase"},
-    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes"},
+    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
     "statistics": {"alpha", "power", "effect"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
     "ray": {"address", "num_cpus", "num_gpus"},
@@ -149,6 +152,10 @@ def _check(plan: dict) -> None:
         if name in BLOCK_KEYS and name != "contrasts":
             _check_keys(f"{where}: {name}", block, BLOCK_KEYS[name])
     _check_transfers(plan)
+    for task, regimes in plan["intermediate_regimes"].items():
+        if task not in plan["intermediates"] or not isinstance(regimes, list) or not set(regimes) <= set(plan["regimes"]):
+            raise UserError(f"{where}: intermediate_regimes: {task}: {regimes!r} must map an intermediate of the plan "
+                            f"({', '.join(plan['intermediates'])}) to a list of its regimes ({', '.join(plan['regimes'])})")
     _check_multitask(plan)
     if "madx" in plan["regimes"]:
         if "lang_adapter_task" not in plan["madx"]:
@@ -198,6 +205,11 @@ def _check_transfers(plan: dict) -> None:
                 TRANSFERS[transfer].joint and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
                             f"{len(plan['intermediates'])}")
+        for regime in regimes if TRANSFERS[transfer].combines and not TRANSFERS[transfer].joint else []:
+            absent = [task for task in plan["intermediates"] if not _trains_in(plan, task, regime)]
+            if absent:
+                raise UserError(f"{where}: transfers.{transfer} combines every intermediate in regime {regime}; "
+                                f"intermediate_regimes leaves out {', '.join(absent)}")
 
 
 def _check_multitask(plan: dict) -> None:
@@ -220,13 +232,14 @@ def multitask_sets(plan: dict) -> dict[str, list[str]]:
     return plan["multitask"] or {"+".join(plan["intermediates"]): list(plan["intermediates"])}
 
 
-def _arm_groups(plan: dict, transfer) -> dict[str, list[str]]:
-    """Arm label -> the intermediates one target arm of ``transfer`` starts from."""
+def _arm_groups(plan: dict, transfer, names: list[str]) -> dict[str, list[str]]:
+    """Arm label -> the intermediates (of ``names``, those this regime trains) one target arm of ``transfer``
+    starts from."""
     if transfer.joint:
         return multitask_sets(plan)
     if transfer.combines:
-        return {"+".join(plan["intermediates"]): list(plan["intermediates"])}
-    return {task: [task] for task in plan["intermediates"]}
+        return {"+".join(names): list(names)}
+    return {task: [task] for task in names}
 
 
 def expand(plan: dict) -> Graph:
@@ -268,7 +281,8 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     """Intermediate task (a+b for multi-task) -> phase key, for the transfers this regime runs."""
     used = transfers_in(plan, regime)
     evaluated = any(not get_task(t).trainable for t in plan["targets"]) and regime in _evaluated_regimes(plan)
-    tasks = list(plan["intermediates"]) if (any(not TRANSFERS[t].joint for t in used) or evaluated) else []
+    tasks = ([task for task in plan["intermediates"] if _trains_in(plan, task, regime)]
+             if (any(not TRANSFERS[t].joint for t in used) or evaluated) else [])
     if any(TRANSFERS[t].joint for t in used):
         tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
@@ -276,10 +290,15 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
             for task in dict.fromkeys(tasks)}
 
 
+def _trains_in(plan: dict, task: str, regime: str) -> bool:
+    return regime in plan["intermediate_regimes"].get(task, plan["regimes"])
+
+
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
+    names = [task for task in plan["intermediates"] if task in intermediates]
     starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
     for transfer in map(TRANSFERS.get, transfers_in(plan, regime)):
-        for label, group in _arm_groups(plan, transfer).items():
+        for label, group in _arm_groups(plan, transfer, names).items():
             tasks = ("+".join(group),) if transfer.joint else tuple(group)
             starts[transfer.arm([label])] = (tuple(intermediates[t] for t in tasks), transfer.phase_transfer, tasks)
     for arm, (init_from, transfer, tasks) in starts.items():
@@ -318,11 +337,15 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
+                **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation},
                 **_smoke_rows(plan)}
     if settings["precision"] not in CHOICES["precision"]:
         raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "
                         f"got {settings['precision']!r}")
-    get_task(target).check_langs(settings["langs"])
+    try:
+        get_task(target).sized(settings.get("queries"), settings.get("candidates")).check_langs(settings["langs"])
+    except UserError as err:
+        raise UserError(f"{plan['file']}: evaluation: {err}") from None
     baseline = graph.add(Phase(f"backbone/{target}", "evaluate", "evaluation", target, settings, target=target,
                                arm=BASELINE))
     _add_arm(graph, regime, target, BASELINE, seed, baseline, ())

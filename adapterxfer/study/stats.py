@@ -228,7 +228,7 @@ def minimum_detectable_effect(se: float, alpha: float, power: float, df: float =
 
 
 # Kinds with one gold label per item, scored by accuracy: chance and the trivial baselines apply.
-CHANCE_KINDS = ("classification", "multiple_choice")
+CHANCE_KINDS = ("classification", "pair_encoder", "multiple_choice")
 
 
 @dataclass(frozen=True)

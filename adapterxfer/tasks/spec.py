@@ -80,6 +80,24 @@ class TaskSpec:
             raise UserError(f"task {self.name}: no {split} rows for language {lang!r}")
         return rows
 
+    def sized(self, queries: int | str | None, candidates: int | str | None) -> TaskSpec:
+        """This retrieval task scoring ``queries`` test rows per language against a pool of ``candidates``
+        targets (the queries' own included), each a number or "all"; None keeps the task's own limit."""
+        if (queries, candidates) == (None, None):
+            return self
+        if self.kind != "retrieval":
+            raise UserError(f"queries and candidates size a retrieval task; {self.name} is {self.kind}")
+        limits = dict(self.limits)
+        for name, key, value in (("queries", "test", queries), ("candidates", "candidates", candidates)):
+            if value is not None:
+                if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                    raise UserError(f"{name}: {value!r} must be a positive number or all")
+                limits[key] = None if value == "all" else value
+        if None not in (limits.get("test"), limits.get("candidates")) and limits["candidates"] < limits["test"]:
+            raise UserError(f"candidates: {limits['candidates']} is below queries: {limits['test']}; the pool "
+                            "holds every query's own target")
+        return replace(self, limits=limits)
+
     def capped(self, rows: int | None) -> TaskSpec:
         """This task read at most ``rows`` rows per split and language (None: as it is)."""
         return self if rows is None else replace(self, row_cap=rows)

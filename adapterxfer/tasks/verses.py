@@ -19,7 +19,8 @@ EVAL_LIMITS = {"dev": 300, "test": 300}
 # language with me5-small's tokenizer (scripts/verses_truncation.py; at 48, a third of the Bengali and
 # Tagalog test verses were cut). data.features.truncation_rates gives the rate per language.
 MAX_LENGTH = {"verses-genre": 112, "verses-retrieval": 112, "verses-xref": 128, "verses-xref-multi": 144,
-              "verses-mlm": 80, "verses-text": 112, "verses-next": 144}
+              "verses-xref-bi": 112, "verses-xref-bi-multi": 112, "verses-mlm": 80, "verses-text": 112,
+              "verses-next": 144}
 RETRIEVAL_QUERIES = 300
 
 
@@ -50,9 +51,10 @@ def _text(split, lang, limit, seed):
 
 
 def _retrieval(split, lang, limit, seed):
-    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the other test verses."""
+    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the test verses that
+    ``limit`` test rows drawn with ``seed`` leave out."""
     if split == "candidates":
-        return corpus.retrieval_distractors(RETRIEVAL_QUERIES, seed)
+        return corpus.retrieval_distractors(limit, seed)
     return corpus.retrieval_rows(lang, limit, seed, split=split)
 
 
@@ -79,6 +81,18 @@ register(TaskSpec(
 register(TaskSpec(
     name="verses-xref-multi", max_length=MAX_LENGTH["verses-xref-multi"], kind="classification", role="intermediate",
     description="verses-xref pairs drawn in several languages, matched in count (multilingual-NLI analogue)",
+    languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
+    limits=EVAL_LIMITS, train_langs=MULTI_LANGS, **COMMON))
+# The same pairs for a bi-encoder (adapterxfer/kinds/pair_encoder.py): each verse encoded alone, the
+# head on their cosine, so the intermediate trains the similarity verses-retrieval scores.
+register(TaskSpec(
+    name="verses-xref-bi", max_length=MAX_LENGTH["verses-xref-bi"], kind="pair_encoder", role="intermediate",
+    description="verses-xref's pairs, each verse encoded on its own (bi-encoder, cosine head)",
+    languages=("en",), read=_xref, metric="accuracy", labels=("unrelated", "cross-reference"),
+    limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-xref-bi-multi", max_length=MAX_LENGTH["verses-xref-bi-multi"], kind="pair_encoder",
+    role="intermediate", description="verses-xref-multi's pairs, each verse encoded on its own (bi-encoder)",
     languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
     limits=EVAL_LIMITS, train_langs=MULTI_LANGS, **COMMON))
 register(TaskSpec(
