@@ -14,12 +14,6 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
     return sum(p == r for p, r in zip(predictions, references)) / len(references)
 
 
-def majority_rate(train_labels: Sequence, references: Sequence) -> float:
-    """Accuracy of always predicting the most frequent training label."""
-    majority = max(set(train_labels), key=list(train_labels).count)
-    return accuracy([majority] * len(references), references)
-
-
 def content_words(text: str) -> frozenset[str]:
     """The lower-cased words of ``text`` longer than 3 letters: what word-overlap rules compare."""
     return frozenset(word for word in re.findall(r"\w+", text.lower()) if len(word) > 3)
