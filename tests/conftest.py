@@ -1,10 +1,21 @@
 """Shared pytest fixtures."""
 
+import os
 from pathlib import Path
 
+# make test runs one pytest-xdist worker per core: each worker's torch, and every CLI it starts, keeps
+# to one thread, so two workers do not oversubscribe two cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
 import pytest
+import torch
 
 from adapterxfer.backbones import Backbone, build_tiny_xlmr, resolve
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 TINY_CORPUS = Path(__file__).resolve().parents[1] / "adapterxfer" / "resources" / "tiny_corpus.txt"
 

@@ -56,6 +56,14 @@ def table(root: Path, query: str) -> list[tuple]:
         return db.execute(query).fetchall()
 
 
+def recorded(root: Path) -> int:
+    """Phases a running study has recorded so far: 0 before its database, or its tables, exist."""
+    try:
+        return len(table(root, "SELECT key FROM runs")) if (root / FILE).is_file() else 0
+    except sqlite3.OperationalError:  # the file is created a moment before its schema
+        return 0
+
+
 SCORES = "SELECT key, lang, metric, value FROM scores JOIN runs ON run = identity ORDER BY key, lang, metric"
 
 
@@ -169,7 +177,7 @@ def test_killed_study_resumes_with_four_workers_to_the_same_results(study, tiny_
                               stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
-        if (root / FILE).is_file() and len(table(root, "SELECT key FROM runs")) >= 4:
+        if recorded(root) >= 4:
             break
         time.sleep(0.2)
     worker.send_signal(signal.SIGKILL)
