@@ -17,14 +17,13 @@ from adapterxfer.cli import main
 from adapterxfer.study.plan import expand, read_plan
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
+from test_regimes import STEPS as REGIME_STEPS, train as train_in_regime
 
-STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2",
-         "regime=ia3"]
+STEPS = [*REGIME_STEPS, "regime=ia3"]
 
 
 def train(folder, *extra, backbone):
-    assert main(["train", f"backbone={backbone.path}", f"output_dir={folder}", *STEPS, *extra]) == 0
-    return folder
+    return train_in_regime(folder, "regime=ia3", *extra, backbone=backbone)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ chapter is seen in any phase. Test sets are the same verses in every language.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..data import verses as corpus
 from . import register
 from .spec import TaskSpec
@@ -73,28 +75,24 @@ register(TaskSpec(
     # Cosine (primary) among every English test verse; secondary: centered on dev-chapter means
     # (adapterxfer/retrieval.py). Scorings that take statistics from the scored sets left no headroom.
     options={"scoring": "cosine", "secondary": "centered", "distractors": True}))
-register(TaskSpec(
+XREF = TaskSpec(
     name="verses-xref", max_length=MAX_LENGTH["verses-xref"], kind="classification", role="intermediate",
     description="English verse pairs: real cross-reference or hard negative",
     languages=("en",), read=_xref, metric="accuracy", labels=("unrelated", "cross-reference"),
-    limits=EVAL_LIMITS, **COMMON))
-register(TaskSpec(
-    name="verses-xref-multi", max_length=MAX_LENGTH["verses-xref-multi"], kind="classification", role="intermediate",
+    limits=EVAL_LIMITS, **COMMON)
+XREF_MULTI = replace(
+    XREF, name="verses-xref-multi", max_length=MAX_LENGTH["verses-xref-multi"], read=_xref_multi,
     description="verses-xref pairs drawn in several languages, matched in count (multilingual-NLI analogue)",
-    languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
-    limits=EVAL_LIMITS, train_langs=MULTI_LANGS, **COMMON))
+    train_langs=MULTI_LANGS)
+register(XREF)
+register(XREF_MULTI)
 # The same pairs for a bi-encoder (adapterxfer/kinds/pair_encoder.py): each verse encoded alone, the
 # head on their cosine, so the intermediate trains the similarity verses-retrieval scores.
-register(TaskSpec(
-    name="verses-xref-bi", max_length=MAX_LENGTH["verses-xref-bi"], kind="pair_encoder", role="intermediate",
-    description="verses-xref's pairs, each verse encoded on its own (bi-encoder, cosine head)",
-    languages=("en",), read=_xref, metric="accuracy", labels=("unrelated", "cross-reference"),
-    limits=EVAL_LIMITS, **COMMON))
-register(TaskSpec(
-    name="verses-xref-bi-multi", max_length=MAX_LENGTH["verses-xref-bi-multi"], kind="pair_encoder",
-    role="intermediate", description="verses-xref-multi's pairs, each verse encoded on its own (bi-encoder)",
-    languages=("en",), read=_xref_multi, metric="accuracy", labels=("unrelated", "cross-reference"),
-    limits=EVAL_LIMITS, train_langs=MULTI_LANGS, **COMMON))
+register(replace(XREF, name="verses-xref-bi", max_length=MAX_LENGTH["verses-xref-bi"], kind="pair_encoder",
+                 description="verses-xref's pairs, each verse encoded on its own (bi-encoder, cosine head)"))
+register(replace(XREF_MULTI, name="verses-xref-bi-multi", max_length=MAX_LENGTH["verses-xref-bi-multi"],
+                 kind="pair_encoder",
+                 description="verses-xref-multi's pairs, each verse encoded on its own (bi-encoder)"))
 register(TaskSpec(
     name="verses-mlm", max_length=MAX_LENGTH["verses-mlm"], kind="mlm", role="intermediate",
     description="masked LM on training-chapter verses in 10 languages, each verse in one (the paper's continued "
