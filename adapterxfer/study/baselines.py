@@ -50,7 +50,7 @@ def baseline_predictions(task: TaskSpec, dev_rows: list[dict]) -> dict[str, list
     labels = KINDS[task.kind].references(train)
     majority = Counter(labels).most_common(1)[0][0]
     predictions = {"majority": [majority] * len(dev_rows)}
-    if task.kind == "classification" and "text_pair" in train[0]:
+    if task.kind in ("classification", "pair_encoder") and "text_pair" in train[0]:
         rule = fit_overlap_rule(overlaps(train), labels)
         predictions["word overlap"] = rule.predict(overlaps(dev_rows))
     return predictions

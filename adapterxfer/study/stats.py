@@ -265,7 +265,7 @@ def learned(task_name: str, final: dict[int, list[dict]], step0: dict[int, list[
     chance = None
     if task.kind in CHANCE_KINDS:
         dev = task.rows("dev", lang)
-        answers = len(task.labels) if task.kind == "classification" else len(dev[0]["choices"])
+        answers = len(dev[0]["choices"]) if task.kind == "multiple_choice" else len(task.labels)
         chance = 1 / answers
         for name, predicted in baseline_predictions(task, dev).items():
             rows = [{**row, "prediction": p} for row, p in zip(first, predicted)]
