@@ -122,7 +122,7 @@ def validate(config: RunConfig) -> Phase:
     if len(tasks) > 1 and not regime.multitask:
         raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
                         f"(available in: {', '.join(r.name for r in all_regimes() if r.multitask)})")
-    inputs = [p.folder for p in parents] + [sharing.resolve(ref) for ref in config.lang_adapters]
+    inputs = [p.folder for p in parents] + [sharing.resolve(ref) for ref in regime.input_refs(config)]
     if tasks[0].role == "target":
         for lang in langs:  # unreadable test data fails now, not after hours of training
             tasks[0].rows("test", lang)

@@ -3,12 +3,12 @@ bytecode (``make setup`` runs it with bytecode writing on)."""
 
 import importlib
 
-from .regimes import NAMES, get_regime
+from .regimes import all_regimes
 
 MODULES = ("adapterxfer.cli", "adapterxfer.pipeline", "adapterxfer.sharing", "adapterxfer.scoring",
            "adapterxfer.bank", "pytest")
 
 for module in MODULES:
     importlib.import_module(module)
-for name in NAMES:
-    get_regime(name)
+for regime in all_regimes():  # a regime imports its library (peft, adapters) only where it uses it
+    importlib.import_module(regime.library)

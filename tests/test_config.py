@@ -56,3 +56,52 @@ def test_missing_and_non_mapping_yaml(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_config(str(listing), [])
+
+
+def test_key_table_holds_every_registered_regimes_section():
+    from dataclasses import fields
+
+    from adapterxfer.config import KEYS, SECTIONS, help_text
+    from adapterxfer.regimes import all_regimes
+
+    for regime in all_regimes():
+        own = [spec.name for spec in fields(regime.section)] if regime.section else []
+        assert set(own) <= set(KEYS)
+        if own:
+            assert SECTIONS[regime.name] == regime.section.__doc__
+            listed = help_text().split(f"\n{regime.name}: ")[1].split("\n")
+            assert [line.split()[0] for line in listed[1:len(own) + 1]] == own
+    assert len(KEYS) == len(set(KEYS))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lora_r=0"], "key 'lora_r' must be a finite number >= 1, got 0"),
+    (["lora_dropout=1.5"], "key 'lora_dropout' must be a finite number >= 0 and <= 1, got 1.5"),
+    (["merge=linear"], "key 'merge' must be one of cat, svd, got 'linear'"),
+    (["reduction_factor=0"], "key 'reduction_factor' must be a finite number >= 1, got 0"),
+    (["lang_reduction_factor=-2"], "key 'lang_reduction_factor' must be a finite number >= 1, got -2"),
+    (["lang_adapter_at_test=both"], "key 'lang_adapter_at_test' must be one of target, source, got 'both'"),
+])
+def test_a_regime_section_refuses_values_outside_its_bounds(args, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, ["task=x", *args])
+    assert str(err.value) == f"command line: {message}"
+
+
+def test_a_regimes_path_keys_are_its_inputs():
+    from adapterxfer.config import INPUT_PATHS
+    from adapterxfer.regimes import get_regime
+
+    config = load_config(None, ["task=x", "regime=madx", "lang_adapters=a,b"])
+    assert get_regime("madx").input_refs(config) == ["a", "b"]
+    assert get_regime("lora").input_refs(config) == []
+    assert INPUT_PATHS == ("backbone", "init_from", "lang_adapters")
+
+
+def test_importing_the_key_table_loads_no_training_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, adapterxfer.config; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'adapters') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

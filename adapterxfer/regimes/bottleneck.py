@@ -13,13 +13,10 @@ Transfer from intermediate adapters:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import adapters
-from adapters import SeqBnConfig
-from adapters.composition import Fuse, Stack
-
-from ..modeling import task_model
+from ..keys import key
 from . import register
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
@@ -27,17 +24,27 @@ TARGET = "target"
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
 
 
+@dataclass
+class BottleneckKeys:
+    """regime bottleneck: AdapterHub seq_bn adapters on the frozen encoder"""
+
+    reduction_factor: int = key(16, "hidden size / bottleneck size of a task adapter", at_least=1)
+
+
 @register
 class Bottleneck(Regime):
     name = "bottleneck"
     kind = "seq_bn"
+    section = BottleneckKeys
     transfers = ("sequential", "stack", "fusion", "multitask")
     swappable = True
     library = "adapters"
     card_imports = ("import adapters", "from adapters.composition import Fuse, Stack")
 
-
     def build(self, task, backbone, parents, config):
+        from adapters import SeqBnConfig
+        from adapters.composition import Fuse, Stack
+
         model = adaptable(task, backbone)
         if config.transfer == "fusion" and parents:
             names = [load_adapter(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
@@ -57,6 +64,8 @@ class Bottleneck(Regime):
         return model
 
     def save(self, model, tokenizer, folder: Path) -> None:
+        from adapters.composition import Fuse
+
         setup = model.active_adapters
         if isinstance(setup, Fuse):
             (folder / "adapters").mkdir()
@@ -70,6 +79,8 @@ class Bottleneck(Regime):
         save_head(model, folder)
 
     def load(self, folder: Path, task, backbone, manifest=None):
+        from adapters.composition import Fuse, Stack
+
         transfer = manifest_of(folder, manifest).get("transfer")
         model = adaptable(task, backbone)
         if transfer == "fusion":
@@ -90,7 +101,8 @@ class Bottleneck(Regime):
         return self.load(folder, task, backbone, manifest).base_model
 
     def attach(self, model, folder: Path, name: str):
-        """Add a saved adapter to a loaded model under ``name`` (the backbone is not reloaded)."""
+        import adapters
+
         if not hasattr(model, "adapters_config"):
             adapters.init(model)
         load_adapter(model, folder, name)
@@ -98,7 +110,6 @@ class Bottleneck(Regime):
 
     def activate(self, model, name: str) -> None:
         model.set_active_adapters(name)
-
 
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
         body = ["    adapters.init(model)"]
@@ -123,6 +134,10 @@ def card_load(source: str, name: str, quoted: bool = True) -> str:
 
 
 def adaptable(task, backbone):
+    import adapters
+
+    from ..modeling import task_model
+
     model = task_model(task, backbone.path)
     adapters.init(model)
     return model

@@ -1,17 +1,18 @@
-"""The regime interface, the parent artifacts a phase starts from, and the head file every regime writes."""
+"""The regime interface, the parent artifacts a phase starts from, and the head file every regime writes.
+
+A regime's module imports its libraries (torch, transformers, peft, adapters) where it uses them, never at
+the top: the key table (config.py) reads every registered regime's ``section`` before anything trains.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from .. import artifacts
 from ..errors import UserError
-from ..modeling import head_parameters, unwrap
 
 HEAD_FILE = "head.safetensors"
 
@@ -26,9 +27,13 @@ class Parent:
 
 class Regime:
     """What trains in a phase and how it is saved. Subclasses set the class variables and implement
-    ``build``, ``save``, ``load`` and ``load_encoder``; the rest has defaults."""
+    ``build``, ``save``, ``load`` and ``load_encoder`` (and ``attach`` / ``activate`` where swappable);
+    the rest has defaults."""
 
     name: ClassVar[str]
+    # Its own train keys, like peft's <Method>Config: a dataclass of keys.key() fields whose docstring
+    # titles the section in `adapterxfer train --help`; None: no keys of its own.
+    section: ClassVar[type | None] = None
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
     transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
@@ -48,6 +53,13 @@ class Regime:
                 raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "
                                 f"not {self.name}: regimes cannot be mixed in one transfer")
 
+    def input_refs(self, config) -> list[str]:
+        """Other artifacts the phase reads, named by its section's path keys (madx: its language adapters)."""
+        if self.section is None:
+            return []
+        return [ref for spec in dataclasses.fields(self.section) if spec.metadata["path"]
+                for ref in getattr(config, spec.name)]
+
     def module_kind(self, task, config) -> str:
         """What this phase saves (madx: a language or a task adapter, by the phase)."""
         return self.kind
@@ -66,6 +78,15 @@ class Regime:
 
     def load_encoder(self, folder: Path, task, backbone, manifest: dict | None = None):
         """The bare encoder with the module applied (retrieval from an intermediate model)."""
+        raise NotImplementedError
+
+    def attach(self, model, folder: Path, name: str):
+        """Add the saved module in ``folder`` to a loaded ``model`` under ``name``, without reloading the
+        backbone; returns the model (a swappable regime's; see ``ModuleBank``)."""
+        raise NotImplementedError
+
+    def activate(self, model, name: str) -> None:
+        """Make the attached module ``name`` the one that runs (a swappable regime's)."""
         raise NotImplementedError
 
     def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
@@ -95,21 +116,31 @@ def manifest_of(folder: Path, manifest: dict | None) -> dict:
 
 
 def unfreeze_head(model) -> None:
+    from ..modeling import head_parameters
+
     for param in head_parameters(model).values():
         param.requires_grad_(True)
 
 
 def save_head(model, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ..modeling import head_parameters
+
     save_file({n: p.detach().contiguous() for n, p in head_parameters(model).items()}, folder / HEAD_FILE)
 
 
-@torch.no_grad()
 def load_head(model, folder: Path, task_name: str) -> None:
     """Copy the saved head into the model; a head of another shape or task is a one-line error.
 
     The saved head must cover every freshly initialized weight; it may also hold weights the
     encoder folder has too (full regime: a pooler that was new in phase 2 and saved with the encoder).
     """
+    import torch
+    from safetensors.torch import load_file
+
+    from ..modeling import head_parameters, unwrap
+
     saved = load_file(folder / HEAD_FILE)
     params = dict(unwrap(model).named_parameters())
     missing = set(head_parameters(model)) - set(saved)
@@ -122,4 +153,5 @@ def load_head(model, folder: Path, task_name: str) -> None:
         if saved[name].shape != param.shape:
             raise UserError(f"{folder / HEAD_FILE}: {name} has shape {tuple(saved[name].shape)}, "
                             f"task {task_name} needs {tuple(param.shape)}")
-        param.copy_(saved[name])
+        with torch.no_grad():
+            param.copy_(saved[name])

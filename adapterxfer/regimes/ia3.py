@@ -9,9 +9,6 @@ starts from an intermediate's vectors (``sequential``).
 
 from __future__ import annotations
 
-from peft import IA3Config, PeftModel, get_peft_model
-
-from ..modeling import task_model
 from . import register
 from .common import unfreeze_head
 from .lora import Lora
@@ -25,9 +22,14 @@ SCALED = LAYER + r"(attention\.self\.(key|value)|output\.dense)$"
 class Ia3(Lora):
     name = "ia3"
     kind = "ia3"
+    section = None  # no keys of its own (not LoRA's)
     transfers = ("sequential", "multitask")
 
     def build(self, task, backbone, parents, config):
+        from peft import IA3Config, PeftModel, get_peft_model
+
+        from ..modeling import task_model
+
         base = task_model(task, backbone.path)
         if parents:
             model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)

@@ -16,11 +16,10 @@ Transfer from intermediate LoRAs:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
-
-from ..modeling import task_model, unwrap
+from ..keys import key
 from . import register
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
@@ -29,7 +28,21 @@ STACKED = "stacked"  # not "intermediate": that is also a module name inside eve
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
-def lora_config(config) -> LoraConfig:
+@dataclass
+class LoraKeys:
+    """regime lora: peft LoRA on the frozen encoder"""
+
+    lora_r: int = key(8, "LoRA rank", at_least=1)
+    lora_alpha: int = key(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = key(0.1, "dropout on the LoRA input", at_least=0, at_most=1)
+    lora_targets: list[str] = key(["query", "value"], "encoder linear layers that get a LoRA, or all-linear")
+    merge: str = key("cat", "transfer=merge: cat (exact) | svd; never linear (cross terms, peft #3004)",
+                     choices=("cat", "svd"))
+
+
+def lora_config(config):
+    from peft import LoraConfig
+
     targets = ALL_LINEAR if config.lora_targets == ["all-linear"] else config.lora_targets
     # Match inside the encoder only, so the task head never gets a LoRA; the prefix is optional so
     # the module also fits the bare encoder (AutoModel: encoder.layer.N..., peft fullmatches the name).
@@ -42,14 +55,18 @@ def lora_config(config) -> LoraConfig:
 class Lora(Regime):
     name = "lora"
     kind = "lora"
+    section = LoraKeys
     transfers = ("sequential", "stack", "merge", "multitask")
     swappable = True
     library = "peft"
     card_imports = ("from peft import PeftModel",)
     head_owner = "model.get_base_model()"
 
-
     def build(self, task, backbone, parents, config):
+        from peft import PeftModel, get_peft_model
+
+        from ..modeling import task_model
+
         base = task_model(task, backbone.path)
         if not parents:
             model = get_peft_model(base, lora_config(config))
@@ -71,6 +88,10 @@ class Lora(Regime):
         save_head(model, folder)
 
     def load(self, folder: Path, task, backbone, manifest=None):
+        from peft import PeftModel
+
+        from ..modeling import task_model
+
         model = PeftModel.from_pretrained(task_model(task, backbone.path), folder)
         if manifest_of(folder, manifest).get("transfer") == "stack":
             model.load_adapter(folder / STACKED, adapter_name=STACKED)
@@ -80,10 +101,13 @@ class Lora(Regime):
 
     def load_encoder(self, folder: Path, task, backbone, manifest=None):
         """The backbone with the LoRA merged into its weights (for retrieval)."""
+        from ..modeling import unwrap
+
         return unwrap(self.load(folder, task, backbone, manifest).merge_and_unload()).base_model
 
     def attach(self, model, folder: Path, name: str):
-        """Add a saved LoRA to a loaded model under ``name`` (the backbone is not reloaded)."""
+        from peft import PeftModel
+
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=name)
             return model
@@ -91,7 +115,6 @@ class Lora(Regime):
 
     def activate(self, model, name: str) -> None:
         model.set_adapter(name)
-
 
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
         prefix = _base_prefix(folder)
@@ -121,6 +144,8 @@ def _activate_stack(model) -> None:
 
 
 def _merged(base, folders: list[Path], combination: str):
+    from peft import PeftModel
+
     names = [f"parent{i}" for i in range(len(folders))]
     model = PeftModel.from_pretrained(base, folders[0], adapter_name=names[0])
     for name, folder in zip(names[1:], folders[1:]):

@@ -17,15 +17,14 @@ adapter carries over to the target phase with ``transfer=sequential``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from adapters import SeqBnConfig, SeqBnInvConfig
-from adapters.composition import Stack
-
-from .. import artifacts, sharing
+from .. import artifacts
 from ..errors import UserError
+from ..keys import key
 from . import register
-from .bottleneck import adaptable, card_load, load_adapter
+from .bottleneck import BottleneckKeys, adaptable, card_load, load_adapter
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "target"
@@ -34,10 +33,21 @@ LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
 SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
 
 
+@dataclass
+class MadxKeys(BottleneckKeys):  # a task adapter's reduction_factor is bottleneck's
+    """regime madx: language adapters and stacked task adapters"""
+
+    lang_adapters: list[str] = key([], "language-adapter outputs, the source language's first", path=True)
+    lang_adapter_at_test: str = key("target", "target: each test language's adapter (MAD-X); source: keep the "
+                                              "training language's (the ablation)", choices=("target", "source"))
+    lang_reduction_factor: int = key(2, "hidden size / bottleneck size of a language adapter", at_least=1)
+
+
 @register
 class Madx(Regime):
     name = "madx"
     kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
+    section = MadxKeys
     transfers = ("sequential",)
     library = "adapters"
     card_imports = ("import adapters", "from adapters.composition import Stack")
@@ -55,6 +65,8 @@ class Madx(Regime):
         return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND
 
     def build(self, task, backbone, parents, config):
+        from adapters import SeqBnConfig, SeqBnInvConfig
+
         model = adaptable(task, backbone)
         if _is_language_phase(task, config):
             model.add_adapter(LANGUAGE, config=SeqBnInvConfig(reduction_factor=config.lang_reduction_factor))
@@ -78,6 +90,8 @@ class Madx(Regime):
         save_head(model, folder)
 
     def load(self, folder: Path, task, backbone, manifest=None):
+        from .. import sharing
+
         manifest = manifest_of(folder, manifest)
         model = adaptable(task, backbone)
         if manifest["module_kind"] == LANGUAGE_KIND:
@@ -95,10 +109,14 @@ class Madx(Regime):
         return self.load(folder, task, backbone, manifest).base_model
 
     def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
+        from .. import sharing
+
         refs = manifest["config"].get("lang_adapters") or []
         return [sharing.resolve(ref) for ref in sharing.bundled(folder, refs)] if refs else []
 
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
+        from .. import sharing
+
         body = ["    adapters.init(model)"]
         if manifest["module_kind"] == TASK_KIND:
             lang = manifest["language"]
@@ -116,6 +134,8 @@ class Madx(Regime):
 
 def use_language(model, lang: str, at_test: str) -> None:
     """Activate ``Stack(<lang's adapter>, target)``; with ``at_test="source"`` the source language's."""
+    from adapters.composition import Stack
+
     sources = getattr(model, SOURCES, None)
     if sources is None:  # a language adapter alone: nothing to swap
         return
@@ -127,6 +147,8 @@ def use_language(model, lang: str, at_test: str) -> None:
 
 def language_adapters(folders: list[str], backbone=None) -> dict[str, Path]:
     """{language: folder} of verified madx language adapters (folders or hf:// refs) on ``backbone``, in order."""
+    from .. import sharing
+
     found: dict[str, Path] = {}
     for folder in map(sharing.resolve, folders):
         manifest = artifacts.read_manifest(folder)
