@@ -21,7 +21,7 @@ import yaml
 
 from .errors import UserError
 from .keys import check, default_of, key
-from .regimes import NAMES as REGIME_NAMES, all_regimes
+from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes
 from .transfers import PHASE_TRANSFERS
 
 GENERAL_SECTIONS = {
@@ -38,7 +38,7 @@ class GeneralKeys:
     """The keys of every phase, whatever its regime."""
 
     task: str = key("", "task name (`adapterxfer tasks`); a+b trains intermediate tasks together", "phase")
-    regime: str = key("full", " | ".join(REGIME_NAMES), "phase", choices=REGIME_NAMES)
+    regime: str = key(DEFAULT_REGIME, " | ".join(REGIME_NAMES), "phase", choices=REGIME_NAMES)
     backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else me5-small", "phase",
                                path=True)
     init_from: list[str] = key([], "intermediate output folder(s) this target phase starts from", "phase", path=True)
@@ -90,7 +90,7 @@ SECTIONS = GENERAL_SECTIONS | {regime.name: regime.section.__doc__ for regime in
 
 def _section_fields(section: str) -> list[dataclasses.Field]:
     """The keys listed under ``section``: a general one's, or a regime's own (its section may extend
-    another regime's, as madx's task adapters take bottleneck's reduction_factor)."""
+    another regime's, and shares its fields)."""
     regime = next((r for r in SECTIONED if r.name == section), None)
     if regime is not None:
         return list(dataclasses.fields(regime.section))

@@ -155,7 +155,7 @@ def train(phase: Phase) -> tuple:
                               kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
         fingerprints.append(fingerprint)
     model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(processes().device)
-    trainable = trainable_parameters(model)  # before evaluation, which may load more modules (madx)
+    trainable = trainable_parameters(model)  # before evaluation, which may load more modules (MAD-X)
 
     latest: dict[str, list[dict]] = {}  # task -> the per-item dev predictions of the latest evaluation
 
@@ -380,7 +380,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
-    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A madx model uses each
+    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A MAD-X model uses each
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).

@@ -143,3 +143,16 @@ def test_bad_plan_is_one_line_and_nothing_is_written(tmp_path, capsys, changes, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_regimes_plan_block_comes_from_its_hooks():
+    from adapterxfer.regimes import get_regime
+    from adapterxfer.study.plan import BLOCK_KEYS
+
+    madx, lora = get_regime("madx"), get_regime("lora")
+    assert BLOCK_KEYS["madx"] == set(madx.plan_keys) == {"lang_adapter_task", "ablation", "phase"}
+    assert "lora" not in KEYS and KEYS["madx"][2].startswith("regime madx: lang_adapter_task (")
+    assert madx.language_phases({"lang_adapter_task": "verses-text", "phase": {"lr": 1e-3}}) == \
+        ("verses-text", {"lr": 1e-3})
+    assert madx.ablations({"ablation": True}) == {"source adapter": {"lang_adapter_at_test": "source"}}
+    assert madx.ablations({}) == lora.ablations({}) == {} and lora.language_phases({}) is None

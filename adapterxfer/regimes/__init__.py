@@ -1,12 +1,14 @@
 """Regimes: what trains and how it is saved. One module per regime, each defining one registered
 :class:`~adapterxfer.regimes.common.Regime` subclass with the same shape (see that class):
 its transfer modes, whether it trains multi-task, and build / save / load. A regime's keys are its
-section of :class:`~adapterxfer.config.RunConfig` (``adapterxfer train --help``).
+section of :class:`~adapterxfer.config.RunConfig` (``Regime.section``; ``adapterxfer train --help``).
 
 Adding a regime: a module here with a ``Regime`` subclass decorated with ``@register`` and its name in
-``NAMES`` (ia3.py is the smallest example); its keys, if any, in config.py under a section of its name.
+``NAMES`` (ia3.py is the smallest example); its keys, if any, are its ``section``, which config.py adds to
+the key table.
 
-This package imports no heavy library: a regime's module (peft, adapters) is imported on first use.
+This package and the regime modules import no heavy library at the top: a regime imports its library
+(peft, adapters) inside the methods that use it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 from ..errors import UserError
 
 NAMES = ("full", "lora", "bottleneck", "madx", "ia3")
+DEFAULT = NAMES[0]  # a phase's regime, and a study's, where none is given
 REGIMES: dict = {}  # name -> Regime instance, filled by @register as the modules are imported
 
 

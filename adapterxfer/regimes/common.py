@@ -40,6 +40,8 @@ class Regime:
     library: ClassVar[str]  # what loads an artifact without adapterxfer (a pushed card's library_name)
     card_imports: ClassVar[tuple[str, ...]] = ()  # the card snippet's imports of that library
     head_owner: ClassVar[str] = "model"  # in the card snippet: the object whose state dict holds the head
+    # A study plan's block named after the regime: its keys -> their help ({}: the plan has no such block).
+    plan_keys: ClassVar[dict[str, str]] = {}
 
     @property
     def multitask(self) -> bool:
@@ -88,6 +90,18 @@ class Regime:
     def activate(self, model, name: str) -> None:
         """Make the attached module ``name`` the one that runs (a swappable regime's)."""
         raise NotImplementedError
+
+    def check_plan(self, block: dict, where: str) -> None:
+        """Refuse, before a study expands, a plan whose block for this regime lacks what its phases need."""
+
+    def language_phases(self, block: dict) -> tuple[str, dict] | None:
+        """A study's per-language phases this regime's phases stack on, one per language its targets train
+        or test in (madx: language adapters), as (their task, their train keys); None: none."""
+        return None
+
+    def ablations(self, block: dict) -> dict[str, dict]:
+        """A study's extra evaluations of each target phase: name -> evaluation settings over the phase's."""
+        return {}
 
     def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
         """Other artifacts this one needs loaded with it, pushed along (madx: its language adapters)."""

@@ -51,6 +51,9 @@ class Madx(Regime):
     transfers = ("sequential",)
     library = "adapters"
     card_imports = ("import adapters", "from adapters.composition import Stack")
+    plan_keys = {"lang_adapter_task": "the task language adapters train on, e.g. verses-text",
+                 "ablation": "true: also score every target with the source language's adapter",
+                 "phase": "train keys of language adapters"}
 
     def check(self, task, config, parents, backbone) -> None:
         super().check(task, config, parents, backbone)
@@ -60,6 +63,19 @@ class Madx(Regime):
                                 "madx task adapter")
         if not _is_language_phase(task, config):
             _check_coverage(task, config, language_adapters(config.lang_adapters, backbone))
+
+    def check_plan(self, block: dict, where: str) -> None:
+        from ..tasks import get_task
+
+        if "lang_adapter_task" not in block:
+            raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
+        get_task(block["lang_adapter_task"])
+
+    def language_phases(self, block: dict) -> tuple[str, dict]:
+        return block["lang_adapter_task"], block.get("phase", {})
+
+    def ablations(self, block: dict) -> dict[str, dict]:
+        return {"source adapter": {"lang_adapter_at_test": "source"}} if block.get("ablation") else {}
 
     def module_kind(self, task, config) -> str:
         return LANGUAGE_KIND if _is_language_phase(task, config) else TASK_KIND

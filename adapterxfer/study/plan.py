@@ -11,10 +11,11 @@ Folder layout under the study root::
     seed<s>/<regime>/<intermediate>            an intermediate phase (a+b: multi-task)
     seed<s>/<regime>/<target>/<arm>.<stage>    a stage of the target's recipe (xcopa: siqa), trained
                                                between the arm's start and the target phase
-    seed<s>/madx/lang/<lang>                   a MAD-X language adapter
+    seed<s>/<regime>/lang/<lang>               a language phase the regime's phases stack on (MAD-X:
+                                               a language adapter; ``Regime.language_phases``)
     seed<s>/<regime>/<target>/<arm>            a target phase, or the evaluation of an intermediate
-                                               on an evaluation-only target; <arm>.source-adapter: the
-                                               MAD-X ablation
+                                               on an evaluation-only target; <arm>.<ablation>: one of
+                                               the regime's ablations (MAD-X: source-adapter)
     backbone/<target>                          the untuned backbone on an evaluation-only target
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ..config import CHOICES, from_dict, read_yaml
 from ..errors import UserError
-from ..regimes import NAMES as REGIME_NAMES, get_regime
+from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
 from .phases import BASELINE, Arm, Graph, Phase
@@ -36,7 +37,6 @@ CLUSTER_LEVELS = ("item", "chapter", "book")
 SMOKE_PHASE = {"max_steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 2, "grad_accum": 1,
                "eval_batch_size": 8, "probe_examples": 4, "rows_per_split": 8}
 SMOKE_SUFFIX = "-smoke"
-SOURCE_ADAPTER = " [source adapter]"  # the madx ablation's arm suffix
 
 # key: (type, default, help). Blocks of `train` keys are checked by adapterxfer.config.from_dict.
 KEYS = {
@@ -49,14 +49,15 @@ KEYS = {
     "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
     "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
                                        "that uses intermediates); a regime that combines them needs them all"),
-    "regimes": (list, ["full"], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
+    "regimes": (list, [DEFAULT_REGIME], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
                               "default: sequential in every regime"),
     "multitask": (dict, {}, "name -> intermediates of the plan that transfer multitask trains together, one "
                             "arm multitask(<name>) each; default: one over all the intermediates, named a+b+..."),
-    "madx": (dict, {}, "regime madx: lang_adapter_task (e.g. verses-text), ablation (true: also score every "
-                       "madx target with the source language's adapter), phase (train keys of language adapters)"),
+    **{regime.name: (dict, {}, f"regime {regime.name}: "
+                     + ", ".join(f"{key} ({help})" for key, help in regime.plan_keys.items()))
+       for regime in all_regimes() if regime.plan_keys},
     "phase": (dict, {}, "train keys of every phase"),
     "intermediate_phase": (dict, {}, "train keys of intermediate phases (over phase)"),
     "target_phase": (dict, {}, "train keys of target phases (over phase); eval_langs: the zero-shot languages"),
@@ -76,7 +77,7 @@ KEYS = {
                         "parameters, e.g. slurm_partition, gpus_per_node, cpus_per_task, timeout_min, mem_gb"),
 }
 BLOCK_KEYS = {
-    "madx": {"lang_adapter_task", "ablation", "phase"},
+    **{regime.name: set(regime.plan_keys) for regime in all_regimes() if regime.plan_keys},
     "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
     "statistics": {"alpha", "power", "effect"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
@@ -157,10 +158,8 @@ def _check(plan: dict) -> None:
             raise UserError(f"{where}: intermediate_regimes: {task}: {regimes!r} must map an intermediate of the plan "
                             f"({', '.join(plan['intermediates'])}) to a list of its regimes ({', '.join(plan['regimes'])})")
     _check_multitask(plan)
-    if "madx" in plan["regimes"]:
-        if "lang_adapter_task" not in plan["madx"]:
-            raise UserError(f"{where}: regime madx needs madx: {{lang_adapter_task: ...}} (e.g. verses-text)")
-        get_task(plan["madx"]["lang_adapter_task"])
+    for regime in plan["regimes"]:
+        get_regime(regime).check_plan(_block(plan, regime), where)
     for target, level in plan["clusters"].items():
         if target not in plan["targets"] or level not in CLUSTER_LEVELS:
             raise UserError(f"{where}: clusters: {target}: {level} must map a target of the plan "
@@ -262,9 +261,23 @@ def transfers_in(plan: dict, regime: str) -> list[str]:
     return [t for t, regimes in plan["transfers"].items() if regime in regimes]
 
 
+def _block(plan: dict, regime: str) -> dict:
+    """The plan's block named after ``regime`` ({} where the regime has none)."""
+    return plan.get(regime) or {}
+
+
+def ablation_arm(arm: str, name: str) -> str:
+    return f"{arm} [{name}]"
+
+
+def is_ablation(arm: str) -> bool:
+    return arm.endswith("]")
+
+
 def _language_adapters(plan, graph, regime, seed) -> list[str]:
-    """madx: a language adapter per zero-shot language of every target, the source language's first."""
-    if regime != "madx":
+    """The regime's language phases (``Regime.language_phases``): one per training and zero-shot language of
+    every target, the source language's first; none in most regimes."""
+    if get_regime(regime).language_phases(_block(plan, regime)) is None:
         return []
     langs = {}
     for target in plan["targets"]:
@@ -272,8 +285,8 @@ def _language_adapters(plan, graph, regime, seed) -> list[str]:
         if task.trainable:
             config = from_dict(_settings(plan, "target", target, regime) | {"task": target}, source=plan["file"])
             langs |= dict.fromkeys([task.train_lang, *task.check_langs(config.eval_langs)])
-    name = plan["madx"]["lang_adapter_task"]
-    return [graph.add(_train(plan, f"seed{seed}/madx/lang/{lang}", "language", name, regime, seed,
+    name, _ = get_regime(regime).language_phases(_block(plan, regime))
+    return [graph.add(_train(plan, f"seed{seed}/{regime}/lang/{lang}", "language", name, regime, seed,
                              language=lang)) for lang in langs]
 
 
@@ -307,16 +320,15 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
         key = graph.add(_train(plan, folder, "target", target, regime, seed,
                                init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
-        if regime == "madx" and plan["madx"].get("ablation"):
+        for name, overrides in get_regime(regime).ablations(_block(plan, regime)).items():
             trained = graph.phases[key]
             settings = {"task": target, "langs": trained.settings["eval_langs"],
                         "max_length": trained.settings["max_length"],
                         "batch_size": trained.settings["eval_batch_size"],
-                        "precision": trained.settings["precision"], "lang_adapter_at_test": "source",
-                        **_smoke_rows(plan)}
-            ablation = graph.add(Phase(f"{key}.source-adapter", "evaluate", "evaluation", target, settings, seed,
-                                       regime, target, arm + SOURCE_ADAPTER, model=key))
-            _add_arm(graph, regime, target, arm + SOURCE_ADAPTER, seed, ablation, tasks)
+                        "precision": trained.settings["precision"], **overrides, **_smoke_rows(plan)}
+            ablation = graph.add(Phase(f"{key}.{_slug(name)}", "evaluate", "evaluation", target, settings, seed,
+                                       regime, target, ablation_arm(arm, name), model=key))
+            _add_arm(graph, regime, target, ablation_arm(arm, name), seed, ablation, tasks)
 
 
 def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages) -> tuple[tuple, str]:
@@ -386,8 +398,9 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
 
 def _settings(plan, role, task, regime) -> dict:
     """Train keys of one phase: phase < role block < task_phase[task] < regime_phase[regime]."""
-    role_block = {"intermediate": plan["intermediate_phase"], "stage": plan["intermediate_phase"],
-                  "target": plan["target_phase"], "language": plan["madx"].get("phase", {})}[role]
+    role_block = (get_regime(regime).language_phases(_block(plan, regime))[1] if role == "language" else
+                  {"intermediate": plan["intermediate_phase"], "stage": plan["intermediate_phase"],
+                   "target": plan["target_phase"]}[role])
     merged = {}
     for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
         merged |= _with_recipe(plan, block)
@@ -446,5 +459,5 @@ def contrasts(plan: dict) -> list[dict]:
 
 
 def _slug(arm: str) -> str:
-    """An arm's folder name: stack(a) -> stack-a, fusion(a+b) -> fusion-a+b."""
-    return arm.replace("(", "-").replace(")", "")
+    """An arm's folder name: stack(a) -> stack-a, fusion(a+b) -> fusion-a+b, source adapter -> source-adapter."""
+    return arm.replace("(", "-").replace(")", "").replace(" ", "-")

@@ -21,7 +21,7 @@ from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
 from . import plots
 from .phases import BASELINE, Arm, Graph
-from .plan import SOURCE_ADAPTER, contrasts, study_root
+from .plan import contrasts, is_ablation, study_root
 from .results import Results
 from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
 
@@ -397,7 +397,7 @@ def _best_arms(study: Recorded, rows: list[dict]) -> dict[str, tuple[dict, dict 
     for target in study.plan["targets"]:
         here = [row for row in rows if row["target"] == target]
         candidates = [row for row in here if row["arm"].intermediates and _zero_shot(study, row["arm"])
-                      and not row["arm"].name.endswith(SOURCE_ADAPTER)]
+                      and not is_ablation(row["arm"].name)]
         if candidates:
             baseline = next((row for row in here if row["arm"].name == BASELINE), None)
             best[target] = (max(candidates, key=lambda row: row["score"][0]), baseline, len(candidates))
