@@ -6,8 +6,10 @@ so a crash never leaves a half-written artifact. Reading verifies every hash.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -19,6 +21,35 @@ REQUIRED = {"regime": str, "module_kind": str, "task": str, "tasks": list, "kind
             "backbone": dict, "parents": list, "config": dict, "files": dict}
 
 
+@dataclass
+class Manifest:
+    """What a trained phase's manifest.json records (writing adds ``format_version`` and ``files``)."""
+
+    regime: str
+    module_kind: str  # what the phase saved: encoder, lora, seq_bn, seq_bn_inv, ...
+    task: str  # as configured: a+b for a multi-task phase
+    language: str  # the training language
+    tasks: list[str]
+    kind: str
+    phase: str  # intermediate | target
+    transfer: str | None  # None: no parents
+    zero_shot: bool  # no parent saw the target task's test languages labelled
+    backbone: dict  # name, weight_hash
+    parents: list[dict]  # path, task, regime, manifest_sha256, and the Hub origin of a pulled one
+    config: dict  # every RunConfig key
+    identity: dict  # config.phase_identity
+    precision: str
+    pooling: str
+    dev: dict  # metric, best, step0, final, log
+    data_fingerprint: str
+    train_items: dict  # task -> the distinct items it trained on
+    trainable_parameters: int
+    train_seconds: float
+    resumed_from_step: int | None
+    processes: int
+    peak_rss_mb: float
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -27,10 +58,10 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def write_manifest(folder: Path, manifest: dict) -> dict:
+def write_manifest(folder: Path, record: Manifest) -> dict:
     """Write manifest.json with the hash of every other file in ``folder``."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {"format_version": FORMAT_VERSION, **manifest,
+    manifest = {"format_version": FORMAT_VERSION, **dataclasses.asdict(record),
                 "files": {str(p.relative_to(folder)): sha256_file(p) for p in files}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -45,15 +45,16 @@ from .regimes import all_regimes, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
 from .tasks.spec import distinct_items
-from .train import Run, Source, fit
+from .train import Run, Source, fit, scored_on_main
 from .transfers import get_transfer
 
 DEFAULT_BACKBONE = "me5-small"
 
 
 @dataclass
-class Phase:
-    """A validated phase: everything known before any training."""
+class ValidatedPhase:
+    """Stage 1's result: everything known about a phase before any training (a study's unit of work is
+    ``study.phases.Phase``)."""
 
     config: RunConfig
     tasks: list
@@ -98,15 +99,15 @@ def train_phase(config: RunConfig) -> Path:
         state.wait_for_everyone()
         trained = None if phase.finished else train(phase)
         if trained:
-            save(phase, *trained)
+            save(phase, trained)
         if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
             # the model just trained is scored as it is in memory; a finished output is loaded from its folder
-            evaluate_phase(phase, *(trained[0][phase.tasks[0].name], trained[1]) if trained else ())
+            evaluate_phase(phase, trained)
         state.wait_for_everyone()
     return phase.out
 
 
-def validate(config: RunConfig) -> Phase:
+def validate(config: RunConfig) -> ValidatedPhase:
     """Stage 1: check every input before anything trains; a problem is a one-line UserError."""
     tasks = [task.capped(config.rows_per_split) for task in _phase_tasks(config.task)]
     regime = get_regime(config.regime)
@@ -126,16 +127,35 @@ def validate(config: RunConfig) -> Phase:
     if tasks[0].role == "target":
         for lang in langs:  # unreadable test data fails now, not after hours of training
             tasks[0].rows("test", lang)
-    phase = Phase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents, backbone,
-                  {task.name: config.max_length or task.max_length for task in tasks},
-                  resolve_precision(config.precision, processes().device),
-                  resolve_pooling(config.pooling, backbone.path),
-                  [_manifest_sha256(folder) for folder in inputs])
+    phase = ValidatedPhase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents,
+                           backbone, {task.name: config.max_length or task.max_length for task in tasks},
+                           resolve_precision(config.precision, processes().device),
+                           resolve_pooling(config.pooling, backbone.path),
+                           [_manifest_sha256(folder) for folder in inputs])
     phase.finished = _finished(phase)
     return phase
 
 
-def train(phase: Phase) -> tuple:
+@dataclass
+class Trained:
+    """Stage 2's result: the trained models (task -> model sharing one module) and what the manifest
+    records of their training."""
+
+    models: dict
+    tokenizer: object
+    log: list[dict]  # train.fit's: one entry per evaluation
+    dev_predictions: dict[str, dict[str, list[dict]]]  # step0 | final -> task -> per-item dev predictions
+    dev_step0: float  # the English dev score before training
+    data_fingerprint: str
+    train_items: dict[str, list]
+    trainable_parameters: int
+    train_seconds: float
+    resumed_from_step: int | None
+    processes: int
+    peak_rss_mb: float
+
+
+def train(phase: ValidatedPhase) -> Trained:
     """Stage 2: build the models, featurize, and run the loop (resuming from a checkpoint if any)."""
     config, tasks = phase.config, phase.tasks
     _reset_peak_rss()
@@ -159,6 +179,7 @@ def train(phase: Phase) -> tuple:
 
     latest: dict[str, list[dict]] = {}  # task -> the per-item dev predictions of the latest evaluation
 
+    @scored_on_main
     def dev_score(trained) -> float:
         """The mean over tasks of each task's selection metric on the English dev set (all in [0, 1])."""
         values = []
@@ -177,13 +198,10 @@ def train(phase: Phase) -> tuple:
     started = time.perf_counter()
     log, resumed_from = fit(model, sources, dev_score, config, run)
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
-    facts = {artifacts.DEV_PREDICTIONS: {"step0": step0_rows, "final": dict(latest)}, "dev_step0": step0,
-             "dev_final": log[-1]["dev_score"], "data_fingerprint": "+".join(fingerprints),
-             "train_items": train_items, "trainable_parameters": trainable,
-             "train_seconds": round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
-             "resumed_from_step": resumed_from, "processes": processes().num_processes,
-             "peak_rss_mb": _peak_rss_mb()}
-    return models, tokenizer, log, facts
+    return Trained(models, tokenizer, log, {"step0": step0_rows, "final": dict(latest)}, step0,
+                   "+".join(fingerprints), train_items, trainable,
+                   round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
+                   resumed_from, processes().num_processes, _peak_rss_mb())
 
 
 def write_dev_predictions(folder: Path, predictions: dict[str, dict[str, list[dict]]]) -> None:
@@ -195,54 +213,55 @@ def write_dev_predictions(folder: Path, predictions: dict[str, dict[str, list[di
                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def save(phase: Phase, models: dict, tokenizer, log: list[dict], facts: dict) -> None:
+def save(phase: ValidatedPhase, trained: Trained) -> None:
     """Stage 3: write the artifact atomically (main process only), verify it, drop the checkpoints."""
     if not processes().is_main_process:
         return
     config, tasks = phase.config, phase.tasks
-    facts = dict(facts)
-    dev_predictions, step0, final = facts.pop(artifacts.DEV_PREDICTIONS), facts.pop("dev_step0"), facts.pop("dev_final")
     with atomic_dir(phase.out) as tmp:
-        write_dev_predictions(tmp, dev_predictions)
-        first = models[tasks[0].name]
-        phase.regime.save(first, tokenizer, tmp)
+        write_dev_predictions(tmp, trained.dev_predictions)
+        phase.regime.save(trained.models[tasks[0].name], trained.tokenizer, tmp)
         for task in tasks[1:]:
             (tmp / "heads" / task.name).mkdir(parents=True)
-            save_head(models[task.name], tmp / "heads" / task.name)
-        (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-        artifacts.write_manifest(tmp, {
-            "regime": config.regime, "module_kind": phase.regime.module_kind(tasks[0], config), "task": config.task,
-            "language": phase.train_lang,
-            "tasks": [task.name for task in tasks], "kind": tasks[0].kind,
-            "phase": "target" if phase.parents or phase.is_target else "intermediate",
-            "transfer": config.transfer if phase.parents else None,
-            "zero_shot": not _contaminated(tasks[0], phase.parents),
-            "backbone": {"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
-            "parents": [{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
-                         "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST),
-                         **sharing.origin(p.folder)}
-                        for p in phase.parents],
-            "config": vars(config), "identity": phase.identity,
-            "precision": phase.precision, "pooling": phase.pooling,
-            "dev": {"metric": "+".join(task.selection_metric for task in tasks),
-                    "best": next(e["dev_score"] for e in log if e.get("selected")),
-                    "step0": step0, "final": final,
-                    "log": log},
-            **facts,
-        })
+            save_head(trained.models[task.name], tmp / "heads" / task.name)
+        (tmp / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in trained.log))
+        artifacts.write_manifest(tmp, build_manifest(phase, trained))
     artifacts.read_manifest(phase.out)  # verifiable at once
     if not config.keep_checkpoints:
         shutil.rmtree(phase.work, ignore_errors=True)
 
 
-def evaluate_phase(phase: Phase, model=None, tokenizer=None) -> None:
-    """Stage 4: zero-shot scores of a saved target artifact, written into its folder: of ``model`` (the one
-    just trained and saved) or else of the artifact loaded back.
+def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifest:
+    config, tasks, log = phase.config, phase.tasks, trained.log
+    return artifacts.Manifest(
+        regime=config.regime, module_kind=phase.regime.module_kind(tasks[0], config), task=config.task,
+        language=phase.train_lang, tasks=[task.name for task in tasks], kind=tasks[0].kind,
+        phase="target" if phase.parents or phase.is_target else "intermediate",
+        transfer=config.transfer if phase.parents else None,
+        zero_shot=not _contaminated(tasks[0], phase.parents),
+        backbone={"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
+        parents=[{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
+                  "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST), **sharing.origin(p.folder)}
+                 for p in phase.parents],
+        config=vars(config), identity=phase.identity, precision=phase.precision, pooling=phase.pooling,
+        dev={"metric": "+".join(task.selection_metric for task in tasks),
+             "best": next(e["dev_score"] for e in log if e.get("selected")),
+             "step0": trained.dev_step0, "final": log[-1]["dev_score"], "log": log},
+        data_fingerprint=trained.data_fingerprint, train_items=trained.train_items,
+        trainable_parameters=trained.trainable_parameters, train_seconds=trained.train_seconds,
+        resumed_from_step=trained.resumed_from_step, processes=trained.processes, peak_rss_mb=trained.peak_rss_mb)
+
+
+def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> None:
+    """Stage 4: zero-shot scores of a saved target artifact, written into its folder: of the model just
+    trained and saved (``trained``) or else of the artifact loaded back.
 
     A failure here keeps the artifact: the error says so and how to score it again."""
     task = phase.tasks[0]
     try:
-        if model is None:
+        if trained is not None:
+            model, tokenizer = trained.models[task.name], trained.tokenizer
+        else:
             manifest = artifacts.read_manifest(phase.out)
             model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
             set_pooling(model, phase.pooling)
@@ -320,7 +339,7 @@ def _scored_languages(out: Path) -> list[str] | None:
     return list(json.loads(scores.read_text())) if scores.is_file() else None
 
 
-def _finished(phase: Phase) -> bool:
+def _finished(phase: ValidatedPhase) -> bool:
     """True when the output holds this very phase, trained; another output there needs overwrite=true."""
     if artifacts.is_artifact(phase.out):
         if artifacts.read_manifest(phase.out).get("identity") == phase.identity:

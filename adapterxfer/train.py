@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast, gather_object
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -98,101 +98,132 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     With several sources, each micro-batch comes from source i with probability proportional
     to n_i ** (1 / config.temperature): 1 is proportional sampling, larger flattens it.
     With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0,
-    with a dev score only when ``max_steps`` is 0).
+    with a dev score only when ``max_steps`` is 0). ``dev_score`` gives every process the same score
+    (``scored_on_main``).
     Returns the log and the step the run resumed from (0: a fresh start). The log has one entry per
     evaluation with step, mean train loss, learning rate, dev score and training seconds; the entry
     whose weights were kept has ``"selected": True``.
     """
-    # Autocast per forward, not Accelerator(mixed_precision=...): that setting is process-wide in
-    # accelerate, and phases of one process (a study, the tests) may differ in it.
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              log_with=None if config.report_to == "none" else config.report_to,
-                              project_dir=run.tracker_dir)
-    plain = model
-    optimizer = torch.optim.AdamW(_param_groups(plain, config), lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
-    scaler = grad_scaler(run.precision, accelerator.device)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState(pick=random.Random(config.seed), positions=[0] * len(sources))
-    resumed_from = _resume(run, state, plain, optimizer, scheduler, scaler, accelerator.process_index)
-    if not resumed_from and config.probe_steps:
-        _probe(plain, sources, dev_score, config, run.precision, accelerator, state)
-    streams = [BatchStream(source, config, accelerator.num_processes, accelerator.process_index, position)
-               for source, position in zip(sources, state.positions)]
-    weights = [len(source.features) ** (1 / config.temperature) for source in sources]
-    if config.report_to != "none":
-        accelerator.init_trackers(run.work.name.strip("."), config={k: str(v) for k, v in vars(config).items()})
+    loop = Loop(model, sources, dev_score, config, run)
+    while loop.state.step < config.max_steps:
+        loop.step()
+        if loop.state.step % config.eval_every == 0 or loop.state.step == config.max_steps:
+            loop.evaluate()
+        if loop.state.step % config.checkpoint_interval == 0 and loop.state.step < config.max_steps:
+            loop.checkpoint()
+    return loop.finish()
 
-    started = time.perf_counter() - state.seconds
-    progress = tqdm(total=config.max_steps, initial=state.step, desc="train", unit="step",
-                    disable=not accelerator.is_main_process)
-    model.train()  # here and after an evaluation, not every step: it walks every module
-    while state.step < config.max_steps:
-        batch = streams[state.pick.choices(range(len(sources)), weights)[0]].next()
-        with accelerator.accumulate(model):
-            with autocast(plain, run.precision):
-                loss = model(**batch).loss
-            accelerator.backward(scaler.scale(loss))
-            state.losses.append(loss.item())
-            if not accelerator.sync_gradients:
-                continue
-            scaler.unscale_(optimizer.optimizer)
-            accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            scaler.step(optimizer.optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad()
+
+def scored_on_main(score: Callable[[torch.nn.Module], float]) -> Callable[[torch.nn.Module], float]:
+    """``score`` computed by the main process alone and sent to the others: under ``accelerate launch``
+    the English dev set is scored once, not once per process."""
+    def scored(model) -> float:
+        return broadcast_object_list([score(model) if PartialState().is_main_process else None])[0]
+    return scored
+
+
+class Loop:
+    """``fit``'s stages, recipe-style: set up (the constructor: accelerator, optimizer and schedule, resume,
+    probe, data streams, trackers), ``step``, ``evaluate``, ``checkpoint`` and ``finish``."""
+
+    def __init__(self, model, sources: list[Source], dev_score: Callable[[torch.nn.Module], float],
+                 config: RunConfig, run: Run):
+        self.plain, self.dev_score, self.config, self.run = model, dev_score, config, run
+        # Autocast per forward, not Accelerator(mixed_precision=...): that setting is process-wide in
+        # accelerate, and phases of one process (a study, the tests) may differ in it.
+        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                                       log_with=None if config.report_to == "none" else config.report_to,
+                                       project_dir=run.tracker_dir)
+        optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
+        self.scheduler = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
+        self.scaler = grad_scaler(run.precision, self.accelerator.device)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.state = TrainState(pick=random.Random(config.seed), positions=[0] * len(sources))
+        self.resumed_from = self._resume()
+        if not self.resumed_from and config.probe_steps:
+            _probe(model, sources, dev_score, config, run.precision, self.accelerator, self.state)
+        self.streams = [BatchStream(source, config, self.accelerator.num_processes, self.accelerator.process_index,
+                                    position) for source, position in zip(sources, self.state.positions)]
+        self.weights = [len(source.features) ** (1 / config.temperature) for source in sources]
+        if config.report_to != "none":
+            self.accelerator.init_trackers(run.work.name.strip("."),
+                                           config={k: str(v) for k, v in vars(config).items()})
+        self.started = time.perf_counter() - self.state.seconds
+        self.progress = tqdm(total=config.max_steps, initial=self.state.step, desc="train", unit="step",
+                             disable=not self.accelerator.is_main_process)
+        self.model.train()  # here and after an evaluation, not every step: it walks every module
+
+    def _resume(self) -> int:
+        """Continue from the newest checkpoint of this run's identity; returns its step (0: none)."""
+        folder = checkpoint.latest(self.run.work)
+        if folder is None:
+            return 0
+        if checkpoint.identity_of(folder) != self.run.identity:
+            tqdm.write(f"ignoring {folder}: written by a run of another configuration, backbone or parent")
+            return 0
+        checkpoint.restore(folder, self.state, self.plain, self.optimizer.optimizer, self.scheduler, self.scaler,
+                           self.accelerator.process_index)
+        tqdm.write(f"resuming from {folder} (step {self.state.step})")
+        return self.state.step
+
+    def step(self) -> None:
+        """One optimizer step over ``grad_accum`` micro-batches, each from a source drawn by its weight."""
+        state, accelerator, optimizer = self.state, self.accelerator, self.optimizer
+        while True:
+            batch = self.streams[state.pick.choices(range(len(self.streams)), self.weights)[0]].next()
+            with accelerator.accumulate(self.model):
+                with autocast(self.plain, self.run.precision):
+                    loss = self.model(**batch).loss
+                accelerator.backward(self.scaler.scale(loss))
+                state.losses.append(loss.item())
+                if not accelerator.sync_gradients:
+                    continue
+                self.scaler.unscale_(optimizer.optimizer)
+                accelerator.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+                self.scaler.step(optimizer.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                optimizer.zero_grad()
+            break
         state.step += 1
-        progress.update(1)
-        progress.set_postfix(loss=f"{state.losses[-1]:.3f}")
-        accelerator.log({"train_loss": state.losses[-1], "lr": scheduler.get_last_lr()[0]}, step=state.step)
-        if state.step % config.eval_every == 0 or state.step == config.max_steps:
-            _evaluate(plain, dev_score, scheduler, state, started, config, accelerator)
-            progress.write(f"step {state.step}: train loss {state.log[-1]['train_loss']:.4f}, "
-                           f"dev {state.log[-1]['dev_score']:.4f}")
-            model.train()
-        if state.step % config.checkpoint_interval == 0 and state.step < config.max_steps:
-            state.positions, state.seconds = [s.position for s in streams], time.perf_counter() - started
-            _checkpoint(run, state, plain, optimizer, scheduler, scaler, accelerator)
-    progress.close()
-    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the phase still uses
-        tracker.finish()
-    _restore(plain, state.best)
-    state.log[state.selected]["selected"] = True
-    return state.log, resumed_from
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        accelerator.log({"train_loss": state.losses[-1], "lr": self.scheduler.get_last_lr()[0]}, step=state.step)
 
+    def evaluate(self) -> None:
+        """Score the English dev set; keep the weights if they are the best so far."""
+        state = self.state
+        score = self.dev_score(self.plain)
+        state.log.append({"step": state.step, "train_loss": sum(state.losses) / len(state.losses),
+                          "lr": self.scheduler.get_last_lr()[0], "dev_score": score,
+                          "seconds": round(time.perf_counter() - self.started, 1)})
+        self.accelerator.log({"dev_score": score}, step=state.step)
+        state.losses = []
+        if state.selected is None or score > state.log[state.selected]["dev_score"]:
+            state.selected = len(state.log) - 1  # best at the last step: keep no copy
+            state.best = None if state.step == self.config.max_steps else _trainable_state(self.plain)
+        self.progress.write(f"step {state.step}: train loss {state.log[-1]['train_loss']:.4f}, dev {score:.4f}")
+        self.model.train()
 
-def _evaluate(plain, dev_score, scheduler, state: TrainState, started: float, config, accelerator) -> None:
-    score = dev_score(plain)
-    state.log.append({"step": state.step, "train_loss": sum(state.losses) / len(state.losses),
-                      "lr": scheduler.get_last_lr()[0], "dev_score": score,
-                      "seconds": round(time.perf_counter() - started, 1)})
-    accelerator.log({"dev_score": score}, step=state.step)
-    state.losses = []
-    if state.selected is None or score > state.log[state.selected]["dev_score"]:
-        state.selected = len(state.log) - 1  # best at the last step: keep no copy
-        state.best = None if state.step == config.max_steps else _trainable_state(plain)
+    def checkpoint(self) -> None:
+        """Write a checkpoint (main process), with every process's data positions and RNG states."""
+        state = self.state
+        state.positions, state.seconds = [s.position for s in self.streams], time.perf_counter() - self.started
+        rng = gather_object([checkpoint.rng_states()])  # every process's dropout generator
+        if self.accelerator.is_main_process:
+            checkpoint.save(self.run.work, state, self.plain, self.optimizer.optimizer, self.scheduler, self.scaler,
+                            self.run.identity, rng)
+        self.accelerator.wait_for_everyone()
 
-
-def _resume(run: Run, state: TrainState, plain, optimizer, scheduler, scaler, rank: int) -> int:
-    """Continue from the newest checkpoint of this run's identity; returns its step (0: none)."""
-    folder = checkpoint.latest(run.work)
-    if folder is None:
-        return 0
-    if checkpoint.identity_of(folder) != run.identity:
-        tqdm.write(f"ignoring {folder}: written by a run of another configuration, backbone or parent")
-        return 0
-    checkpoint.restore(folder, state, plain, optimizer.optimizer, scheduler, scaler, rank)
-    tqdm.write(f"resuming from {folder} (step {state.step})")
-    return state.step
-
-
-def _checkpoint(run: Run, state: TrainState, plain, optimizer, scheduler, scaler, accelerator) -> None:
-    rng = gather_object([checkpoint.rng_states()])  # every process's dropout generator
-    if accelerator.is_main_process:
-        checkpoint.save(run.work, state, plain, optimizer.optimizer, scheduler, scaler, run.identity, rng)
-    accelerator.wait_for_everyone()
+    def finish(self) -> tuple[list[dict], int]:
+        """Close the trackers and put the selected weights back; returns the log and the step resumed from."""
+        self.progress.close()
+        for tracker in self.accelerator.trackers:  # not end_training(): it also ends the process group still in use
+            tracker.finish()
+        _restore(self.plain, self.state.best)
+        self.state.log[self.state.selected]["selected"] = True
+        return self.state.log, self.resumed_from
 
 
 def _probe(plain, sources, dev_score, config, precision: str, accelerator, state: TrainState) -> None:

@@ -243,6 +243,27 @@ def test_two_process_accelerate_run_equals_one_process(tmp_path, fixture_home):
     assert leftovers(tmp_path) == []
 
 
+SCORE_ONCE = """
+from accelerate import PartialState
+from adapterxfer.train import scored_on_main
+state = PartialState(cpu=True)
+calls = []
+score = scored_on_main(lambda model: calls.append(model) or 0.25 + state.process_index)
+print(f"rank {state.process_index}: score {score('model')} after {len(calls)} call(s)", flush=True)
+"""
+
+
+def test_dev_is_scored_on_the_main_process_alone_and_broadcast(tmp_path):
+    script = tmp_path / "score_once.py"
+    script.write_text(SCORE_ONCE)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    done = subprocess.run(launch, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0: score 0.25 after 1 call(s)", "rank 1: score 0.25 after 0 call(s)"]
+
+
 def test_tensorboard_tracker_logs_loss_lr_and_dev(tiny_backbone, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

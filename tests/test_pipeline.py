@@ -6,11 +6,13 @@ which is too large for unit tests; the tiny random XLM-R stands in for XLM-R.
 
 import json
 import shutil
+from dataclasses import fields
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from adapterxfer.artifacts import Manifest
 from adapterxfer.cli import main
 from adapterxfer.data import verses
 from adapterxfer.data.features import featurized
@@ -47,6 +49,7 @@ def test_intermediate_output_holds_encoder_head_and_manifest(phases):
     for name in ("xref", "next"):
         manifest = json.loads((phases[name] / "manifest.json").read_text())
         assert manifest["phase"] == "intermediate" and manifest["regime"] == "full"
+        assert list(manifest) == ["format_version", *(f.name for f in fields(Manifest)), "files"]
         assert (phases[name] / "encoder" / "model.safetensors").is_file()
         assert (phases[name] / "encoder" / "tokenizer.json").is_file()
         assert set(manifest["files"]) >= {"head.safetensors", "encoder/model.safetensors", "train_log.jsonl"}
