@@ -6,7 +6,6 @@ through the real CLI, in subprocesses where a process must die (SIGKILL) or run 
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -53,24 +52,43 @@ def uninterrupted(tmp_path_factory, tiny_backbone, fixture_home):
     return root
 
 
-@pytest.mark.parametrize("regime", ["full", "lora"])
-def test_sigkilled_run_resumes_to_the_same_weights_and_scores(uninterrupted, tiny_backbone, tmp_path, regime):
-    out = tmp_path / regime
-    work = out.with_name(f".{out.name}.work")
-    kill_after = random.Random().uniform(0.0, 1.0)  # a random moment after the first checkpoint
-    process = subprocess.Popen(command(tiny_backbone, out, f"regime={regime}"), cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not list(work.glob("step-*")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(kill_after)
+def kill_at(process: subprocess.Popen, moment, deadline: float = 240) -> None:
+    """SIGKILL ``process`` as soon as ``moment()`` holds (or it exits)."""
+    until = time.monotonic() + deadline
+    while not moment() and process.poll() is None and time.monotonic() < until:
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved = artifacts.is_artifact(out)  # killed while scoring, after the save: the re-run only scores
+
+
+# Each path a re-run takes, reached on purpose: killed after a checkpoint (it resumes), after the save but
+# before scores.json is complete (it only scores), or not at all (it finds the phase finished).
+@pytest.mark.slow
+@pytest.mark.parametrize("regime, moment", [("full", "checkpoint"), ("lora", "checkpoint"), ("full", "saved"),
+                                            ("full", "finished")])
+def test_a_killed_run_goes_on_to_the_same_weights_and_scores(uninterrupted, tiny_backbone, tmp_path, capsys,
+                                                             regime, moment):
+    out = tmp_path / regime
+    work = out.with_name(f".{out.name}.work")
+    process = subprocess.Popen(command(tiny_backbone, out, f"regime={regime}"), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if moment == "finished":
+        assert process.wait(timeout=240) == 0
+    else:
+        kill_at(process, {"checkpoint": lambda: bool(list(work.glob("step-*"))),
+                          "saved": lambda: artifacts.is_artifact(out)}[moment])
+        assert artifacts.is_artifact(out) == (moment == "saved")
+    if moment == "saved":  # its scoring never completed: scores.json goes in last
+        (out / "scores.json").unlink(missing_ok=True)
+    before = artifacts.read_manifest(out) if moment != "checkpoint" else None
+    capsys.readouterr()
 
     assert main(command(tiny_backbone, out, f"regime={regime}")[3:]) == 0
     manifest = artifacts.read_manifest(out)
-    assert manifest["resumed_from_step"] in ({0} if saved else set(range(2, 24, 2)))
+    if moment == "checkpoint":
+        assert manifest["resumed_from_step"] in set(range(2, 24, 2))
+    else:  # neither trains again
+        assert manifest == before and "is already trained with this configuration" in capsys.readouterr().out
     reference = uninterrupted / regime
     assert json.loads((out / "scores.json").read_text()) == json.loads((reference / "scores.json").read_text())
     mine, theirs = weights(out), weights(reference)
