@@ -97,6 +97,7 @@ def test_a_killed_run_goes_on_to_the_same_weights_and_scores(uninterrupted, tiny
     assert leftovers(tmp_path) == [], "no temporary folder and no checkpoint left"
 
 
+@pytest.mark.slow
 def test_checkpoint_of_a_lora_run_holds_trainable_tensors_only(tiny_backbone, tmp_path, capsys):
     out = tmp_path / "kept"
     assert main(command(tiny_backbone, out, "regime=lora", "keep_checkpoints=true")[3:]) == 0
@@ -121,6 +122,7 @@ def test_resume_false_starts_over(tiny_backbone, tmp_path, capsys):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_leave_one_verified_artifact(tiny_backbone, tmp_path):
     out = tmp_path / "shared"
     runs = [subprocess.Popen(command(tiny_backbone, out, "max_steps=4"), cwd=ROOT, stdout=subprocess.PIPE,
@@ -209,6 +211,7 @@ def test_failed_scoring_keeps_a_verified_artifact(tiny_backbone, tmp_path, capsy
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_rerun_of_a_failed_scoring_only_scores(tiny_backbone, tmp_path, capsys, monkeypatch):
     out = tmp_path / "rescored"
     monkeypatch.setattr(evaluate, "zero_shot", lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("boom")))
@@ -233,6 +236,7 @@ def test_existing_other_output_and_killed_leftovers(tiny_backbone, tmp_path, cap
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_run_equals_one_process(tmp_path, fixture_home):
     """accelerate launch --num_processes 2 on CPU processes (gloo): one artifact, the one-process run's scores.
 
@@ -271,6 +275,7 @@ print(f"rank {state.process_index}: score {score('model')} after {len(calls)} ca
 """
 
 
+@pytest.mark.slow
 def test_dev_is_scored_on_the_main_process_alone_and_broadcast(tmp_path):
     script = tmp_path / "score_once.py"
     script.write_text(SCORE_ONCE)

@@ -124,6 +124,7 @@ def test_retrieval_from_backbone_and_from_intermediate(phases, tiny_backbone, tm
         assert all(0.0 <= s["accuracy@1"] <= 1.0 for s in scores.values())
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_weights(tmp_path, tiny_backbone):
     first = train(tmp_path, "a", "task=verses-xref", backbone=tiny_backbone)
     second = train(tmp_path, "b", "task=verses-xref", backbone=tiny_backbone)

@@ -85,6 +85,7 @@ def test_probe_runs_every_task_of_a_multitask_model(tiny_backbone):
     assert model.models["verses-next"].roberta is model.models["verses-xref"].roberta
 
 
+@pytest.mark.slow
 def test_probe_only_phase_keeps_the_backbone_and_logs_step_zero(tmp_path, tiny_backbone):
     """max_steps=0 with a probe: a linear probe of the frozen encoder (the LP of LP-FT)."""
     out = tmp_path / "lp"
