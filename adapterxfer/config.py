@@ -71,6 +71,10 @@ class RunConfig:
     probe_steps: int = key(0, "LP-FT: steps that train the fresh head alone on cached encoder outputs (0: off)",
                            "budget")
     probe_examples: int = key(1024, "LP-FT: training examples whose encoder outputs the probe caches", "budget")
+    frozen_layers: int = key(0, "the embeddings and the first N transformer layers train in no regime, and their "
+                                "output is computed once per distinct text and cached in memory, so training and "
+                                "scoring run only the layers above (a CPU budget; they run without dropout)",
+                             "budget")
     lr: float = key(3e-5, "learning rate of the encoder or module", "optimizer")
     head_lr: float | None = key(None, "learning rate of the fresh task head; default: lr", "optimizer")
     weight_decay: float = key(0.01, "AdamW weight decay (not on biases and LayerNorms)", "optimizer")
@@ -127,7 +131,7 @@ CHOICES = {
 # (key, smallest allowed value, whether the smallest is allowed itself)
 BOUNDS = (("max_steps", 0, True), ("probe_steps", 0, True), ("probe_examples", 1, True), ("batch_size", 1, True),
           ("grad_accum", 1, True), ("rows_per_split", 1, True), ("eval_every", 1, True), ("eval_batch_size", 1, True),
-          ("checkpoint_every", 1, True),
+          ("checkpoint_every", 1, True), ("frozen_layers", 0, True),
           ("lr", 0, False), ("head_lr", 0, False), ("weight_decay", 0, True), ("warmup_ratio", 0, True),
           ("temperature", 0, False), ("max_length", 8, True), ("lora_r", 1, True), ("lora_dropout", 0, True),
           ("reduction_factor", 1, True), ("lang_reduction_factor", 1, True))

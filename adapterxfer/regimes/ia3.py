@@ -14,11 +14,10 @@ from peft import IA3Config, PeftModel, get_peft_model
 from ..modeling import task_model
 from . import register
 from .common import unfreeze_head
-from .lora import Lora
+from .lora import Lora, layer_pattern
 
-LAYER = r"(.*\.)?encoder\.layer\.\d+\."  # the prefix is optional: the module also fits the bare encoder
-FEEDFORWARD = LAYER + r"output\.dense$"  # the FFN's output layer, not attention.output.dense
-SCALED = LAYER + r"(attention\.self\.(key|value)|output\.dense)$"
+FEEDFORWARD = r"output\.dense$"  # the FFN's output layer, not attention.output.dense
+SCALED = r"(attention\.self\.(key|value)|output\.dense)$"
 
 
 @register
@@ -32,6 +31,7 @@ class Ia3(Lora):
         if parents:
             model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)
         else:
-            model = get_peft_model(base, IA3Config(target_modules=SCALED, feedforward_modules=FEEDFORWARD))
+            model = get_peft_model(base, IA3Config(target_modules=layer_pattern(config) + SCALED,
+                                                   feedforward_modules=layer_pattern(config) + FEEDFORWARD))
         unfreeze_head(model)
         return model
