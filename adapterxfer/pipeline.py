@@ -379,7 +379,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
-                   candidates: int | str | None = None, rows_per_split: int | None = None) -> dict:
+                   candidates: int | str | None = None, rows_per_split: int | None = None,
+                   frozen_layers: int = 0) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -388,7 +389,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
-    ``rows_per_split`` reads at most that many test rows per language (a smoke run).
+    ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
+    backbone's bottom layers are read through the cache (``adapterxfer.frozen``) that modules trained above
+    them share; an artifact's come from its manifest.
     """
     task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
     model_path = str(sharing.resolve(model_path))
@@ -414,7 +417,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         model = (regime.load_encoder(folder, trained_on, backbone) if manifest
                  else encoder_model(backbone.path)).to(device)
         _check_layer(layer, model.config.num_hidden_layers)
-        with cached_bottom(model, _frozen_layers(manifest, layer, model.config.num_hidden_layers)):
+        with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
             scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
                                                                   batch_size, chosen)
     else:
@@ -433,10 +436,10 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     return scores
 
 
-def _frozen_layers(manifest: dict | None, layer: int, num_layers: int) -> int:
-    """The frozen bottom an evaluation-only task reads from the cache: the artifact's, where it scores the last
-    layer (hidden_states then count from the bottom's output; a bare backbone: none)."""
-    frozen = manifest["config"].get("frozen_layers", 0) if manifest else 0
+def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:
+    """The frozen bottom an evaluation-only task reads from the cache: the artifact's (a bare backbone:
+    ``backbone_frozen``), where it scores the last layer (hidden_states then count from the bottom's output)."""
+    frozen = manifest["config"].get("frozen_layers", 0) if manifest else backbone_frozen
     return frozen if layer % num_layers == num_layers - 1 else 0
 
 
