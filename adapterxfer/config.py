@@ -62,6 +62,10 @@ class GeneralKeys:
                            "budget", at_least=0)
     probe_examples: int = key(1024, "LP-FT: training examples whose encoder outputs the probe caches", "budget",
                               at_least=1)
+    frozen_layers: int = key(0, "the embeddings and the first N transformer layers train in no regime, and their "
+                                "output is computed once per distinct text and cached in memory, so training and "
+                                "scoring run only the layers above (a CPU budget; they run without dropout)",
+                             "budget", at_least=0)
     lr: float = key(3e-5, "learning rate of the encoder or module", "optimizer", above=0)
     head_lr: float | None = key(None, "learning rate of the fresh task head; default: lr", "optimizer", above=0)
     weight_decay: float = key(0.01, "AdamW weight decay (not on biases and LayerNorms)", "optimizer", at_least=0)

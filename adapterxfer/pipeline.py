@@ -37,6 +37,7 @@ from .cache import atomic_dir, restore_aside
 from .config import RunConfig, phase_identity
 from .data.features import featurized
 from .errors import UserError
+from .frozen import cached_bottom, freeze_bottom
 from .kinds import KINDS
 from .precision import resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
@@ -193,10 +194,11 @@ def train(phase: ValidatedPhase) -> Trained:
 
     run = Run(phase.work, phase.identity, phase.precision,
               tracker_dir=None if config.report_to == "none" else phase.out.with_name(phase.out.name + "-logs"))
-    step0 = dev_score(model)  # the model before training: what "learned" is measured against
-    step0_rows = dict(latest)
-    started = time.perf_counter()
-    log, resumed_from = fit(model, sources, dev_score, config, run)
+    with cached_bottom(model, config.frozen_layers):
+        step0 = dev_score(model)  # the model before training: what "learned" is measured against
+        step0_rows = dict(latest)
+        started = time.perf_counter()
+        log, resumed_from = fit(model, sources, dev_score, config, run)
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
     return Trained(models, tokenizer, log, {"step0": step0_rows, "final": dict(latest)}, step0,
                    "+".join(fingerprints), train_items, trainable,
@@ -267,8 +269,9 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
             set_pooling(model, phase.pooling)
             tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
         switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
-        scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
-                                                 phase.config.eval_batch_size, phase.precision, switch)
+        with cached_bottom(model, phase.config.frozen_layers):
+            scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
+                                                     phase.config.eval_batch_size, phase.precision, switch)
         write_evaluation(phase.out, scores, predictions)
     except (UserError, OSError, RuntimeError, ValueError) as err:
         raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
@@ -383,6 +386,7 @@ def _phase_tasks(name: str) -> list:
 def _task_models(regime, tasks, backbone, parents, config) -> dict:
     """The first task's model from the regime; every other task's head on that same encoder."""
     first = regime.build(tasks[0], backbone, parents, config)
+    freeze_bottom(first, config.frozen_layers)
     models = {tasks[0].name: first}
     for task in tasks[1:]:
         models[task.name] = task_model(task, backbone.path)
@@ -394,7 +398,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
-                   candidates: int | str | None = None, rows_per_split: int | None = None) -> dict:
+                   candidates: int | str | None = None, rows_per_split: int | None = None,
+                   frozen_layers: int = 0) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -403,7 +408,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
-    ``rows_per_split`` reads at most that many test rows per language (a smoke run).
+    ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
+    backbone's bottom layers are read through the cache (``adapterxfer.frozen``) that modules trained above
+    them share; an artifact's come from its manifest.
     """
     task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
     model_path = str(sharing.resolve(model_path))
@@ -429,8 +436,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         model = (regime.load_encoder(folder, trained_on, backbone) if manifest
                  else encoder_model(backbone.path)).to(device)
         _check_layer(layer, model.config.num_hidden_layers)
-        scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
-                                                              batch_size, chosen)
+        with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
+            scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
+                                                                  batch_size, chosen)
     else:
         if manifest is None:
             raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
@@ -440,10 +448,18 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         model = regime.load(folder, task, backbone, manifest).to(device)
         set_pooling(model, manifest.get("pooling", "cls"))
         at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
-        scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, chosen,
-                                                 regime.language_switch(model, task, at_test))
+        with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
+            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, chosen,
+                                                     regime.language_switch(model, task, at_test))
     write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
+
+
+def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:
+    """The frozen bottom an evaluation-only task reads from the cache: the artifact's (a bare backbone:
+    ``backbone_frozen``), where it scores the last layer (hidden_states then count from the bottom's output)."""
+    frozen = manifest["config"].get("frozen_layers", 0) if manifest else backbone_frozen
+    return frozen if layer % num_layers == num_layers - 1 else 0
 
 
 def _manifest_sha256(folder: Path) -> str:

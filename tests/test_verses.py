@@ -244,6 +244,21 @@ def test_xref_limit_languages_and_determinism(bible_db):
     assert len(verses.xref_rows("train", limit=7)) == 7
 
 
+def test_xref_choice_rows_are_the_pairs_of_xref_rows_as_two_way_choices(bible_db):
+    pairs = verses.xref_rows("train", ("en", "fr"), seed=3)
+    choices = verses.xref_choice_rows("train", ("en", "fr"), seed=3)
+    assert len(choices) == len(pairs) // 2
+    positive = {row["ref"]: row for row in pairs if row["label"]}
+    for row in choices:
+        gold = positive[row["ref"]]
+        assert row["context"] == gold["text"] and row["choices"][row["label"]] == gold["text_pair"]
+    negatives = Counter((row["text"], row["text_pair"]) for row in pairs if not row["label"])
+    assert Counter((row["context"], row["choices"][1 - row["label"]]) for row in choices) == negatives
+    assert Counter(row["label"] for row in choices).keys() == {0, 1}
+    assert verses.xref_choice_rows("train", ("en", "fr"), seed=3) == choices
+    assert len(verses.xref_choice_rows("train", limit=5, seed=3)) == 5
+
+
 def test_next_rows_label_points_at_the_next_verse(bible_db):
     english = {r["ref"]: r["text"] for r in verses.genre_rows("dev")}
     rows = verses.next_rows("dev")
@@ -347,8 +362,10 @@ def test_word_overlap_is_no_cue_to_a_real_cross_reference():
     """The hard negatives overlap with A as much as the cross-reference does: "no overlap -> a
     cross-reference" is at 0.5, and even the best overlap threshold fitted on the split itself is at
     most 0.55 on dev and test (it was 0.648 and 0.623, "no overlap" 0.604 and 0.585, when the negative
-    was the candidate of most overlap)."""
-    from adapterxfer.study.baselines import OverlapRule, accuracy_of, fit_overlap_rule, overlaps
+    was the candidate of most overlap). As two-way choices (verses-xref-bi), picking the choice that overlaps
+    the context most, or least, is at most 0.55 too."""
+    from adapterxfer.study.baselines import (OverlapRule, accuracy_of, choice_overlaps, fit_overlap_rule, overlaps,
+                                             pick_by_overlap)
     measured = {}
     for split in ("dev", "test"):
         rows = verses.xref_rows(split)
@@ -357,3 +374,7 @@ def test_word_overlap_is_no_cue_to_a_real_cross_reference():
         measured[split] = (len(rows), round(accuracy_of(no_overlap.predict(values), labels), 4),
                            round(accuracy_of(fit_overlap_rule(values, labels).predict(values), labels), 4))
     assert measured == {"dev": (558, 0.5, 0.5251), "test": (438, 0.5, 0.516)}
+    choices = {split: verses.xref_choice_rows(split) for split in ("dev", "test")}
+    by_overlap = {split: [round(accuracy_of(pick_by_overlap(choice_overlaps(rows), most), [r["label"] for r in rows]), 4)
+                          for most in (True, False)] for split, rows in choices.items()}
+    assert by_overlap == {"dev": [0.5341, 0.5161], "test": [0.4977, 0.4932]}  # the most / least overlapping choice

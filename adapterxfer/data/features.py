@@ -76,7 +76,7 @@ def _token_counts(tokenizer, firsts: list[str], seconds: list[str | None]) -> li
 
 _SEQUENCES = {
     "classification": lambda row: [(row["text"], row.get("text_pair"))],
-    "pair_encoder": lambda row: [(row["text"], None), (row["text_pair"], None)],
+    "bi_encoder": lambda row: [(text, None) for text in (row["context"], *row["choices"])],
     "multiple_choice": lambda row: [(row["context"], choice) for choice in row["choices"]],
     "mlm": lambda row: [(row["text"], None)],
     "retrieval": lambda row: [(row["query"], None), (row["target"], None)],

@@ -213,22 +213,40 @@ def xref_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = 
     Pair i (positive and negative alike) is rendered in ``langs[i % len(langs)]``. With
     ``limit``, ``(limit + 1) // 2`` positives are sampled and the shuffled rows cut to ``limit``.
     """
-    _check(split, limit)
-    if not langs:
-        raise UserError(f"xref_rows needs at least one language; allowed: {', '.join(LANGUAGES)}")
-    bbs = [TRANSLATIONS[resolve_translation(lang)] for lang in langs]
-    path = str(corpus_path())
     half = None if limit is None else (limit + 1) // 2
     rows = []
-    for i, (a, b) in enumerate(_sample(_split_positives(path, split), half, seed)):
-        c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
-        if c is None:  # no negative overlapping as much: the pair is left out, so overlap stays no cue
-            continue
-        texts = _texts(path, bbs[i % len(bbs)])
+    for texts, (a, b, c) in _xref_triples(split, langs, half, seed):
         rows.append({"text": texts[a], "text_pair": texts[b], "label": 1, "ref": _pair_id(a, b)})
         rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c)})
     random.Random(seed).shuffle(rows)
     return rows[:limit]
+
+
+def xref_choice_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = None,
+                     seed: int = 0) -> list[dict]:
+    """The same cross-references as two-way choices: {"context": A, "choices": B and its hard negative C
+    in a seeded order, "label": B's position, "ref": the pair A>B}. Item i is rendered in
+    ``langs[i % len(langs)]``; ``limit`` items are sampled."""
+    rows = []
+    for texts, (a, b, c) in _xref_triples(split, langs, limit, seed):
+        label = random.Random(f"{seed}:{_pair_id(a, b)}:order").randrange(2)
+        choices = [texts[c], texts[b]] if label else [texts[b], texts[c]]
+        rows.append({"context": texts[a], "choices": choices, "label": label, "ref": _pair_id(a, b)})
+    return rows
+
+
+def _xref_triples(split: str, langs: tuple[str, ...], positives: int | None, seed: int):
+    """(texts of the pair's language, (A, B, C)) for a seeded sample of ``positives`` cross-references
+    (A, B) with their hard negative C; pair i in ``langs[i % len(langs)]``."""
+    _check(split, positives)
+    if not langs:
+        raise UserError(f"xref rows need at least one language; allowed: {', '.join(LANGUAGES)}")
+    bbs = [TRANSLATIONS[resolve_translation(lang)] for lang in langs]
+    path = str(corpus_path())
+    for i, (a, b) in enumerate(_sample(_split_positives(path, split), positives, seed)):
+        c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
+        if c is not None:  # no negative overlapping as much: the pair is left out, so overlap stays no cue
+            yield _texts(path, bbs[i % len(bbs)]), (a, b, c)
 
 
 # ----------------------------------------------------------------------------- text cleaning

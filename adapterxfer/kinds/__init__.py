@@ -10,11 +10,11 @@ features, rows, options)`` (one prediction per row) and ``references(rows)`` (th
 shape). ``options`` is the task's ``TaskSpec.options`` dict.
 """
 
-from . import classification, mining, mlm, multiple_choice, pair_encoder, qa, ranking, retrieval, tagging
+from . import bi_encoder, classification, mining, mlm, multiple_choice, qa, ranking, retrieval, tagging
 
 KINDS = {
     "classification": classification,
-    "pair_encoder": pair_encoder,
+    "bi_encoder": bi_encoder,
     "multiple_choice": multiple_choice,
     "retrieval": retrieval,
     "tagging": tagging,

@@ -56,7 +56,8 @@ class Bottleneck(Regime):
         else:
             if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
                 load_adapter(model, parents[0].folder, STACKED)
-            model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor))
+            model.add_adapter(TARGET, config=SeqBnConfig(reduction_factor=config.reduction_factor,
+                                                         leave_out=list(range(config.frozen_layers))))
             model.train_adapter(TARGET)
             if parents:
                 model.active_adapters = Stack(STACKED, TARGET)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from . import register
 from .common import unfreeze_head
-from .lora import Lora
+from .lora import Lora, layer_pattern
 
-LAYER = r"(.*\.)?encoder\.layer\.\d+\."  # the prefix is optional: the module also fits the bare encoder
-FEEDFORWARD = LAYER + r"output\.dense$"  # the FFN's output layer, not attention.output.dense
-SCALED = LAYER + r"(attention\.self\.(key|value)|output\.dense)$"
+FEEDFORWARD = r"output\.dense$"  # the FFN's output layer, not attention.output.dense
+SCALED = r"(attention\.self\.(key|value)|output\.dense)$"
 
 
 @register
@@ -34,6 +33,7 @@ class Ia3(Lora):
         if parents:
             model = PeftModel.from_pretrained(base, parents[0].folder, is_trainable=True)
         else:
-            model = get_peft_model(base, IA3Config(target_modules=SCALED, feedforward_modules=FEEDFORWARD))
+            model = get_peft_model(base, IA3Config(target_modules=layer_pattern(config) + SCALED,
+                                                   feedforward_modules=layer_pattern(config) + FEEDFORWARD))
         unfreeze_head(model)
         return model

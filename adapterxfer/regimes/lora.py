@@ -40,13 +40,19 @@ class LoraKeys:
                      choices=("cat", "svd"))
 
 
+def layer_pattern(config) -> str:
+    """Encoder layers a module goes into: every one, or those above the frozen bottom (``frozen_layers``).
+    Inside the encoder only, so the task head never gets one; the prefix is optional so the module also
+    fits the bare encoder (AutoModel: encoder.layer.N..., peft fullmatches the name)."""
+    number = r"\d+" if not config.frozen_layers else rf"(?!(?:{'|'.join(map(str, range(config.frozen_layers)))})\.)\d+"
+    return rf"(.*\.)?encoder\.layer\.{number}\."
+
+
 def lora_config(config):
     from peft import LoraConfig
 
     targets = ALL_LINEAR if config.lora_targets == ["all-linear"] else config.lora_targets
-    # Match inside the encoder only, so the task head never gets a LoRA; the prefix is optional so
-    # the module also fits the bare encoder (AutoModel: encoder.layer.N..., peft fullmatches the name).
-    pattern = r"(.*\.)?encoder\.layer\.\d+\..*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
+    pattern = layer_pattern(config) + ".*(" + "|".join(t.replace(".", r"\.") for t in targets) + ")$"
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=pattern)
 

@@ -57,6 +57,9 @@ class Madx(Regime):
 
     def check(self, task, config, parents, backbone) -> None:
         super().check(task, config, parents, backbone)
+        if config.frozen_layers:
+            raise UserError(f"regime madx puts language adapters into every layer; frozen_layers must be 0, got "
+                            f"{config.frozen_layers}")
         for parent in parents:
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "

@@ -350,6 +350,8 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
                 **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation},
+                # the backbone's bottom through the cache its modules read (a module reads its own manifest's)
+                **({"frozen_layers": plan["phase"]["frozen_layers"]} if plan["phase"].get("frozen_layers") else {}),
                 **_smoke_rows(plan)}
     if settings["precision"] not in CHOICES["precision"]:
         raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "

@@ -228,7 +228,7 @@ def minimum_detectable_effect(se: float, alpha: float, power: float, df: float =
 
 
 # Kinds with one gold label per item, scored by accuracy: chance and the trivial baselines apply.
-CHANCE_KINDS = ("classification", "pair_encoder", "multiple_choice")
+CHANCE_KINDS = ("classification", "bi_encoder", "multiple_choice")
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def learned(task_name: str, final: dict[int, list[dict]], step0: dict[int, list[
     chance = None
     if task.kind in CHANCE_KINDS:
         dev = task.rows("dev", lang)
-        answers = len(dev[0]["choices"]) if task.kind == "multiple_choice" else len(task.labels)
+        answers = len(dev[0]["choices"]) if "choices" in dev[0] else len(task.labels)
         chance = 1 / answers
         for name, predicted in baseline_predictions(task, dev).items():
             rows = [{**row, "prediction": p} for row, p in zip(first, predicted)]

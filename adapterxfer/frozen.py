@@ -1,0 +1,154 @@
+"""A frozen bottom: the embeddings and the first N transformer layers of an encoder, trained by no regime
+(``frozen_layers=N``), whose output is computed once per distinct sequence and kept in memory.
+
+Where nothing below layer N trains, every phase and every evaluation that reads the same text through the
+same bottom gets the same states there, so only the layers above need to run: on a CPU this is most of
+the cost of training and scoring a module on the top layers. Within ``cached_bottom(model, N)`` each
+encoder of ``model`` reads its embedding output from a ``CachedBottom``, which runs the real embeddings and
+bottom layers (in eval mode, without gradients: frozen layers run without dropout here) for the sequences
+it has not seen, and the encoder's layer list holds only the layers above N. The states are keyed by the
+bottom's content (a hash of its parameters) and each sequence's real tokens, so a cache is shared by
+every model whose bottom is byte-identical (the backbone's, when regimes place no module there) and never
+by one whose bottom differs. Pad positions read zeros: the layers above mask them out of attention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import torch
+
+from .errors import UserError
+from .modeling import MultiTaskModel, unwrap
+
+STORE_BYTES = 4 << 30  # states kept at most, over all bottoms; the least recently used go first
+BATCH = 32  # sequences per batch when a bottom computes the states it lacks
+
+
+class _Store:
+    """{(bottom hash, token ids): states} in least-recently-used order, within STORE_BYTES."""
+
+    def __init__(self, limit: int):
+        self.rows, self.bytes, self.limit = OrderedDict(), 0, limit
+
+    def get(self, key):
+        states = self.rows.get(key)
+        if states is not None:
+            self.rows.move_to_end(key)
+        return states
+
+    def put(self, key, states: torch.Tensor) -> None:
+        self.rows[key] = states
+        self.bytes += states.nbytes
+        while self.bytes > self.limit and len(self.rows) > 1:
+            self.bytes -= self.rows.popitem(last=False)[1].nbytes
+
+
+STORE = _Store(STORE_BYTES)
+
+
+def encoders(model) -> list:
+    """The distinct transformers encoders (XLMRobertaModel and the like) inside ``model``."""
+    subs = model.models.values() if isinstance(model, MultiTaskModel) else [model]
+    found = [unwrap(sub) for sub in subs]
+    found = [sub if hasattr(sub, "encoder") else sub.base_model for sub in found]
+    return list({id(base): base for base in found}.values())
+
+
+def check_layers(model, layers: int) -> None:
+    """``frozen_layers`` must leave at least one layer to train."""
+    for base in encoders(model):
+        total = len(base.encoder.layer)
+        if not 0 <= layers < total:
+            raise UserError(f"frozen_layers={layers}: the encoder has {total} layers; allowed 0..{total - 1}")
+
+
+def freeze_bottom(model, layers: int) -> None:
+    """No parameter of the embeddings or of the first ``layers`` transformer layers trains."""
+    if not layers:
+        return
+    check_layers(model, layers)
+    for base in encoders(model):
+        for module in (base.embeddings, *base.encoder.layer[:layers]):
+            module.requires_grad_(False)
+
+
+class CachedBottom(torch.nn.Module):
+    """Stands in for an encoder's embeddings: returns the states after the bottom layers (see the module
+    docstring). ``extend`` turns a (rows, length) attention mask into the layers' additive mask."""
+
+    def __init__(self, embeddings, layers: torch.nn.ModuleList, extend, padding_idx: int):
+        super().__init__()
+        self.embeddings, self.layers, self.extend, self.padding_idx = embeddings, layers, extend, padding_idx
+        self.key = _content_hash([*embeddings.parameters(), *layers.parameters(), *embeddings.buffers()])
+
+    def forward(self, input_ids=None, **kwargs):
+        if input_ids is None:
+            raise UserError("frozen_layers reads token ids; this forward passed embeddings instead")
+        sequences = [tuple(row[row.ne(self.padding_idx)].tolist()) for row in input_ids]
+        missing = [ids for ids in dict.fromkeys(sequences) if STORE.get((self.key, ids)) is None]
+        computed = dict(zip(missing, self._compute(missing, input_ids.device))) if missing else {}
+        first = computed[missing[0]] if missing else STORE.get((self.key, sequences[0]))
+        out = first.new_zeros(*input_ids.shape, first.shape[-1]).to(input_ids.device)
+        for row, ids in enumerate(sequences):
+            states = computed.get(ids)
+            out[row, :len(ids)] = states if states is not None else STORE.get((self.key, ids))
+        return out
+
+    @torch.no_grad()
+    def _compute(self, sequences: list[tuple], device) -> list[torch.Tensor]:
+        """The bottom's states of each sequence (real tokens only), batched by length, stored as computed."""
+        modes = [module.training for module in (self.embeddings, self.layers)]
+        self.embeddings.eval()
+        self.layers.eval()
+        states = {}
+        order = sorted(sequences, key=len)
+        for start in range(0, len(order), BATCH):
+            batch = order[start:start + BATCH]
+            longest = max(map(len, batch))
+            ids = torch.full((len(batch), longest), self.padding_idx, dtype=torch.long, device=device)
+            for row, seq in enumerate(batch):
+                ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask = ids.ne(self.padding_idx).long()
+            hidden = self.embeddings(input_ids=ids)
+            extended = self.extend(mask, ids.shape)
+            for layer in self.layers:
+                hidden = layer(hidden, attention_mask=extended)[0]
+            for row, seq in enumerate(batch):
+                states[seq] = hidden[row, :len(seq)].detach().clone()
+                STORE.put((self.key, seq), states[seq])
+        self.embeddings.train(modes[0])
+        self.layers.train(modes[1])
+        return [states[seq] for seq in sequences]
+
+
+@contextmanager
+def cached_bottom(model, layers: int):
+    """Within the block, every encoder of ``model`` reads its first ``layers`` layers from the cache and
+    runs only the layers above (nothing changes with ``layers=0``); the model is whole again after it."""
+    if not layers:
+        yield model
+        return
+    check_layers(model, layers)
+    saved = []
+    for base in encoders(model):
+        whole = base.encoder.layer
+        saved.append((base, base.embeddings, whole))
+        bottom = CachedBottom(base.embeddings, torch.nn.ModuleList(whole[:layers]),
+                              base.get_extended_attention_mask, base.embeddings.padding_idx)
+        base.embeddings, base.encoder.layer = bottom, torch.nn.ModuleList(whole[layers:])
+    try:
+        yield model
+    finally:
+        for base, embeddings, whole in saved:
+            base.embeddings, base.encoder.layer = embeddings, whole
+
+
+def _content_hash(tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,108 @@
+"""The frozen bottom (``frozen_layers``) on the tiny backbone and the fixture corpus: the regimes place no
+module below it and nothing there trains; a model read through the cache computes what the whole model
+computes; the cache is shared by byte-identical bottoms only; and the model is whole again after the block."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from adapterxfer.cli import main
+from adapterxfer.config import from_dict
+from adapterxfer.data.features import featurized
+from adapterxfer.errors import UserError
+from adapterxfer.frozen import STORE, cached_bottom, encoders, freeze_bottom
+from adapterxfer.kinds import KINDS
+from adapterxfer.modeling import encoder_model
+from adapterxfer.regimes import get_regime
+from adapterxfer.retrieval import embed
+from adapterxfer.tasks import get_task
+
+TASK = "verses-xref-bi"
+
+
+def _built(regime, tiny_backbone, frozen=1):
+    config = from_dict({"task": TASK, "regime": regime, "frozen_layers": frozen, "lora_dropout": 0.0})
+    model = get_regime(regime).build(get_task(TASK), tiny_backbone, [], config)
+    freeze_bottom(model, frozen)
+    return model.eval()
+
+
+def _batch(tiny_backbone):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    features, _, _ = featurized(get_task(TASK), "train", "en", tokenizer, 48)
+    return KINDS["bi_encoder"].collator(tokenizer)([features[i] for i in range(6)])
+
+
+@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck", "ia3"])
+def test_no_module_and_no_training_below_the_frozen_layers(tiny_backbone, regime):
+    model = _built(regime, tiny_backbone)
+    base = encoders(model)[0]
+    plain = {name for name, _ in encoder_model(tiny_backbone.path).encoder.layer[0].named_parameters()}
+    bottom = [base.embeddings, base.encoder.layer[0]]
+    assert {name for name, _ in base.encoder.layer[0].named_parameters()} == plain  # no LoRA, adapter or (IA)3
+    assert not any(p.requires_grad for module in bottom for p in module.parameters())
+    assert any(p.requires_grad for name, p in model.named_parameters() if "layer.1." in name)
+
+
+@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck"])
+def test_a_model_read_through_the_cache_computes_what_the_whole_model_computes(tiny_backbone, regime):
+    model = _built(regime, tiny_backbone)
+    with torch.no_grad():
+        batch = _batch(tiny_backbone)
+        whole = model(**batch)
+        names = [name for name, _ in model.named_parameters()]
+        with cached_bottom(model, 1):
+            cached = model(**batch)
+            again = model(**batch)  # every sequence from the store now
+        assert [name for name, _ in model.named_parameters()] == names  # whole again after the block
+    torch.testing.assert_close(cached.logits, whole.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached.loss, whole.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again.logits, cached.logits)
+
+
+def test_the_cache_is_shared_by_identical_bottoms_only(tiny_backbone):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    texts = [row["query"] for row in get_task("verses-retrieval").rows("test", "de")[:5]]
+    encoder = encoder_model(tiny_backbone.path).eval()
+    with cached_bottom(encoder, 1):
+        first = embed(encoder, tokenizer, texts, -1, 48, 2, "fp32")
+    stored = len(STORE.rows)
+    other = encoder_model(tiny_backbone.path).eval()  # another object, the same bytes
+    with cached_bottom(other, 1):
+        second = embed(other, tokenizer, texts, -1, 48, 2, "fp32")
+    assert len(STORE.rows) == stored  # nothing computed again
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first, embed(encoder, tokenizer, texts, -1, 48, 2, "fp32"), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        other.encoder.layer[0].intermediate.dense.weight.mul_(3.0)  # a different bottom
+    with cached_bottom(other, 1):
+        moved = embed(other, tokenizer, texts, -1, 48, 2, "fp32")
+    assert len(STORE.rows) == stored + len(texts)
+    assert not torch.allclose(moved, first, atol=1e-3)
+
+
+def test_frozen_layers_leaves_a_layer_to_train_and_madx_refuses_it(tiny_backbone, tmp_path):
+    model = _built("full", tiny_backbone, frozen=0)
+    with pytest.raises(UserError, match=r"frozen_layers=2: the encoder has 2 layers; allowed 0\.\.1"):
+        freeze_bottom(model, 2)
+    with pytest.raises(UserError, match="must be a finite number >= 0"):
+        from_dict({"task": TASK, "frozen_layers": -1})
+    config = from_dict({"task": TASK, "regime": "madx", "frozen_layers": 1})
+    with pytest.raises(UserError, match="regime madx puts language adapters into every layer"):
+        get_regime("madx").check(get_task(TASK), config, [], tiny_backbone)
+
+
+def test_a_phase_with_a_frozen_bottom_trains_saves_and_is_scored_from_the_cache(tmp_path, tiny_backbone):
+    out = tmp_path / "xref-bi"
+    assert main(["train", f"task={TASK}", "regime=lora", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=5e-2",
+                 "frozen_layers=1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["frozen_layers"] == 1
+    assert json.loads((out / "adapter_config.json").read_text())["target_modules"].startswith(
+        r"(.*\.)?encoder\.layer\.(?!(?:0)\.)\d+\.")
+    assert main(["evaluate", "--model", str(out), "--task", "verses-retrieval", "--langs", "de", "--queries", "6",
+                 "--candidates", "9", "--max-length", "48", "--precision", "fp32", "--output", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "scores.json").read_text())["de"]["candidates"] == 9
