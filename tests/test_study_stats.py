@@ -8,6 +8,7 @@ from scipy import stats as scipy_stats
 
 from adapterxfer.errors import UserError
 from adapterxfer.metrics import METRICS
+from adapterxfer.study.baselines import accuracy_of, choice_overlaps, pick_by_overlap
 from adapterxfer.study.coverage import SETTINGS, coverage
 from adapterxfer.study.stats import (ITEM_MEANS, ITEM_SCORES, by_seen, cluster_ids, holm, learned, metric_value,
                                      minimum_detectable_effect, paired_difference)
@@ -166,9 +167,13 @@ def test_learned_means_above_chance_majority_word_overlap_and_step_0():
     perfect = learned("verses-next", {1: right, 2: right}, {1: first, 2: first})
     assert perfect.chance == 0.25 and perfect.learned is True
     assert (perfect.score.mean, perfect.score.low) == (1.0, 1.0)  # every seed and item right: a point
-    assert set(perfect.versus) == {"majority", "step 0"}  # no word overlap rule for multiple choice
-    train_labels = [row["label"] for row in task.read("train", "en", 2000, 0)]
+    assert set(perfect.versus) == {"majority", "word overlap", "step 0"}
+    train = task.read("train", "en", 2000, 0)
+    train_labels = [row["label"] for row in train]
     majority = max(set(train_labels), key=train_labels.count)
+    most = max((True, False), key=lambda m: accuracy_of(pick_by_overlap(choice_overlaps(train), m), train_labels))
+    overlap_rule = pick_by_overlap(choice_overlaps(dev), most)  # the choice overlapping the context most (or least)
+    assert perfect.versus["word overlap"][0] == pytest.approx(accuracy_of(overlap_rule, gold))
     assert perfect.versus["majority"][0] == pytest.approx(gold.count(majority) / len(gold))
     assert perfect.versus["step 0"][0] == pytest.approx(gold.count(0) / len(gold))
     unchanged = learned("verses-next", {1: right}, {1: right})
