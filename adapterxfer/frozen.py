@@ -39,6 +39,9 @@ class _Store:
             self.rows.move_to_end(key)
         return states
 
+    def clear(self) -> None:
+        self.rows, self.bytes = OrderedDict(), 0
+
     def put(self, key, states: torch.Tensor) -> None:
         self.rows[key] = states
         self.bytes += states.nbytes
@@ -115,7 +118,7 @@ class CachedBottom(torch.nn.Module):
             hidden = self.embeddings(input_ids=ids)
             extended = self.extend(mask, ids.shape)
             for layer in self.layers:
-                hidden = layer(hidden, attention_mask=extended)[0]
+                hidden = layer(hidden, extended)[0]  # positional: adapters' layer hooks read args[1]
             for row, seq in enumerate(batch):
                 states[seq] = hidden[row, :len(seq)].detach().clone()
                 STORE.put((self.key, seq), states[seq])

@@ -128,6 +128,9 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                                               "intermediate_regimes": {"verses-next": ["full"]}},
                                              "transfers.merge combines every intermediate in regime lora; "
                                              "intermediate_regimes leaves out verses-next"),
+    "regime seeds not among the seeds": ({"regime_seeds": {"lora": [7]}},
+                                         "plan.yaml: regime_seeds: lora: [7] must map a regime of the plan (lora) to a "
+                                         "non-empty list of its seeds ([1])"),
     "pool smaller than the queries": ({"targets": ["verses-retrieval"], "evaluation": {"queries": 200, "candidates": 100}},
                                       "plan.yaml: evaluation: candidates: 100 is below queries: 200"),
     "queries not a number": ({"targets": ["verses-retrieval"], "evaluation": {"queries": "many"}},

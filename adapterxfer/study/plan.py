@@ -47,6 +47,8 @@ KEYS = {
     "targets": (list, REQUIRED, "target tasks of any kind; evaluation-only ones (retrieval, mining, ranking) "
                                 "are scored from the backbone and from each intermediate"),
     "intermediates": (list, [], "intermediate tasks; a+b trains a and b together (multi-task), e.g. mnli+wiki-mlm"),
+    "regime_seeds": (dict, {}, "regime -> the seeds it runs, a subset of seeds (default: every seed), e.g. fewer "
+                               "for a costly regime; contrasts pair the seeds two arms share"),
     "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
                                        "that uses intermediates); a regime that combines them needs them all"),
     "regimes": (list, [DEFAULT_REGIME], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
@@ -124,7 +126,7 @@ def smoke_plan(plan: dict, backbone: str | None = None) -> dict:
     split, into ``<output>-smoke`` (never the real output), on ``backbone`` or the plan's own. Another
     backbone may lack the plan's evaluation layer (13 of XLM-R large's 24): its smoke scores the last."""
     other = backbone is not None and backbone != plan["backbone"]
-    smoke = {**plan, "seeds": plan["seeds"][:1], "backbone": backbone or plan["backbone"],
+    smoke = {**plan, "seeds": plan["seeds"][:1], "regime_seeds": {}, "backbone": backbone or plan["backbone"],
              "output": f"{study_root(plan)}{SMOKE_SUFFIX}", "smoke": True,
              "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})}}
     _check(smoke)
@@ -157,6 +159,10 @@ def _check(plan: dict) -> None:
         if task not in plan["intermediates"] or not isinstance(regimes, list) or not set(regimes) <= set(plan["regimes"]):
             raise UserError(f"{where}: intermediate_regimes: {task}: {regimes!r} must map an intermediate of the plan "
                             f"({', '.join(plan['intermediates'])}) to a list of its regimes ({', '.join(plan['regimes'])})")
+    for regime, seeds in plan["regime_seeds"].items():
+        if regime not in plan["regimes"] or not isinstance(seeds, list) or not seeds or not set(seeds) <= set(plan["seeds"]):
+            raise UserError(f"{where}: regime_seeds: {regime}: {seeds!r} must map a regime of the plan "
+                            f"({', '.join(plan['regimes'])}) to a non-empty list of its seeds ({plan['seeds']})")
     _check_multitask(plan)
     for regime in plan["regimes"]:
         get_regime(regime).check_plan(_block(plan, regime), where)
@@ -245,7 +251,7 @@ def expand(plan: dict) -> Graph:
     """Every phase and arm of the plan; train settings are validated RunConfig dicts."""
     graph = Graph()
     for seed in plan["seeds"]:
-        for regime in plan["regimes"]:
+        for regime in [r for r in plan["regimes"] if seed in plan["regime_seeds"].get(r, plan["seeds"])]:
             languages = _language_adapters(plan, graph, regime, seed)
             intermediates = _intermediates(plan, graph, regime, seed, languages)
             for target in plan["targets"]:
