@@ -143,14 +143,31 @@ def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixt
     assert "## verses-retrieval (" in report and "## verses-genre (" in report
 
 
-def test_smoke_without_a_backbone_it_can_load_is_one_line_and_writes_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("change, backbone, says", [
+    ({}, "nowhere", "nowhere"),
+    ({"backbone": "nobody/no-such-model"}, None, "backbone 'nobody/no-such-model': not a local folder, and the "
+                                                 "Hugging Face Hub is unreachable"),
+    ({"intermediates": ["mnli", "no-such-task"]}, "tiny-xlmr", "unknown task 'no-such-task'"),
+    ({"intermediate_phase": {"recipe": "configs/no-such-recipe.yaml"}}, "tiny-xlmr",
+     "config file configs/no-such-recipe.yaml does not exist")])
+def test_a_smoke_of_what_does_not_exist_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, change,
+                                                                        backbone, says):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path / "home"))
     plan = tmp_path / "plan.yaml"
-    plan.write_text((REPO / "configs" / "xstilts.yaml").read_text().replace(
-        "output: artifacts/xstilts", f"output: {tmp_path / 'study'}"))
-    assert main(["study", "run", str(plan), "--smoke", "--backbone", str(tmp_path / "nowhere")]) == 2
+    plan.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text()),
+                                    "output": str(tmp_path / "study"), **change}))
+    flags = ["--backbone", str(tmp_path / backbone) if backbone == "nowhere" else backbone] if backbone else []
+    assert main(["study", "run", str(plan), "--smoke", *flags]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nowhere" in err
+    assert err.count("\n") == 1 and says in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yaml"]
+
+
+def test_backbone_without_smoke_is_one_line(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text((REPO / "configs" / "xstilts.yaml").read_text())
     assert main(["study", "run", str(plan), "--backbone", "tiny-xlmr"]) == 2
     assert "replaces the backbone of a smoke run only; add --smoke" in capsys.readouterr().err
 
