@@ -25,6 +25,8 @@ from fixtures.make_xtreme_fixtures import ROOT
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_TARGETS = ["lareqa"]
+# make test's workers (--dist loadgroup): the tests of one smoke run go to one worker, which runs it once
+ONE_WORKER = pytest.mark.xdist_group("xstilts-smoke")
 FIXTURE_LANGS = ["en", "de", "zh"]  # of configs/demo_gpu.yaml's 22 languages, three the fixture bible.db holds
 
 
@@ -74,6 +76,7 @@ def recorded(smoke) -> dict[str, str]:
         return dict(db.execute("SELECT key, action FROM runs"))
 
 
+@ONE_WORKER
 def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_plan(xstilts):
     plan = yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text())
     phases = xstilts["graph"].phases.values()
@@ -88,6 +91,7 @@ def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_p
         "lora/xnli-translate-train", "bottleneck/baseline", "bottleneck/mnli+wiki-mlm"}
 
 
+@ONE_WORKER
 def test_smoke_runs_every_phase_once_into_its_own_folder(xstilts):
     root, graph = xstilts["root"], xstilts["graph"]
     assert not xstilts["real"].exists()
@@ -98,6 +102,7 @@ def test_smoke_runs_every_phase_once_into_its_own_folder(xstilts):
     assert steps == {2}  # the plan's recipes' steps, in miniature
 
 
+@ONE_WORKER
 def test_xcopa_trains_after_its_siqa_stage_and_the_lineage_says_so(xstilts, capsys, tiny_backbone):
     root = xstilts["root"]
     manifest = json.loads((root / "seed1/full/xcopa/mnli/manifest.json").read_text())
@@ -111,6 +116,7 @@ def test_xcopa_trains_after_its_siqa_stage_and_the_lineage_says_so(xstilts, caps
         "101 current, 0 stale, 0 to run, 0 waiting")
 
 
+@ONE_WORKER
 def test_report_has_every_target_the_benchmark_averages_and_the_best_intermediate(xstilts):
     report = (xstilts["root"] / "report.md").read_text()
     targets = yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text())["targets"] + EXTRA_TARGETS
