@@ -22,14 +22,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/adapterxfer study run configs/demo.yaml
 
-# Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone; the tests of
-# one study smoke run (xdist_group) share a worker, which runs it once.
+# Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2
 
 # Unit tests only: no me5-small, no real corpus, no test marked slow.
 test-fast: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not e2e and not slow"
+	$(PY) -m pytest -q -n 2 -m "not e2e and not slow"
 
 # configs/xstilts.yaml in miniature: every phase once, on the tiny backbone and the XTREME fixtures (see RESULTS.md).
 smoke: setup

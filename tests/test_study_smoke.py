@@ -25,8 +25,6 @@ from fixtures.make_xtreme_fixtures import ROOT
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_TARGETS = ["lareqa"]
-# make test's workers (--dist loadgroup): the tests of one smoke run go to one worker, which runs it once
-ONE_WORKER = pytest.mark.xdist_group("xstilts-smoke")
 FIXTURE_LANGS = ["en", "de", "zh"]  # of configs/demo_gpu.yaml's 22 languages, three the fixture bible.db holds
 
 
@@ -60,15 +58,14 @@ def run_smoke(plan: dict, folder: Path, backbone: Path) -> dict:
             "graph": expand(load_plan(str(plan_file), True, str(backbone)))}
 
 
-@pytest.fixture(scope="module")
-def xstilts(tmp_path_factory, tiny_backbone):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ADAPTERXFER_DATA_DIR", str(ROOT))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setitem(TASKS, "ccg", xtreme.spec("ccg"))  # its tag set is read from the data folder
-        patch.chdir(REPO)
-        plan = xstilts_subset(yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text()))
-        return run_smoke(plan, tmp_path_factory.mktemp("xstilts"), tiny_backbone.path)
+@pytest.fixture
+def xtreme_data(monkeypatch):
+    """The XTREME fixtures as the data folder, offline, from the repository."""
+    monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(ROOT))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(TASKS, "ccg", xtreme.spec("ccg"))  # its tag set is read from the data folder
+    monkeypatch.chdir(REPO)
+    return yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text())
 
 
 def recorded(smoke) -> dict[str, str]:
@@ -76,49 +73,57 @@ def recorded(smoke) -> dict[str, str]:
         return dict(db.execute("SELECT key, action FROM runs"))
 
 
-@ONE_WORKER
-def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_plan(xstilts):
-    plan = yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text())
-    phases = xstilts["graph"].phases.values()
+def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_plan(xtreme_data, tmp_path):
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(xstilts_subset(xtreme_data)))
+    graph = expand(load_plan(str(plan_file), True, "tiny-xlmr"))
+    phases = graph.phases.values()
     trained = {part for p in phases if p.role == "intermediate" for part in p.task.split("+")}
-    assert trained == {part for task in plan["intermediates"] for part in task.split("+")}
+    assert trained == {part for task in xtreme_data["intermediates"] for part in task.split("+")}
     assert {"mnli+wiki-mlm", "anli-plus+mnli+qqp+squad+squad2+hellaswag+ccg+cosmosqa+commonsenseqa"} <= {
         p.task for p in phases if p.role == "intermediate"}
-    assert {p.target for p in phases if p.target} == set(plan["targets"] + EXTRA_TARGETS)
-    assert {p.regime for p in phases if p.role == "target"} == set(plan["regimes"])
-    assert {arm.label for arm in xstilts["graph"].arms if arm.target == "xnli"} == {
+    assert {p.target for p in phases if p.target} == set(xtreme_data["targets"] + EXTRA_TARGETS)
+    assert {p.regime for p in phases if p.role == "target"} == set(xtreme_data["regimes"])
+    assert {arm.label for arm in graph.arms if arm.target == "xnli"} == {
         "full/baseline", "full/mnli", "full/mnli-translate-mix", "full/multitask(english-9)", "lora/baseline",
         "lora/xnli-translate-train", "bottleneck/baseline", "bottleneck/mnli+wiki-mlm"}
+    assert len(graph.phases) == 101
 
 
-@ONE_WORKER
-def test_smoke_runs_every_phase_once_into_its_own_folder(xstilts):
-    root, graph = xstilts["root"], xstilts["graph"]
-    assert not xstilts["real"].exists()
-    runs = recorded(xstilts)
-    assert set(runs) == set(graph.phases) and len(runs) == 101
-    steps = {json.loads((root / key / "manifest.json").read_text())["config"]["max_steps"]
+def test_the_xstilts_subset_runs_every_phase_once_and_reports_every_target(xtreme_data, tmp_path, tiny_backbone,
+                                                                            capsys):
+    """One smoke run (make test's workers would each run it for a test of their own), three checks."""
+    smoke = run_smoke(xstilts_subset(xtreme_data), tmp_path, tiny_backbone.path)
+    every_phase_ran_once_into_its_own_folder(smoke)
+    xcopa_trained_after_its_siqa_stage(smoke, capsys, tiny_backbone)
+    report_has_every_target_the_benchmark_averages_and_the_best_intermediate(smoke)
+
+
+def every_phase_ran_once_into_its_own_folder(smoke):
+    assert not smoke["real"].exists()
+    runs = recorded(smoke)
+    assert set(runs) == set(smoke["graph"].phases) and len(runs) == 101
+    steps = {json.loads((smoke["root"] / key / "manifest.json").read_text())["config"]["max_steps"]
              for key, action in runs.items() if action == "train"}
     assert steps == {2}  # the plan's recipes' steps, in miniature
 
 
-@ONE_WORKER
-def test_xcopa_trains_after_its_siqa_stage_and_the_lineage_says_so(xstilts, capsys, tiny_backbone):
-    root = xstilts["root"]
+def xcopa_trained_after_its_siqa_stage(smoke, capsys, tiny_backbone):
+    root = smoke["root"]
     manifest = json.loads((root / "seed1/full/xcopa/mnli/manifest.json").read_text())
     stage = json.loads((root / "seed1/full/xcopa/mnli.siqa/manifest.json").read_text())
     assert [p["task"] for p in manifest["parents"]] == ["siqa"]
     assert [p["task"] for p in stage["parents"]] == ["mnli"]
     assert json.loads((root / "seed1/full/xcopa/baseline.siqa/manifest.json").read_text())["parents"] == []
-    assert main(["study", "status", str(xstilts["plan"]), "--smoke", "--backbone", str(tiny_backbone.path)]) == 0
+    capsys.readouterr()
+    assert main(["study", "status", str(smoke["plan"]), "--smoke", "--backbone", str(tiny_backbone.path)]) == 0
     status = capsys.readouterr().out
     assert "current  seed1/full/xcopa/mnli.siqa\n" in status and status.rstrip().endswith(
         "101 current, 0 stale, 0 to run, 0 waiting")
 
 
-@ONE_WORKER
-def test_report_has_every_target_the_benchmark_averages_and_the_best_intermediate(xstilts):
-    report = (xstilts["root"] / "report.md").read_text()
+def report_has_every_target_the_benchmark_averages_and_the_best_intermediate(smoke):
+    report = (smoke["root"] / "report.md").read_text()
     targets = yaml.safe_load((REPO / "configs" / "xstilts.yaml").read_text())["targets"] + EXTRA_TARGETS
     for target in targets:
         assert f"## {target} (" in report and f"## {target}: per language" in report
