@@ -39,7 +39,7 @@ from .data.features import featurized
 from .errors import UserError
 from .frozen import cached_bottom, freeze_bottom
 from .kinds import KINDS
-from .precision import resolve as resolve_precision
+from .precision import cpu_threads, resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
                        trainable_parameters)
 from .regimes import all_regimes, get_regime
@@ -94,7 +94,7 @@ def train_phase(config: RunConfig) -> Path:
     """
     phase = validate(config)
     state = processes()
-    with _output_lock(phase.out, state.is_main_process):
+    with _output_lock(phase.out, state.is_main_process), cpu_threads(phase.backbone.path):
         if state.is_main_process:
             remove_leftovers(phase.out, keep_work=config.resume)
         state.wait_for_everyone()
@@ -430,27 +430,28 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         _check_backbone(folder, manifest, backbone)
     else:
         manifest, backbone = None, backbones.resolve(model_path)
+    if task.trainable and manifest is None:
+        raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
+                        f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
+    if task.trainable and manifest["task"] != task.name:
+        raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    if not task.trainable:
-        trained_on = get_task(manifest["tasks"][0]) if manifest else None
-        model = (regime.load_encoder(folder, trained_on, backbone) if manifest
-                 else encoder_model(backbone.path)).to(device)
-        _check_layer(layer, model.config.num_hidden_layers)
-        with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
-            scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer, max_length,
-                                                                  batch_size, chosen)
-    else:
-        if manifest is None:
-            raise UserError(f"task {task.name} needs a model trained on it (an output folder of "
-                            f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
-        if manifest["task"] != task.name:
-            raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
-        model = regime.load(folder, task, backbone, manifest).to(device)
-        set_pooling(model, manifest.get("pooling", "cls"))
-        at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
-        with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
-            scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size, chosen,
-                                                     regime.language_switch(model, task, at_test))
+    with cpu_threads(backbone.path):
+        if not task.trainable:
+            trained_on = get_task(manifest["tasks"][0]) if manifest else None
+            model = (regime.load_encoder(folder, trained_on, backbone) if manifest
+                     else encoder_model(backbone.path)).to(device)
+            _check_layer(layer, model.config.num_hidden_layers)
+            with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
+                scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer,
+                                                                      max_length, batch_size, chosen)
+        else:
+            model = regime.load(folder, task, backbone, manifest).to(device)
+            set_pooling(model, manifest.get("pooling", "cls"))
+            at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
+            with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
+                scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size,
+                                                         chosen, regime.language_switch(model, task, at_test))
     write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
 

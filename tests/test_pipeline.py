@@ -18,7 +18,7 @@ from adapterxfer.data import verses
 from adapterxfer.data.features import featurized
 from adapterxfer.kinds import KINDS
 from adapterxfer.modeling import task_model
-from adapterxfer.precision import device_bf16
+from adapterxfer.precision import cpu_threads, device_bf16
 from adapterxfer.tasks import get_task
 from transformers import AutoTokenizer
 
@@ -141,6 +141,22 @@ def test_phases_of_one_process_may_differ_in_precision(tmp_path, tiny_backbone):
             for name, precision in (("fp32", "fp32"), ("bf16", "bf16"))]  # overrides STEPS' precision
     heads = [load_file(folder / "head.safetensors") for folder in outs]
     assert not all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # bf16 really ran
+
+
+def test_a_small_backbone_runs_on_one_thread_and_gives_the_threads_back(tiny_backbone, tmp_path):
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "config.json").write_text(json.dumps({"hidden_size": 384}))  # me5-small's
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads(tiny_backbone.path):  # hidden size 32
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads(wide):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_features_are_cached_by_fingerprint(tiny_backbone, monkeypatch):

@@ -39,7 +39,15 @@ def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int
                              batched=True, remove_columns=table.column_names)
         with atomic_dir(path) as tmp:
             features.save_to_disk(str(tmp))
-    return datasets.load_from_disk(str(path)), rows, fingerprint
+    return _load(str(path)), rows, fingerprint
+
+
+@functools.lru_cache(maxsize=1024)
+def _load(path: str) -> datasets.Dataset:
+    """A cache entry, loaded once per process: its folder never changes (the fingerprint names its content,
+    and it appears whole), and ``load_from_disk`` takes ~15 ms a call even for a few rows (a study in one
+    process scores each test set in every phase)."""
+    return datasets.load_from_disk(path)
 
 
 def truncation_rates(task: TaskSpec, tokenizer, max_length: int, langs: list[str] | None = None,

@@ -57,6 +57,7 @@ class Local:
         if workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         self.pool = None
+        self.queued: dict[Future, dict] = {}  # in this process: submitted, run by wait() one at a time
         if workers > 1:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["adapterxfer.pipeline"])
@@ -66,14 +67,20 @@ class Local:
         if self.pool:
             return self.pool.submit(execute, job)
         future = Future()
-        try:
-            future.set_result(execute(job))
-        except Exception as err:  # noqa: BLE001 -- handed to the runner like a worker's failure
-            future.set_exception(err)
+        self.queued[future] = job
         return future
 
     def wait(self, handles: list) -> list:
-        return list(wait(handles, return_when=FIRST_COMPLETED).done)
+        """The handles done; in this process, the first one queued runs now, so that the runner records each
+        phase as it finishes (a killed study resumes after it)."""
+        if self.pool:
+            return list(wait(handles, return_when=FIRST_COMPLETED).done)
+        future = next(handle for handle in handles if handle in self.queued)
+        try:
+            future.set_result(execute(self.queued.pop(future)))
+        except Exception as err:  # noqa: BLE001 -- handed to the runner like a worker's failure
+            future.set_exception(err)
+        return [future]
 
     def result(self, handle: Future) -> float:
         return handle.result()
