@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from adapterxfer.cli import main
-from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan
+from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan, smoke_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -15,20 +15,29 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_demo_plan_is_the_research_question_and_the_matched_regimes():
     plan = read_plan(str(CONFIGS / "demo.yaml"))
     graph = expand(plan)
-    seeds = plan["seeds"]
-    assert len(seeds) >= 2
-    trained = [f"seed{s}/lora/verses-xref-bi" for s in seeds] + [
-        f"seed{s}/{regime}/verses-xref-bi-multi" for s in seeds for regime in ("full", "lora", "bottleneck")]
+    seeds, few = plan["seeds"], plan["regime_seeds"]["full"]
+    assert len(seeds) >= 2 and len(few) >= 2 and plan["regime_seeds"]["bottleneck"] == few
+    trained = ([f"seed{s}/lora/{task}" for s in seeds for task in ("verses-xref-bi", "verses-xref-bi-multi")]
+               + [f"seed{s}/{regime}/verses-xref-bi-multi" for s in few for regime in ("full", "bottleneck")])
     assert sorted(key for key, p in graph.phases.items() if p.action == "train") == sorted(trained)
     evaluations = [p for p in graph.phases.values() if p.action == "evaluate"]
     assert sorted(p.model for p in evaluations if p.model) == sorted(trained)
     assert {p.task for p in evaluations} == {"verses-retrieval"} and "backbone/verses-retrieval" in graph.phases
     assert len({json.dumps(p.settings, sort_keys=True) for p in evaluations}) == 1  # every arm scored alike
-    steps = {(p.settings["max_steps"], p.settings["batch_size"], p.settings["precision"])
+    assert evaluations[0].settings["frozen_layers"] == plan["phase"]["frozen_layers"]  # the backbone's too
+    steps = {(p.settings["max_steps"], p.settings["batch_size"], p.settings["precision"], p.settings["frozen_layers"])
              for p in graph.phases.values() if p.action == "train"}
-    assert steps == {(40, 8, "fp32")}
+    assert steps == {(plan["phase"]["max_steps"], 8, "fp32", plan["phase"]["frozen_layers"])}
     assert [c["name"] for c in contrasts(plan) if c["primary"]] == ["multilingual-intermediate"]
     assert graph.arm("lora/baseline", "verses-retrieval").keys == {s: "backbone/verses-retrieval" for s in seeds}
+    assert set(graph.arm("full/verses-xref-bi-multi", "verses-retrieval").keys) == set(few)
+
+
+def test_regime_seeds_run_a_regime_on_a_subset_of_the_seeds_and_smoke_on_the_first():
+    plan = read_plan(str(CONFIGS / "demo.yaml"))
+    smoke = smoke_plan(plan)
+    assert smoke["regime_seeds"] == {} and smoke["seeds"] == plan["seeds"][:1]
+    assert {p.regime for p in expand(smoke).phases.values() if p.action == "train"} == {"full", "lora", "bottleneck"}
 
 
 def test_gpu_plan_has_every_regime_and_transfer():

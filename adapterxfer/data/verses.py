@@ -243,10 +243,20 @@ def _xref_triples(split: str, langs: tuple[str, ...], positives: int | None, see
         raise UserError(f"xref rows need at least one language; allowed: {', '.join(LANGUAGES)}")
     bbs = [TRANSLATIONS[resolve_translation(lang)] for lang in langs]
     path = str(corpus_path())
+    for i, triple in _xref_items(path, split, positives, seed):
+        yield _texts(path, bbs[i % len(bbs)]), triple
+
+
+@lru_cache(maxsize=None)
+def _xref_items(path: str, split: str, positives: int | None, seed: int) -> tuple[tuple[int, tuple], ...]:
+    """(sample position, (A, B, C)) of the sampled cross-references that have a hard negative; the search for
+    negatives takes seconds on the real corpus, and every phase of a study reads the same rows."""
+    items = []
     for i, (a, b) in enumerate(_sample(_split_positives(path, split), positives, seed)):
         c = _hard_negative(path, split, a, b, random.Random(f"{seed}:{_pair_id(a, b)}"))
         if c is not None:  # no negative overlapping as much: the pair is left out, so overlap stays no cue
-            yield _texts(path, bbs[i % len(bbs)]), (a, b, c)
+            items.append((i, (a, b, c)))
+    return tuple(items)
 
 
 # ----------------------------------------------------------------------------- text cleaning
