@@ -250,8 +250,8 @@ def _intermediate_table(rows: list[dict]) -> str:
              "Each intermediate's own English dev set, scored at its final evaluation (the last step: a fixed rule, "
              "not the best of its evaluations), mean over seeds with its 95% interval over seeds and dev items. "
              "Learned: above chance (1 / answers), above the majority class, above a word-overlap rule fitted on "
-             "training pairs (pair tasks), and above the same model at step 0 before training; each \"above\" is a "
-             "seed-paired difference whose 95% interval excludes 0. An intermediate that is not is marked "
+             "training items (pair and choice tasks), and above the same model at step 0 before training; each "
+             "\"above\" is a seed-paired difference whose 95% interval excludes 0. An intermediate that is not is marked "
              "\"not learned\" wherever it appears.", "",
              "| regime | intermediate | seeds | English dev, final [95% CI] | chance | majority: score, gain [CI] | "
              "word overlap: score, gain [CI] | step 0: score, gain [CI] | learned |",
