@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 
 from .errors import UserError
-from .modeling import MultiTaskModel, unwrap
+from .modeling import encoders
 
 STORE_BYTES = 4 << 30  # states kept at most, over all bottoms; the least recently used go first
 BATCH = 32  # sequences per batch when a bottom computes the states it lacks
@@ -50,14 +50,6 @@ class _Store:
 
 
 STORE = _Store(STORE_BYTES)
-
-
-def encoders(model) -> list:
-    """The distinct transformers encoders (XLMRobertaModel and the like) inside ``model``."""
-    subs = model.models.values() if isinstance(model, MultiTaskModel) else [model]
-    found = [unwrap(sub) for sub in subs]
-    found = [sub if hasattr(sub, "encoder") else sub.base_model for sub in found]
-    return list({id(base): base for base in found}.values())
 
 
 def check_layers(model, layers: int) -> None:
@@ -91,13 +83,15 @@ class CachedBottom(torch.nn.Module):
         if input_ids is None:
             raise UserError("frozen_layers reads token ids; this forward passed embeddings instead")
         sequences = [tuple(row[row.ne(self.padding_idx)].tolist()) for row in input_ids]
-        missing = [ids for ids in dict.fromkeys(sequences) if STORE.get((self.key, ids)) is None]
-        computed = dict(zip(missing, self._compute(missing, input_ids.device))) if missing else {}
-        first = computed[missing[0]] if missing else STORE.get((self.key, sequences[0]))
+        # taken from the store before computing the rest, whose storing may evict some of them
+        states = {ids: STORE.get((self.key, ids)) for ids in dict.fromkeys(sequences)}
+        missing = [ids for ids, found in states.items() if found is None]
+        if missing:
+            states.update(zip(missing, self._compute(missing, input_ids.device)))
+        first = states[sequences[0]]
         out = first.new_zeros(*input_ids.shape, first.shape[-1]).to(input_ids.device)
         for row, ids in enumerate(sequences):
-            states = computed.get(ids)
-            out[row, :len(ids)] = states if states is not None else STORE.get((self.key, ids))
+            out[row, :len(ids)] = states[ids]
         return out
 
     @torch.no_grad()

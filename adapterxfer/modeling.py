@@ -67,6 +67,13 @@ class MultiTaskModel(torch.nn.Module):
         return self.models[task](**batch)
 
 
+def encoders(model) -> list:
+    """The distinct transformers encoders (XLMRobertaModel and the like) inside ``model``, a task model, a
+    multi-task model or a bare encoder (whose ``base_model`` is itself)."""
+    subs = model.models.values() if isinstance(model, MultiTaskModel) else [model]
+    return list({id(base): base for base in (unwrap(sub).base_model for sub in subs)}.values())
+
+
 def share_encoder(source, model) -> None:
     """Make ``model`` use the encoder of ``source`` (with any LoRA layers in it); re-tie an MLM decoder."""
     shared, own = unwrap(source).base_model, model.base_model
@@ -106,8 +113,7 @@ def replayed_encoder(model):
     """Within the block, ``replay.states = hidden`` makes every forward of ``model`` read ``hidden``
     as the encoder's output: the head (and the loss) run on cached features, the layers do not."""
     replay = _Replay()
-    subs = model.models.values() if isinstance(model, MultiTaskModel) else [model]
-    owners = list({id(base): base for base in (unwrap(sub).base_model for sub in subs)}.values())
+    owners = encoders(model)
     saved = [owner.encoder for owner in owners]
     for owner in owners:
         owner.encoder = replay

@@ -12,9 +12,9 @@ from adapterxfer.cli import main
 from adapterxfer.config import from_dict
 from adapterxfer.data.features import featurized
 from adapterxfer.errors import UserError
-from adapterxfer.frozen import STORE, cached_bottom, encoders, freeze_bottom
+from adapterxfer.frozen import STORE, cached_bottom, freeze_bottom
 from adapterxfer.kinds import KINDS
-from adapterxfer.modeling import encoder_model
+from adapterxfer.modeling import encoder_model, encoders
 from adapterxfer.regimes import get_regime
 from adapterxfer.retrieval import embed
 from adapterxfer.tasks import get_task
@@ -61,6 +61,20 @@ def test_a_model_read_through_the_cache_computes_what_the_whole_model_computes(t
     torch.testing.assert_close(cached.logits, whole.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cached.loss, whole.loss, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(again.logits, cached.logits)
+
+
+def test_a_full_store_evicting_states_of_the_batch_being_assembled_loses_nothing(tiny_backbone, monkeypatch):
+    model = _built("lora", tiny_backbone)
+    batch = _batch(tiny_backbone)
+    STORE.clear()
+    with torch.no_grad():
+        whole = model(**batch).logits
+        with cached_bottom(model, 1):
+            model(**{key: value[:2] for key, value in batch.items()})  # two rows stored
+            monkeypatch.setattr(STORE, "limit", 1)  # storing the others evicts all but the last
+            cached = model(**batch).logits
+    assert len(STORE.rows) == 1
+    torch.testing.assert_close(cached, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_the_cache_is_shared_by_identical_bottoms_only(tiny_backbone):
