@@ -3,6 +3,10 @@
 Evaluating K intermediate or target modules over L languages then costs one backbone load:
 ``attach`` each artifact, ``activate`` one at a time. Only plain modules (not stacked or fused
 artifacts) go into a bank; all must share the regime, the task and the backbone.
+
+``EncoderBank`` serves the encoders alone (heads ignored) of modules trained on any tasks on one backbone
+(`adapterxfer select`): the modules of a swappable regime attach to one loaded backbone; any other module
+is its own encoder (full fine-tuning) and loads alone.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from safetensors.torch import load_file
 
 from . import artifacts
 from .errors import UserError
-from .modeling import head_parameters, set_pooling, task_model
+from .modeling import head_parameters, set_pooling, task_model, unwrap
 from .regimes import all_regimes, get_regime
 from .regimes.common import HEAD_FILE
+from .tasks import get_task
 from .transfers import get_transfer
 
 
@@ -59,3 +64,28 @@ class ModuleBank:
         for key, param in self.head.items():
             param.copy_(self.heads[name][key])
         return self.model
+
+
+class EncoderBank:
+    """The encoders of modules of any intermediate tasks on one backbone: ``encoder(name, folder, manifest)``."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.hosts: dict[str, torch.nn.Module] = {}  # regime -> the task model its modules attach to
+
+    def encoder(self, name: str, folder: Path, manifest: dict):
+        """The bare encoder with the module of ``folder`` active (in eval mode)."""
+        check_backbone(folder, manifest, self.backbone)
+        regime, task = get_regime(manifest["regime"]), get_task(manifest["tasks"][0])
+        if not (regime.swappable and get_transfer(manifest.get("transfer")).swappable):
+            return regime.load_encoder(folder, task, self.backbone, manifest).eval()
+        host = self.hosts.get(regime.name) or task_model(task, self.backbone.path).eval()
+        self.hosts[regime.name] = regime.attach(host, folder, name)
+        regime.activate(self.hosts[regime.name], name)
+        return unwrap(self.hosts[regime.name]).base_model
+
+
+def check_backbone(folder: Path, manifest: dict, backbone) -> None:
+    if manifest["backbone"]["weight_hash"] != backbone.weight_hash:
+        raise UserError(f"{folder}: a module trained on backbone {manifest['backbone']['name']!r}, not on "
+                        f"{backbone.name!r} (weight hashes differ); a bank holds one backbone's modules")

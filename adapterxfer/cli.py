@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from .config import CHOICES
 from .errors import UserError
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--benchmark", choices=["xtreme", "xtreme-r"], default="xtreme", help="default: %(default)s")
     score.add_argument("--output", required=True, help="the JSON file to write")
     _push_parser(verbs)
+    _select_parser(verbs)
     return parser
 
 
@@ -271,6 +273,47 @@ def _push(args) -> None:
 
 
 VERBS["push"] = _push
+
+
+def _select_parser(verbs) -> None:
+    select = verbs.add_parser("select", help="rank a bank of intermediate modules for a target without training on it",
+                              description="Rank the bank's intermediate modules for a target, and for each of its "
+                                          "languages, with cheap proxies on a small sample: logme (LogME of the "
+                                          "English training labels on each module's features), probe (English dev "
+                                          "accuracy of a linear head on those features), semb (cosine of mean "
+                                          "backbone embeddings of the intermediate's and the target's text). Prints "
+                                          "each proxy's score, rank and seconds per module.")
+    select.add_argument("--target", required=True, help="target task (see `adapterxfer tasks`)")
+    select.add_argument("--langs", default="", help="comma-separated languages to rank for (default: every zero-shot "
+                                                    "language of the target)")
+    select.add_argument("--bank", required=True, metavar="SOURCE",
+                        help="a folder of artifacts (every intermediate output under it), a study plan (YAML) whose "
+                             "intermediate phases have run (the result is also kept for `study report`), or "
+                             "comma-separated hf://OWNER/NAME@COMMIT refs")
+    select.add_argument("--unlabelled-target-text", action="store_true",
+                        help="let proxies read unlabelled target-language dev text (semb per language); the result "
+                             "records it: no longer strictly zero-shot selection. Labels are never read")
+    select.add_argument("--sample", type=int, default=None,
+                        help="examples per sample: English training and dev examples, texts per embedding "
+                             "(default: 256)")
+    select.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON to FILE")
+
+
+def _select(args) -> None:
+    from .selection import SAMPLE, select, table, write_json
+
+    langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
+    sample = SAMPLE if args.sample is None else args.sample
+    if sample < 2:
+        raise UserError(f"--sample {sample}: must be at least 2")
+    result = select(args.target, langs, args.bank, args.unlabelled_target_text, sample)
+    print(table(result))
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"wrote {args.json}")
+
+
+VERBS["select"] = _select
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,233 @@
+"""`adapterxfer select`: rank a bank of intermediate modules for a target, and for each of its languages,
+with the cheap proxies of adapterxfer/proxies.py computed on a small sample, without training on the target.
+
+The bank is a folder of artifacts (every intermediate output under it), a study plan whose intermediate
+phases have run (its modules are named by phase key; the result is also kept as
+``<study>/selection/<target>.json`` for `study report`), or comma-separated ``hf://`` refs. The backbone is
+loaded once and the modules swap on it (``bank.EncoderBank``); modules trained above a frozen bottom
+(``frozen_layers``) read its states from the shared cache (adapterxfer/frozen.py).
+
+Zero-shot rule: no proxy reads a target-language label. The target's ranking reads English text (and
+English labels); a language's ranking differs from it only where ``unlabelled`` allows a proxy to read
+that language's unlabelled dev text (``semb``), and the result records that it did: the selection is then
+no longer strictly zero-shot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+
+from . import artifacts, backbones, sharing
+from .errors import UserError
+from .proxies import LABELLED_KINDS, PROXIES, Inputs, Labelled
+from .tasks import get_task
+
+SAMPLE = 256  # English target training examples (and dev examples, and texts per embedding) read per proxy
+BATCH_SIZE = 32
+TARGET = "target"  # the ranking key of the target as a whole (English text only)
+TEXT = {"classification": lambda row: " ".join(filter(None, (row["text"], row.get("text_pair")))),
+        "bi_encoder": lambda row: " ".join((row["context"], *row["choices"])),
+        "multiple_choice": lambda row: " ".join((row["context"], *row["choices"])),
+        "mlm": lambda row: row["text"], "tagging": lambda row: " ".join(row["tokens"]),
+        "qa": lambda row: f"{row['question']} {row['context']}",
+        "retrieval": lambda row: row["query"]}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str  # a plan's phase key, or the folder (ref) the module came from
+    folder: Path
+    manifest: dict
+    seed: int | None
+
+
+def bank_modules(source: str) -> tuple[list[Module], str | None, Path | None]:
+    """The bank's intermediate modules, the backbone it names (a plan's) and the study root (a plan's)."""
+    if sharing.is_ref(source.split(",")[0]):
+        refs = [ref.strip() for ref in source.split(",") if ref.strip()]
+        return [_module(ref, sharing.pull(ref)) for ref in refs], None, None
+    path = Path(source)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return _plan_modules(source)
+    if path.is_dir():
+        folders = sorted(manifest.parent for manifest in path.rglob(artifacts.MANIFEST))
+        modules = [_module(str(folder.relative_to(path)), folder) for folder in folders]
+        modules = [module for module in modules if module.manifest["phase"] == "intermediate"]
+        if not modules:
+            raise UserError(f"bank {source}: holds no intermediate module (no folder with a {artifacts.MANIFEST} "
+                            "of an intermediate phase under it)")
+        return modules, None, None
+    raise UserError(f"bank {source!r}: not a folder of artifacts, a study plan (.yaml) or hf:// refs")
+
+
+def _module(name: str, folder: Path, seed: int | None = None) -> Module:
+    manifest = artifacts.read_manifest(folder)
+    return Module(name, folder, manifest, manifest["config"].get("seed") if seed is None else seed)
+
+
+def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
+    from .study.plan import expand, read_plan, study_root
+
+    plan = read_plan(plan_file)
+    root = study_root(plan)
+    phases = [phase for phase in expand(plan).phases.values() if phase.role == "intermediate"]
+    done = [phase for phase in phases if artifacts.is_artifact(root / phase.key)]
+    if not done:
+        raise UserError(f"bank {plan_file}: none of its {len(phases)} intermediate phases has an output under "
+                        f"{root}; run `adapterxfer study run {plan_file}` first")
+    return [_module(phase.key, root / phase.key, phase.seed) for phase in done], plan["backbone"], root
+
+
+def select(target: str, langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
+           progress: bool = True) -> dict:
+    """Score every module of the bank with every proxy, for the target and each language; see ``table``."""
+    task = get_task(target)
+    langs = [lang for lang in task.check_langs(langs) if task.resolve_lang(lang) != task.source_lang]
+    modules, backbone_name, root = bank_modules(source)
+    backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
+    from .bank import check_backbone
+
+    for module in modules:
+        check_backbone(module.folder, module.manifest, backbone)
+    scorer = _Scorer(task, backbone, sample)
+    texts = {TARGET: _target_texts(task, None, sample), **({lang: _target_texts(task, lang, sample)
+                                                           for lang in langs} if unlabelled else {})}
+    rankings = {key: {} for key in (TARGET, *langs)}
+    from tqdm import tqdm
+
+    for module in tqdm(modules, desc="modules", unit="module", disable=not progress):
+        for key, scores in scorer.scores(module, texts).items():
+            rankings[key][module.name] = scores
+    for lang in langs if not unlabelled else []:
+        rankings[lang] = rankings[TARGET]
+    result = {"target": target, "bank": source, "backbone": backbone.name, "sample": sample,
+              "unlabelled_target_text": unlabelled, "strictly_zero_shot": not unlabelled,
+              "proxies": {name: {"description": proxy.description, "not_applicable": proxy.not_applicable(task)}
+                          for name, proxy in PROXIES.items()},
+              "modules": [{"name": m.name, "folder": str(m.folder), "task": m.manifest["task"],
+                           "regime": m.manifest["regime"], "seed": m.seed} for m in modules],
+              "rankings": {key: _ranked(scores) for key, scores in rankings.items()}}
+    if root is not None:
+        write_json(result, root / "selection" / f"{target}.json")
+    return result
+
+
+class _Scorer:
+    """The proxies' inputs for one target on one backbone, computed once where modules share them."""
+
+    def __init__(self, task, backbone, sample: int):
+        from transformers import AutoTokenizer
+
+        from .bank import EncoderBank
+        from .modeling import encoder_model
+
+        self.task, self.sample = task, sample
+        self.tokenizer = AutoTokenizer.from_pretrained(backbone.path)
+        self.bank, self.backbone = EncoderBank(backbone), encoder_model(backbone.path).eval()
+        self.rows = ({split: task.capped(sample).rows(split, task.source_lang if split == "dev" else None)
+                      for split in ("train", "dev")} if task.kind in LABELLED_KINDS else {})
+        self.means: dict[str, tuple[np.ndarray, float]] = {}  # text source -> (mean embedding, seconds)
+
+    def scores(self, module: Module, texts: dict[str, list[str]]) -> dict[str, dict[str, tuple]]:
+        """{ranking key: {proxy: (score or None, seconds)}} of one module."""
+        started = time.perf_counter()
+        encoder = self.bank.encoder(module.name.replace("/", "_").replace(".", "_"), module.folder, module.manifest)
+        frozen = module.manifest["config"].get("frozen_layers", 0)
+        labelled = {split: Labelled(self._embed(encoder, [TEXT[self.task.kind](r) for r in rows], frozen),
+                                    np.array([r["label"] for r in rows])) for split, rows in self.rows.items()}
+        feature_seconds = time.perf_counter() - started
+        intermediate, intermediate_seconds = self._mean(f"task:{module.manifest['task']}", lambda: [
+            text for part in module.manifest["task"].split("+") for text in _task_texts(get_task(part), self.sample)])
+        out = {}
+        for key, target_texts in texts.items():
+            target, target_seconds = self._mean(f"target:{key}", lambda: target_texts)
+            inputs = Inputs(labelled.get("train"), labelled.get("dev"), intermediate, target)
+            out[key] = {name: self._timed(proxy, inputs, feature_seconds if proxy.reads_module
+                                          else intermediate_seconds + target_seconds)
+                        for name, proxy in PROXIES.items()}
+        return out
+
+    def _timed(self, proxy, inputs: Inputs, spent: float) -> tuple:
+        if proxy.not_applicable(self.task):
+            return None, 0.0
+        started = time.perf_counter()
+        score = proxy.score(inputs)
+        return score, spent + time.perf_counter() - started
+
+    def _mean(self, key: str, texts) -> tuple[np.ndarray, float]:
+        """The mean backbone embedding of a text source, computed once, and the seconds it took."""
+        if key not in self.means:
+            started = time.perf_counter()
+            mean = self._embed(self.backbone, texts(), 0).mean(axis=0)
+            self.means[key] = (mean, time.perf_counter() - started)
+        return self.means[key]
+
+    def _embed(self, encoder, texts: list[str], frozen: int) -> np.ndarray:
+        from .frozen import cached_bottom
+        from .retrieval import embed
+
+        with cached_bottom(encoder, frozen):
+            return embed(encoder, self.tokenizer, texts, -1, self.task.max_length, BATCH_SIZE, "fp32").numpy()
+
+
+def _task_texts(task, sample: int, lang: str | None = None, split: str = "train") -> list[str]:
+    return [TEXT[task.kind](row) for row in task.capped(sample).rows(split, lang)]
+
+
+def _target_texts(task, lang: str | None, sample: int) -> list[str]:
+    """The target's English text (training split; a retrieval target: its English side), or with ``lang``
+    its unlabelled dev text in that language."""
+    if task.trainable:
+        return _task_texts(task, sample, lang and task.resolve_lang(lang), "train" if lang is None else "dev")
+    rows = task.capped(sample).rows("dev", task.resolve_lang(lang or task.languages[0]))
+    return [row["target"] if lang is None else row["query"] for row in rows]
+
+
+def _ranked(scores: dict[str, dict[str, tuple]]) -> dict[str, dict[str, dict]]:
+    """{module: {proxy: {score, rank, seconds}}}: rank 1 is the highest score (ties share the best rank)."""
+    out = {module: {} for module in scores}
+    for name in PROXIES:
+        values = {module: by_proxy[name] for module, by_proxy in scores.items()}
+        scored = [module for module, (score, _) in values.items() if score is not None]
+        ranks = rankdata([-values[m][0] for m in scored], method="min") if scored else []
+        rank = dict(zip(scored, map(int, ranks)))
+        for module, (score, seconds) in values.items():
+            out[module][name] = {"score": score, "rank": rank.get(module), "seconds": round(seconds, 3)}
+    return out
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write ``path`` whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(result, indent=1))
+    os.replace(partial, path)
+
+
+def table(result: dict) -> str:
+    """The modules x proxies table of each ranking (score, rank, seconds), n/a proxies with their reason."""
+    names = [name for name, info in result["proxies"].items() if not info["not_applicable"]]
+    lines = [f"select {result['target']} from {result['bank']} (backbone {result['backbone']}, "
+             f"{result['sample']} examples per sample)"]
+    lines += [f"  {name}: n/a: {info['not_applicable']}" for name, info in result["proxies"].items()
+              if info["not_applicable"]]
+    target = result["rankings"][TARGET]
+    for key, ranking in result["rankings"].items():
+        if key != TARGET and ranking == target:
+            lines.append(f"\n{key}: the same ranking as {TARGET} (no proxy reads {key} text without "
+                         "--unlabelled-target-text; no target-language label is ever read)")
+            continue
+        lines += ["", f"{key}" + ("" if key == TARGET else " (reads unlabelled target-language text: not strictly "
+                                                           "zero-shot)"),
+                  "module".ljust(40) + "".join(f"{name + ' (rank, s)':>28}" for name in names)]
+        for module, by_proxy in ranking.items():
+            cells = [f"{by_proxy[n]['score']:.4f} ({by_proxy[n]['rank']}, {by_proxy[n]['seconds']:.2f})" for n in names]
+            lines.append(module[:39].ljust(40) + "".join(f"{cell:>28}" for cell in cells))
+    return "\n".join(lines)

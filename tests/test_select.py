@@ -1,0 +1,132 @@
+"""`adapterxfer select` on tiny modules: proxies, LogME, the bank of mixed tasks and regimes, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from adapterxfer.cli import main
+from adapterxfer.logme import _spectrum, evidence, fit, logme
+from adapterxfer.proxies import PROXIES, Inputs, Labelled
+
+STEPS = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=32", "precision=fp32", "lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, tiny_backbone, fixture_home):
+    """A bank of three intermediates: LoRA verses-xref and verses-next, full verses-xref above a frozen layer."""
+    root = tmp_path_factory.mktemp("bank")
+    trained = {"lora-xref": ["task=verses-xref", "regime=lora"], "lora-next": ["task=verses-next", "regime=lora"],
+               "full-xref": ["task=verses-xref", "regime=full", "frozen_layers=1", "lr=1e-4"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+        for name, extra in trained.items():
+            assert main(["train", f"backbone={tiny_backbone.path}", f"output_dir={root / name}", *STEPS, *extra,
+                         "eval_langs=en"]) == 0
+    return root
+
+
+def select(capsys, *args) -> tuple[int, str, str]:
+    code = main(["select", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_select_ranks_every_module_with_each_proxy(bank, tmp_path, capsys):
+    out_file = tmp_path / "selection.json"
+    code, out, _ = select(capsys, "--target", "verses-genre", "--langs", "fr,zh", "--bank", str(bank),
+                          "--sample", "16", "--json", str(out_file))
+    assert code == 0
+    result = json.loads(out_file.read_text())
+    assert sorted(m["name"] for m in result["modules"]) == ["full-xref", "lora-next", "lora-xref"]
+    assert result["strictly_zero_shot"] is True and set(result["rankings"]) == {"target", "fr", "zh"}
+    target = result["rankings"]["target"]
+    for proxy in PROXIES:
+        assert sorted(target[m][proxy]["rank"] for m in target) in ([1, 2, 3], [1, 1, 3], [1, 2, 2], [1, 1, 1])
+        assert all(target[m][proxy]["seconds"] > 0 for m in target)
+    # semb reads the intermediate's data on the backbone: both verses-xref modules score alike
+    assert target["lora-xref"]["semb"]["score"] == target["full-xref"]["semb"]["score"]
+    assert result["rankings"]["fr"] == target  # without target-language text, the same ranking
+    assert "fr: the same ranking as target" in out
+
+
+def test_unlabelled_target_text_ranks_each_language_and_says_so(bank, capsys, tmp_path):
+    out_file = tmp_path / "selection.json"
+    code, out, _ = select(capsys, "--target", "verses-retrieval", "--langs", "fr", "--bank", str(bank),
+                          "--sample", "8", "--unlabelled-target-text", "--json", str(out_file))
+    assert code == 0
+    result = json.loads(out_file.read_text())
+    assert result["strictly_zero_shot"] is False
+    assert result["proxies"]["logme"]["not_applicable"].startswith("needs one class label")
+    fr, target = result["rankings"]["fr"], result["rankings"]["target"]
+    assert fr["lora-xref"]["logme"] == {"score": None, "rank": None, "seconds": 0.0}
+    assert fr["lora-xref"]["semb"]["score"] != target["lora-xref"]["semb"]["score"]
+    assert "not strictly zero-shot" in out and "logme: n/a" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "verses-nope"], "unknown task 'verses-nope'"),
+    (["--target", "verses-genre", "--langs", "klingon"], "unknown language or translation 'klingon'"),
+])
+def test_bad_target_or_language_is_one_line(bank, capsys, args, message):
+    code, out, err = select(capsys, *args, "--bank", str(bank))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_empty_bank_is_one_line(tmp_path, capsys):
+    code, _, err = select(capsys, "--target", "verses-genre", "--bank", str(tmp_path))
+    assert code == 2 and err.strip() == (f"adapterxfer: error: bank {tmp_path}: holds no intermediate module "
+                                         "(no folder with a manifest.json of an intermediate phase under it)")
+
+
+def test_module_of_another_backbone_is_one_line(bank, tmp_path, capsys):
+    other = tmp_path / "bank"
+    for name in ("lora-xref", "lora-next"):
+        shutil.copytree(bank / name, other / name)
+    manifest = json.loads((other / "lora-next" / "manifest.json").read_text())
+    manifest["backbone"]["weight_hash"] = "sha256:another"
+    (other / "lora-next" / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = select(capsys, "--target", "verses-genre", "--bank", str(other), "--sample", "8")
+    assert code == 2 and "lora-next: a module trained on backbone" in err and "weight hashes differ" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_study_plan_without_outputs_is_one_line(tmp_path, capsys, tiny_backbone):
+    from test_study import write_plan
+
+    plan = write_plan(tmp_path, tiny_backbone)
+    code, _, err = select(capsys, "--target", "verses-genre", "--bank", str(plan))
+    assert code == 2 and "none of its 4 intermediate phases has an output" in err
+
+
+def test_logme_is_the_exact_gaussian_evidence_at_its_fitted_alpha_beta():
+    rng = np.random.default_rng(0)
+    for n, d in ((20, 5), (6, 10)):  # more examples than features, and fewer
+        features, y = rng.normal(size=(n, d)), (rng.random(n) > 0.5).astype(float)
+        fitted = fit(_spectrum(features), y)
+        covariance = np.eye(n) / fitted.beta + features @ features.T / fitted.alpha
+        exact = multivariate_normal(np.zeros(n), covariance).logpdf(y) / n
+        assert fitted.evidence == pytest.approx(exact, abs=1e-12)
+
+
+def test_logme_on_a_known_case_and_its_invariance_to_rotations():
+    # one feature, y = x: evidence at alpha = beta = 1 is log N([1, -1]; 0, I + x x^T) / 2
+    x, y = np.array([[1.0], [-1.0]]), np.array([1.0, -1.0])
+    assert evidence(_spectrum(x), y, 1.0, 1.0) == pytest.approx(
+        (-np.log(2 * np.pi) - 0.5 * np.log(3.0) - 0.5 * (2 / 3)) / 2, abs=1e-12)
+    rng = np.random.default_rng(1)
+    features, labels = rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert logme(features @ rotation, labels) == pytest.approx(logme(features, labels), abs=1e-10)
+    informative = np.hstack([np.eye(3)[labels], rng.normal(size=(40, 3)) * 0.1])
+    assert logme(informative, labels) > logme(features, labels)
+
+
+def test_probe_and_semb_on_hand_made_features():
+    train = Labelled(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), np.array([0, 0, 1, 1]))
+    dev = Labelled(np.array([[1.0, 0.2], [0.2, 1.0], [0.6, 0.5]]), np.array([0, 1, 1]))
+    inputs = Inputs(train, dev, np.array([1.0, 0.0]), np.array([1.0, 1.0]))
+    assert PROXIES["probe"].score(inputs) == pytest.approx(2 / 3)  # the third dev point leans to class 0
+    assert PROXIES["semb"].score(inputs) == pytest.approx(1 / np.sqrt(2))
