@@ -1,15 +1,18 @@
 """`adapterxfer select` on tiny modules: proxies, LogME, the bank of mixed tasks and regimes, bad input."""
 
+import itertools
 import json
 import shutil
 
 import numpy as np
 import pytest
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, t
 
 from adapterxfer.cli import main
 from adapterxfer.logme import _spectrum, evidence, fit, logme
 from adapterxfer.proxies import PROXIES, Inputs, Labelled
+from adapterxfer.study.selection import metrics, ndcg, random_metrics, regret, spearman
+from adapterxfer.study.stats import seed_interval
 
 STEPS = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=32", "precision=fp32", "lr=1e-2"]
 
@@ -130,3 +133,32 @@ def test_probe_and_semb_on_hand_made_features():
     inputs = Inputs(train, dev, np.array([1.0, 0.0]), np.array([1.0, 1.0]))
     assert PROXIES["probe"].score(inputs) == pytest.approx(2 / 3)  # the third dev point leans to class 0
     assert PROXIES["semb"].score(inputs) == pytest.approx(1 / np.sqrt(2))
+
+
+def test_rank_metrics_on_a_hand_computed_ranking():
+    gains = np.array([0.10, 0.30, -0.10, 0.20])
+    scores = np.array([4.0, 1.0, 3.0, 2.0])  # ranks the modules 0, 2, 3, 1
+    relevance = [0.2, 0.0, 0.3]  # gains above the worst (-0.10) of the top 3
+    ideal = [0.4, 0.3, 0.2]
+    discounts = [1, 1 / np.log2(3), 0.5]
+    assert ndcg(scores, gains) == pytest.approx(np.dot(relevance, discounts) / np.dot(ideal, discounts), abs=1e-12)
+    assert regret(scores, gains, 1) == pytest.approx((0.30 - 0.10) / 0.30, abs=1e-12)
+    assert regret(scores, gains, 3) == pytest.approx((0.30 - 0.20) / 0.30, abs=1e-12)
+    assert spearman(scores, gains) == pytest.approx(-0.8, abs=1e-12)  # 1 - 6 * 18 / (4 * 15)
+    assert regret(scores, -np.abs(gains), 1) is None  # no intermediate gains: regret is undefined
+
+
+def test_random_baseline_is_the_mean_over_every_permutation():
+    gains = np.array([0.10, 0.30, -0.10, 0.20, 0.05])
+    every = [metrics(np.array(order, dtype=float), gains) for order in itertools.permutations(range(5))]
+    expected = random_metrics(gains)
+    for metric in ("NDCG@3", "Regret@1", "Regret@3", "Spearman"):
+        assert expected[metric] == pytest.approx(np.mean([m[metric] for m in every]), abs=1e-12)
+    assert expected["Regret@1"] == pytest.approx(np.mean([(0.3 - g) / 0.3 for g in gains]), abs=1e-12)
+
+
+def test_seed_interval_is_the_t_interval_over_seeds():
+    interval = seed_interval({1: 0.2, 2: 0.4, 3: 0.6})
+    half = t.ppf(0.975, 2) * 0.2 / np.sqrt(3)
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((0.4, 0.4 - half, 0.4 + half), abs=1e-12)
+    assert (seed_interval({1: 0.3}).low, seed_interval({1: 0.3}).high) == (0.3, 0.3)

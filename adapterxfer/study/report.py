@@ -4,8 +4,9 @@ Sections: the study's scale and its primary contrast's answer (or why there is n
 contrasts (seed-paired t intervals, Holm for all but the primary, minimum detectable effect);
 per target every arm's seeds, costs, English dev, zero-shot average and gain over its
 regime's baseline; whether each intermediate learned its own task; per-language scores; the XTREME /
-XTREME-R aggregates where targets are XTREME tasks. Figures: gain-<regime>.png (intermediate x target
-heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
+XTREME-R aggregates where targets are XTREME tasks; how well each proxy of `adapterxfer select` ranked the
+intermediates against the measured gains, where `select --bank PLAN` has run (study/selection.py).
+Figures: gain-<regime>.png (intermediate x target heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import plots
 from .phases import BASELINE, Arm, Graph
 from .plan import contrasts, is_ablation, study_root
 from .results import Results
+from .selection import selection_section
 from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
 
 # effect: the smallest difference of interest (in the headline metric's units, a fraction).
@@ -86,7 +88,8 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
                 _intermediate_table(intermediates),
                 *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
                   for target in plan["targets"]),
-                _xtreme_table(study), _best_intermediate_table(study, arms), "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
+                _xtreme_table(study), _best_intermediate_table(study, arms), selection_section(study, root),
+                "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path

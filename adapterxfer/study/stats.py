@@ -147,6 +147,13 @@ def paired_difference(run: dict, versus: dict, langs: list[str], metric: str, le
     return _t_interval(tuple(seeds), np.array(per_seed), np.array(errors), clusters, alpha)
 
 
+def seed_interval(per_seed: dict[int, float], alpha: float = 0.05) -> Difference:
+    """Mean of a per-seed value (a rank metric of each seed's models) with its t interval over seeds alone;
+    one seed: the value itself, its interval that point (seed variance unmeasured)."""
+    seeds = tuple(sorted(per_seed))
+    return _t_interval(seeds, np.array([per_seed[s] for s in seeds]), np.zeros((len(seeds), 1)), 0, alpha)
+
+
 def _jackknife_groups(refs: dict[str, list], level: str, metric: str) -> tuple[dict[str, np.ndarray], int]:
     """{lang: the jackknife group of each item}, and the number of clusters. A cluster is shared by
     the languages whose items have its ref (translations); an item without a ref is its own."""
