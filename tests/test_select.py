@@ -162,3 +162,24 @@ def test_seed_interval_is_the_t_interval_over_seeds():
     half = t.ppf(0.975, 2) * 0.2 / np.sqrt(3)
     assert (interval.mean, interval.low, interval.high) == pytest.approx((0.4, 0.4 - half, 0.4 + half), abs=1e-12)
     assert (seed_interval({1: 0.3}).low, seed_interval({1: 0.3}).high) == (0.3, 0.3)
+
+
+@pytest.mark.slow
+def test_select_over_a_study_feeds_the_reports_selection_section(tmp_path, tiny_backbone, capsys):
+    from test_study import write_plan
+
+    plan = write_plan(tmp_path, tiny_backbone, intermediates=["verses-xref", "verses-next"], regimes=["lora"],
+                      contrasts=[], clusters={})
+    assert main(["study", "run", str(plan)]) == 0
+    code, out, _ = select(capsys, "--target", "verses-genre", "--bank", str(plan), "--sample", "8")
+    assert code == 0 and "seed1/lora/verses-xref" in out
+    stored = json.loads((tmp_path / "study" / "selection" / "verses-genre.json").read_text())
+    assert sorted(m["seed"] for m in stored["modules"]) == [1, 1, 2, 2]
+    assert main(["study", "report", str(plan)]) == 0
+    report = (tmp_path / "study" / "report.md").read_text()
+    section = report[report.index("## Selecting an intermediate"):]
+    assert "### verses-genre (lora): 2 intermediates, 2 seed(s)" in section
+    for row in ("| zero-shot avg | logme |", "| zero-shot avg | probe |", "| zero-shot avg | semb |",
+                "| zero-shot avg | random (expected) |", "| fr | logme |"):
+        assert row in section
+    assert "Compute: logme" in section and "of the grid" in section

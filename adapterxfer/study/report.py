@@ -6,7 +6,8 @@ per target every arm's seeds, costs, English dev, zero-shot average and gain ove
 regime's baseline; whether each intermediate learned its own task; per-language scores; the XTREME /
 XTREME-R aggregates where targets are XTREME tasks; how well each proxy of `adapterxfer select` ranked the
 intermediates against the measured gains, where `select --bank PLAN` has run (study/selection.py).
-Figures: gain-<regime>.png (intermediate x target heatmap), contrast-<name>.png (per-language bars), pareto.png (cost against score).
+Figures: gain-<regime>.png (intermediate x target heatmap), contrast-<name>.png (per-language bars),
+pareto.png (cost against score).
 """
 
 from __future__ import annotations

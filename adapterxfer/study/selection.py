@@ -33,6 +33,7 @@ from .stats import seed_interval
 K = 3
 METRICS = ("NDCG@3", "Regret@1", "Regret@3", "Spearman")
 RANDOM = "random (expected)"
+AVERAGE = "zero-shot avg"
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -124,7 +125,7 @@ def _table(study, result: dict, regime: str) -> str:
 
 
 def _seed_gains(study, result: dict, regime: str) -> dict[int, tuple[list[str], dict[str, np.ndarray]]]:
-    """seed -> (its modules in the bank, {language or "zero-shot avg": the gain of each}) where the seed has a
+    """seed -> (its modules in the bank, {language or AVERAGE: the gain of each}) where the seed has a
     measured gain for two or more of the bank's intermediates."""
     target = result["target"]
     baseline = study.graph.arm(f"{regime}/{BASELINE}", target)
@@ -140,7 +141,7 @@ def _seed_gains(study, result: dict, regime: str) -> dict[int, tuple[list[str], 
         langs = study.zero_shot_langs(target, base)
         gains = {lang: np.array([_headline(study, key, lang) - _headline(study, base, lang) for _, key in pairs])
                  for lang in langs}
-        out[seed] = ([name for name, _ in pairs], {"zero-shot avg": np.mean(list(gains.values()), axis=0), **gains})
+        out[seed] = ([name for name, _ in pairs], {AVERAGE: np.mean(list(gains.values()), axis=0), **gains})
     return out
 
 
@@ -149,9 +150,11 @@ def _headline(study, key: str, lang: str) -> float:
 
 
 def _scores(result: dict, modules: list[str], lang: str, proxy: str) -> np.ndarray:
+    """The proxy's scores of ``modules`` in the ranking for ``lang`` (the target's for the average or where
+    `select` ranked no such language)."""
     task = get_task(result["target"])
-    keys = [key for key in result["rankings"] if key != TARGET and task.resolve_lang(key) == task.resolve_lang(lang)]
-    ranking = result["rankings"][keys[0] if keys and lang != "zero-shot avg" else TARGET]
+    same = lambda key: key != TARGET and lang != AVERAGE and task.resolve_lang(key) == task.resolve_lang(lang)
+    ranking = result["rankings"][next((key for key in result["rankings"] if same(key)), TARGET)]
     return np.array([ranking[module][proxy]["score"] for module in modules])
 
 
