@@ -460,7 +460,8 @@ def test_default_lengths_cut_at_most_3_percent_in_every_language():
     from adapterxfer.data.features import truncation_rates
     from adapterxfer.tasks import get_task
     tokenizer = AutoTokenizer.from_pretrained(backbones.resolve("me5-small").path)
-    for name in ("verses-genre", "verses-retrieval", "verses-next"):
+    for name in ("verses-genre", "verses-retrieval", "verses-next", "verses-book", "verses-testament", "verses-order",
+                 "verses-paraphrase", "verses-paraphrase-x"):
         task = get_task(name)
         rates = truncation_rates(task, tokenizer, task.max_length, list(task.languages))
         assert max(rates.values()) <= 0.03, (name, rates)

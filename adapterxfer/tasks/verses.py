@@ -22,8 +22,8 @@ EVAL_LIMITS = {"dev": 300, "test": 300}
 # Tagalog test verses were cut). data.features.truncation_rates gives the rate per language.
 MAX_LENGTH = {"verses-genre": 112, "verses-retrieval": 112, "verses-xref": 128, "verses-xref-multi": 144,
               "verses-xref-bi": 112, "verses-mlm": 80, "verses-text": 112,
-              "verses-next": 144, "verses-book": 112, "verses-testament": 112, "verses-order": 160,
-              "verses-paraphrase": 160, "verses-paraphrase-x": 160}
+              "verses-next": 144, "verses-book": 80, "verses-testament": 80, "verses-order": 128,
+              "verses-paraphrase": 144, "verses-paraphrase-x": 160}
 # The paraphrase tasks' translations: the intermediate pairs KJV with Basic English; the target pairs each
 # language's default translation with its second one (corpus.SECOND_TRANSLATION), English WEB with Basic English.
 PARAPHRASE_PAIR = ("en-k", "en-3")
