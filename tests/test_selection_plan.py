@@ -50,3 +50,18 @@ def test_every_intermediate_target_and_seed_has_its_phase(plan, graph):
     assert {p.regime for p in phases} == {"lora", None}
     assert {p.settings["max_steps"] for p in phases if p.action == "train"} == {24}
     assert len(graph.arms) == 27 and {arm.regime for arm in graph.arms} == {"lora"}
+
+
+@pytest.mark.slow
+def test_the_grid_runs_every_phase_in_miniature(plan, tmp_path, tiny_backbone, fixture_home, monkeypatch):
+    """On the fixture bible.db, which holds the two translations of en, fr and de only; the tiny backbone's
+    2 layers: one frozen."""
+    from test_study_smoke import recorded, run_smoke
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    monkeypatch.chdir(REPO)
+    smoke = run_smoke({**plan, "phase": {**plan["phase"], "frozen_layers": 1}, "target_phase": {"eval_langs": ["en", "fr", "de"]},
+                       "evaluation": {**plan["evaluation"], "langs": ["fr", "de"]}}, tmp_path, tiny_backbone.path)
+    assert set(recorded(smoke)) == set(smoke["graph"].phases) and len(smoke["graph"].phases) == 35
+    report = (smoke["root"] / "report.md").read_text()
+    for target in plan["targets"]:
+        assert f"## {target} (" in report
