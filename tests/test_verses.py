@@ -490,3 +490,31 @@ def test_word_overlap_is_no_cue_to_a_real_cross_reference():
     by_overlap = {split: [round(accuracy_of(pick_by_overlap(choice_overlaps(rows), most), [r["label"] for r in rows]), 4)
                           for most in (True, False)] for split, rows in choices.items()}
     assert by_overlap == {"dev": [0.5341, 0.5161], "test": [0.4977, 0.4932]}  # the most / least overlapping choice
+
+
+@pytest.mark.e2e
+def test_real_corpus_selection_tasks():
+    """Sizes and balance of the selection grid's tasks on the real corpus; word overlap is no cue to an English
+    paraphrase (the best threshold fitted on the rows themselves), and is one in the target's other languages."""
+    from adapterxfer.study.baselines import accuracy_of, fit_overlap_rule, overlaps
+    assert {split: len(verses.order_rows(split)) for split in SPLITS} == {"train": 21761, "dev": 2558, "test": 2505}
+    assert {split: Counter(row["label"] for row in verses.testament_rows(split)) for split in SPLITS} == {
+        "train": {0: 5885, 1: 5885}, "dev": {0: 856, 1: 856}, "test": {0: 670, 1: 670}}
+    unseen = set(range(66)) - {row["label"] for row in verses.book_rows("train")}
+    assert [verses.BOOKS[label] for label in unseen] == ["2 John"]  # one chapter, a dev chapter
+
+    def best_rule(rows):
+        values, labels = overlaps(rows), [row["label"] for row in rows]
+        return round(accuracy_of(fit_overlap_rule(values, labels).predict(values), labels), 3)
+
+    english = ("en", "en-3")
+    measured = {split: best_rule(verses.paraphrase_rows(split, ("en-k", "en-3"), ("en-k", "en-3"), 300))
+                for split in ("dev", "test")}
+    measured |= {lang: best_rule(verses.paraphrase_rows("test", verses.paraphrase_pair(lang), english, 300))
+                 for lang in verses.PARAPHRASE_LANGUAGES}
+    assert measured == {"dev": 0.537, "test": 0.533, "en": 0.527, "fr": 0.91, "de": 0.933, "es": 0.877,
+                        "it": 0.86, "tl": 0.82}
+    for lang in verses.PARAPHRASE_LANGUAGES:
+        rows = verses.paraphrase_rows("test", verses.paraphrase_pair(lang), english, 300)
+        assert Counter(row["label"] for row in rows) == {0: 150, 1: 150}
+        assert sum(row["text"] == row["text_pair"] for row in rows) <= 3, lang
