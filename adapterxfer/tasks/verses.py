@@ -58,6 +58,11 @@ def _paraphrase_x(split, lang, limit, seed):
     return corpus.paraphrase_rows(split, corpus.paraphrase_pair(lang), PARAPHRASE_X_MATCH, limit, seed)
 
 
+def _paraphrase_translation(lang):
+    """The default translation of a language with two ("fr" -> "fr-o"); a UserError for any other."""
+    return corpus.paraphrase_pair(lang)[0]
+
+
 def _xref(split, lang, limit, seed):
     return corpus.xref_rows(split, (lang,), limit, seed)
 
@@ -178,4 +183,4 @@ register(TaskSpec(
                 "verse; train English (WEB / Basic English), test the languages with two translations",
     languages=corpus.PARAPHRASE_LANGUAGES, read=_paraphrase_x, metric="accuracy",
     labels=("different", "paraphrase"), limits=PAIR_LIMITS, source=SOURCE,
-    resolve_lang=lambda lang: corpus.paraphrase_pair(lang)[0], language_of=corpus.translation_language))
+    resolve_lang=_paraphrase_translation, language_of=corpus.translation_language))
