@@ -48,8 +48,7 @@ def test_every_intermediate_target_and_seed_has_its_phase(plan, graph):
     assert sorted(evaluated, key=str) == sorted([(None, "baseline")] + [(seed, task) for seed in seeds
                                                                          for task in intermediates], key=str)
     assert {p.regime for p in phases} == {"lora", None}
-    steps = {(p.role, p.settings["max_steps"]) for p in phases if p.action == "train"}
-    assert steps == {("intermediate", 48), ("target", 24)}
+    assert {p.settings["max_steps"] for p in phases if p.action == "train"} == {24}
     assert len(graph.arms) == 27 and {arm.regime for arm in graph.arms} == {"lora"}
 
 
