@@ -18,7 +18,8 @@ from adapterxfer.data.features import truncation_rates
 from adapterxfer.tasks import get_task
 
 TASKS = ("verses-genre", "verses-retrieval", "verses-xref", "verses-xref-multi", "verses-xref-bi", "verses-xref-bi-multi",
-         "verses-next", "verses-mlm", "verses-text")
+         "verses-next", "verses-mlm", "verses-text", "verses-book", "verses-testament", "verses-order",
+         "verses-paraphrase", "verses-paraphrase-x")
 
 
 def main() -> None:

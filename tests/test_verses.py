@@ -33,8 +33,15 @@ def _row_refs(row: dict) -> list[str]:
     return row["ref"].split(">")
 
 
+PARAPHRASE = ("en-k", "en-3")  # verses-paraphrase's pair, rendered and matched on
+PARAPHRASE_X = ("en", "en-3")  # verses-paraphrase-x's matching pair (its English rendering)
+
+
 def _all_rows(split: str) -> dict[str, list[dict]]:
-    rows = {"genre": verses.genre_rows(split), "xref": verses.xref_rows(split), "next": verses.next_rows(split)}
+    rows = {"genre": verses.genre_rows(split), "xref": verses.xref_rows(split), "next": verses.next_rows(split),
+            "book": verses.book_rows(split), "testament": verses.testament_rows(split),
+            "order": verses.order_rows(split), "paraphrase": verses.paraphrase_rows(split, PARAPHRASE, PARAPHRASE),
+            "paraphrase-x": verses.paraphrase_rows(split, verses.paraphrase_pair("fr"), PARAPHRASE_X)}
     if split == "test":
         rows["retrieval"] = verses.retrieval_rows("fr")
     return rows
@@ -276,6 +283,110 @@ def test_next_rows_label_points_at_the_next_verse(bible_db):
     assert [r["label"] for r in sampled] == [r["label"] for r in verses.next_rows("dev", "en", limit=5, seed=2)]
 
 
+# ----------------------------------------------------------------------------- the selection grid's tasks
+
+# Rows per split of each new task on the fixture db.
+COUNTS = {"book": {"train": 437, "dev": 48, "test": 90}, "testament": {"train": 352, "dev": 46, "test": 82},
+          "order": {"train": 379, "dev": 40, "test": 77}, "paraphrase": {"train": 874, "dev": 96, "test": 180},
+          "paraphrase-x": {"train": 494, "dev": 18, "test": 60}}
+SCHEMA = {"book": {"text", "label", "ref"}, "testament": {"text", "label", "ref"},
+          **dict.fromkeys(("order", "paraphrase", "paraphrase-x"), {"text", "text_pair", "label", "ref"})}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_new_tasks_have_their_schema_counts_and_balance(bible_db, split):
+    rows = _all_rows(split)
+    assert {task: len(rows[task]) for task in COUNTS} == {task: counts[split] for task, counts in COUNTS.items()}
+    for task, keys in SCHEMA.items():
+        assert all(set(row) == keys for row in rows[task]), task
+    for task in ("testament", "order", "paraphrase", "paraphrase-x"):
+        labels = Counter(row["label"] for row in rows[task])
+        assert labels.keys() == {0, 1} and abs(labels[0] - labels[1]) <= 1, task
+
+
+def test_book_and_testament_labels(bible_db):
+    assert len(verses.BOOKS) == 66 and verses.BOOKS[0] == "Genesis" and verses.BOOKS[39] == "Matthew"
+    for row in verses.book_rows("train"):
+        assert row["label"] == _chapter(row["ref"])[0] - 1
+    for row in verses.testament_rows("train"):
+        assert verses.TESTAMENTS[row["label"]] == ("new" if _chapter(row["ref"])[0] >= 40 else "old")
+    sampled = verses.testament_rows("train", limit=7, seed=1)
+    assert len(sampled) == 7 and Counter(row["label"] for row in sampled) == {0: 4, 1: 3}
+    assert [_verse(row["ref"]) for row in sampled] == sorted(_verse(row["ref"]) for row in sampled)
+
+
+def test_order_rows_show_consecutive_verses_in_order_or_swapped(bible_db):
+    english = {row["ref"]: row["text"] for row in verses.genre_rows("dev")}
+    rows = verses.order_rows("dev")
+    for row in rows:
+        a, b = _row_refs(row)
+        book, chapter, verse = _verse(a)
+        assert b == f"{book}:{chapter}:{verse + 1}"
+        shown = (english[a], english[b]) if row["label"] else (english[b], english[a])
+        assert (row["text"], row["text_pair"]) == shown
+    assert verses.order_rows("dev", seed=3) != rows and verses.order_rows("dev") == rows
+    french = verses.order_rows("dev", "fr", limit=9, seed=2)
+    assert [(r["ref"], r["label"]) for r in french] == [(r["ref"], r["label"]) for r in verses.order_rows(
+        "dev", limit=9, seed=2)] and len(french) == 9
+
+
+def _words_of(lang: str) -> dict[str, frozenset]:
+    from adapterxfer.metrics.basic import content_words
+    return {row["ref"]: content_words(row["text"]) for split in SPLITS for row in verses.genre_rows(split, lang)}
+
+
+def test_paraphrase_negatives_overlap_as_much_as_the_paraphrase(bible_db):
+    from adapterxfer.metrics.basic import jaccard
+    first, second = _words_of("en"), _words_of("en-3")
+    texts = {lang: {r["ref"]: r["text"] for r in verses.genre_rows("train", lang)} for lang in ("fr", "fr-l")}
+    rows = verses.paraphrase_rows("train", verses.paraphrase_pair("fr"), PARAPHRASE_X)
+    for row in rows:
+        a, x = _row_refs(row)
+        assert (a == x) == bool(row["label"]) and (row["text"], row["text_pair"]) == (texts["fr"][a], texts["fr-l"][x])
+        assert abs(jaccard(first[a], second[x]) - jaccard(first[a], second[a])) <= 0.02
+        assert verses.BOOK_GENRE[_verse(a)[0]] == verses.BOOK_GENRE[_verse(x)[0]]
+    assert sum(_verse(a)[0] == _verse(x)[0] for a, x in map(_row_refs, rows)) >= 0.9 * len(rows)
+
+
+def test_paraphrase_items_are_the_same_in_every_language_and_drawn_by_seed(bible_db):
+    english = verses.paraphrase_rows("train", PARAPHRASE_X, PARAPHRASE_X, limit=41, seed=4)
+    assert len(english) == 41 and english == verses.paraphrase_rows("train", PARAPHRASE_X, PARAPHRASE_X, 41, 4)
+    for lang in ("fr", "de"):
+        rows = verses.paraphrase_rows("train", verses.paraphrase_pair(lang), PARAPHRASE_X, limit=41, seed=4)
+        assert [(r["ref"], r["label"]) for r in rows] == [(r["ref"], r["label"]) for r in english]
+        assert all(row["text"] != row["text_pair"] for row in rows)  # two distinct translations
+    assert {r["ref"] for r in verses.paraphrase_rows("train", PARAPHRASE_X, PARAPHRASE_X, 41, 5)} != {
+        r["ref"] for r in english}
+    # verses-paraphrase matches its negatives on its own pair: few are the target's
+    intermediate = {r["ref"] for r in verses.paraphrase_rows("train", PARAPHRASE, PARAPHRASE) if not r["label"]}
+    target = {r["ref"] for r in _all_rows("train")["paraphrase-x"] if not r["label"]}
+    assert (len(intermediate), len(target), len(intermediate & target)) == (437, 247, 4)
+
+
+def test_paraphrase_languages_have_two_translations():
+    assert verses.PARAPHRASE_LANGUAGES == ("en", "fr", "de", "es", "it", "tl")
+    for lang in verses.PARAPHRASE_LANGUAGES:
+        first, second = verses.paraphrase_pair(lang)
+        assert first == verses.DEFAULT_TRANSLATION[lang] != second and verses.paraphrase_pair(first) == (first, second)
+        assert {verses.translation_language(first), verses.translation_language(second)} == {lang}
+    for bad in ("pt", "fr-l", "xx"):
+        with pytest.raises(UserError, match="allowed: en, fr, de, es, it, tl") as err:
+            verses.paraphrase_pair(bad)
+        assert repr(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_selection_tasks_are_registered(bible_db):
+    from adapterxfer.tasks import get_task
+    for name in ("verses-book", "verses-testament", "verses-order", "verses-paraphrase"):
+        task = get_task(name)
+        assert (task.role, task.kind, task.languages) == ("intermediate", "classification", ("en",))
+    target = get_task("verses-paraphrase-x")
+    assert (target.role, target.languages, target.source_lang) == ("target", verses.PARAPHRASE_LANGUAGES, "en-4")
+    assert len(target.rows("test", "de")) == COUNTS["paraphrase-x"]["test"]
+    with pytest.raises(UserError, match="no second translation"):
+        target.check_langs(["fr", "pt"])
+
+
 @pytest.mark.parametrize("call", [
     lambda: verses.genre_rows("valid"),
     lambda: verses.next_rows("train", "klingon"),
@@ -349,7 +460,8 @@ def test_default_lengths_cut_at_most_3_percent_in_every_language():
     from adapterxfer.data.features import truncation_rates
     from adapterxfer.tasks import get_task
     tokenizer = AutoTokenizer.from_pretrained(backbones.resolve("me5-small").path)
-    for name in ("verses-genre", "verses-retrieval", "verses-next"):
+    for name in ("verses-genre", "verses-retrieval", "verses-next", "verses-book", "verses-testament", "verses-order",
+                 "verses-paraphrase", "verses-paraphrase-x"):
         task = get_task(name)
         rates = truncation_rates(task, tokenizer, task.max_length, list(task.languages))
         assert max(rates.values()) <= 0.03, (name, rates)
@@ -378,3 +490,31 @@ def test_word_overlap_is_no_cue_to_a_real_cross_reference():
     by_overlap = {split: [round(accuracy_of(pick_by_overlap(choice_overlaps(rows), most), [r["label"] for r in rows]), 4)
                           for most in (True, False)] for split, rows in choices.items()}
     assert by_overlap == {"dev": [0.5341, 0.5161], "test": [0.4977, 0.4932]}  # the most / least overlapping choice
+
+
+@pytest.mark.e2e
+def test_real_corpus_selection_tasks():
+    """Sizes and balance of the selection grid's tasks on the real corpus; word overlap is no cue to an English
+    paraphrase (the best threshold fitted on the rows themselves), and is one in the target's other languages."""
+    from adapterxfer.study.baselines import accuracy_of, fit_overlap_rule, overlaps
+    assert {split: len(verses.order_rows(split)) for split in SPLITS} == {"train": 21761, "dev": 2558, "test": 2505}
+    assert {split: Counter(row["label"] for row in verses.testament_rows(split)) for split in SPLITS} == {
+        "train": {0: 5885, 1: 5885}, "dev": {0: 856, 1: 856}, "test": {0: 670, 1: 670}}
+    unseen = set(range(66)) - {row["label"] for row in verses.book_rows("train")}
+    assert [verses.BOOKS[label] for label in unseen] == ["2 John"]  # one chapter, a dev chapter
+
+    def best_rule(rows):
+        values, labels = overlaps(rows), [row["label"] for row in rows]
+        return round(accuracy_of(fit_overlap_rule(values, labels).predict(values), labels), 3)
+
+    english = ("en", "en-3")
+    measured = {split: best_rule(verses.paraphrase_rows(split, ("en-k", "en-3"), ("en-k", "en-3"), 300))
+                for split in ("dev", "test")}
+    measured |= {lang: best_rule(verses.paraphrase_rows("test", verses.paraphrase_pair(lang), english, 300))
+                 for lang in verses.PARAPHRASE_LANGUAGES}
+    assert measured == {"dev": 0.537, "test": 0.533, "en": 0.527, "fr": 0.91, "de": 0.933, "es": 0.877,
+                        "it": 0.86, "tl": 0.82}
+    for lang in verses.PARAPHRASE_LANGUAGES:
+        rows = verses.paraphrase_rows("test", verses.paraphrase_pair(lang), english, 300)
+        assert Counter(row["label"] for row in rows) == {0: 150, 1: 150}
+        assert sum(row["text"] == row["text_pair"] for row in rows) <= 3, lang

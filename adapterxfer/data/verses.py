@@ -41,6 +41,25 @@ Hard negatives for cross-references
     50/50. The choice depends on the seed and the pair only, so every language gets the
     same pairs.
 
+Paraphrases (PAWS analogue)
+    An item is a verse A in one translation against X in another translation of the same language: X
+    is A (label 1, a paraphrase) or C, a different verse (label 0). C is matched on the overlap of two
+    English translations (the "matching pair") as a cross-reference's hard negative is: from the same split
+    and A's book (then its genre), not A and no near-duplicate of A, the first of up to 200 drawn whose
+    content words in the pair's second translation overlap A's in its first within 0.02 of A's own second
+    rendering. Word overlap is thus no cue in the matching pair: only verses with such a C are items (about
+    one in eight with WEB against Basic English, whose wording departs most), each with its one negative:
+    50/50. Verses are tried in a seeded order until a sample has its items; the choice depends on the seed
+    and the matching pair only, so every rendering (language) gets the same items.
+
+Verse order
+    A pair of consecutive verses of one chapter and split (distinct texts), shown in order (label 1)
+    or swapped (label 0); a seeded half of the sampled pairs is swapped.
+
+Testaments
+    Old (books 1-39, label 0) and New (40-66, label 1) in equal numbers: as many verses of each as
+    the smaller testament of the split has (or ``(limit + 1) // 2`` of each), drawn with the seed.
+
 Sampling with ``limit``
     A seeded sample of refs (or pairs) is drawn first and the text is looked up afterwards,
     so the same seed gives the same refs in every language.
@@ -101,6 +120,22 @@ _GENRE_BOOKS = {
 GENRES = tuple(_GENRE_BOOKS)
 BOOK_GENRE = {book: genre for genre, books in _GENRE_BOOKS.items() for book in books}
 
+BOOKS = (
+    "Genesis", "Exodus", "Leviticus", "Numbers", "Deuteronomy", "Joshua", "Judges", "Ruth", "1 Samuel",
+    "2 Samuel", "1 Kings", "2 Kings", "1 Chronicles", "2 Chronicles", "Ezra", "Nehemiah", "Esther", "Job",
+    "Psalms", "Proverbs", "Ecclesiastes", "Song of Songs", "Isaiah", "Jeremiah", "Lamentations", "Ezekiel",
+    "Daniel", "Hosea", "Joel", "Amos", "Obadiah", "Jonah", "Micah", "Nahum", "Habakkuk", "Zephaniah", "Haggai",
+    "Zechariah", "Malachi", "Matthew", "Mark", "Luke", "John", "Acts", "Romans", "1 Corinthians",
+    "2 Corinthians", "Galatians", "Ephesians", "Philippians", "Colossians", "1 Thessalonians",
+    "2 Thessalonians", "1 Timothy", "2 Timothy", "Titus", "Philemon", "Hebrews", "James", "1 Peter", "2 Peter",
+    "1 John", "2 John", "3 John", "Jude", "Revelation")  # label i is book i + 1
+TESTAMENTS = ("old", "new")
+_NEW_TESTAMENT = 40  # Matthew
+# The languages with two translations: the default one against this second one in paraphrase items
+# (English: Basic English 1949, the one whose wording departs most from the default; elsewhere the older one).
+SECOND_TRANSLATION = {"en": "en-3", "fr": "fr-l", "de": "de-e", "es": "es-v", "it": "it-d", "tl": "tl-f"}
+PARAPHRASE_LANGUAGES = tuple(SECOND_TRANSLATION)
+
 _NEGATIVE_CANDIDATES = 200
 _OVERLAP_TOLERANCE = 0.02  # Jaccard
 _CHOICES = 4
@@ -151,12 +186,7 @@ def corpus_path() -> Path:
 def genre_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
     """Verses of ``split`` labelled with their book's genre (an index into GENRES)."""
     _check(split, limit)
-    bb = TRANSLATIONS[resolve_translation(lang)]
-    path = str(corpus_path())
-    texts = _texts(path, bb)
-    refs = _sample(_split_refs(path, split), limit, seed)
-    return [{"text": texts[ref], "label": GENRES.index(BOOK_GENRE[ref[0]]), "ref": _ref_id(ref)}
-            for ref in refs]
+    return _verse_rows(split, lang, _sample(_split_refs(str(corpus_path()), split), limit, seed), _genre_label)
 
 
 def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0, split: str = "test") -> list[dict]:
@@ -233,6 +263,60 @@ def xref_choice_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | 
         choices = [texts[c], texts[b]] if label else [texts[b], texts[c]]
         rows.append({"context": texts[a], "choices": choices, "label": label, "ref": _pair_id(a, b)})
     return rows
+
+
+def paraphrase_rows(split: str, pair: tuple[str, str], matched_on: tuple[str, str], limit: int | None = None,
+                    seed: int = 0) -> list[dict]:
+    """Paraphrase items (see the module docstring) with negatives matched on ``matched_on``'s overlap, rendered
+    in ``pair``: {"text": A in pair[0], "text_pair": A or its negative C in pair[1], "label": 1 or 0, "ref":
+    "A>A" or "A>C"}, shuffled. With ``limit``, ``(limit + 1) // 2`` items and the rows cut to ``limit``."""
+    _check(split, limit)
+    path = str(corpus_path())
+    first, second = (_texts(path, TRANSLATIONS[resolve_translation(lang)]) for lang in pair)
+    match = tuple(TRANSLATIONS[resolve_translation(lang)] for lang in matched_on)
+    items = _paraphrase_items(path, split, match, None if limit is None else (limit + 1) // 2, seed)
+    rows = [{"text": first[a], "text_pair": second[x], "label": int(a == x), "ref": _pair_id(a, x)}
+            for a, c in items for x in (a, c)]
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+def paraphrase_pair(lang: str) -> tuple[str, str]:
+    """A language's (or its default translation's) two translations for the paraphrase tasks:
+    ("fr" or "fr-o") -> ("fr-o", "fr-l")."""
+    iso = translation_language(lang)
+    if iso not in SECOND_TRANSLATION or lang not in (iso, DEFAULT_TRANSLATION[iso]):
+        raise UserError(f"{lang!r} has no second translation for paraphrases; allowed: "
+                        f"{', '.join(PARAPHRASE_LANGUAGES)} or their default translations")
+    return DEFAULT_TRANSLATION[iso], SECOND_TRANSLATION[iso]
+
+
+def book_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Verses of ``split`` labelled with their book (label i: BOOKS[i], book number i + 1)."""
+    _check(split, limit)
+    return _verse_rows(split, lang, _sample(_split_refs(str(corpus_path()), split), limit, seed), _book_label)
+
+
+def testament_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Verses of ``split``, as many of each testament (label: an index into TESTAMENTS), in verse order."""
+    _check(split, limit)
+    refs = _split_refs(str(corpus_path()), split)
+    groups = [tuple(ref for ref in refs if _testament_label(ref) == label) for label in range(len(TESTAMENTS))]
+    each = min(map(len, groups)) if limit is None else min(*map(len, groups), (limit + 1) // 2)
+    drawn = sorted(ref for group in groups for ref in _sample(group, each, seed))
+    return _verse_rows(split, lang, drawn[:limit], _testament_label)
+
+
+def order_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Consecutive verses (A, B) of one chapter: {"text", "text_pair": A then B (label 1, in order) or
+    B then A (label 0, swapped), "ref": "A>B"}; a seeded half of the sampled pairs is swapped."""
+    _check(split, limit)
+    path = str(corpus_path())
+    texts = _texts(path, TRANSLATIONS[resolve_translation(lang)])
+    pairs = _sample(_successions(path, split), limit, seed)
+    swapped = set(random.Random(f"{seed}:order").sample(range(len(pairs)), len(pairs) // 2))
+    return [{"text": texts[b if i in swapped else a], "text_pair": texts[a if i in swapped else b],
+             "label": int(i not in swapped), "ref": _pair_id(a, b)} for i, (a, b) in enumerate(pairs)]
 
 
 def _xref_triples(split: str, langs: tuple[str, ...], positives: int | None, seed: int):
@@ -388,10 +472,15 @@ def _chapters(path: str) -> dict[tuple[int, int], tuple[Ref, ...]]:
     return {chapter: tuple(refs) for chapter, refs in chapters.items()}
 
 
-@lru_cache(maxsize=None)
 def _words(path: str) -> dict[Ref, frozenset[str]]:
     """Content words of each default-English verse, for the overlap of hard negatives."""
-    return {ref: content_words(text) for ref, text in _texts(path, _ENGLISH).items()}
+    return _bb_words(path, _ENGLISH)
+
+
+@lru_cache(maxsize=None)
+def _bb_words(path: str, bb: str) -> dict[Ref, frozenset[str]]:
+    """Content words of each verse of translation ``bb``."""
+    return {ref: content_words(text) for ref, text in _texts(path, bb).items()}
 
 
 @lru_cache(maxsize=None)
@@ -421,16 +510,51 @@ def _negative_pools(path: str, split: str) -> dict[int | str, tuple[Ref, ...]]:
 
 
 def _hard_negative(path: str, split: str, a: Ref, b: Ref, rng: random.Random) -> Ref | None:
-    """The first drawn candidate whose overlap with A is within ``_OVERLAP_TOLERANCE`` of B's; None
-    when neither B's book nor its genre has one among the candidates drawn."""
-    linked, words, pools = _cross_refs(path), _words(path), _negative_pools(path, split)
-    overlap = jaccard(words[a], words[b])
-    for pool in (pools[b[0]], pools[BOOK_GENRE[b[0]]]):
+    """A verse of B's book (else genre) overlapping A as much as B does, not A, B or linked with A; None
+    when neither has one among the candidates drawn."""
+    linked, words = _cross_refs(path), _words(path)
+    return _overlap_matched(_negative_pools(path, split), b[0], words[a], words, jaccard(words[a], words[b]),
+                            lambda c: c in (a, b) or (a, c) in linked or (c, a) in linked, rng)
+
+
+def _overlap_matched(pools: dict, book: int, words: frozenset[str], candidate_words: dict[Ref, frozenset[str]],
+                     overlap: float, excluded, rng: random.Random) -> Ref | None:
+    """The first candidate drawn from ``book`` (then its genre), not ``excluded``, whose words overlap ``words``
+    within ``_OVERLAP_TOLERANCE`` of ``overlap``; None when there is none among the candidates drawn."""
+    for pool in (pools[book], pools[BOOK_GENRE[book]]):
         for c in rng.sample(pool, min(_NEGATIVE_CANDIDATES, len(pool))):
-            if (c not in (a, b) and (a, c) not in linked and (c, a) not in linked
-                    and abs(jaccard(words[a], words[c]) - overlap) <= _OVERLAP_TOLERANCE):
+            if not excluded(c) and abs(jaccard(words, candidate_words[c]) - overlap) <= _OVERLAP_TOLERANCE:
                 return c
     return None
+
+
+@lru_cache(maxsize=None)
+def _paraphrase_items(path: str, split: str, match: tuple[str, str], count: int | None,
+                      seed: int) -> tuple[tuple[Ref, Ref], ...]:
+    """(A, C), in verse order, for the first ``count`` (None: all) verses A of ``split``, in a seeded order,
+    that have a negative C matched on the overlap of translations ``match``. Matching takes seconds a
+    thousand verses, so a sample stops when it has its items."""
+    near, first, second = _words(path), _bb_words(path, match[0]), _bb_words(path, match[1])
+    pools, items = _negative_pools(path, split), []
+    order = list(_split_refs(path, split))
+    random.Random(seed).shuffle(order)
+    for a in order:
+        if len(items) == count:
+            break
+        c = _overlap_matched(pools, a[0], first[a], second, jaccard(first[a], second[a]),
+                             lambda c: jaccard(near[a], near[c]) >= NEAR_DUPLICATE,
+                             random.Random(f"{seed}:{'/'.join(match)}:{_ref_id(a)}"))
+        if c is not None:
+            items.append((a, c))
+    return tuple(sorted(items))
+
+
+@lru_cache(maxsize=None)
+def _successions(path: str, split: str) -> tuple[tuple[Ref, Ref], ...]:
+    """(verse, next verse) of one chapter, both in ``split``, their default-English texts distinct."""
+    splits, english = _verse_splits(path), _texts(path, _ENGLISH)
+    return tuple((a, (*a[:2], a[2] + 1)) for a in _split_refs(path, split)
+                 if splits.get((*a[:2], a[2] + 1)) == split and english[a] != english[(*a[:2], a[2] + 1)])
 
 
 @lru_cache(maxsize=None)
@@ -464,6 +588,24 @@ def _check(split: str, limit: int | None) -> None:
         raise UserError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise UserError(f"limit must be a positive number of rows or None, got {limit!r}")
+
+
+def _verse_rows(split: str, lang: str, refs: list[Ref], label_of) -> list[dict]:
+    """{"text", "label": label_of(ref), "ref"} for each ref of ``split``, in ``lang``."""
+    texts = _texts(str(corpus_path()), TRANSLATIONS[resolve_translation(lang)])
+    return [{"text": texts[ref], "label": label_of(ref), "ref": _ref_id(ref)} for ref in refs]
+
+
+def _genre_label(ref: Ref) -> int:
+    return GENRES.index(BOOK_GENRE[ref[0]])
+
+
+def _book_label(ref: Ref) -> int:
+    return ref[0] - 1
+
+
+def _testament_label(ref: Ref) -> int:
+    return int(ref[0] >= _NEW_TESTAMENT)
 
 
 def _sample(items: tuple, limit: int | None, seed: int) -> list:

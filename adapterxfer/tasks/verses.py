@@ -22,13 +22,45 @@ EVAL_LIMITS = {"dev": 300, "test": 300}
 # Tagalog test verses were cut). data.features.truncation_rates gives the rate per language.
 MAX_LENGTH = {"verses-genre": 112, "verses-retrieval": 112, "verses-xref": 128, "verses-xref-multi": 144,
               "verses-xref-bi": 112, "verses-mlm": 80, "verses-text": 112,
-              "verses-next": 144}
+              "verses-next": 144, "verses-book": 80, "verses-testament": 80, "verses-order": 128,
+              "verses-paraphrase": 144, "verses-paraphrase-x": 160}
+# The paraphrase tasks' translations: the intermediate pairs KJV with Basic English; the target pairs each
+# language's default translation with its second one (corpus.SECOND_TRANSLATION), English WEB with Basic English.
+PARAPHRASE_PAIR = ("en-k", "en-3")
+PARAPHRASE_X_MATCH = corpus.paraphrase_pair("en")
+PAIR_LIMITS = {"train": 2000, **EVAL_LIMITS}  # matching negatives takes seconds a thousand verses
 RETRIEVAL_QUERIES = 300
 CENTERING_VERSES = 100  # dev verses per language whose mean vector the secondary retrieval scoring subtracts
 
 
 def _genre(split, lang, limit, seed):
     return corpus.genre_rows(split, lang, limit, seed)
+
+
+def _book(split, lang, limit, seed):
+    return corpus.book_rows(split, lang, limit, seed)
+
+
+def _testament(split, lang, limit, seed):
+    return corpus.testament_rows(split, lang, limit, seed)
+
+
+def _order(split, lang, limit, seed):
+    return corpus.order_rows(split, lang, limit, seed)
+
+
+def _paraphrase(split, lang, limit, seed):
+    return corpus.paraphrase_rows(split, PARAPHRASE_PAIR, PARAPHRASE_PAIR, limit, seed)
+
+
+def _paraphrase_x(split, lang, limit, seed):
+    """The items matched on English WEB / Basic English, rendered in ``lang``'s two translations."""
+    return corpus.paraphrase_rows(split, corpus.paraphrase_pair(lang), PARAPHRASE_X_MATCH, limit, seed)
+
+
+def _paraphrase_translation(lang):
+    """The default translation of a language with two ("fr" -> "fr-o"); a UserError for any other."""
+    return corpus.paraphrase_pair(lang)[0]
 
 
 def _xref(split, lang, limit, seed):
@@ -123,3 +155,34 @@ register(TaskSpec(
     name="verses-next", max_length=MAX_LENGTH["verses-next"], kind="multiple_choice", role="intermediate",
     description="HellaSwag-like: which of 4 verses follows the given verse",
     languages=("en",), read=_next, metric="accuracy", limits={"dev": 150, "test": 300}, **COMMON))  # 4 sequences each
+register(TaskSpec(
+    name="verses-book", max_length=MAX_LENGTH["verses-book"], kind="classification", role="intermediate",
+    description="which of the 66 books a single English verse is from",
+    languages=("en",), read=_book, metric="accuracy", labels=corpus.BOOKS, limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-testament", max_length=MAX_LENGTH["verses-testament"], kind="classification",
+    role="intermediate", description="Old or New Testament, for a single English verse (as many of each)",
+    languages=("en",), read=_testament, metric="accuracy", labels=corpus.TESTAMENTS, limits=EVAL_LIMITS, **COMMON))
+register(TaskSpec(
+    name="verses-order", max_length=MAX_LENGTH["verses-order"], kind="classification", role="intermediate",
+    description="two consecutive English verses of a chapter: in order or swapped (half of each)",
+    languages=("en",), read=_order, metric="accuracy", labels=("swapped", "in order"), limits=EVAL_LIMITS,
+    **COMMON))
+# verses-paraphrase is related to the target verses-paraphrase-x (the same kind of item), not the same data:
+# another English pair (KJV against Basic English), its negatives matched on that pair, and its own items
+# (about half of its training positives are the target's too).
+register(TaskSpec(
+    name="verses-paraphrase", max_length=MAX_LENGTH["verses-paraphrase"], kind="classification",
+    role="intermediate", description="QQP/PAWS analogue: a verse in KJV and a verse in Basic English, the same "
+                                     "verse or an overlap-matched other one (word overlap is no cue)",
+    languages=("en",), read=_paraphrase, metric="accuracy", labels=("different", "paraphrase"),
+    limits=PAIR_LIMITS, **COMMON))
+# Word overlap is no cue in English; in the other languages the best overlap threshold on the test items
+# scores 0.82 (tl) to 0.93 (de): their two translations are closer than WEB and Basic English.
+register(TaskSpec(
+    name="verses-paraphrase-x", max_length=MAX_LENGTH["verses-paraphrase-x"], kind="classification", role="target",
+    description="PAWS-X analogue: the same verse in a language's two translations or an overlap-matched other "
+                "verse; train English (WEB / Basic English), test the languages with two translations",
+    languages=corpus.PARAPHRASE_LANGUAGES, read=_paraphrase_x, metric="accuracy",
+    labels=("different", "paraphrase"), limits=PAIR_LIMITS, source=SOURCE,
+    resolve_lang=_paraphrase_translation, language_of=corpus.translation_language))
