@@ -44,6 +44,11 @@ class Backbone:
     path: Path
     weight_hash: str
 
+    @property
+    def layers(self) -> int:
+        """Its transformer layers (config.json's num_hidden_layers)."""
+        return json.loads((self.path / "config.json").read_text())["num_hidden_layers"]
+
 
 def resolve(name: str) -> Backbone:
     """Turn a backbone name into a local folder: embedded name, then local folder, then Hub id."""

@@ -52,12 +52,15 @@ class _Store:
 STORE = _Store(STORE_BYTES)
 
 
+def check_count(layers: int, total: int) -> None:
+    """``frozen_layers`` must leave at least one of ``total`` layers to train."""
+    if not 0 <= layers < total:
+        raise UserError(f"frozen_layers={layers}: the encoder has {total} layers; allowed 0..{total - 1}")
+
+
 def check_layers(model, layers: int) -> None:
-    """``frozen_layers`` must leave at least one layer to train."""
     for base in encoders(model):
-        total = len(base.encoder.layer)
-        if not 0 <= layers < total:
-            raise UserError(f"frozen_layers={layers}: the encoder has {total} layers; allowed 0..{total - 1}")
+        check_count(layers, len(base.encoder.layer))
 
 
 def freeze_bottom(model, layers: int) -> None:

@@ -37,7 +37,7 @@ from .cache import atomic_dir, restore_aside
 from .config import RunConfig, phase_identity
 from .data.features import featurized
 from .errors import UserError
-from .frozen import cached_bottom, freeze_bottom
+from .frozen import cached_bottom, check_count, freeze_bottom
 from .kinds import KINDS
 from .precision import cpu_threads, resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
@@ -120,6 +120,7 @@ def validate(config: RunConfig) -> ValidatedPhase:
                                                      else DEFAULT_BACKBONE))
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
+    check_count(config.frozen_layers, backbone.layers)
     regime.check(tasks[0], config, parents, backbone)
     if len(tasks) > 1 and not regime.multitask:
         raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "

@@ -109,6 +109,16 @@ def test_frozen_layers_leaves_a_layer_to_train_and_madx_refuses_it(tiny_backbone
         get_regime("madx").check(get_task(TASK), config, [], tiny_backbone)
 
 
+@pytest.mark.parametrize("regime", ["lora", "bottleneck", "full"])
+def test_a_phase_freezing_every_layer_is_one_line_before_anything_is_built(regime, tmp_path, tiny_backbone, capsys):
+    out = tmp_path / "all-frozen"
+    assert main(["train", f"task={TASK}", f"regime={regime}", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=1", "frozen_layers=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["adapterxfer: error: frozen_layers=2: the encoder has 2 layers; allowed 0..1"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_a_phase_with_a_frozen_bottom_trains_saves_and_is_scored_from_the_cache(tmp_path, tiny_backbone):
     out = tmp_path / "xref-bi"
     assert main(["train", f"task={TASK}", "regime=lora", f"backbone={tiny_backbone.path}", f"output_dir={out}",

@@ -54,14 +54,15 @@ def test_every_intermediate_target_and_seed_has_its_phase(plan, graph):
 
 @pytest.mark.slow
 def test_the_grid_runs_every_phase_in_miniature(plan, tmp_path, tiny_backbone, fixture_home, monkeypatch):
-    """On the fixture bible.db, which holds the two translations of en, fr and de only; the tiny backbone's
-    2 layers: one frozen."""
+    """On the fixture bible.db, which holds the two translations of en, fr and de only."""
     from test_study_smoke import recorded, run_smoke
     monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
     monkeypatch.chdir(REPO)
-    smoke = run_smoke({**plan, "phase": {**plan["phase"], "frozen_layers": 1}, "target_phase": {"eval_langs": ["en", "fr", "de"]},
+    smoke = run_smoke({**plan, "target_phase": {"eval_langs": ["en", "fr", "de"]},
                        "evaluation": {**plan["evaluation"], "langs": ["fr", "de"]}}, tmp_path, tiny_backbone.path)
     assert set(recorded(smoke)) == set(smoke["graph"].phases) and len(smoke["graph"].phases) == 35
+    # the plan's frozen_layers 8 cut to leave the tiny backbone's top layer to train
+    assert {p.settings["frozen_layers"] for p in smoke["graph"].phases.values() if p.action == "train"} == {1}
     report = (smoke["root"] / "report.md").read_text()
     for target in plan["targets"]:
         assert f"## {target} (" in report

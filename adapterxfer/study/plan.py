@@ -21,9 +21,11 @@ Folder layout under the study root::
 
 from __future__ import annotations
 
+from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
 
+from .. import backbones
 from ..config import CHOICES, from_dict, read_yaml
 from ..errors import UserError
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
@@ -124,14 +126,26 @@ def load_plan(plan_file: str, smoke: bool = False, backbone: str | None = None) 
 def smoke_plan(plan: dict, backbone: str | None = None) -> dict:
     """Every distinct phase of the plan in miniature: its first seed, ``SMOKE_PHASE`` budgets, a few rows per
     split, into ``<output>-smoke`` (never the real output), on ``backbone`` or the plan's own. Another
-    backbone may lack the plan's evaluation layer (13 of XLM-R large's 24): its smoke scores the last."""
+    backbone may lack the plan's evaluation layer (13 of XLM-R large's 24): its smoke scores the last, and
+    its frozen bottom is cut to leave one layer to train."""
     other = backbone is not None and backbone != plan["backbone"]
-    smoke = {**plan, "seeds": plan["seeds"][:1], "regime_seeds": {}, "backbone": backbone or plan["backbone"],
+    smoke = {**deepcopy(plan), "seeds": plan["seeds"][:1], "regime_seeds": {}, "backbone": backbone or plan["backbone"],
              "output": f"{study_root(plan)}{SMOKE_SUFFIX}", "smoke": True,
              "evaluation": {**plan["evaluation"], **({"layer": -1} if other else {})}}
+    if other:
+        _cut_frozen(smoke, backbones.resolve(backbone).layers - 1)
     _check(smoke)
     expand(smoke)
     return smoke
+
+
+def _cut_frozen(plan: dict, most: int) -> None:
+    """``frozen_layers`` of every train block at most ``most``."""
+    blocks = [plan[name] for name in ("phase", "intermediate_phase", "target_phase") if name in plan]
+    blocks += [block for name in ("task_phase", "regime_phase") for block in plan.get(name, {}).values()]
+    for block in blocks:
+        if block.get("frozen_layers", 0) > most:
+            block["frozen_layers"] = most
 
 
 def _check(plan: dict) -> None:
