@@ -196,8 +196,8 @@ def train(phase: ValidatedPhase) -> Trained:
     run = Run(phase.work, phase.identity, phase.precision,
               tracker_dir=None if config.report_to == "none" else phase.out.with_name(phase.out.name + "-logs"))
     with cached_bottom(model, config.frozen_layers):
-        step0 = dev_score(model)  # the model before training: what "learned" is measured against
-        step0_rows = dict(latest)
+        # the model before training: what "learned" is measured against
+        step0, step0_rows = _step0(phase, lambda: (dev_score(model), dict(latest)))
         started = time.perf_counter()
         log, resumed_from = fit(model, sources, dev_score, config, run)
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
@@ -205,6 +205,25 @@ def train(phase: ValidatedPhase) -> Trained:
                    "+".join(fingerprints), train_items, trainable,
                    round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
                    resumed_from, processes().num_processes, _peak_rss_mb())
+
+
+STEP0: dict[tuple, tuple[float, dict]] = {}  # a process's step-0 dev scores of fresh models that equal the backbone
+
+
+def _step0(phase: ValidatedPhase, score):
+    """``score()``, or the result of an earlier phase of this process whose fresh model computed the same
+    function: no parent, a regime whose fresh module changes no output, heads that do not depend on the
+    seed, and the same dev data, lengths, pooling and precision (a study's seeds and arms of one task)."""
+    if (phase.parents or not phase.regime.starts_unchanged or processes().num_processes > 1
+            or not all(KINDS[task.kind].FIXED_HEAD for task in phase.tasks)):
+        return score()
+    config = phase.config
+    key = (phase.backbone.weight_hash, tuple(task.name for task in phase.tasks), phase.train_lang,
+           tuple(sorted(phase.lengths.items())), phase.pooling, phase.precision, config.eval_batch_size,
+           config.rows_per_split, config.frozen_layers)
+    if key not in STEP0:
+        STEP0[key] = score()
+    return STEP0[key]
 
 
 def write_dev_predictions(folder: Path, predictions: dict[str, dict[str, list[dict]]]) -> None:

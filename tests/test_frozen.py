@@ -131,3 +131,31 @@ def test_a_phase_with_a_frozen_bottom_trains_saves_and_is_scored_from_the_cache(
     assert main(["evaluate", "--model", str(out), "--task", "verses-retrieval", "--langs", "de", "--queries", "6",
                  "--candidates", "9", "--max-length", "48", "--precision", "fp32", "--output", str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "scores.json").read_text())["de"]["candidates"] == 9
+
+
+def _step0_of(out) -> tuple[float, str]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return manifest["dev"]["step0"], (out / "dev_predictions" / f"step0-{manifest['task']}.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_step0_is_scored_once_per_process_where_fresh_models_equal_the_backbone(tmp_path, tiny_backbone, monkeypatch):
+    """Seeds of a LoRA and a full phase on a bi-encoder task (a seed-free head) share the backbone's step 0,
+    which equals a fresh computation; a bottleneck adapter starts changed and a classification head is
+    seeded, so their phases score their own."""
+    from adapterxfer import pipeline
+
+    monkeypatch.setattr(pipeline, "STEP0", {})
+    args = [f"backbone={tiny_backbone.path}", "max_steps=1", "eval_every=1", "batch_size=4", "max_length=48",
+            "precision=fp32"]
+    runs = {}
+    for name, regime, seed, task in (("lora1", "lora", 1, TASK), ("lora2", "lora", 2, TASK), ("full3", "full", 3, TASK),
+                                     ("bottleneck", "bottleneck", 1, TASK), ("cls", "lora", 1, "verses-xref")):
+        assert main(["train", f"task={task}", f"regime={regime}", f"seed={seed}", f"output_dir={tmp_path / name}",
+                     *args]) == 0
+        runs[name] = _step0_of(tmp_path / name)
+    assert [key[1] for key in pipeline.STEP0] == [(TASK,)]  # not verses-xref's: a classification head is seeded
+    assert runs["lora1"] == runs["lora2"] == runs["full3"]
+    pipeline.STEP0.clear()
+    assert main(["train", f"task={TASK}", "regime=lora", "seed=4", f"output_dir={tmp_path / 'fresh'}", *args]) == 0
+    assert _step0_of(tmp_path / "fresh") == runs["lora1"]

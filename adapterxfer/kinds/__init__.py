@@ -7,7 +7,8 @@ A kind knows nothing of task names or regimes. Each module exposes the same shap
 and labels only: it drops decoding-only columns), ``length(features)`` for length-sorted batches,
 and, for evaluation, ``outputs(model_output, batch)`` (one item per feature), ``decode(outputs,
 features, rows, options)`` (one prediction per row) and ``references(rows)`` (the gold, same
-shape). ``options`` is the task's ``TaskSpec.options`` dict.
+shape). ``options`` is the task's ``TaskSpec.options`` dict. Kinds that train say whether a fresh
+model's head is the same for every seed (``FIXED_HEAD``).
 """
 
 from . import bi_encoder, classification, mining, mlm, multiple_choice, qa, ranking, retrieval, tagging

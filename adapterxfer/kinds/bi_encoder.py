@@ -24,6 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .common import argmax_labels, logits_rows, row_labels
 
 COLUMNS = ("context", "choices", "label")
+FIXED_HEAD = True  # a scale, initialised to INITIAL_SCALE
 INITIAL_SCALE = 50.0  # 1 / temperature 0.02: multilingual-e5's cosines span a narrow range (it trained at 0.01)
 
 

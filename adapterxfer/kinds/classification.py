@@ -6,6 +6,7 @@ from .common import argmax_labels, logits_rows, row_labels
 
 AUTO_MODEL = AutoModelForSequenceClassification
 COLUMNS = ("text", "label")
+FIXED_HEAD = False
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:

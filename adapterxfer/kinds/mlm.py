@@ -19,6 +19,7 @@ from .common import dropping, unpadded
 
 AUTO_MODEL = AutoModelForMaskedLM
 COLUMNS = ("text",)
+FIXED_HEAD = False  # a backbone without an LM head (me5) gets a seeded one
 MASK_SEED = 1234
 RATE = "mlm_probability"  # the task's masking rate, carried in every feature: the collator sees only features
 

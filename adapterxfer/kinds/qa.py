@@ -20,6 +20,7 @@ from .common import dropping, unpadded
 
 AUTO_MODEL = AutoModelForQuestionAnswering
 COLUMNS = ("id", "question", "context", "answers")
+FIXED_HEAD = False
 DEFAULTS = {"doc_stride": 128, "max_answer_length": 30, "n_best": 20, "version_2_with_negative": False,
             "null_score_diff_threshold": 0.0}
 NO_ANSWER = 0  # token index the model points at for "no answer here": <s> / [CLS]

@@ -19,6 +19,7 @@ from .common import dropping, unpadded
 
 AUTO_MODEL = AutoModelForTokenClassification
 COLUMNS = ("tokens", "tags")
+FIXED_HEAD = False
 IGNORED = -100  # label of non-first sub-words and special tokens: no loss, no prediction
 DECODE_ONLY = ("word_ids",)  # per token: the row's word index at a word's first sub-word, else -1
 

@@ -37,6 +37,9 @@ class Regime:
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
     transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
+    # A fresh module leaves the backbone's outputs as they are (LoRA's B and IA3's scales start at 0 and 1):
+    # its step-0 dev score is the backbone's wherever the head does not depend on the seed either.
+    starts_unchanged: ClassVar[bool] = False
     library: ClassVar[str]  # what loads an artifact without adapterxfer (a pushed card's library_name)
     card_imports: ClassVar[tuple[str, ...]] = ()  # the card snippet's imports of that library
     head_owner: ClassVar[str] = "model"  # in the card snippet: the object whose state dict holds the head

@@ -26,6 +26,7 @@ class FullKeys:
 @register
 class Full(Regime):
     name = "full"
+    starts_unchanged = True
     kind = "encoder"
     section = FullKeys
     transfers = ("sequential", "multitask")

@@ -64,6 +64,7 @@ class Lora(Regime):
     section = LoraKeys
     transfers = ("sequential", "stack", "merge", "multitask")
     swappable = True
+    starts_unchanged = True
     library = "peft"
     card_imports = ("from peft import PeftModel",)
     head_owner = "model.get_base_model()"
