@@ -283,7 +283,9 @@ def _select_parser(verbs) -> None:
                                           "accuracy of a linear head on those features), semb (cosine of mean "
                                           "backbone embeddings of the intermediate's and the target's text). Prints "
                                           "each proxy's score, rank and seconds per module.")
-    select.add_argument("--target", required=True, help="target task (see `adapterxfer tasks`)")
+    select.add_argument("--target", required=True,
+                        help="target task, or several comma-separated (see `adapterxfer tasks`): the backbone loads "
+                             "once and what the targets share (the intermediates' embeddings) is computed once")
     select.add_argument("--langs", default="", help="comma-separated languages to rank for (default: every zero-shot "
                                                     "language of the target)")
     select.add_argument("--bank", required=True, metavar="SOURCE",
@@ -296,7 +298,8 @@ def _select_parser(verbs) -> None:
     select.add_argument("--sample", type=int, default=None,
                         help="examples per sample: English training and dev examples, texts per embedding "
                              "(default: 256)")
-    select.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON to FILE")
+    select.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the result as JSON to FILE: a list, one entry per target")
 
 
 def _select(args) -> None:
@@ -306,10 +309,11 @@ def _select(args) -> None:
     sample = SAMPLE if args.sample is None else args.sample
     if sample < 2:
         raise UserError(f"--sample {sample}: must be at least 2")
-    result = select(args.target, langs, args.bank, args.unlabelled_target_text, sample)
-    print(table(result))
+    targets = [target.strip() for target in args.target.split(",") if target.strip()]
+    results = select(targets, langs, args.bank, args.unlabelled_target_text, sample)
+    print("\n\n".join(map(table, results)))
     if args.json:
-        write_json(result, Path(args.json))
+        write_json(results, Path(args.json))
         print(f"wrote {args.json}")
 
 

@@ -85,96 +85,118 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
     return [_module(phase.key, root / phase.key, phase.seed) for phase in done], plan["backbone"], root
 
 
-def select(target: str, langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
-           progress: bool = True) -> dict:
-    """Score every module of the bank with every proxy, for the target and each language; see ``table``."""
-    task = get_task(target)
-    langs = [lang for lang in task.check_langs(langs) if task.resolve_lang(lang) != task.source_lang]
+def select(targets: list[str], langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
+           progress: bool = True) -> list[dict]:
+    """Score every module of the bank with every proxy, for each target and each of its languages (one result
+    per target; see ``table``). The backbone loads once, and what targets share is computed once: the modules'
+    bottom states and the intermediates' mean embeddings."""
+    tasks = [get_task(target) for target in targets]
     modules, backbone_name, root = bank_modules(source)
     backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
     from .bank import check_backbone
 
     for module in modules:
         check_backbone(module.folder, module.manifest, backbone)
-    scorer = _Scorer(task, backbone, sample)
+    target_langs = {task.name: [lang for lang in task.check_langs(langs) if task.resolve_lang(lang) != task.source_lang]
+                    for task in tasks}
+    scorer = _Scorer(backbone, sample)
+    results = []
+    for task in tasks:
+        result = _select_one(scorer, task, target_langs[task.name], modules, source, unlabelled, progress)
+        if root is not None:
+            write_json(result, root / "selection" / f"{task.name}.json")
+        results.append(result)
+    return results
+
+
+def _select_one(scorer, task, langs: list[str], modules: list[Module], source: str, unlabelled: bool,
+                progress: bool) -> dict:
+    from tqdm import tqdm
+
+    sample = scorer.sample
     texts = {TARGET: _target_texts(task, None, sample), **({lang: _target_texts(task, lang, sample)
                                                            for lang in langs} if unlabelled else {})}
     rankings = {key: {} for key in (TARGET, *langs)}
-    from tqdm import tqdm
-
-    for module in tqdm(modules, desc="modules", unit="module", disable=not progress):
-        for key, scores in scorer.scores(module, texts).items():
+    for module in tqdm(modules, desc=f"modules for {task.name}", unit="module", disable=not progress):
+        for key, scores in scorer.scores(task, module, texts).items():
             rankings[key][module.name] = scores
     for lang in langs if not unlabelled else []:
         rankings[lang] = rankings[TARGET]
-    result = {"target": target, "bank": source, "backbone": backbone.name, "sample": sample,
-              "unlabelled_target_text": unlabelled, "strictly_zero_shot": not unlabelled,
-              "proxies": {name: {"description": proxy.description, "not_applicable": proxy.not_applicable(task)}
-                          for name, proxy in PROXIES.items()},
-              "modules": [{"name": m.name, "folder": str(m.folder), "task": m.manifest["task"],
-                           "regime": m.manifest["regime"], "seed": m.seed} for m in modules],
-              "rankings": {key: _ranked(scores) for key, scores in rankings.items()}}
-    if root is not None:
-        write_json(result, root / "selection" / f"{target}.json")
-    return result
+    return {"target": task.name, "bank": source, "backbone": scorer.backbone_name, "sample": sample,
+            "unlabelled_target_text": unlabelled, "strictly_zero_shot": not unlabelled,
+            "proxies": {name: {"description": proxy.description, "not_applicable": proxy.not_applicable(task)}
+                        for name, proxy in PROXIES.items()},
+            "modules": [{"name": m.name, "folder": str(m.folder), "task": m.manifest["task"],
+                         "regime": m.manifest["regime"], "seed": m.seed} for m in modules],
+            "rankings": {key: _ranked(scores) for key, scores in rankings.items()}}
 
 
 class _Scorer:
-    """The proxies' inputs for one target on one backbone, computed once where modules share them."""
+    """The proxies' inputs on one backbone, each computed once where modules or targets share it. Seconds are
+    those a module's scores cost when computed: a mean embedding another module (or target) already
+    computed costs nothing again."""
 
-    def __init__(self, task, backbone, sample: int):
+    def __init__(self, backbone, sample: int):
         from transformers import AutoTokenizer
 
         from .bank import EncoderBank
         from .modeling import encoder_model
 
-        self.task, self.sample = task, sample
+        self.sample, self.backbone_name = sample, backbone.name
         self.tokenizer = AutoTokenizer.from_pretrained(backbone.path)
         self.bank, self.backbone = EncoderBank(backbone), encoder_model(backbone.path).eval()
-        self.rows = ({split: task.capped(sample).rows(split, task.source_lang if split == "dev" else None)
-                      for split in ("train", "dev")} if task.kind in LABELLED_KINDS else {})
-        self.means: dict[str, tuple[np.ndarray, float]] = {}  # text source -> (mean embedding, seconds)
+        self.rows: dict[str, dict[str, list[dict]]] = {}  # target -> split -> its labelled sample
+        self.means: dict[str, np.ndarray] = {}  # text source -> mean embedding
 
-    def scores(self, module: Module, texts: dict[str, list[str]]) -> dict[str, dict[str, tuple]]:
-        """{ranking key: {proxy: (score or None, seconds)}} of one module."""
+    def scores(self, task, module: Module, texts: dict[str, list[str]]) -> dict[str, dict[str, tuple]]:
+        """{ranking key: {proxy: (score or None, seconds)}} of one module for ``task``."""
         started = time.perf_counter()
         encoder = self.bank.encoder(module.name.replace("/", "_").replace(".", "_"), module.folder, module.manifest)
         frozen = module.manifest["config"].get("frozen_layers", 0)
-        labelled = {split: Labelled(self._embed(encoder, [TEXT[self.task.kind](r) for r in rows], frozen),
-                                    np.array([r["label"] for r in rows])) for split, rows in self.rows.items()}
+        labelled = {split: Labelled(self._embed(encoder, [TEXT[task.kind](r) for r in rows], task, frozen),
+                                    np.array([r["label"] for r in rows]))
+                    for split, rows in self._labelled_rows(task).items()}
         feature_seconds = time.perf_counter() - started
-        intermediate, intermediate_seconds = self._mean(f"task:{module.manifest['task']}", lambda: [
+        intermediate, intermediate_seconds = self._mean(f"task:{module.manifest['task']}", task, lambda: [
             text for part in module.manifest["task"].split("+") for text in _task_texts(get_task(part), self.sample)])
         out = {}
         for key, target_texts in texts.items():
-            target, target_seconds = self._mean(f"target:{key}", lambda: target_texts)
+            target, target_seconds = self._mean(f"target:{task.name}:{key}", task, lambda: target_texts)
             inputs = Inputs(labelled.get("train"), labelled.get("dev"), intermediate, target)
-            out[key] = {name: self._timed(proxy, inputs, feature_seconds if proxy.reads_module
-                                          else intermediate_seconds + target_seconds)
+            out[key] = {name: _timed(proxy, task, inputs, feature_seconds if proxy.reads_module
+                                     else intermediate_seconds + target_seconds)
                         for name, proxy in PROXIES.items()}
         return out
 
-    def _timed(self, proxy, inputs: Inputs, spent: float) -> tuple:
-        if proxy.not_applicable(self.task):
-            return None, 0.0
+    def _labelled_rows(self, task) -> dict[str, list[dict]]:
+        if task.name not in self.rows:
+            self.rows[task.name] = ({split: task.capped(self.sample).rows(split, task.source_lang if split == "dev"
+                                                                          else None)
+                                     for split in ("train", "dev")} if task.kind in LABELLED_KINDS else {})
+        return self.rows[task.name]
+
+    def _mean(self, key: str, task, texts) -> tuple[np.ndarray, float]:
+        """The mean backbone embedding of a text source, and the seconds computing it took now (0: computed before)."""
+        if key in self.means:
+            return self.means[key], 0.0
         started = time.perf_counter()
-        score = proxy.score(inputs)
-        return score, spent + time.perf_counter() - started
+        self.means[key] = self._embed(self.backbone, texts(), task, 0).mean(axis=0)
+        return self.means[key], time.perf_counter() - started
 
-    def _mean(self, key: str, texts) -> tuple[np.ndarray, float]:
-        """The mean backbone embedding of a text source, computed once, and the seconds it took."""
-        if key not in self.means:
-            started = time.perf_counter()
-            mean = self._embed(self.backbone, texts(), 0).mean(axis=0)
-            self.means[key] = (mean, time.perf_counter() - started)
-        return self.means[key]
-
-    def _embed(self, encoder, texts: list[str], frozen: int) -> np.ndarray:
+    def _embed(self, encoder, texts: list[str], task, frozen: int) -> np.ndarray:
         from .frozen import cached_bottom
         from .retrieval import embed
 
         with cached_bottom(encoder, frozen):
-            return embed(encoder, self.tokenizer, texts, -1, self.task.max_length, BATCH_SIZE, "fp32").numpy()
+            return embed(encoder, self.tokenizer, texts, -1, task.max_length, BATCH_SIZE, "fp32").numpy()
+
+
+def _timed(proxy, task, inputs: Inputs, spent: float) -> tuple:
+    if proxy.not_applicable(task):
+        return None, 0.0
+    started = time.perf_counter()
+    score = proxy.score(inputs)
+    return score, spent + time.perf_counter() - started
 
 
 def _task_texts(task, sample: int, lang: str | None = None, split: str = "train") -> list[str]:
@@ -203,7 +225,7 @@ def _ranked(scores: dict[str, dict[str, tuple]]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def write_json(result: dict, path: Path) -> None:
+def write_json(result: dict | list, path: Path) -> None:
     """Write ``path`` whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

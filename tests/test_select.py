@@ -42,15 +42,17 @@ def test_select_ranks_every_module_with_each_proxy(bank, tmp_path, capsys):
     code, out, _ = select(capsys, "--target", "verses-genre", "--langs", "fr,zh", "--bank", str(bank),
                           "--sample", "16", "--json", str(out_file))
     assert code == 0
-    result = json.loads(out_file.read_text())
+    [result] = json.loads(out_file.read_text())
     assert sorted(m["name"] for m in result["modules"]) == ["full-xref", "lora-next", "lora-xref"]
     assert result["strictly_zero_shot"] is True and set(result["rankings"]) == {"target", "fr", "zh"}
     target = result["rankings"]["target"]
     for proxy in PROXIES:
         assert sorted(target[m][proxy]["rank"] for m in target) in ([1, 2, 3], [1, 1, 3], [1, 2, 2], [1, 1, 1])
-        assert all(target[m][proxy]["seconds"] > 0 for m in target)
-    # semb reads the intermediate's data on the backbone: both verses-xref modules score alike
+    assert all(target[m][proxy]["seconds"] > 0 for m in target for proxy in ("logme", "probe"))
+    # semb reads the intermediate's data on the backbone: both verses-xref modules score alike, and the
+    # second reuses the first's embedding (no seconds of its own)
     assert target["lora-xref"]["semb"]["score"] == target["full-xref"]["semb"]["score"]
+    assert [target[m]["semb"]["seconds"] > 0 for m in ("full-xref", "lora-next", "lora-xref")] == [True, True, False]
     assert result["rankings"]["fr"] == target  # without target-language text, the same ranking
     assert "fr: the same ranking as target" in out
 
@@ -60,13 +62,28 @@ def test_unlabelled_target_text_ranks_each_language_and_says_so(bank, capsys, tm
     code, out, _ = select(capsys, "--target", "verses-retrieval", "--langs", "fr", "--bank", str(bank),
                           "--sample", "8", "--unlabelled-target-text", "--json", str(out_file))
     assert code == 0
-    result = json.loads(out_file.read_text())
+    [result] = json.loads(out_file.read_text())
     assert result["strictly_zero_shot"] is False
     assert result["proxies"]["logme"]["not_applicable"].startswith("needs one class label")
     fr, target = result["rankings"]["fr"], result["rankings"]["target"]
     assert fr["lora-xref"]["logme"] == {"score": None, "rank": None, "seconds": 0.0}
     assert fr["lora-xref"]["semb"]["score"] != target["lora-xref"]["semb"]["score"]
     assert "not strictly zero-shot" in out and "logme: n/a" in out
+
+
+def test_several_targets_share_one_backbone_and_the_intermediates_embeddings(bank, capsys, tmp_path):
+    out_file = tmp_path / "selection.json"
+    code, out, _ = select(capsys, "--target", "verses-genre,verses-retrieval", "--langs", "fr", "--bank", str(bank),
+                          "--sample", "8", "--json", str(out_file))
+    assert code == 0
+    genre, retrieval = json.loads(out_file.read_text())
+    assert (genre["target"], retrieval["target"]) == ("verses-genre", "verses-retrieval")
+    assert "select verses-genre from" in out and "select verses-retrieval from" in out
+    # the intermediates' mean embeddings were computed for the first target: the second pays its own text only
+    first, second = genre["rankings"]["target"], retrieval["rankings"]["target"]
+    assert all(first[m]["semb"]["seconds"] > 0 for m in ("full-xref", "lora-next"))
+    assert second["full-xref"]["semb"]["seconds"] > 0  # the retrieval target's own text
+    assert second["lora-next"]["semb"]["seconds"] == second["lora-xref"]["semb"]["seconds"] == 0.0
 
 
 @pytest.mark.parametrize("args, message", [
