@@ -297,7 +297,7 @@ def _select_parser(verbs) -> None:
                              "records it: no longer strictly zero-shot selection. Labels are never read")
     select.add_argument("--sample", type=int, default=None,
                         help="examples per sample: English training and dev examples, texts per embedding "
-                             "(default: 256)")
+                             "(default: 128)")
     select.add_argument("--json", metavar="FILE", default=None,
                         help="also write the result as JSON to FILE: a list, one entry per target")
 

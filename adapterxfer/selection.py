@@ -29,7 +29,7 @@ from .errors import UserError
 from .proxies import LABELLED_KINDS, PROXIES, Inputs, Labelled
 from .tasks import get_task
 
-SAMPLE = 256  # English target training examples (and dev examples, and texts per embedding) read per proxy
+SAMPLE = 128  # English target training examples (and dev examples, and texts per embedding) read per proxy
 BATCH_SIZE = 32
 TARGET = "target"  # the ranking key of the target as a whole (English text only)
 TEXT = {"classification": lambda row: " ".join(filter(None, (row["text"], row.get("text_pair")))),
