@@ -15,6 +15,7 @@ by one whose bottom differs. Pad positions read zeros: the layers above mask the
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -146,9 +147,24 @@ def cached_bottom(model, layers: int):
             base.embeddings, base.encoder.layer = embeddings, whole
 
 
+# id(tensor) -> (the tensor, weakly; its version counter and data pointer when hashed; its digest): a bottom
+# entered again (a bank's host model for each module and split) is not hashed again while unchanged
+_DIGESTS: dict[int, tuple[weakref.ref, tuple[int, int], bytes]] = {}
+
+
 def _content_hash(tensors: list[torch.Tensor]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for tensor in tensors:
-        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(_tensor_digest(tensor))
     return digest.hexdigest()
+
+
+def _tensor_digest(tensor: torch.Tensor) -> bytes:
+    state = (tensor._version, tensor.data_ptr())  # an in-place change bumps the version; `.data =` moves the pointer
+    known = _DIGESTS.get(id(tensor))
+    if known is None or known[0]() is not tensor or known[1] != state:
+        digest = hashlib.blake2b(str((tuple(tensor.shape), tensor.dtype)).encode(), digest_size=16)
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        key = id(tensor)
+        known = _DIGESTS[key] = (weakref.ref(tensor, lambda _: _DIGESTS.pop(key, None)), state, digest.digest())
+    return known[2]

@@ -159,3 +159,23 @@ def test_step0_is_scored_once_per_process_where_fresh_models_equal_the_backbone(
     pipeline.STEP0.clear()
     assert main(["train", f"task={TASK}", "regime=lora", "seed=4", f"output_dir={tmp_path / 'fresh'}", *args]) == 0
     assert _step0_of(tmp_path / "fresh") == runs["lora1"]
+
+
+def test_a_bottom_changed_in_place_or_by_data_gets_a_new_key(tiny_backbone):
+    """The bottom's key is remembered per tensor while the tensor is unchanged (a bank enters its host's bottom
+    for every module); any change to a bottom parameter, in place or by ``.data =``, gives a new key."""
+    from adapterxfer import frozen
+
+    model = _built("full", tiny_backbone)
+    embeddings = encoders(model)[0].embeddings.word_embeddings.weight
+    keys = []
+    for change in (None, lambda: embeddings.add_(1.0), lambda: setattr(embeddings, "data", embeddings.data + 1.0)):
+        if change:
+            with torch.no_grad():
+                change()
+        with cached_bottom(model, 1):
+            keys.append(encoders(model)[0].embeddings.key)
+        frozen._DIGESTS.clear()
+        with cached_bottom(model, 1):
+            assert encoders(model)[0].embeddings.key == keys[-1]  # as a fresh hash of the content
+    assert len(set(keys)) == 3
