@@ -4,7 +4,8 @@ with the cheap proxies of adapterxfer/proxies.py computed on a small sample, wit
 The bank is a folder of artifacts (every intermediate output under it), a study plan whose intermediate
 phases have run (its modules are named by phase key; the result is also kept as
 ``<study>/selection/<target>.json`` for `study report`), or comma-separated ``hf://`` refs. The backbone is
-loaded once and the modules swap on it (``bank.EncoderBank``); modules trained above a frozen bottom
+loaded once for the modules, which swap on it (``bank.EncoderBank``), and once bare for ``semb``; modules
+trained above a frozen bottom
 (``frozen_layers``) read its states from the shared cache (adapterxfer/frozen.py).
 
 Zero-shot rule: no proxy reads a target-language label. The target's ranking reads English text (and
@@ -88,7 +89,7 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
 def select(targets: list[str], langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
            progress: bool = True) -> list[dict]:
     """Score every module of the bank with every proxy, for each target and each of its languages (one result
-    per target; see ``table``). The backbone loads once, and what targets share is computed once: the modules'
+    per target; see ``table``). The backbone loads once (and once bare), and what targets share is computed once: the modules'
     bottom states and the intermediates' mean embeddings."""
     tasks = [get_task(target) for target in targets]
     modules, backbone_name, root = bank_modules(source)
