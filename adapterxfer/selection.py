@@ -89,8 +89,8 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
 def select(targets: list[str], langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
            progress: bool = True) -> list[dict]:
     """Score every module of the bank with every proxy, for each target and each of its languages (one result
-    per target; see ``table``). The backbone loads once (and once bare), and what targets share is computed once: the modules'
-    bottom states and the intermediates' mean embeddings."""
+    per target; see ``table``). The backbone loads once (and once bare), and what targets share is computed
+    once: the modules' bottom states and the intermediates' mean embeddings."""
     tasks = [get_task(target) for target in targets]
     modules, backbone_name, root = bank_modules(source)
     backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
