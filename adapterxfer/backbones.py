@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import struct
 import sys
@@ -34,6 +33,8 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt"]
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 _HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
 _META = "adapterxfer_backbone.json"
+BUILDS = {"me5-small": 1, "tiny-xlmr": 2}  # an embedded backbone's build; 2: tiny-xlmr's 514 positions
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")  # model types whose positions start at pad + 1
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,18 @@ class Backbone:
     @property
     def layers(self) -> int:
         """Its transformer layers (config.json's num_hidden_layers)."""
-        return json.loads((self.path / "config.json").read_text())["num_hidden_layers"]
+        return self.config["num_hidden_layers"]
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence its position table holds: RoBERTa-style models (XLM-R) count positions from
+        the padding id + 1, so max_position_embeddings 514 holds 512 tokens."""
+        offset = self.config.get("pad_token_id", 1) + 1 if self.config.get("model_type") in PADDED_POSITIONS else 0
+        return self.config["max_position_embeddings"] - offset
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
 
 
 def resolve(name: str) -> Backbone:
@@ -65,16 +77,29 @@ def resolve(name: str) -> Backbone:
     return Backbone(name=name, path=folder, weight_hash=weight_hash(folder))
 
 
+def check_length(max_length: int | None, task, backbone: Backbone) -> int:
+    """The sequence length a phase uses for ``task`` (``max_length``, else the task's default), refused in one
+    line where the backbone's position table holds fewer tokens."""
+    length = max_length or task.max_length
+    if length > backbone.max_length:
+        named = f"max_length={length}" if max_length else f"task {task.name}'s default max_length {length}"
+        raise UserError(f"{named} exceeds the {backbone.max_length} positions of backbone {backbone.name}; pass "
+                        f"max_length={backbone.max_length} or less")
+    return length
+
+
 def prepare(name: str, force: bool = False) -> Path:
-    """Build an embedded backbone into the cache once; a crash leaves no half-written folder."""
+    """Build an embedded backbone into the cache once (again where the cached one is of an older build, see
+    ``BUILDS``); a crash leaves no half-written folder."""
     builders = {"me5-small": _build_me5_small, "tiny-xlmr": _build_tiny_default}
     if name not in builders:
         raise UserError(f"unknown embedded backbone {name!r}; choose one of {', '.join(EMBEDDED)}")
     final = cache.home() / "backbones" / name
-    if final.is_dir() and not force:
+    if final.is_dir() and not force and _read_json(final / _META).get("build", 1) == BUILDS[name]:
         return final
     with cache.atomic_dir(final) as tmp:
         builders[name](tmp)
+        _write_meta(tmp, _read_json(tmp / _META) | {"build": BUILDS[name]})
     return final
 
 
@@ -107,9 +132,8 @@ def _file_digest(file: Path) -> str:
                 digest.update(chunk)
         known = _read_json(store) | {key: digest.hexdigest()}  # re-read: another process may have added some
         store.parent.mkdir(parents=True, exist_ok=True)
-        partial = store.with_name(f".{store.name}.{os.getpid()}")
-        partial.write_text(json.dumps(known, indent=0))
-        partial.replace(store)
+        with cache.partial_file(store) as partial:
+            partial.write_text(json.dumps(known, indent=0))
     return known[key]
 
 
@@ -121,11 +145,13 @@ def _read_json(path: Path) -> dict:
 
 
 def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layers: int = 2,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, positions: int = 514) -> Path:
     """Write a random-init XLM-R with its own small sentencepiece vocabulary into ``dest``.
 
     It exists so unit tests run the real XLM-R code paths in seconds. Building
-    twice with the same lines and seed gives the same weights.
+    twice with the same lines and seed gives the same weights. Its position table holds ``positions`` rows,
+    XLM-R's 514 by default: the first 130 are drawn as they always were (so every weight a sequence of up to
+    128 tokens reads is the same whatever ``positions``), the rest from a generator of their own.
     """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
@@ -134,7 +160,7 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
     dest.mkdir(parents=True, exist_ok=True)
     spm_file = dest / "sentencepiece.bpe.model"
     spm_file.write_bytes(_train_sentencepiece(corpus_lines, vocab_size=1000))
-    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=128)
+    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=positions - 2)
     tokenizer.save_pretrained(dest)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
@@ -143,7 +169,13 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
         architectures=["XLMRobertaModel"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        weights = XLMRobertaModel(config, add_pooling_layer=False).state_dict()
+        table = weights["embeddings.position_embeddings.weight"]
+        more = torch.randn(max(positions - len(table), 0), hidden, generator=torch.Generator().manual_seed(seed + 1))
+        weights["embeddings.position_embeddings.weight"] = torch.cat([table, more * config.initializer_range])[:positions]
+        config.max_position_embeddings = positions
         model = XLMRobertaModel(config, add_pooling_layer=False)
+    model.load_state_dict(weights, strict=False)  # position_ids is a buffer the new size makes itself
     model.save_pretrained(dest, safe_serialization=True)
     _write_meta(dest, {"name": "tiny-xlmr", "init": "random", "seed": seed,
                        "vocabulary": f"sentencepiece unigram on {len(corpus_lines)} lines"})

@@ -143,9 +143,11 @@ def test_retrained_intermediate_reruns_its_targets_only(study, tiny_backbone, tm
     before = dict(table(tmp_path / "study", "SELECT key, identity FROM runs"))
     plan = write_plan(tmp_path, tiny_backbone, task_phase={"verses-xref": {"max_steps": 3}})
     assert main(["study", "status", str(plan)]) == 0
-    states = dict(line.split()[::-1] for line in capsys.readouterr().out.splitlines()[:-1])
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    states = {line[9:].split(" (")[0]: line[:8].strip() for line in lines}
     assert {key for key, state in states.items() if state == "stale"} == {
         f"seed{s}/{r}/verses-xref" for s in (1, 2) for r in ("full", "lora")}
+    assert "stale    seed1/lora/verses-xref (settings changed: max_steps 2 -> 3)" in lines
     assert {key for key, state in states.items() if state == "waiting"} == {
         f"seed{s}/{r}/verses-genre/verses-xref" for s in (1, 2) for r in ("full", "lora")}
     assert main(["study", "run", str(plan)]) == 0
@@ -266,17 +268,22 @@ def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, 
     assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
 
 
-def test_failed_phase_blocks_what_needs_it_and_exits_2(tiny_backbone, tmp_path, monkeypatch, capsys):
+def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, monkeypatch, capsys):
     """No local copy of MNLI and no Hub: its phase fails with one line, the XNLI phase after it is
-    blocked, the baseline fails too; the others would go on, and the report is still written."""
+    blocked, the baseline fails too; the others would go on, and the report is still written, listing them."""
     monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "no-data"))
     plan = write_plan(tmp_path, tiny_backbone, targets=["xnli"], intermediates=["mnli"], regimes=["full"], seeds=[1],
                       clusters={}, contrasts=[], target_phase={"eval_langs": ["fr"]})
-    assert main(["study", "run", str(plan)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("adapterxfer: error: 3 of 3 phases failed or were blocked; seed1/full/mnli: ")
-    assert "nyu-mll/glue" in err and err.count("\n") == 1
-    assert (tmp_path / "study" / "report.md").is_file() and not table(tmp_path / "study", "SELECT key FROM runs")
+    assert main(["study", "run", str(plan)]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("adapterxfer: error: 2 of 3 phases failed (1 more need them); seed1/full/mnli: dataset "
+                          "'nyu-mll/glue' (config 'mnli', split 'train') is not readable")
+    root = tmp_path / "study"
+    assert f"(log: {root / 'logs/seed1/full/mnli.log'}); see {root / 'report.md'}" in err
+    assert "UserError: dataset 'nyu-mll/glue'" in (root / "logs/seed1/full/mnli.log").read_text()
+    report = (root / "report.md").read_text()
+    assert "## Failures" in report and f"| seed1/full/mnli | dataset 'nyu-mll/glue'" in report
+    assert not table(root, "SELECT key FROM runs")
 
 
 def test_report_exports_tables(study, capsys):
