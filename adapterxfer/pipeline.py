@@ -99,6 +99,8 @@ def train_phase(config: RunConfig) -> Path:
             remove_leftovers(phase.out, keep_work=config.resume)
         state.wait_for_everyone()
         phase.finished = _finished(phase)  # under the lock: no other run can replace the output meanwhile
+        if phase.finished and state.is_main_process and not config.keep_checkpoints:
+            shutil.rmtree(phase.work, ignore_errors=True)  # a run killed between its save and this removal
         trained = None if phase.finished else train(phase)
         if trained:
             save(phase, trained)
@@ -369,8 +371,7 @@ def _finished(phase: ValidatedPhase) -> bool:
     if not phase.out.exists() or (not artifacts.is_artifact(phase.out) and phase.config.overwrite):
         return False
     if not artifacts.is_artifact(phase.out):
-        raise UserError(f"output_dir {phase.out} already exists and holds no artifact; pass overwrite=true or "
-                        "another output_dir")
+        raise UserError(f"output_dir {phase.out} already exists; pass overwrite=true or another output_dir")
     manifest = artifacts.read_manifest(phase.out)
     change = identity_change(manifest.get("identity"), phase.identity)
     if change is None:

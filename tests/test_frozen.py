@@ -23,7 +23,8 @@ TASK = "verses-xref-bi"
 
 
 def _built(regime, tiny_backbone, frozen=1):
-    config = from_dict({"task": TASK, "regime": regime, "frozen_layers": frozen, "lora_dropout": 0.0})
+    config = from_dict({"task": TASK, "regime": regime, "frozen_layers": frozen,
+                        **({"lora_dropout": 0.0} if regime == "lora" else {})})
     model = get_regime(regime).build(get_task(TASK), tiny_backbone, [], config)
     freeze_bottom(model, frozen)
     return model.eval()
