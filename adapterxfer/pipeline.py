@@ -263,7 +263,8 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
         phase="target" if phase.parents or phase.is_target else "intermediate",
         transfer=config.transfer if phase.parents else None,
         zero_shot=not _contaminated(tasks[0], phase.parents),
-        backbone={"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
+        backbone={"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash,
+                  **sharing.origin(phase.backbone.path)},
         parents=[{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
                   "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST), **sharing.origin(p.folder)}
                  for p in phase.parents],

@@ -33,6 +33,8 @@ class WorkerDied(Exception):
 
 
 def job(phase: Phase, root: Path, backbone: str, identity: str) -> dict:
+    """What a worker needs to run ``phase``: ``backbone`` is the plan's, pinned (``Backbone.pinned``: a Hub
+    backbone at the commit the study resolved it to)."""
     environ = {k: v for k, v in os.environ.items()
                if k.startswith(ENVIRONMENT_PREFIXES) and not any(word in k for word in SECRET_WORDS)}
     return {"phase": phase, "root": str(Path(root).resolve()), "backbone": backbone, "environ": environ,
@@ -61,8 +63,8 @@ def _run(phase: Phase, root: Path, backbone: str, identity: str) -> None:
     if phase.action == "train":
         inputs = {"init_from": [str(root / key) for key in phase.init_from],
                   **({"lang_adapters": [str(root / key) for key in phase.lang_adapters]} if phase.lang_adapters else {})}
-        train_phase(from_dict({**phase.settings, **inputs, "output_dir": str(root / phase.key), "overwrite": True},
-                              source=f"phase {phase.key}"))
+        train_phase(from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
+                               "overwrite": True}, source=f"phase {phase.key}"))
     else:
         settings = dict(phase.settings)
         evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),

@@ -53,7 +53,7 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: 
         results = Results(root / FILE, plan_file, check=True)
         runner = make_executor(executor, plan, root, workers)
         try:
-            failures = _schedule(graph, root, backbone.weight_hash, plan["backbone"], results, runner)
+            failures = _schedule(graph, root, backbone.weight_hash, backbone.pinned, results, runner)
         finally:
             runner.close()
         try:
