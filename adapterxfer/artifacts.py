@@ -169,5 +169,8 @@ def describe(folder: str | Path) -> str:
         f"English dev {dev.get('metric')}: {dev.get('best')}; train {manifest.get('train_seconds')} s; "
         f"peak RSS {manifest.get('peak_rss_mb')} MB; seed {manifest.get('config', {}).get('seed')}",
     ]
-    lines += [f"parent: {p['path']} ({p['regime']} {p['task']})" for p in manifest.get("parents", [])]
+    changed, _ = lineage_changes(Path(folder), manifest)
+    lines += [f"parent: {p['path']} ({p['regime']} {p['task']})"
+              + (" -- retrained since: this artifact was trained from its previous version" if p["path"] in changed
+                 else "") for p in manifest.get("parents", [])]
     return "\n".join(lines)

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
 
     arts = verbs.add_parser("artifacts", help="show or verify a trained output (manifest, sha256, lineage)",
-                            description="show: summarise an output; verify: check every file's sha256 "
-                            "(and, with --backbone, that it was trained on that backbone); exit 2 on a mismatch.")
+                            description="show: summarise an output; verify: check every file's sha256, that the "
+                            "parents its lineage names are still the ones it was trained from (and, with --backbone, "
+                            "that it was trained on that backbone); exit 2 on a mismatch.")
     arts.add_argument("action", choices=["show", "verify"])
     arts.add_argument("folder", help="an output folder of `adapterxfer train`")
     arts.add_argument("--backbone", help="verify: the backbone the module must fit (name, folder or Hub id)")
@@ -204,7 +205,14 @@ def _artifacts(args) -> None:
     if args.backbone and backbones.resolve(args.backbone).weight_hash != manifest["backbone"]["weight_hash"]:
         raise UserError(f"{args.folder} was trained on backbone {manifest['backbone']['name']!r}, "
                         f"not on {args.backbone!r} (weight hashes differ)")
-    print(f"{args.folder}: OK ({len(manifest['files'])} files match their sha256)")
+    changed, unchecked = artifacts.lineage_changes(Path(args.folder), manifest)
+    if changed:
+        raise UserError(f"{args.folder}: its lineage names {changed[0]}, which has been retrained since (its "
+                        f"{artifacts.MANIFEST} is not the one recorded): this artifact was trained from the old one")
+    checked = len(artifacts.input_folders(manifest)) - len(unchecked)
+    print(f"{args.folder}: OK ({len(manifest['files'])} files match their sha256; lineage checked against {checked} "
+          "input(s)" + (f"; not found where it was trained, so unchecked: {', '.join(unchecked)}" if unchecked else "")
+          + ")")
 
 
 def _backbone(args) -> None:

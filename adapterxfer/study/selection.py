@@ -12,7 +12,8 @@ baseline, headline metric):
 
 Each is the mean over seeds with a t interval over seeds (stats.seed_interval). The random baseline is the
 expected value of each metric under a uniformly random ranking, in closed form (rho: 0). Ties among a
-proxy's scores keep the bank's order.
+proxy's scores keep the bank's order. A module counts only where the manifest hash `select` recorded is the
+one of the study's current run of that phase (a module retrained since was ranked as another one).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def _seed_gains(study, result: dict, regime: str) -> dict[int, tuple[list[str], 
         base = baseline and study.seeds(baseline).get(seed)
         pairs = [(module["name"], study.seeds(arm)[seed]) for module in result["modules"]
                  if module["seed"] == seed and module["regime"] == regime
+                 and module.get("manifest_sha256") == study.runs.get(module["name"], {}).get("output_sha256")
                  for arm in [study.graph.arm(f"{regime}/{module['task']}", target)]
                  if arm is not None and seed in study.seeds(arm)]
         if base is None or len(pairs) < 2:
