@@ -90,6 +90,21 @@ def restore_aside(final: Path) -> None:
             aside.rename(final)
 
 
+def work_folder(out: Path) -> Path:
+    """Where a phase keeps its checkpoints while it trains: a hidden sibling of the output."""
+    return out.with_name(f".{out.name}.work")
+
+
+def remove_leftovers(out: Path, keep_work: bool = True) -> None:
+    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints);
+    an output it had set aside while replacing it goes back in place."""
+    restore_aside(out)
+    for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *work_folder(out).glob(".*.tmp-*"),
+                     *out.glob(".*.tmp-*"), *([work_folder(out)] if not keep_work else [])]:
+        print(f"removing {leftover}, left by an interrupted run")
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def remove_abandoned() -> list[Path]:
     """Remove the temporary folders and files under home() that killed processes left (``TEMPORARY``); those a
     live process is writing stay. Returns what was removed."""

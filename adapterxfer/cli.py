@@ -245,9 +245,9 @@ def _study(args) -> None:
         print(f"rebuilt {database} from the phase outputs: {recorded} of {total} phases recorded"
               + (f"; `adapterxfer study run {args.plan}` runs the other {total - recorded}" if recorded < total else ""))
     elif args.action == "clean":
-        count, megabytes = runner.clean_study(args.plan, args.smoke, args.backbone)
-        print(f"removed {count} outputs and database files moved aside ({megabytes:.1f} MB)" if count
-              else "nothing moved aside to remove")
+        moved, databases, megabytes = runner.clean_study(args.plan, args.smoke, args.backbone)
+        print(f"removed {moved} output(s) moved aside under stale/ and {databases} replaced database(s): "
+              f"{megabytes:.1f} MB" if moved or databases else "nothing moved aside to remove")
     else:
         _study_report(args)
 

@@ -32,7 +32,7 @@ from accelerate import PartialState
 from transformers import AutoTokenizer, set_seed
 
 from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
-from .cache import atomic_dir, restore_aside
+from .cache import atomic_dir, remove_leftovers, work_folder
 from .config import RunConfig, identity_change, phase_identity
 from .locks import holding
 from .data.features import featurized
@@ -330,21 +330,6 @@ def processes() -> PartialState:
     """This process's place among those ``accelerate launch`` started (one, without it). On a machine
     without CUDA they are CPU processes talking over gloo."""
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def work_folder(out: Path) -> Path:
-    """Where a phase keeps its checkpoints while it trains: a hidden sibling of the output."""
-    return out.with_name(f".{out.name}.work")
-
-
-def remove_leftovers(out: Path, keep_work: bool = True) -> None:
-    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints);
-    an output it had set aside while replacing it goes back in place."""
-    restore_aside(out)
-    for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *work_folder(out).glob(".*.tmp-*"),
-                     *out.glob(".*.tmp-*"), *([work_folder(out)] if not keep_work else [])]:
-        print(f"removing {leftover}, left by an interrupted run")
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextmanager

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .. import backbones
 from ..errors import StudyFailed, UserError
-from ..locks import holding
+from ..cache import remove_leftovers
+from ..locks import Held, holding, lock_file
 from ..tasks import get_task
 from .executors import WorkerDied, job, make_executor, one_line
 from .identity import input_hashes, phase_identity
@@ -97,9 +98,9 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
                     failures[key] = Failure("not started: the disk is full", disk_full=True)
                     continue
                 submitted = _start(phase, root, backbone_hash, backbone, results, runner)
-                if submitted is None:
+                if isinstance(submitted, str):
                     done.add(key)
-                    print(f"[{len(done)}/{total}] current  {key}")
+                    print(f"[{len(done)}/{total}] {submitted:8} {key}")
                 else:
                     running[submitted[0]] = (phase, *submitted[1:])
         for handle in (runner.wait(list(running)) if running else []):
@@ -121,17 +122,17 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
 
 
 def _start(phase: Phase, root: Path, backbone_hash: str, backbone: str, results: Results, runner):
-    """None when the phase's output is current or finished (then recorded now); else (handle, identity, lineage)
-    of the phase submitted, after what its folder held instead was moved aside."""
+    """"current", or "recorded" where its output was finished but not recorded (now it is); else (handle,
+    identity, lineage) of the phase submitted, after what its folder held instead was moved aside."""
     lineage = input_hashes(phase, root)
     identity = phase_identity(phase, backbone_hash, lineage)
     if results.current(phase, identity, root):
-        return None
+        return "current"
     found = inspect(phase, root, backbone_hash, lineage, identity)
     if found.state == "complete":
+        _tidy(root / phase.key, phase)
         results.record(phase, identity, root, lineage)
-        print(f"recorded  {phase.key}: its output was finished")
-        return None
+        return "recorded"
     results.forget(phase.key)
     if found.state == "other":
         moved = move_aside(root, phase.key, found.why)
@@ -157,6 +158,16 @@ def _finish(phase: Phase, identity: str, lineage: list[dict], root: Path, handle
         return Failure(f"{outcome['error'] or 'finished, but not recorded'} ({err})", outcome["log"], True)
     print(f"[done]    {phase.action:8} {phase.key} ({outcome['seconds']:.0f} s)")
     return None
+
+
+def _tidy(out: Path, phase: Phase) -> None:
+    """What a run killed after it finished the phase left beside the output: its lock file, its checkpoints
+    (unless kept), temporary folders. Left alone where a live process holds the output."""
+    try:
+        with lock_file(out.with_name(f".{out.name}.lock")):
+            remove_leftovers(out, keep_work=phase.settings.get("keep_checkpoints", False))
+    except Held:
+        pass
 
 
 def check_lengths(graph: Graph, backbone) -> None:
@@ -233,23 +244,22 @@ def rebuild_study(plan_file: str, smoke: bool = False, backbone: str | None = No
     return root / FILE, len(recorded), len(graph.phases)
 
 
-def clean_study(plan_file: str, smoke: bool = False, backbone: str | None = None) -> tuple[int, float]:
-    """Remove what runs moved aside (``stale/``) and the database files a rebuild replaced; returns (how many,
-    megabytes)."""
+def clean_study(plan_file: str, smoke: bool = False, backbone: str | None = None) -> tuple[int, int, float]:
+    """Remove what runs moved aside (``stale/``) and the databases a rebuild replaced (with their journals);
+    returns (outputs, databases, megabytes)."""
     plan = load_plan(plan_file, smoke, backbone)
     root = study_root(plan)
     if not root.is_dir():
-        return 0, 0.0
+        return 0, 0, 0.0
     with study_lock(root, plan_file):
         aside = ([folder for folder in (root / STALE).rglob("*") if re.search(r"\.\d{8}-\d{6}(-1)*$", folder.name)]
                  if (root / STALE).is_dir() else [])
         replaced = list(root.glob(f"{FILE}.replaced-*"))
-        size = sum(file.stat().st_size for item in aside + replaced
-                   for file in ([item] if item.is_file() else item.rglob("*")) if file.is_file())
+        size = sum(file.stat().st_size for file in [*replaced, *(root / STALE).rglob("*")] if file.is_file())
         shutil.rmtree(root / STALE, ignore_errors=True)
         for file in replaced:
             file.unlink()
-    return len(aside) + len(replaced), size / 1e6
+    return len(aside), sum(not file.name.endswith(("-wal", "-shm")) for file in replaced), size / 1e6
 
 
 def push_study(plan_file: str, prefix: str, private: bool = False) -> list[tuple[str, str]]:
