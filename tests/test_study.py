@@ -1,5 +1,6 @@
 """Studies on the tiny backbone and the fixture corpus: run, record, report, skip what is current,
-re-run what is stale, resume a killed study, several workers, and plan validation.
+re-run what is stale, several writers, and plan validation (a killed study, a lost database and the other
+faults: tests/test_study_faults.py).
 
 The ray and slurm executors run a small study here too; the XTREME kinds are in
 tests/test_study_xtreme.py, the statistics alone in tests/test_study_stats.py.
@@ -7,13 +8,10 @@ tests/test_study_xtreme.py, the statistics alone in tests/test_study_stats.py.
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,14 +52,6 @@ def write_plan(folder: Path, backbone, **changes) -> Path:
 def table(root: Path, query: str) -> list[tuple]:
     with sqlite3.connect(root / FILE) as db:
         return db.execute(query).fetchall()
-
-
-def recorded(root: Path) -> int:
-    """Phases a running study has recorded so far: 0 before its database, or its tables, exist."""
-    try:
-        return len(table(root, "SELECT key FROM runs")) if (root / FILE).is_file() else 0
-    except sqlite3.OperationalError:  # the file is created a moment before its schema
-        return 0
 
 
 SCORES = "SELECT key, lang, metric, value FROM scores JOIN runs ON run = identity ORDER BY key, lang, metric"
@@ -157,42 +147,6 @@ def test_retrained_intermediate_reruns_its_targets_only(study, tiny_backbone, tm
     assert len(changed) == 8 and len(after) == PHASES
 
 
-# `adapterxfer study run PLAN` with a second's pause before each phase, so the kill lands halfway
-# however fast the tiny phases run.
-PACED_RUN = """
-import sys, time
-from adapterxfer.study import executors
-run_phase = executors.execute
-executors.execute = lambda job: time.sleep(1) or run_phase(job)
-from adapterxfer.cli import main
-sys.exit(main(["study", "run", sys.argv[1]]))
-"""
-
-
-def test_killed_study_resumes_with_four_workers_to_the_same_results(study, tiny_backbone, tmp_path):
-    """Kill a study after some phases (SIGKILL, no clean-up), resume it with --workers 4: the results
-    equal the uninterrupted run's, every phase recorded once."""
-    plan = write_plan(tmp_path, tiny_backbone)
-    root = tmp_path / "study"
-    log = open(tmp_path / "killed.log", "w")
-    worker = subprocess.Popen([sys.executable, "-c", PACED_RUN, str(plan)], cwd=REPO,
-                              stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker.poll() is None:
-        if recorded(root) >= 4:
-            break
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    log.close()
-    finished = len(table(root, "SELECT key FROM runs"))
-    assert 4 <= finished < PHASES, (tmp_path / "killed.log").read_text()[-2000:]
-    assert main(["study", "run", str(plan), "--workers", "4"]) == 0
-    assert table(root, SCORES) == table(study["root"], SCORES)
-    assert table(root, "SELECT count(*), count(DISTINCT key) FROM runs") == [(PHASES, PHASES)]
-    assert table(root, "SELECT count(*) FROM predictions") == table(study["root"], "SELECT count(*) FROM predictions")
-
-
 WRITER = """
 import json, sys
 from pathlib import Path
@@ -282,7 +236,7 @@ def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, 
     assert f"(log: {root / 'logs/seed1/full/mnli.log'}); see {root / 'report.md'}" in err
     assert "UserError: dataset 'nyu-mll/glue'" in (root / "logs/seed1/full/mnli.log").read_text()
     report = (root / "report.md").read_text()
-    assert "## Failures" in report and f"| seed1/full/mnli | dataset 'nyu-mll/glue'" in report
+    assert "## Failures" in report and "| seed1/full/mnli | dataset 'nyu-mll/glue'" in report
     assert not table(root, "SELECT key FROM runs")
 
 

@@ -15,7 +15,6 @@ uninterrupted, as the reference. Then, each on a copy or a fresh run of it:
   resumes once there is room.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -82,6 +81,14 @@ def leftovers(root: Path) -> list[Path]:
     """Locks, temporary folders, checkpoints and moved-aside outputs: none once a study has finished."""
     return [path for path in root.rglob("*") if path.name.endswith((".lock", ".work")) or ".tmp-" in path.name
             or path.name == "stale"]
+
+
+def recorded(root: Path) -> int:
+    """Phases a running study has recorded so far: 0 before its database, or its tables, exist."""
+    try:
+        return len(table(root, "SELECT key FROM runs")) if (root / FILE).is_file() else 0
+    except sqlite3.OperationalError:  # the file is created a moment before its schema
+        return 0
 
 
 def same_as_reference(root: Path, reference: dict) -> None:
@@ -215,25 +222,28 @@ def test_an_exception_in_one_phase_fails_it_alone_with_the_workers_in_processes(
 @pytest.mark.slow
 def test_a_study_killed_at_random_moments_resumes_to_the_same_results_training_nothing_twice(
         reference, tiny_backbone, tmp_path):
-    """A real `study run`, killed (SIGKILL, no clean-up) three times at a random moment after it started a phase,
-    then run to the end: the reference's results and weights, and every manifest or scores file written before a
-    kill is the one at the end (nothing saved was trained or scored again)."""
+    """A real `study run`, killed (SIGKILL, no clean-up) three times, then run to the end with two worker
+    processes: the reference's results
+    and weights, and every manifest or scores file written before a kill is the one at the end (nothing saved was
+    trained or scored again). Kill k comes at a random moment (0-2 s) after the run has started a phase with at
+    least k - 1 phases recorded, so that the study gets further each time."""
     plan = write_plan(tmp_path, tiny_backbone, tmp_path / "study")
     root = tmp_path / "study"
     moments, saved = random.Random(27), {}
-    for _ in range(3):
+    for kill in range(3):
         process = subprocess.Popen(cli("study", "run", str(plan)), cwd=REPO, env=environment(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
-        while process.poll() is None and time.monotonic() < deadline and not list(root.rglob(".*.work")) + [
-                lock for lock in root.rglob(".*.lock") if lock.name != ".study.lock"]:
-            time.sleep(0.05)  # until a phase is under way
-        time.sleep(moments.uniform(0, 3))
+        while process.poll() is None and time.monotonic() < deadline and not (recorded(root) >= kill and [
+                lock for lock in root.rglob(".*.lock") if lock.name != ".study.lock"]):
+            time.sleep(0.05)  # until a phase is under way, this far into the study
+        time.sleep(moments.uniform(0, 2))
         process.send_signal(signal.SIGKILL)
         process.wait()
         for file, digest in outputs(root).items():
             assert saved.setdefault(file, digest) == digest, f"{file} was written again after it was saved"
-    done = subprocess.run(cli("study", "run", str(plan)), cwd=REPO, env=environment(), capture_output=True, text=True)
+    done = subprocess.run(cli("study", "run", str(plan), "--workers", "2"), cwd=REPO, env=environment(),
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert saved and all(outputs(root)[file] == digest for file, digest in saved.items())
     same_as_reference(root, reference)
@@ -261,7 +271,7 @@ def test_a_full_disk_is_one_line_damages_nothing_and_the_study_resumes_once_ther
     kept.mkdir()
     plan = write_plan(tmp_path, tiny_backbone, disk / "study")
     run = f"{sys.executable} -m adapterxfer study run {plan}"
-    script = (f"mount -t tmpfs -o size=160k tmpfs {disk} && cd {REPO} && "
+    script = (f"mount -t tmpfs -o size=320k tmpfs {disk} && cd {REPO} && "
               f"{{ {run} > {kept}/out1 2> {kept}/err1; echo $? > {kept}/rc1; }} && cp -a {disk}/study {kept}/full && "
               f"mount -o remount,size=16m {disk} && "
               f"{{ {run} > {kept}/out2 2> {kept}/err2; echo $? > {kept}/rc2; }} && cp -a {disk}/study {kept}/room")
@@ -270,7 +280,8 @@ def test_a_full_disk_is_one_line_damages_nothing_and_the_study_resumes_once_ther
     err1 = (kept / "err1").read_text()
     assert (kept / "rc1").read_text().strip() == "1", err1[-3000:]
     errors = [line for line in err1.splitlines() if line.startswith("adapterxfer: error: ")]
-    assert len(errors) == 1 and errors[0].startswith(f"adapterxfer: error: the disk under {disk / 'study'} is full (")
+    assert len(errors) == 1 and errors[0].startswith(f"adapterxfer: error: the disk under {disk / 'study'} is full or "
+                                                     "cannot be written (")
     assert errors[0].endswith(f"what finished is kept: free some space, then run `adapterxfer study run {plan}` again")
     assert "Traceback" not in err1
     full = kept / "full"

@@ -52,7 +52,7 @@ def execute(job: dict) -> dict:
     except Exception as err:  # noqa: BLE001 -- whatever a phase raises fails that phase, not the study
         log = log_file(root, phase.key)
         return {"seconds": time.perf_counter() - started, "error": one_line(err), "log": _write_log(log, phase.key),
-                "disk_full": isinstance(err, OSError) and err.errno == errno.ENOSPC}
+                "disk_full": disk_full(err)}
     return {"seconds": time.perf_counter() - started, "error": None, "log": None, "disk_full": False}
 
 
@@ -69,6 +69,11 @@ def _run(phase: Phase, root: Path, backbone: str, identity: str) -> None:
         settings = dict(phase.settings)
         evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
                        settings.pop("langs"), root / phase.key, identity=identity, **settings)
+
+
+def disk_full(err: BaseException) -> bool:
+    """A full disk, however the library that met it says so (safetensors wraps the OSError in an error of its own)."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
 
 
 def one_line(err: BaseException) -> str:

@@ -18,7 +18,7 @@ Every write is one ``BEGIN IMMEDIATE`` transaction that first removes whatever t
 identity held, so recording the same phase twice, from any number of processes, leaves exactly
 one copy; a reader sees a run with all its scores or not at all. Writers wait for each other
 (busy timeout) instead of failing. A damaged file is one line naming it and how to rebuild it; a full
-disk is an OSError (ENOSPC), as a phase's own writes would raise.
+disk (or one that fails to write) is an OSError, as a phase's own writes would raise.
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ class Results:
             if getattr(err, "sqlite_errorname", None) in DAMAGED:
                 raise self._damaged(str(err)) from None
             if getattr(err, "sqlite_errorname", None) == "SQLITE_FULL":
-                raise OSError(errno.ENOSPC, f"{err} (writing {self.path})") from None
+                raise OSError(errno.ENOSPC, f"No space left on device: {err} ({self.path})") from None
+            if str(getattr(err, "sqlite_errorname", "")).startswith("SQLITE_IOERR"):  # a full tmpfs says this
+                raise OSError(errno.EIO, f"{err} ({self.path})") from None
             raise
 
     @contextmanager

@@ -5,7 +5,8 @@ run again (after a lost database, or a kill between its save and its record); on
 not its scores is scored; one that holds something else (another configuration, a retrained parent, damage)
 has it moved aside under ``stale/`` first, never deleted. Any exception in a phase fails that phase alone: its
 traceback goes to ``logs/<phase key>.log``, what needs it does not run, everything else goes on and is recorded
-as it finishes, and the report lists the failures. A full disk stops new phases from starting.
+as it finishes, and the report lists the failures. A full disk (or a results database that cannot be written)
+stops new phases from starting: the phases running finish, and the next run goes on from there.
 """
 
 from __future__ import annotations
@@ -60,22 +61,23 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: 
         try:
             report = write_report(plan, graph, results, root, phase_states(graph, root, backbone.weight_hash, results))
             print(f"wrote {report}")
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 -- a failed study's line says why it has no report (a full disk)
             if not failures:
                 raise
-            report = f"no report ({err.strerror})"
+            report = f"no report ({one_line(err)})"
     if failures:
         raise StudyFailed(_summary(graph, failures, root, plan_file, report))
     return root
 
 
 def _summary(graph: Graph, failures: dict[str, Failure], root: Path, plan_file: str, report) -> str:
-    failed = [key for key in graph.phases if key in failures and not failures[key].line.startswith("needs ")]
+    failed = [key for key in graph.phases if key in failures and not failures[key].line.startswith(("needs ", "not "))]
     first = failures[failed[0]]
-    if any(failure.disk_full for failure in failures.values()):
-        return (f"the disk under {root} is full ({first.line}); {len(failures)} of {len(graph.phases)} phases did "
-                f"not finish, what finished is kept: free some space, then run `adapterxfer study run {plan_file}` "
-                "again")
+    stopped = next((failure for failure in failures.values() if failure.disk_full), None)
+    if stopped:
+        return (f"the disk under {root} is full or cannot be written ({stopped.line}); {len(failures)} of "
+                f"{len(graph.phases)} phases did not finish, what finished is kept: free some space, then run "
+                f"`adapterxfer study run {plan_file}` again")
     blocked = len(failures) - len(failed)
     return (f"{len(failed)} of {len(graph.phases)} phases failed" + (f" ({blocked} more need them)" if blocked else "")
             + f"; {failed[0]}: {first.line}" + (f" (log: {first.log})" if first.log else "") + f"; see {report}")
@@ -95,9 +97,13 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
             elif all(dep in done for dep in phase.deps):
                 del waiting[key]
                 if any(failure.disk_full for failure in failures.values()):
-                    failures[key] = Failure("not started: the disk is full", disk_full=True)
+                    failures[key] = Failure("not started: the disk is full or cannot be written")
                     continue
-                submitted = _start(phase, root, backbone_hash, backbone, results, runner)
+                try:
+                    submitted = _start(phase, root, backbone_hash, backbone, results, runner)
+                except OSError as err:  # the database or the study's folder cannot be written (a full disk)
+                    failures[key] = Failure(one_line(err), disk_full=True)
+                    continue
                 if isinstance(submitted, str):
                     done.add(key)
                     print(f"[{len(done)}/{total}] {submitted:8} {key}")
@@ -154,8 +160,8 @@ def _finish(phase: Phase, identity: str, lineage: list[dict], root: Path, handle
             results.fail(phase.key, failure.line, failure.log)
             return failure
         results.record(phase, identity, root, lineage)
-    except OSError as err:  # the database's disk is full: the output stays, and the next run records it
-        return Failure(f"{outcome['error'] or 'finished, but not recorded'} ({err})", outcome["log"], True)
+    except OSError as err:  # the database cannot be written (a full disk): the output stays, the next run records it
+        return Failure(outcome["error"] or f"finished, but not recorded: {one_line(err)}", outcome["log"], True)
     print(f"[done]    {phase.action:8} {phase.key} ({outcome['seconds']:.0f} s)")
     return None
 
