@@ -147,6 +147,52 @@ def paired_difference(run: dict, versus: dict, langs: list[str], metric: str, le
     return _t_interval(tuple(seeds), np.array(per_seed), np.array(errors), clusters, alpha)
 
 
+def clustered_differences(run: dict, versus: dict, langs: list[str], metric: str, levels: tuple[str, ...],
+                          alpha: float = 0.05, difference=None) -> dict[str, Difference | None]:
+    """``paired_difference`` at each cluster level of ``levels`` (``difference``: it, or a function of
+    its signature)."""
+    difference = difference or paired_difference
+    return {level: difference(run, versus, langs, metric, level, alpha=alpha) for level in levels}
+
+
+def widest(differences: dict[str, Difference | None]) -> Difference | None:
+    """The widest interval of several clusterings of one contrast: where clusterings disagree, the
+    coarser one's errors may be real, and the narrower interval would claim more than the items hold."""
+    found = [d for d in differences.values() if d is not None]
+    return max(found, key=lambda d: d.high - d.low) if found else None
+
+
+def coarser_level(level: str, refs) -> str | None:
+    """The next coarser cluster level than ``level`` for test items with ``refs``: verses refs
+    (book:chapter:verse) go item -> chapter -> book; other refs have no coarser level in their
+    names (None)."""
+    named = [ref for ref in refs if ref is not None]
+    if not named or any(len(str(ref).split(":")) != 3 for ref in named):
+        return None
+    return {"item": "chapter", "chapter": "book"}.get(level)
+
+
+# Kinds scored against a fixed pool of candidates, whose "hub" distractors can tie errors across queries.
+POOL_KINDS = ("retrieval", "mining", "ranking")
+
+
+def hub_share(arms: list[dict], langs: list[str], top: int = 10) -> tuple[int, float] | None:
+    """For retrieval against a fixed pool (each prediction the index of the candidate retrieved): the wrong
+    answers of ``arms`` ({seed: {lang: rows}}) over every seed and language, and the share of them that went to
+    each language's ``top`` candidates retrieved wrongly most often (pooled over languages). None where
+    predictions are not candidate indices or nothing is wrong."""
+    wrong, to_hubs = 0, 0
+    for lang in langs:
+        rows = [row for arm in arms for by_lang in arm.values() for row in by_lang.get(lang, [])]
+        if not rows or not all(isinstance(row["prediction"], int) for row in rows):
+            return None
+        chosen = np.array([row["prediction"] for row in rows if row["prediction"] != row["label"]], dtype=int)
+        if len(chosen):
+            wrong += len(chosen)
+            to_hubs += int(np.sort(np.bincount(chosen))[::-1][:top].sum())
+    return (wrong, to_hubs / wrong) if wrong else None
+
+
 def seed_interval(per_seed: dict[int, float], alpha: float = 0.05) -> Difference:
     """Mean of a per-seed value (a rank metric of each seed's models) with its t interval over seeds alone;
     one seed: the value itself, its interval that point (seed variance unmeasured)."""
