@@ -12,8 +12,9 @@ from adapterxfer.study.baselines import accuracy_of, choice_overlaps, pick_by_ov
 from adapterxfer.study.coverage import CASES, SETTINGS, coverage
 from adapterxfer.study.stats import (ITEM_MEANS, ITEM_SCORES, by_seen, cluster_ids, clustered_differences,
                                      coarser_level, holm, learned, metric_value, minimum_detectable_effect,
-                                     paired_difference, widest)
+                                     paired_difference, test_groups, widest)
 from adapterxfer.tasks import get_task
+from adapterxfer.tasks.spec import TaskSpec
 
 REFS = ["1:1:1", "1:1:2", "1:2:1", "2:1:1", "2:1:2", "3:4:5"]  # books 1, 2, 3; chapters 1:1, 1:2, 2:1, 3:4
 
@@ -189,6 +190,24 @@ def test_the_next_coarser_level_of_verses_refs_and_none_for_others():
         "chapter", "book", None)
     assert coarser_level("item", [None, None]) is None  # XTREME without refs: no coarser level named
     assert coarser_level("item", ["xnli-0", "xnli-1"]) is None
+
+
+def test_items_sharing_a_premise_are_one_cluster_a_level_above_the_item():
+    """A stand-in for XNLI's test set (the data is unreachable here): each premise has three hypotheses."""
+    refs = [f"xnli-{i}" for i in range(6)]
+    rows = {lang: [{"text": f"{lang} premise {i // 3}", "text_pair": "h", "label": 0, "ref": ref}
+                   for i, ref in enumerate(refs)] for lang in ("fr", "de")}
+    task = TaskSpec(name="xnli-standin", kind="classification", role="target", description="stand-in",
+                    languages=("en", "fr", "de"), read=lambda split, lang, limit, seed: rows[lang],
+                    metric="accuracy", test_group=("premise", "text"))
+    groups = test_groups(task, {"fr": refs, "de": refs})
+    assert groups == {lang: dict(zip(refs, ["xnli-0"] * 3 + ["xnli-3"] * 3)) for lang in ("fr", "de")}
+    run, versus = arm([True] * 3 + [False] * 3, refs=refs), arm([False] * 6, refs=refs)
+    by_premise = paired_difference(run, versus, ["fr", "de"], "accuracy", "premise", groups=groups)
+    by_item = paired_difference(run, versus, ["fr", "de"], "accuracy", "item")
+    assert (by_premise.clusters, by_item.clusters) == (2, 6) and by_premise.mean == by_item.mean == 0.5
+    assert test_groups(task, {"fr": refs[:4]}) is None  # not the evaluated items: no groups
+    assert test_groups(get_task("verses-genre"), {"fr": refs}) is None  # the verses name theirs in the ref
 
 
 def test_learned_means_above_chance_majority_word_overlap_and_step_0():

@@ -27,7 +27,7 @@ from .plan import contrasts, is_ablation, study_root
 from .results import Results
 from .selection import selection_section
 from .stats import (POOL_KINDS, Difference, by_seen, clustered_differences, coarser_level, holm, hub_share, learned,
-                    mean_sd, widest)
+                    mean_sd, test_groups, widest)
 
 # Coverage simulation (scripts/stats_coverage.py, RESULTS.md) figures the report cites: keeping the smallest-sd
 # of 4 configurations with 6 seeds, and 10 strong hub distractors with 6 seeds (by chapter).
@@ -70,23 +70,37 @@ class Recorded:
         """Seed-paired difference of two arms of one target, with its seed-aware t interval (clustered at
         the plan's level)."""
         level = self.plan["clusters"].get(run.target, "item")
-        return self.differences(run, versus, coarser=False).get(level)
+        return self.differences(run, versus, with_coarser=False).get(level)
 
-    def differences(self, run: Arm, versus: Arm, coarser: bool = True) -> dict[str, Difference]:
-        """{cluster level: seed-paired difference}: at the plan's level, and with ``coarser`` at the next
-        coarser level where the test items have one (stats.coarser_level); {} where no seed is shared."""
+    def differences(self, run: Arm, versus: Arm, with_coarser: bool = True) -> dict[str, Difference]:
+        """{cluster level: seed-paired difference}: at the plan's level, and ``with_coarser`` at the next
+        coarser level where the test items have one (``coarser``); {} where no seed is shared."""
         ours, theirs = self.seeds(run), self.seeds(versus)
         common = sorted(set(ours) & set(theirs))
         if not common:
             return {}
-        langs = [lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
-                 if lang in self.scores(theirs[common[0]])]
+        langs = tuple(lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
+                      if lang in self.scores(theirs[common[0]]))
         level = self.plan["clusters"].get(run.target, "item")
-        refs = [row["ref"] for lang in langs for row in self.predictions(ours[common[0]])[lang]]
-        levels = (level,) + ((coarser_level(level, refs),) if coarser and coarser_level(level, refs) else ())
+        above, groups = self.coarser(run.target, ours[common[0]], langs) if with_coarser else (None, None)
         return clustered_differences({s: self.predictions(ours[s]) for s in common},
                                      {s: self.predictions(theirs[s]) for s in common}, langs,
-                                     get_task(run.target).metric, levels, self.options["alpha"])
+                                     get_task(run.target).metric, (level, above) if above else (level,),
+                                     self.options["alpha"], groups={above: groups} if groups else {})
+
+    @cache
+    def coarser(self, target: str, key: str, langs: tuple | list) -> tuple[str | None, dict | None]:
+        """The next cluster level above the plan's for ``target`` (scored by phase ``key`` in ``langs``), and
+        where the test data names it, {lang: {ref: group}}: verses refs go item -> chapter -> book; an XTREME
+        test set with a unit above the item (MLQA's article, XQuAD's paragraph) has that one."""
+        level = self.plan["clusters"].get(target, "item")
+        refs = {lang: [row["ref"] for row in self.predictions(key).get(lang, [])] for lang in langs}
+        above = coarser_level(level, [ref for each in refs.values() for ref in each])
+        task = get_task(target)
+        if above or level != "item" or not task.test_group:
+            return above, None
+        groups = test_groups(task, refs)
+        return (task.test_group[0], groups) if groups else (None, None)
 
 
 def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
@@ -221,11 +235,11 @@ def _test_scale(study: Recorded, target: str) -> str:
     langs = study.zero_shot_langs(target, key)
     sizes = sorted({len(study.predictions(key).get(lang, [])) for lang in langs})
     level = study.plan["clusters"].get(target, "item")
-    coarser = coarser_level(level, [row["ref"] for lang in langs for row in study.predictions(key).get(lang, [])])
+    coarser, _ = study.coarser(target, key, tuple(langs))
     return (f"{len(langs)} zero-shot language(s) x {'-'.join(map(str, sizes))} test items, resampled by {level}"
             + ("" if level == "item" else " (items of one cluster err together)")
             + (f" and by {coarser}, the next coarser level; where the two disagree, the wider interval is the "
-               "contrast's" if coarser else f"; no level coarser than {level} in the test items' refs"))
+               "contrast's" if coarser else f"; the test data names no level coarser than {level}"))
 
 
 def _contrast_table(study: Recorded, compared: list[dict]) -> str:
