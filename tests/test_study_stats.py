@@ -12,7 +12,7 @@ from adapterxfer.study.baselines import accuracy_of, choice_overlaps, pick_by_ov
 from adapterxfer.study.coverage import CASES, SETTINGS, coverage
 from adapterxfer.study.stats import (ITEM_MEANS, ITEM_SCORES, by_seen, cluster_ids, clustered_differences,
                                      coarser_level, holm, learned, metric_value, minimum_detectable_effect,
-                                     paired_difference, test_groups, widest)
+                                     item_groups, paired_difference, widest)
 from adapterxfer.tasks import get_task
 from adapterxfer.tasks.spec import TaskSpec
 
@@ -200,14 +200,14 @@ def test_items_sharing_a_premise_are_one_cluster_a_level_above_the_item():
     task = TaskSpec(name="xnli-standin", kind="classification", role="target", description="stand-in",
                     languages=("en", "fr", "de"), read=lambda split, lang, limit, seed: rows[lang],
                     metric="accuracy", test_group=("premise", "text"))
-    groups = test_groups(task, {"fr": refs, "de": refs})
+    groups = item_groups(task, {"fr": refs, "de": refs})
     assert groups == {lang: dict(zip(refs, ["xnli-0"] * 3 + ["xnli-3"] * 3)) for lang in ("fr", "de")}
     run, versus = arm([True] * 3 + [False] * 3, refs=refs), arm([False] * 6, refs=refs)
     by_premise = paired_difference(run, versus, ["fr", "de"], "accuracy", "premise", groups=groups)
     by_item = paired_difference(run, versus, ["fr", "de"], "accuracy", "item")
     assert (by_premise.clusters, by_item.clusters) == (2, 6) and by_premise.mean == by_item.mean == 0.5
-    assert test_groups(task, {"fr": refs[:4]}) is None  # not the evaluated items: no groups
-    assert test_groups(get_task("verses-genre"), {"fr": refs}) is None  # the verses name theirs in the ref
+    assert item_groups(task, {"fr": refs[:4]}) is None  # not the evaluated items: no groups
+    assert item_groups(get_task("verses-genre"), {"fr": refs}) is None  # the verses name theirs in the ref
 
 
 def test_learned_means_above_chance_majority_word_overlap_and_step_0():

@@ -82,7 +82,7 @@ ONE_SEED = Setting(langs=2, items=100, seed_sd=0.03, item_sd=0.0)
 
 
 @dataclass(frozen=True)
-class TestSet:
+class Items:
     """The items every arm and seed is scored on: their refs and, with hubs, the hub each query lies near."""
 
     refs: list
@@ -91,21 +91,21 @@ class TestSet:
     hub: np.ndarray | None
 
 
-def test_set(setting: Setting, rng: np.random.Generator) -> TestSet:
+def draw_items(setting: Setting, rng: np.random.Generator) -> Items:
     if not setting.chapters:
         n = setting.items
-        return TestSet([None] * n, np.arange(n), np.zeros(n, dtype=int), None)
+        return Items([None] * n, np.arange(n), np.zeros(n, dtype=int), None)
     refs = [f"{book}:{chapter}:{verse}" for book in range(1, setting.books + 1)
             for chapter in range(1, setting.chapters + 1) for verse in range(1, setting.items + 1)]
     unit = np.repeat(np.arange(setting.units), setting.items)
     hub = rng.integers(setting.hubs, size=len(refs)) if setting.hubs else None
-    return TestSet(refs, unit, unit // setting.chapters, hub)
+    return Items(refs, unit, unit // setting.chapters, hub)
 
 
 def simulated_arm(setting: Setting, seeds: int, rng: np.random.Generator,
-                  items: TestSet | None = None) -> tuple[dict, np.ndarray]:
+                  items: Items | None = None) -> tuple[dict, np.ndarray]:
     """{seed: {lang: prediction rows}} of one arm (label 1, prediction 1 when right), and its seed shifts."""
-    items = items or test_set(setting, rng)
+    items = items or draw_items(setting, rng)
     parallel = bool(setting.chapters)  # verses: one shift per chapter, book and hub, in every language
     fixed = {}
     for lang in range(setting.langs):
@@ -131,7 +131,7 @@ def simulated_arm(setting: Setting, seeds: int, rng: np.random.Generator,
 
 def _study(setting: Setting, seeds: int, rng: np.random.Generator) -> tuple[dict, dict, float]:
     """Two arms scored on one test set, and the difference of their drawn seed shifts."""
-    items = test_set(setting, rng)
+    items = draw_items(setting, rng)
     run, run_shifts = simulated_arm(setting, seeds, rng, items)
     versus, versus_shifts = simulated_arm(setting, seeds, rng, items)
     return run, versus, float(np.mean(run_shifts - versus_shifts))
