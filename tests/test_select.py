@@ -140,7 +140,7 @@ def test_study_plan_without_outputs_is_one_line(tmp_path, capsys, tiny_backbone)
 
     plan = write_plan(tmp_path, tiny_backbone)
     code, _, err = select(capsys, "--target", "verses-genre", "--bank", str(plan))
-    assert code == 2 and "none of its 4 intermediate phases has an output" in err
+    assert code == 2 and "none of its 4 intermediate phases has a current output" in err
 
 
 def test_logme_is_the_exact_gaussian_evidence_at_its_fitted_alpha_beta():
