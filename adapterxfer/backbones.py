@@ -324,14 +324,14 @@ def check_model_config(file: Path) -> None:
     """Refuse a model's config.json that names code to load from the Hub: an attention implementation or a
     kernel naming a repo (``owner/name``). transformers 4.56-5.2 loads such a "kernel" through the ``kernels``
     package and runs it, whatever ``trust_remote_code`` says (CVE-2026-4372); the built-in ones (eager, sdpa,
-    flash_attention_2, ...) name no repo. Any field whose name holds ``attn_implementation`` or ``kernel``, at
-    any depth (sub-configs), is checked."""
+    flash_attention_2, ...) name no repo. Every string under a field whose name holds ``attn_implementation`` or
+    ``kernel``, at any depth (sub-configs, per-module mappings), is checked."""
     try:
         config = json.loads(Path(file).read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{file}: not a readable config.json ({err})") from None
     for field, value in _fields(config, ""):
-        if re.search(r"attn_implementation|kernel", field.rsplit(".", 1)[-1], re.I) and "/" in value:
+        if re.search(r"attn_implementation|kernel", field, re.I) and "/" in value:
             raise UserError(f"{file}: field {field} = {value!r} names code on the Hub to load and run (an attention "
                             "kernel, CVE-2026-4372); refused: remove the field (built-in implementations: eager, "
                             "sdpa, ...)")
