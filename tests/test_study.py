@@ -230,12 +230,17 @@ def test_ray_executor_runs_each_phase_as_a_task(study, ray_cluster, tiny_backbon
     _same_as_study(tmp_path / "study", study)
 
 
-def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path):
-    """Through submitit's local executor (a process per job, as SLURM would start one per node)."""
+def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path, monkeypatch):
+    """Through submitit's local executor (a process per job, as SLURM would start one per node). The jobs it
+    pickles into the study's folder hold the Hub settings, never the token (a worker reads its own)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_of_this_test")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "7")
     plan = write_plan(tmp_path, tiny_backbone, **SMALL, slurm={"cluster": "local", "timeout_min": 10})
     assert main(["study", "run", str(plan), "--executor", "slurm"]) == 0
     _same_as_study(tmp_path / "study", study)
     assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
+    jobs = [file.read_bytes() for file in (tmp_path / "study" / "slurm").rglob("*_submitted.pkl")]
+    assert len(jobs) == 3 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
 
 
 def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, monkeypatch, capsys):
