@@ -222,7 +222,8 @@ def _header(study: Recorded, compared: list[dict]) -> str:
         run, versus = primary["labels"]
         lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
                       f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
-                      f"[{d.low:+.3f}, {d.high:+.3f}] ({_clusterings(primary)}). Minimum detectable effect at this scale "
+                      f"[{d.low:+.3f}, {d.high:+.3f}] ({_clusterings(primary)}). Minimum detectable effect at "
+                      "this scale "
                       f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {_mde(primary)}. "
                       f"**Verdict: {primary['verdict']}.**"]
     return "\n".join(lines)
