@@ -32,10 +32,10 @@ from accelerate import PartialState
 from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
+from . import artifacts, backbones, evaluate, items, retrieval, scoring, sharing
 from .cache import atomic_dir, restore_aside
 from .config import RunConfig, phase_identity
-from .data.features import featurized
+from .data.features import featurized, split_rows
 from .errors import UserError
 from .frozen import cached_bottom, check_count, freeze_bottom
 from .kinds import KINDS
@@ -45,7 +45,6 @@ from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooli
 from .regimes import all_regimes, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
-from .tasks.spec import distinct_items
 from .train import Run, Source, fit, scored_on_main
 from .transfers import get_transfer
 
@@ -149,7 +148,7 @@ class Trained:
     dev_predictions: dict[str, dict[str, list[dict]]]  # step0 | final -> task -> per-item dev predictions
     dev_step0: float  # the English dev score before training
     data_fingerprint: str
-    train_items: dict[str, list]
+    drawn: dict[str, tuple[list, list, list]]  # task -> its training examples' items, languages and tokens
     trainable_parameters: int
     train_seconds: float
     resumed_from_step: int | None
@@ -166,15 +165,17 @@ def train(phase: ValidatedPhase) -> Trained:
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     for built in models.values():
         set_pooling(built, phase.pooling)
-    sources, fingerprints, train_items = [], [], {}
+    sources, fingerprints, languages = [], [], []
     for task in tasks:
         with processes().main_process_first():  # one process writes the feature cache
             features, rows, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
-                                                     phase.lengths[task.name], config.seed)
-        train_items[task.name] = distinct_items(rows)
+                                                     phase.lengths[task.name], config.seed, with_rows=True)
+        features, row_of = split_rows(features)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
-                              kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
+                              kind.collator(tokenizer), [items.row_ref(rows[r], r) for r in row_of],
+                              task.name if len(tasks) > 1 else None))
+        languages.append([task.language_of(rows[r].get("lang", phase.train_lang)) for r in row_of])
         fingerprints.append(fingerprint)
     model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(processes().device)
     trainable = trainable_parameters(model)  # before evaluation, which may load more modules (MAD-X)
@@ -199,10 +200,13 @@ def train(phase: ValidatedPhase) -> Trained:
         # the model before training: what "learned" is measured against
         step0, step0_rows = _step0(phase, lambda: (dev_score(model), dict(latest)))
         started = time.perf_counter()
-        log, resumed_from = fit(model, sources, dev_score, config, run)
+        log, resumed_from, consumed = fit(model, sources, dev_score, config, run)
+    drawn = {task.name: ([source.items[i] for i in taken], [langs[i] for i in taken],
+                         [source.lengths[i] for i in taken])
+             for task, source, langs, taken in zip(tasks, sources, languages, consumed)}
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
     return Trained(models, tokenizer, log, {"step0": step0_rows, "final": dict(latest)}, step0,
-                   "+".join(fingerprints), train_items, trainable,
+                   "+".join(fingerprints), drawn, trainable,
                    round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
                    resumed_from, processes().num_processes, _peak_rss_mb())
 
@@ -242,6 +246,7 @@ def save(phase: ValidatedPhase, trained: Trained) -> None:
     config, tasks = phase.config, phase.tasks
     with atomic_dir(phase.out) as tmp:
         write_dev_predictions(tmp, trained.dev_predictions)
+        items.write(tmp, [line for task, drawn in trained.drawn.items() for line in items.lines(task, *drawn)])
         phase.regime.save(trained.models[tasks[0].name], trained.tokenizer, tmp)
         for task in tasks[1:]:
             (tmp / "heads" / task.name).mkdir(parents=True)
@@ -269,7 +274,8 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
         dev={"metric": "+".join(task.selection_metric for task in tasks),
              "best": next(e["dev_score"] for e in log if e.get("selected")),
              "step0": trained.dev_step0, "final": log[-1]["dev_score"], "log": log},
-        data_fingerprint=trained.data_fingerprint, train_items=trained.train_items,
+        data_fingerprint=trained.data_fingerprint,
+        train_items={task: items.summary(*drawn) for task, drawn in trained.drawn.items()},
         trainable_parameters=trained.trainable_parameters, train_seconds=trained.train_seconds,
         resumed_from_step=trained.resumed_from_step, processes=trained.processes, peak_rss_mb=trained.peak_rss_mb)
 

@@ -21,7 +21,7 @@ from ..metrics import overall_scores, task_summary
 from ..retrieval import TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
-from . import plots
+from . import matching, plots
 from .phases import BASELINE, Arm, Graph
 from .plan import contrasts, is_ablation, study_root
 from .results import Results
@@ -35,8 +35,8 @@ STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
 class Recorded:
     """The recorded runs of a study, looked up by phase key and arm."""
 
-    def __init__(self, plan: dict, graph: Graph, results: Results):
-        self.plan, self.graph, self.results = plan, graph, results
+    def __init__(self, plan: dict, graph: Graph, results: Results, root: Path):
+        self.plan, self.graph, self.results, self.root = plan, graph, results, root
         self.runs = results.runs()
         self.options = {**STATISTICS, **plan["statistics"]}
 
@@ -77,13 +77,13 @@ class Recorded:
 
 def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
     root = root or study_root(plan)
-    study = Recorded(plan, graph, results)
+    study = Recorded(plan, graph, results, root)
     intermediates = _intermediates(study)
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
     compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
     figures = _figures(study, root, arms, compared)
-    sections = [_header(study, compared), _contrast_table(study, compared),
+    sections = [_header(study, compared), _contrast_table(study, compared), _matching_table(compared),
                 *(_arm_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
@@ -141,6 +141,7 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
     for contrast in contrasts(study.plan):
         run, versus = (study.graph.arm(contrast[side], contrast["target"]) for side in ("run", "versus"))
         rows.append({**contrast, "difference": study.difference(run, versus),
+                     "matching": matching.check(study.graph, study.root, study.seeds(run), study.seeds(versus)),
                      "labels": [arms.get((arm.label, arm.target), {}).get("label", arm.label) for arm in (run, versus)]})
     tested = [row for row in rows if not row["primary"] and row["difference"]]
     for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
@@ -216,18 +217,32 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
     lines = ["## Contrasts", "", "Seed-paired differences of the zero-shot average (run minus versus). p: two-sided "
              "t test; the primary contrast is tested alone, the others with Holm's correction. MDE: the minimum "
              f"detectable effect at {study.options['power']:.0%} power (≥: one seed, seed variance left out).", "",
-             "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | p | p (Holm) | MDE | verdict |",
-             "|---|---|---|---|---|---:|---|---:|---:|---:|---|"]
+             "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | p | p (Holm) | MDE | verdict | "
+             "arms matched |", "|---|---|---|---|---|---:|---|---:|---:|---:|---|---|"]
     for row in compared:
         d = row["difference"]
         cells = [row["name"] + (" (primary)" if row["primary"] else ""), row["target"], *row["labels"]]
         if d is None:
-            cells += [""] * 6 + [row["verdict"]]
+            cells += [""] * 6 + [row["verdict"], ""]
         else:
             cells += [", ".join(f"{v:+.3f}" for v in d.per_seed), _pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]",
-                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"]]
+                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"],
+                      row["matching"].summary]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _matching_table(compared: list[dict]) -> str:
+    """Per contrast, seed and depth of the lineage: what each arm's phase trained on (study/matching.py)."""
+    rows = [line for row in compared if row["difference"] for line in matching.table(row["name"], row["matching"])]
+    if not rows:
+        return ""
+    return "\n".join(["## Arms matched item for item", "",
+                      "Each trained phase of the run arm's lineage against the versus arm's at the same depth "
+                      "(the arm's own phase first), per seed: the items drawn (the same items, each as often), "
+                      "steps, global batch, tokens and each language's share of the examples (run / versus).", "",
+                      "| contrast | seed | tasks | items | steps | batch | tokens | languages |",
+                      "|---|---:|---|---|---|---|---|---|", *rows])
 
 
 def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:

@@ -108,9 +108,3 @@ class TaskSpec:
             self.resolve_lang(lang)
         return list(langs) or list(self.languages)
 
-
-def distinct_items(rows: list[dict]) -> int:
-    """How many distinct source items ``rows`` hold: rows sharing a ``ref`` (one item in several
-    translations) count once; a row without a ref is an item of its own."""
-    refs = {row["ref"] for row in rows if row.get("ref") is not None}
-    return len(refs) + sum(row.get("ref") is None for row in rows)
