@@ -32,7 +32,7 @@ from accelerate import PartialState
 from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate, items, retrieval, scoring, sharing
+from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
 from .cache import atomic_dir, restore_aside
 from .config import RunConfig, phase_identity
 from .data.features import featurized, split_rows
@@ -109,7 +109,8 @@ def train_phase(config: RunConfig) -> Path:
 
 def validate(config: RunConfig) -> ValidatedPhase:
     """Stage 1: check every input before anything trains; a problem is a one-line UserError."""
-    tasks = [task.capped(config.rows_per_split) for task in _phase_tasks(config.task)]
+    scored = shares.share(config.test_share, config.held_out, config.held_out_by)
+    tasks = [task.capped(config.rows_per_split).held(scored) for task in _phase_tasks(config.task)]
     regime = get_regime(config.regime)
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
@@ -425,7 +426,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
-                   frozen_layers: int = 0) -> dict:
+                   frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
+                   held_out_by: str = "item") -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -436,9 +438,11 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
     ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
     backbone's bottom layers are read through the cache (``adapterxfer.frozen``) that modules trained above
-    them share; an artifact's come from its manifest.
+    them share; an artifact's come from its manifest. ``test_share``, ``held_out`` and ``held_out_by``: which
+    share of the test items is scored (adapterxfer/shares.py; the train keys of the same names).
     """
-    task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
+    task = (get_task(task_name).sized(queries, candidates).capped(rows_per_split)
+            .held(shares.share(test_share, held_out, held_out_by)))
     model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":

@@ -102,7 +102,7 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
-        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang, len(rows))]
+        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang, rows)]
         queries, targets = encode([row["query"] for row in rows]), encode(pool)
         nearest = score(queries, targets).argmax(-1).tolist()
         gold = list(range(len(rows)))
@@ -117,16 +117,17 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     return scores, predictions
 
 
-def _distractors(task: TaskSpec, lang: str, queries: int) -> list[dict]:
-    """The task's extra candidates (split "candidates": the targets of none of the ``queries`` test rows drawn),
-    a seeded sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
+def _distractors(task: TaskSpec, lang: str, queries: list[dict]) -> list[dict]:
+    """The task's extra candidates (split "candidates": the targets of none of the ``queries``), a seeded
+    sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
     if not task.options.get("distractors"):
         return []
-    extra = task.read("candidates", lang, queries, 0)
+    drawn = {row["ref"] for row in queries}
+    extra = [row for row in task.rows("candidates", lang) if row["ref"] not in drawn]
     pool = task.limits.get("candidates")
-    if pool is None or pool - queries >= len(extra):
+    if pool is None or pool - len(queries) >= len(extra):
         return extra
-    return [extra[i] for i in sorted(random.Random(0).sample(range(len(extra)), pool - queries))]
+    return [extra[i] for i in sorted(random.Random(0).sample(range(len(extra)), pool - len(queries)))]
 
 
 def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):

@@ -1,5 +1,6 @@
 """A study a lab can publish, on the tiny backbone and the fixture corpus: the report checks that the arms of
-every contrast trained on the same items (study/matching.py)."""
+every contrast trained on the same items (study/matching.py), and a plan is explored on one share of the test
+items, then confirmed once on the held-out share with new seeds (study/confirmation.py)."""
 
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import pytest
 import yaml
 
 from adapterxfer.cli import main
+from adapterxfer.shares import Share
+from adapterxfer.study.confirmation import History, plan_hash
+from adapterxfer.study.plan import CONFIRM, read_plan
+from adapterxfer.study.results import FILE, Results
 
 PLAN = {
     "description": "tiny stand-in of the demo: random tiny XLM-R on the fixture corpus",
@@ -60,3 +65,85 @@ def test_the_report_says_when_arms_trained_on_different_items(tmp_path, tiny_bac
     assert cells["multilingual"][-1] == (
         "MISMATCH: seed 1: 16 of 16 / 32 items shared; seed 1: steps 2 against 4; "
         "seed 2: 16 of 16 / 32 items shared; seed 2: steps 2 against 4")
+
+
+CONFIRMATION = {"seeds": [3, 4], "held_out": 0.5, "by": "chapter"}
+
+
+def write_plan(folder: Path, backbone, **changes) -> Path:
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump({**PLAN, "backbone": str(backbone.path), "output": str(folder / "study"),
+                                    **changes}))
+    return plan
+
+
+def predicted_refs(root: Path, prefix: str = "") -> dict[str, set]:
+    """Phase key -> the refs of the test items it scored."""
+    results = Results(root / FILE)
+    return {key: {row["ref"] for rows in results.predictions(key).values() for row in rows}
+            for key in results.runs() if key.startswith(prefix) and results.predictions(key)}
+
+
+@pytest.mark.slow
+def test_exploration_then_one_confirmation_on_held_out_items_and_new_seeds(tmp_path, tiny_backbone, capsys):
+    plan = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION)
+    root = tmp_path / "study"
+    assert main(["study", "run", str(plan)]) == 0
+    explore, confirm = Share("explore", 0.5, "chapter"), Share("confirm", 0.5, "chapter")
+    explored = predicted_refs(root)
+    assert len(explored) == 5 and all(len(refs) == 20 and all(map(explore.keeps, refs)) for refs in explored.values())
+    report = (root / "report.md").read_text()
+    assert "## Confirmation\n\nNot run yet: every figure above is exploration" in report
+    assert "(1 look(s) at contrasts under 1 plan version(s) so far)" in report
+
+    assert main(["study", "confirm", str(plan)]) == 0
+    confirmed = predicted_refs(root, CONFIRM)
+    assert sorted(confirmed) == [  # the primary contrast's arms alone: no backbone baseline
+        f"confirm/seed{s}/lora/verses-retrieval/{arm}" for s in (3, 4) for arm in ("verses-xref-bi", "verses-xref-bi-multi")]
+    assert all(len(refs) == 20 and all(map(confirm.keeps, refs)) for refs in confirmed.values())
+    [record] = History(root).events("confirmation")
+    assert (record["seeds"], record["held_out"], record["by"], record["label"]) == (
+        [3, 4], 0.5, {"verses-retrieval": "chapter"}, "first")
+    assert (record["looks_before"], record["plans_before"], record["plan_sha256"]) == (
+        1, 1, plan_hash(read_plan(str(plan))))
+    assert record["contrasts"] == [{"name": "multilingual", "target": "verses-retrieval",
+                                    "run": "lora/verses-xref-bi-multi", "versus": "lora/verses-xref-bi"}]
+    report = (root / "report.md").read_text()
+    section = report.split("## Exploration and confirmation")[1].split("\n## ")[0]
+    rows = [row for row in section.splitlines() if row.startswith("| multi")]
+    assert [row.split(" | ")[1:4] for row in rows] == [["exploration", "1, 2", "2 zero-shot language(s) x 20 test items"],
+                                                      ["confirmation", "3, 4", "2 zero-shot language(s) x 20 test items"]]
+    assert "**Primary contrast, multilingual**, confirmed on held-out items and new seeds" in report
+    assert "after 1 look(s) at test contrasts under 1 plan version(s)" in report
+
+    capsys.readouterr()
+    assert main(["study", "confirm", str(plan)]) == 0  # once: nothing trains, no second record
+    assert "current" in capsys.readouterr().out and len(History(root).events("confirmation")) == 1
+
+    changed = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION, statistics={"effect": 0.05})
+    assert main(["study", "run", str(changed)]) == 2
+    assert "the plan changed after its confirmation" in capsys.readouterr().err
+    assert main(["study", "confirm", str(changed)]) == 2
+    assert "--again REASON" in capsys.readouterr().err
+    assert main(["study", "run", str(changed), "--plan-changed", "a larger effect of interest"]) == 0
+    assert "**The plan changed after this confirmation**: " in (root / "report.md").read_text()
+    assert History(root).events("plan change")[0]["reason"] == "a larger effect of interest"
+
+
+def test_a_confirmation_reusing_exploration_seeds_is_refused_before_anything_runs(tmp_path, tiny_backbone, capsys):
+    plan = write_plan(tmp_path, tiny_backbone, confirmation={"seeds": [2, 5]})
+    assert main(["study", "run", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "confirmation.seeds reuses the exploration's seeds [2]" in err
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_a_confirmation_of_items_the_exploration_scored_is_refused(tmp_path, tiny_backbone, capsys):
+    root = run_study(tmp_path, tiny_backbone)  # explored without a confirmation block: every test item
+    plan = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION)
+    capsys.readouterr()
+    assert main(["study", "confirm", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the held-out share holds" in err and "the exploration already scored" in err
+    assert not History(root).events("confirmation") and not predicted_refs(root, CONFIRM)

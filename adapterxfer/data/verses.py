@@ -199,14 +199,11 @@ def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0, split: st
     return [{"query": queries[ref], "target": targets[ref], "ref": _ref_id(ref)} for ref in refs]
 
 
-def retrieval_distractors(limit: int | None = None, seed: int = 0) -> list[dict]:
-    """The default-English test verses that ``retrieval_rows("test", lang, limit, seed)`` does not hold:
-    every other test verse, as extra candidates no query has as its gold."""
+def english_test_verses() -> list[dict]:
+    """Every test verse in the default English translation: {"text", "ref"}."""
     path = str(corpus_path())
-    refs = _split_refs(path, "test")
-    drawn = set(_sample(refs, limit, seed))
     english = _texts(path, _ENGLISH)
-    return [{"text": english[ref], "ref": _ref_id(ref)} for ref in refs if ref not in drawn]
+    return [{"text": english[ref], "ref": _ref_id(ref)} for ref in _split_refs(path, "test")]
 
 
 def text_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = None,

@@ -21,9 +21,9 @@ from ..metrics import overall_scores, task_summary
 from ..retrieval import TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
-from . import matching, plots
+from . import confirmation, matching, plots
 from .phases import BASELINE, Arm, Graph
-from .plan import contrasts, is_ablation, study_root
+from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation, study_root
 from .results import Results
 from .selection import selection_section
 from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
@@ -82,8 +82,11 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
     compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
+    _looked(study, compared, "explore" if plan["confirmation"] else "all")
+    confirmed = _confirmed(study)
     figures = _figures(study, root, arms, compared)
-    sections = [_header(study, compared), _contrast_table(study, compared), _matching_table(compared),
+    sections = [_header(study, compared, confirmed), _contrast_table(study, compared),
+                _confirmation_section(study, compared, confirmed), _matching_table(compared),
                 *(_arm_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
@@ -94,6 +97,65 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path
+
+
+def _looked(study: Recorded, compared: list[dict], share: str) -> None:
+    """Record in the study's history that contrasts on test items were computed (a look at ``share``)."""
+    names = [row["name"] for row in compared if row["difference"]]
+    if names:
+        confirmation.record_look(study.plan, study.root, share, names)
+
+
+def _confirmed(study: Recorded) -> dict | None:
+    """The latest confirmation: its record, its history, and its contrasts on the held-out share (study/confirmation.py)."""
+    history = confirmation.History(study.root)
+    records = history.events("confirmation")
+    if not records:
+        return None
+    plan = {**study.plan, "contrasts": confirmed_contrasts(study.plan)}
+    held = Recorded(plan, expand_confirmation(study.plan), study.results, study.root)
+    rows = _contrasts(held, {})
+    _looked(held, rows, "confirm")
+    return {"record": records[-1], "rows": rows, "study": held, "history": history}
+
+
+def _confirmation_section(study: Recorded, explored: list[dict], confirmed: dict | None) -> str:
+    """Exploration and confirmation side by side, with what was looked at before the plan was frozen."""
+    if not study.plan["confirmation"]:
+        return ""
+    looks = confirmation.History(study.root).events("look")
+    if confirmed is None:
+        explore = [look for look in looks if look["share"] != "confirm"]
+        return ("## Confirmation\n\nNot run yet: every figure above is exploration, on the exploration share of the "
+                f"test items ({len(explore)} look(s) at contrasts under {len({l['plan_sha256'] for l in explore})} "
+                f"plan version(s) so far). `adapterxfer study confirm {study.plan['file']}` freezes the plan and scores "
+                "the held-out share once, with the confirmation's seeds.")
+    record, history = confirmed["record"], confirmed["history"]
+    label = ("the first confirmation of this study" if record["label"] == "first"
+             else f"a second confirmation: {record['reason']}")
+    changes = [f"{change['at']}: {change['reason']}" for change in history.events("plan change")
+               if change["at"] >= record["at"]]
+    lines = ["## Exploration and confirmation", "",
+             f"The plan was frozen on {record['at']} (plan {record['plan_sha256'][:19]}, adapterxfer "
+             f"{record['code_version']}), {label}, after {record['looks_before']} look(s) at test contrasts under "
+             f"{record['plans_before']} plan version(s) (history.jsonl). Exploration scores the exploration share of "
+             f"each target's test items; the confirmation runs new seeds ({', '.join(map(str, record['seeds']))}) and "
+             f"scores the held-out share ({record['held_out']:.0%} of the clusters, drawn by "
+             f"{', '.join(sorted(set(record['by'].values())))}), once."
+             + (" **The plan changed after this confirmation**: " + "; ".join(changes) + "." if changes else ""), "",
+             "| contrast | part | seeds | test items | difference ± sd | 95% CI | MDE | verdict | arms matched |",
+             "|---|---|---|---|---:|---|---:|---|---|"]
+    by_name = {row["name"]: row for row in explored}
+    for row in confirmed["rows"]:
+        for part, part_row, part_study in (("exploration", by_name.get(row["name"]), study),
+                                           ("confirmation", row, confirmed["study"])):
+            d = part_row and part_row["difference"]
+            cells = [row["name"], part, ", ".join(map(str, d.seeds)) if d else "",
+                     _test_scale(part_study, row["target"]).split(", resampled")[0]]
+            cells += ([_pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]", _mde(part_row), part_row["verdict"],
+                       part_row["matching"].summary] if d else ["", "", "", part_row["verdict"] if part_row else "", ""])
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _done(study: Recorded) -> list[Arm]:
@@ -176,7 +238,7 @@ def _verdict(row: dict, alpha: float, effect: float) -> str:
             f"{row['mde']:.3f}{one_seed}")
 
 
-def _header(study: Recorded, compared: list[dict]) -> str:
+def _header(study: Recorded, compared: list[dict], confirmed: dict | None = None) -> str:
     plan, options = study.plan, study.options
     done = sum(key in study.runs for key in study.graph.phases)
     lines = [f"# Study: {Path(plan['file']).stem}", "", plan["description"] or "", "",
@@ -189,14 +251,18 @@ def _header(study: Recorded, compared: list[dict]) -> str:
     for target in plan["targets"]:
         lines.append(f"- {target}: {_test_scale(study, target)}")
     primary = next((row for row in compared if row["primary"]), None)
-    if primary and primary["difference"]:
-        d = primary["difference"]
-        run, versus = primary["labels"]
-        lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
-                      f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
-                      f"[{d.low:+.3f}, {d.high:+.3f}]. Minimum detectable effect at this scale "
-                      f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {_mde(primary)}. "
-                      f"**Verdict: {primary['verdict']}.**"]
+    held = next((row for row in confirmed["rows"] if row["primary"]), None) if confirmed else None
+    for row, part in ((held, "confirmed on held-out items and new seeds"),
+                      (primary, "exploration" if study.plan["confirmation"] else None)):
+        if row and row["difference"]:
+            d = row["difference"]
+            run, versus = row["labels"]
+            lines += ["", f"**Primary contrast, {row['name']}**" + (f", {part}" if part else "")
+                      + f" ({row['target']}): {run} minus {versus} = {_pm(d.mean, d.sd)} over seeds "
+                      f"{', '.join(map(str, d.seeds))}, {1 - options['alpha']:.0%} interval [{d.low:+.3f}, "
+                      f"{d.high:+.3f}]. Minimum detectable effect at this scale ({options['power']:.0%} power, "
+                      f"two-sided α={row['alpha']:g}): {_mde(row)}. **Verdict: {row['verdict']}.** "
+                      f"Arms: {row['matching'].summary}."]
     return "\n".join(lines)
 
 
