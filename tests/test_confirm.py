@@ -11,6 +11,7 @@ from adapterxfer.cli import main
 from adapterxfer.shares import Share
 from adapterxfer.study.confirmation import History, plan_hash
 from adapterxfer.study.plan import CONFIRM, read_plan
+from adapterxfer.study.report import one_prediction
 from adapterxfer.study.results import FILE, Results
 
 PLAN = {
@@ -50,6 +51,7 @@ def contrast_cells(report: str) -> dict[str, list[str]]:
 def test_the_report_says_when_arms_trained_on_the_same_items(tmp_path, tiny_backbone):
     report = (run_study(tmp_path, tiny_backbone) / "report.md").read_text()
     cells = contrast_cells(report)
+    assert "degenerate" not in report
     assert cells["multilingual"][-1] == "matched: same items, steps and batch, 2 seeds"
     assert cells["english-vs-backbone"][-1] == "versus trains nothing (the backbone); 2 seeds"
     matched = [row for row in report.splitlines() if row.startswith("| multilingual | ")]
@@ -147,3 +149,23 @@ def test_a_confirmation_of_items_the_exploration_scored_is_refused(tmp_path, tin
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the held-out share holds" in err and "the exploration already scored" in err
     assert not History(root).events("confirmation") and not predicted_refs(root, CONFIRM)
+
+
+def test_one_prediction_for_every_item_is_degenerate():
+    rows = lambda *predictions: [{"prediction": p} for p in predictions]
+    assert one_prediction(rows(4, 4, 4), "classification") and not one_prediction(rows(4, 4, 1), "classification")
+    assert not one_prediction(rows(4), "classification")  # one item says nothing
+    assert one_prediction(rows(["O", "O"], ["O"]), "tagging") and not one_prediction(rows(["O"], ["B-PER"]), "tagging")
+    assert one_prediction(rows([1, 2], [1, 2]), "ranking") and not one_prediction(rows([1, 2], [2, 1]), "ranking")
+
+
+@pytest.mark.slow
+def test_a_target_arm_predicting_one_class_is_flagged_in_the_report(tmp_path, tiny_backbone):
+    """lr 1.0 on the tiny backbone: every test item of every language gets genre 3."""
+    root = run_study(tmp_path, tiny_backbone, seeds=[1], targets=["verses-genre"], intermediates=[], contrasts=[],
+                     regime_phase={"lora": {"lr": 1.0}}, target_phase={"eval_langs": ["en", "fr"]},
+                     phase={**PLAN["phase"], "max_length": 32}, clusters={}, evaluation={})
+    predictions = Results(root / FILE).predictions("seed1/lora/verses-genre/baseline")
+    assert {lang: {row["prediction"] for row in rows} for lang, rows in predictions.items()} == {"en": {3}, "fr": {3}}
+    report = (root / "report.md").read_text()
+    assert "| lora/baseline (degenerate: one prediction for every item in en, fr) | 1 |" in report

@@ -12,6 +12,7 @@ pareto.png (cost against score).
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
@@ -169,14 +170,25 @@ def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
     gain = study.difference(arm, baseline) if baseline and arm.name != BASELINE else None
     not_learned = [task for task in arm.intermediates if (arm.regime, task) in flagged]
     zero_shot = all(run["zero_shot"] != 0 for run in runs)  # None: the backbone, or no manifest
+    kind = get_task(arm.target).kind
+    collapsed = sorted({lang for key in keys.values() for lang, rows in study.predictions(key).items()
+                        if one_prediction(rows, kind)})
     return {"arm": arm, "target": arm.target, "label": arm.label + "".join(f" ({t} not learned)" for t in not_learned)
-            + ("" if zero_shot else " (not zero-shot)"),
+            + ("" if zero_shot else " (not zero-shot)")
+            + (f" (degenerate: one prediction for every item in {', '.join(collapsed)})" if collapsed else ""),
             "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
             "dev": _mean_sd_of([run["dev_score"] for run in runs]), "gain": gain,
             "parameters": _mean_of([run["trainable_parameters"] for run in runs]),
             "mb": _mean_of([run["artifact_mb"] for run in runs]),
             "seconds": _mean_of([run["lineage_train_seconds"] for run in runs]),
             "rss": _mean_of([run["peak_rss_mb"] for run in runs])}
+
+
+def one_prediction(rows: list[dict], kind: str) -> bool:
+    """Whether a language's test predictions are all one class or one answer (a tagger: one tag for every word)."""
+    values = ([tag for row in rows for tag in row["prediction"]] if kind == "tagging"
+              else [json.dumps(row["prediction"], sort_keys=True) for row in rows])
+    return len(rows) > 1 and len(set(values)) == 1
 
 
 def _intermediates(study: Recorded) -> list[dict]:
