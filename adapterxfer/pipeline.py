@@ -18,6 +18,7 @@ These are the library entry points the CLI and the study runner call.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import resource
 import shutil
@@ -472,9 +473,12 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
             model = (regime.load_encoder(folder, trained_on, backbone) if manifest
                      else encoder_model(backbone.path)).to(device)
             _check_layer(layer, model.config.num_hidden_layers)
-            with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
+            bottom = _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)
+            english = (_backbone_english(backbone, tokenizer, layer, max_length, batch_size, chosen, bottom)
+                       if manifest else None)
+            with cached_bottom(model, bottom):
                 scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer,
-                                                                      max_length, batch_size, chosen)
+                                                                      max_length, batch_size, chosen, english)
         else:
             model = regime.load(folder, task, backbone, manifest).to(device)
             set_pooling(model, manifest.get("pooling", "cls"))
@@ -484,6 +488,24 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                                                          chosen, regime.language_switch(model, task, at_test))
     write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
+
+
+ENGLISH_POOLS: dict[tuple, torch.Tensor] = {}  # the untuned backbone's embeddings of English pools, per process
+
+
+def _backbone_english(backbone, tokenizer, layer: int, max_length: int, batch_size: int, precision: str,
+                      frozen_layers: int):
+    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded on first use and kept
+    per text list: every arm of a study scores against the same English pool."""
+    def embed_english(texts: list[str]) -> torch.Tensor:
+        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+        key = (backbone.weight_hash, layer, max_length, precision, frozen_layers, digest)
+        if key not in ENGLISH_POOLS:
+            model = encoder_model(backbone.path).to(processes().device)
+            with cached_bottom(model, frozen_layers):
+                ENGLISH_POOLS[key] = retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
+        return ENGLISH_POOLS[key]
+    return embed_english
 
 
 def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:

@@ -54,6 +54,10 @@ def test_the_report_says_when_arms_trained_on_the_same_items(tmp_path, tiny_back
     assert "degenerate" not in report
     assert cells["multilingual"][-1] == "matched: same items, steps and batch, 2 seeds"
     assert cells["english-vs-backbone"][-1] == "versus trains nothing (the backbone); 2 seeds"
+    side = report.split("## verses-retrieval: target-language side or English side")[1].split("\n## ")[0]
+    assert [row.split(" | ")[0] for row in side.splitlines() if row.startswith("| lora/")] == [
+        "| lora/verses-xref-bi (verses-xref-bi not learned)",
+        "| lora/verses-xref-bi-multi (verses-xref-bi-multi not learned)"]  # 4 steps on a random tiny model
     matched = [row for row in report.splitlines() if row.startswith("| multilingual | ")]
     assert [row.split(" | ")[1:5] for row in matched] == [
         [seed, "verses-xref-bi-multi / verses-xref-bi", "same 32 items", "4 / 4"] for seed in ("1", "2")]

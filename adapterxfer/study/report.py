@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import overall_scores, task_summary
-from ..retrieval import TARGET_DEV_CENTERED
+from ..retrieval import BACKBONE_ENGLISH, TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
 from . import confirmation, matching, plots
@@ -27,7 +27,7 @@ from .phases import BASELINE, Arm, Graph
 from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation, study_root
 from .results import Results
 from .selection import selection_section
-from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
+from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference, seed_interval
 
 # effect: the smallest difference of interest (in the headline metric's units, a fraction).
 STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
@@ -89,6 +89,8 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
     sections = [_header(study, compared, confirmed), _contrast_table(study, compared),
                 _confirmation_section(study, compared, confirmed), _matching_table(compared),
                 *(_arm_table(study, target, [row for row in arms if row["target"] == target])
+                  for target in plan["targets"]),
+                *(_english_side_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
                 *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
@@ -338,6 +340,44 @@ def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:
                      f"{_pm(*row['score'])} | {cell} | {_fmt(row['parameters'], ',.0f')} | {_fmt(row['mb'], '.1f')} | "
                      f"{_fmt(row['seconds'], '.0f')} | {_fmt(row['rss'], '.0f')} |")
     return "\n".join(lines)
+
+
+def _english_side_table(study: Recorded, target: str, rows: list[dict]) -> str:
+    """A retrieval or mining target: each arm's gain over the backbone with both sides embedded by its encoder,
+    and with the English side embedded by the untuned backbone (retrieval.BACKBONE_ENGLISH): transfer to the
+    target languages, or adaptation of the English side."""
+    metric = get_task(target).metric
+    query_side = metric + BACKBONE_ENGLISH
+    baseline = next((row for row in rows if row["arm"].name == BASELINE), None)
+    trained = [row for row in rows if row["arm"].name != BASELINE and
+               all(query_side in by_metric for key in study.seeds(row["arm"]).values()
+                   for by_metric in study.scores(key).values())]
+    if baseline is None or not trained:
+        return ""
+    untuned = study.average(target, next(iter(study.seeds(baseline["arm"]).values())))
+    lines = [f"## {target}: target-language side or English side", "",
+             "Each trained arm is scored twice: with both sides embedded by its encoder (its score above), and with "
+             "its target-language queries against the untuned backbone's English side (query side). The query side's "
+             "gain is what the intermediate changed for the target languages; the rest of the gain came from "
+             "adapting the English side, which an English intermediate trains on directly. Gains over the backbone "
+             f"({untuned:.3f}), mean ± sd over seeds with t intervals over seeds.", "",
+             "| arm | seeds | both sides | query side | gain, both sides [95% CI] | gain, query side [95% CI] | "
+             "gain from the English side |", "|---|---:|---:|---:|---|---|---:|"]
+    alpha = study.options["alpha"]
+    for row in trained:
+        keys = study.seeds(row["arm"])
+        both = {seed: study.average(target, key) for seed, key in keys.items()}
+        query = {seed: _average_of(study, target, key, query_side) for seed, key in keys.items()}
+        gains = [seed_interval({seed: value - untuned for seed, value in side.items()}, alpha) for side in (both, query)]
+        lines.append(f"| {row['label']} | {len(keys)} | {_pm(*mean_sd(list(both.values())))} | "
+                     f"{_pm(*mean_sd(list(query.values())))} | "
+                     + " | ".join(f"{g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}]" for g in gains)
+                     + f" | {gains[0].mean - gains[1].mean:+.3f} |")
+    return "\n".join(lines)
+
+
+def _average_of(study: Recorded, target: str, key: str, metric: str) -> float:
+    return float(np.mean([study.scores(key)[lang][metric] for lang in study.zero_shot_langs(target, key)]))
 
 
 def _intermediate_table(rows: list[dict]) -> str:
