@@ -41,7 +41,8 @@ def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
     features["start_positions"] = [start for start, _ in targets]
     features["end_positions"] = [end for _, end in targets]
     features["example_id"] = [batch["id"][row] for row in rows]
-    features[ROW] = [batch[ROW][row] for row in rows]
+    if ROW in batch:
+        features[ROW] = [batch[ROW][row] for row in rows]
     return features
 
 
