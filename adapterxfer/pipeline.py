@@ -95,8 +95,8 @@ def train_phase(config: RunConfig) -> Path:
     phase = validate(config)
     state = processes()
     with _output_lock(phase.out, state.is_main_process), cpu_threads(phase.backbone.path):
-        if state.is_main_process:
-            remove_leftovers(phase.out, keep_work=config.resume)
+        if state.is_main_process:  # a finished phase's checkpoints are left only by a kill before their removal
+            remove_leftovers(phase.out, keep_work=config.resume and not (phase.finished and not config.keep_checkpoints))
         state.wait_for_everyone()
         trained = None if phase.finished else train(phase)
         if trained:
