@@ -49,7 +49,7 @@ class Manifest:
     pooling: str
     dev: dict  # metric, best, step0, final, log
     data_fingerprint: str
-    train_items: dict  # task -> the distinct items it trained on
+    train_items: dict  # task -> what its steps drew: examples, items, tokens, per language (adapterxfer.items)
     trainable_parameters: int
     train_seconds: float
     resumed_from_step: int | None
@@ -133,6 +133,14 @@ def lineage_changes(folder: Path, manifest: dict) -> tuple[list[str], list[str]]
         elif sha256_file(current) != expected:
             changed.append(str(path))
     return changed, unchecked
+
+
+def scores_itself(folder: Path, langs: list[str], scoring: dict) -> bool:
+    """``folder`` holds a complete evaluation of the artifact in it, in ``langs``, scored as ``scoring`` says (the
+    train keys that choose what is scored: languages, test share)."""
+    record = read_evaluation(folder)
+    return (record is not None and record.get("model") == sha256_file(Path(folder) / MANIFEST)
+            and record["langs"] == langs and record.get("scoring") == scoring)
 
 
 def read_evaluation(folder: Path) -> dict | None:

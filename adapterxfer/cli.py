@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local: this machine (default); ray: a Ray task per phase (plan key ray: address, "
                           "num_cpus, num_gpus); slurm: a submitit job per phase (plan key slurm)")
     run.add_argument("--workers", type=int, default=1, help="local: phases run at once, in processes (default 1)")
+    run.add_argument("--plan-changed", metavar="REASON", default=None,
+                     help="run a plan changed after its confirmation; the reason goes into the report")
+    confirm = actions.add_parser("confirm", help="freeze the plan and run its confirmation: the confirmed contrasts "
+                                                 "with new seeds, scoring the held-out test items once")
+    confirm.add_argument("plan", help="a study plan (YAML) with a confirmation block")
+    confirm.add_argument("--again", metavar="REASON", default=None,
+                         help="confirm a second time (another plan, or items already seen); the reason is recorded "
+                              "and the report labels it")
+    confirm.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                         help="as for run: local, ray or slurm")
+    confirm.add_argument("--workers", type=int, default=1, help="local: phases run at once (default 1)")
     status = actions.add_parser("status", help="every phase: current, finished (recorded at the next run), to "
                                                "score, stale, failed, to run, or waiting for its inputs")
     status.add_argument("plan", help="a study plan (YAML)")
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean = actions.add_parser("clean", help="remove the outputs runs moved aside (stale/) and replaced database "
                                              "files, saying how much")
     clean.add_argument("plan", help="a study plan (YAML)")
-    for action in (run, status, report, rebuild, clean):
+    for action in (run, confirm, status, report, rebuild, clean):
         action.add_argument("--smoke", action="store_true",
                             help="the plan in miniature: every distinct phase, its first seed, a few rows per split "
                                  "and two steps, into <output>-smoke (never the real output)")
@@ -229,7 +240,9 @@ def _study(args) -> None:
     from .study import runner
 
     if args.action == "run":
-        runner.run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone)
+        runner.run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed)
+    elif args.action == "confirm":
+        runner.confirm_study(args.plan, args.executor, args.workers, args.again, args.smoke, args.backbone)
     elif args.action == "push":
         for key, ref in runner.push_study(args.plan, args.prefix, args.private):
             print(f"pushed {key}: {ref}")

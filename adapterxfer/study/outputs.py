@@ -70,10 +70,9 @@ def inspect(phase: Phase, root: Path, backbone_hash: str, lineage: list[dict], i
 
 
 def _scored(folder: Path, phase: Phase) -> bool:
-    """A target's folder holds a complete evaluation of its own artifact in the phase's languages."""
-    record = artifacts.read_evaluation(folder)
-    return (record is not None and record.get("model") == artifacts.sha256_file(folder / artifacts.MANIFEST)
-            and record["langs"] == get_task(phase.task).check_langs(phase.settings["eval_langs"]))
+    """A target's folder holds a complete evaluation of its own artifact, as the phase scores it."""
+    return artifacts.scores_itself(folder, get_task(phase.task).check_langs(phase.settings["eval_langs"]),
+                                   {name: phase.settings.get(name) for name in config.SCORING})
 
 
 def digest(phase: Phase, root: Path) -> str:

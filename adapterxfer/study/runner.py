@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import backbones
-from ..errors import StudyFailed, UserError
 from ..cache import remove_leftovers
+from ..errors import StudyFailed, UserError
 from ..locks import Held, holding, lock_file
 from ..tasks import get_task
+from . import confirmation
 from .executors import WorkerDied, job, make_executor, one_line
 from .identity import input_hashes, phase_identity
 from .outputs import STALE, Found, inspect, move_aside
 from .phases import Graph, Phase
-from .plan import expand, load_plan, read_plan, study_root
+from .plan import expand, expand_confirmation, load_plan, read_plan, study_root
 from .results import FILE, Results
 
 ATTEMPTS = 2  # a phase whose worker process dies runs again once
@@ -41,14 +42,34 @@ class Failure:
 
 
 def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: bool = False,
-              backbone: str | None = None) -> Path:
+              backbone: str | None = None, plan_changed: str | None = None) -> Path:
     """Run every phase that is not current, then write the report; returns the study folder. Raises StudyFailed
     (after the report) when a phase failed. ``smoke``: the plan in miniature into ``<output>-smoke``
-    (``plan.smoke_plan``), on ``backbone`` if given."""
+    (``plan.smoke_plan``), on ``backbone`` if given. A plan changed after its confirmation runs only with
+    ``plan_changed``, the reason (study/confirmation.py)."""
+    plan = load_plan(plan_file, smoke, backbone)
+    root = study_root(plan)
+    confirmation.check_plan(plan, root, plan_changed)
+    return _run(plan, expand(plan), root, executor, workers)
+
+
+def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, again: str | None = None,
+                  smoke: bool = False, backbone: str | None = None) -> Path:
+    """Freeze the plan and run its confirmation: the confirmed contrasts' arms with the confirmation's seeds,
+    scoring the held-out share of the test items once (study/confirmation.py); then write the report."""
+    plan = load_plan(plan_file, smoke, backbone)
+    root = study_root(plan)
+    with study_lock(root, plan_file):
+        confirmation.freeze(plan, root, Results(root / FILE, plan_file, check=True), again)
+    return _run(plan, expand_confirmation(plan), root, executor, workers)
+
+
+def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> Path:
+    """Run ``graph``'s phases that are not current, then write the report (of the exploration and of any
+    confirmation run so far)."""
     from .report import write_report
 
-    plan = load_plan(plan_file, smoke, backbone)
-    graph, root = expand(plan), study_root(plan)
+    plan_file = plan["file"]
     backbone = backbones.resolve(plan["backbone"])
     check_lengths(graph, backbone)
     with study_lock(root, plan_file):
@@ -59,7 +80,8 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: 
         finally:
             runner.close()
         try:
-            report = write_report(plan, graph, results, root, phase_states(graph, root, backbone.weight_hash, results))
+            states = phase_states(reported(plan, root), root, backbone.weight_hash, results)
+            report = write_report(plan, expand(plan), results, root, states)
             print(f"wrote {report}")
         except Exception as err:  # noqa: BLE001 -- a failed study's line says why it has no report (a full disk)
             if not failures:
@@ -216,12 +238,20 @@ def phase_states(graph: Graph, root: Path, backbone_hash: str, results: Results 
     return states
 
 
+def reported(plan: dict, root: Path) -> Graph:
+    """Every phase of the study: the plan's, and its confirmation's once one was run (study/confirmation.py)."""
+    graph = expand(plan)
+    if confirmation.History(root).events("confirmation"):
+        graph.phases |= expand_confirmation(plan).phases
+    return graph
+
+
 def study_status(plan_file: str, smoke: bool = False, backbone: str | None = None) -> list[tuple[str, str, str]]:
     """(phase key, state, why) for every phase (see ``phase_states``). Writes nothing."""
     plan = load_plan(plan_file, smoke, backbone)
-    graph, root = expand(plan), study_root(plan)
+    root = study_root(plan)
     results = Results(root / FILE, plan_file) if (root / FILE).is_file() else None
-    states = phase_states(graph, root, backbones.resolve(plan["backbone"]).weight_hash, results)
+    states = phase_states(reported(plan, root), root, backbones.resolve(plan["backbone"]).weight_hash, results)
     return [(key, state, why) for key, (state, why) in states.items()]
 
 
@@ -229,7 +259,8 @@ def rebuild_study(plan_file: str, smoke: bool = False, backbone: str | None = No
     """A new results database from the phase outputs alone; the old file (damaged or not) is kept beside it as
     ``results.sqlite.replaced-<when>``. Runs nothing. Returns (database, phases recorded, phases in the plan)."""
     plan = load_plan(plan_file, smoke, backbone)
-    graph, root = expand(plan), study_root(plan)
+    root = study_root(plan)
+    graph = reported(plan, root)
     backbone_hash = backbones.resolve(plan["backbone"]).weight_hash
     with study_lock(root, plan_file):
         stamp = time.strftime("%Y%m%d-%H%M%S")
