@@ -1,5 +1,9 @@
 """The one error type the CLI turns into a one-line message and a non-zero exit."""
 
+from __future__ import annotations
+
+import difflib
+
 
 class UserError(Exception):
     """Bad input from the user: a config key, a task or language name, a file, a data row.
@@ -7,3 +11,12 @@ class UserError(Exception):
     The message must be one line and name the offending key, value, file or row,
     with the allowed values where there is a closed set.
     """
+
+
+def unknown(what: str, name, allowed) -> str:
+    """"unknown key 'max_step': did you mean 'max_steps'? (allowed: ...)": the nearest allowed names
+    first, so a typo is answered before the list."""
+    allowed = [str(item) for item in allowed]
+    near = difflib.get_close_matches(str(name), allowed, n=3, cutoff=0.6)
+    hint = f": did you mean {' or '.join(map(repr, near))}?" if near else ""
+    return f"unknown {what} {name!r}{hint} (allowed: {', '.join(allowed)})"

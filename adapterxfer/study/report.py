@@ -81,19 +81,39 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
     intermediates = _intermediates(study)
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
+    shown = _distinct(arms)
     compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
-    figures = _figures(study, root, arms, compared)
+    figures = _figures(study, root, shown, compared)
     sections = [_header(study, compared), _contrast_table(study, compared),
-                *(_arm_table(study, target, [row for row in arms if row["target"] == target])
+                *(_arm_table(study, target, [row for row in shown if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
-                *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
+                *(_language_table(study, target, {row["arm"].label: row["label"] for row in shown if row["target"] == target})
                   for target in plan["targets"]),
                 _xtreme_table(study), _best_intermediate_table(study, arms), selection_section(study, root),
                 "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path
+
+
+def _label(arm: Arm) -> str:
+    """An arm's name in the report: the untuned backbone (every regime's baseline on an evaluation-only
+    target, one phase) is ``backbone``, not one regime's baseline."""
+    return "backbone" if arm.name == BASELINE and all(key.startswith("backbone/") for key in arm.keys.values()) \
+        else arm.label
+
+
+def _distinct(rows: list[dict]) -> list[dict]:
+    """One row per target and set of phases: every regime's baseline arm on an evaluation-only target is the
+    one backbone phase, shown once."""
+    seen, kept = set(), []
+    for row in rows:
+        phases = (row["target"], tuple(sorted(row["arm"].keys.values())))
+        if phases not in seen:
+            seen.add(phases)
+            kept.append(row)
+    return kept
 
 
 def _done(study: Recorded) -> list[Arm]:
@@ -107,7 +127,8 @@ def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
     gain = study.difference(arm, baseline) if baseline and arm.name != BASELINE else None
     not_learned = [task for task in arm.intermediates if (arm.regime, task) in flagged]
     zero_shot = all(run["zero_shot"] != 0 for run in runs)  # None: the backbone, or no manifest
-    return {"arm": arm, "target": arm.target, "label": arm.label + "".join(f" ({t} not learned)" for t in not_learned)
+    return {"arm": arm, "target": arm.target, "not_learned": not_learned,
+            "label": _label(arm) + "".join(f" ({t} not learned)" for t in not_learned)
             + ("" if zero_shot else " (not zero-shot)"),
             "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
             "dev": _mean_sd_of([run["dev_score"] for run in runs]), "gain": gain,
@@ -141,7 +162,7 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
     for contrast in contrasts(study.plan):
         run, versus = (study.graph.arm(contrast[side], contrast["target"]) for side in ("run", "versus"))
         rows.append({**contrast, "difference": study.difference(run, versus),
-                     "labels": [arms.get((arm.label, arm.target), {}).get("label", arm.label) for arm in (run, versus)]})
+                     "labels": [arms.get((arm.label, arm.target), {}).get("label", _label(arm)) for arm in (run, versus)]})
     tested = [row for row in rows if not row["primary"] and row["difference"]]
     for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
         row["p_holm"] = adjusted
@@ -288,8 +309,8 @@ def seen_languages(arm: Arm) -> frozenset[str]:
 
 
 def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str:
-    """Per-language means over seeds; ``labels``: each arm's name in the report (with its flags)."""
-    arms = [arm for arm in _done(study) if arm.target == target]
+    """Per-language means over seeds; ``labels``: each shown arm's name in the report (with its flags)."""
+    arms = [arm for arm in _done(study) if arm.target == target and arm.label in labels]
     if not arms:
         return ""
     means = {arm.label: _language_means(study, arm) for arm in arms}
@@ -372,7 +393,8 @@ def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
         if not best:
             continue
         lines = [f"## Best intermediate per target ({regime})", "",
-                 "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms, beside "
+                 "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms whose "
+                 "intermediates learned their own task, beside "
                  f"the {regime} baseline. **Winner's curse:** picking the best of many arms on the test scores "
                  "themselves is optimistic; the gain of the best arm is biased upwards, the more so the more arms and "
                  "the noisier each, and needs a fresh run (other seeds) to confirm.", "",
@@ -381,27 +403,30 @@ def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
             base = baseline["score"][0] if baseline else None
             lines.append(f"| {target} | {winner['label']} | {candidates} | {winner['score'][0]:.3f} | "
                          f"{_fmt(base, '.3f')} | {_fmt(None if base is None else winner['score'][0] - base, '+.3f')} |")
-        lines += ["", "| benchmark | tasks scored | best per target | baseline | gain (points) | paper's gain |",
-                  "|---|---|---:|---:|---:|---:|"]
+        benchmarks = []
         for benchmark in LANGUAGES:
             averages = _benchmark_averages(study, best, benchmark)
             if averages:
                 tasks, ours, theirs = averages
                 paper = PAPER.get((regime, benchmark))
-                lines.append(f"| {benchmark.upper()} | {len(tasks)}/{len(LANGUAGES[benchmark])}: {', '.join(tasks)} | "
-                             f"{ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} | "
-                             f"{'' if paper is None else f'{paper:+.1f} ({PAPER_SOURCE})'} |")
+                benchmarks.append(f"| {benchmark.upper()} | {len(tasks)}/{len(LANGUAGES[benchmark])}: {', '.join(tasks)} "
+                                  f"| {ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} | "
+                                  f"{'' if paper is None else f'{paper:+.1f} ({PAPER_SOURCE})'} |")
+        if benchmarks:
+            lines += ["", "| benchmark | tasks scored | best per target | baseline | gain (points) | paper's gain |",
+                      "|---|---|---:|---:|---:|---:|", *benchmarks]
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
 
 
 def _best_arms(study: Recorded, rows: list[dict]) -> dict[str, tuple[dict, dict | None, int]]:
-    """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed)."""
+    """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed).
+    An arm whose intermediate did not learn its own task competes not: its "gain" is noise."""
     best = {}
     for target in study.plan["targets"]:
         here = [row for row in rows if row["target"] == target]
         candidates = [row for row in here if row["arm"].intermediates and _zero_shot(study, row["arm"])
-                      and not is_ablation(row["arm"].name)]
+                      and not is_ablation(row["arm"].name) and not row["not_learned"]]
         if candidates:
             baseline = next((row for row in here if row["arm"].name == BASELINE), None)
             best[target] = (max(candidates, key=lambda row: row["score"][0]), baseline, len(candidates))

@@ -20,9 +20,9 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: 
               backbone: str | None = None) -> Path:
     """Run every phase that is not current, then write the report; returns the study folder.
     ``smoke``: the plan in miniature into ``<output>-smoke`` (``plan.smoke_plan``), on ``backbone`` if given."""
+    plan = load_plan(plan_file, smoke, backbone)  # a bad plan fails before the report's libraries load
     from .report import write_report
 
-    plan = load_plan(plan_file, smoke, backbone)
     graph, root = expand(plan), study_root(plan)
     backbone = backbones.resolve(plan["backbone"])
     results = Results(root / FILE)
