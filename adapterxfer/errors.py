@@ -13,10 +13,12 @@ class UserError(Exception):
     """
 
 
+def did_you_mean(name, allowed) -> str:
+    """"; did you mean 'max_steps'?" when ``name`` is near some of ``allowed``, else ""."""
+    near = difflib.get_close_matches(str(name), [str(item) for item in allowed], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+
+
 def unknown(what: str, name, allowed) -> str:
-    """"unknown key 'max_step': did you mean 'max_steps'? (allowed: ...)": the nearest allowed names
-    first, so a typo is answered before the list."""
-    allowed = [str(item) for item in allowed]
-    near = difflib.get_close_matches(str(name), allowed, n=3, cutoff=0.6)
-    hint = f": did you mean {' or '.join(map(repr, near))}?" if near else ""
-    return f"unknown {what} {name!r}{hint} (allowed: {', '.join(allowed)})"
+    """"unknown key 'max_step'; did you mean 'max_steps'? (allowed: ...)": the nearest names before the list."""
+    return f"unknown {what} {name!r}{did_you_mean(name, allowed)} (allowed: {', '.join(map(str, allowed))})"

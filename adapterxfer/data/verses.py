@@ -155,7 +155,7 @@ def resolve_translation(lang: str) -> str:
         return DEFAULT_TRANSLATION[lang]
     if lang in TRANSLATIONS:
         return lang
-    raise UserError(unknown("language or translation id", lang, [*LANGUAGES, *TRANSLATIONS]))
+    raise UserError(unknown("language or translation", lang, [*LANGUAGES, *TRANSLATIONS]))
 
 
 def split_of(book: int, chapter: int) -> str:

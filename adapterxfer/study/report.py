@@ -61,14 +61,15 @@ class Recorded:
         return float(np.mean([next(iter(self.scores(key)[lang].values()))
                               for lang in self.zero_shot_langs(target, key)]))
 
-    def difference(self, run: Arm, versus: Arm) -> Difference | None:
-        """Seed-paired difference of two arms of one target, with its seed-aware t interval."""
+    def difference(self, run: Arm, versus: Arm, only: str | None = None) -> Difference | None:
+        """Seed-paired difference of two arms of one target, with its seed-aware t interval: of the zero-shot
+        average, or of language ``only``."""
         ours, theirs = self.seeds(run), self.seeds(versus)
         common = sorted(set(ours) & set(theirs))
         if not common:
             return None
         langs = [lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
-                 if lang in self.scores(theirs[common[0]])]
+                 if lang in self.scores(theirs[common[0]]) and only in (None, lang)]
         return paired_difference({s: self.predictions(ours[s]) for s in common},
                                  {s: self.predictions(theirs[s]) for s in common}, langs,
                                  get_task(run.target).metric, self.plan["clusters"].get(run.target, "item"),
@@ -394,13 +395,17 @@ def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
             continue
         lines = [f"## Best intermediate per target ({regime})", "",
                  "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms whose "
-                 "intermediates learned their own task, beside "
+                 "intermediates learned their own task (of arms: how many competed, learned or not), beside "
                  f"the {regime} baseline. **Winner's curse:** picking the best of many arms on the test scores "
                  "themselves is optimistic; the gain of the best arm is biased upwards, the more so the more arms and "
                  "the noisier each, and needs a fresh run (other seeds) to confirm.", "",
                  "| target | best arm | of arms | best | baseline | gain |", "|---|---|---:|---:|---:|---:|"]
         for target, (winner, baseline, candidates) in best.items():
             base = baseline["score"][0] if baseline else None
+            if winner is None:
+                lines.append(f"| {target} | none: no intermediate learned its own task | {candidates} |  | "
+                             f"{_fmt(base, '.3f')} |  |")
+                continue
             lines.append(f"| {target} | {winner['label']} | {candidates} | {winner['score'][0]:.3f} | "
                          f"{_fmt(base, '.3f')} | {_fmt(None if base is None else winner['score'][0] - base, '+.3f')} |")
         benchmarks = []
@@ -421,15 +426,18 @@ def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
 
 def _best_arms(study: Recorded, rows: list[dict]) -> dict[str, tuple[dict, dict | None, int]]:
     """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed).
-    An arm whose intermediate did not learn its own task competes not: its "gain" is noise."""
+    An arm whose intermediate did not learn its own task is never the best (its "gain" is noise): where
+    none learned, the best is None."""
     best = {}
     for target in study.plan["targets"]:
         here = [row for row in rows if row["target"] == target]
         candidates = [row for row in here if row["arm"].intermediates and _zero_shot(study, row["arm"])
-                      and not is_ablation(row["arm"].name) and not row["not_learned"]]
+                      and not is_ablation(row["arm"].name)]
+        learned_ones = [row for row in candidates if not row["not_learned"]]
         if candidates:
             baseline = next((row for row in here if row["arm"].name == BASELINE), None)
-            best[target] = (max(candidates, key=lambda row: row["score"][0]), baseline, len(candidates))
+            winner = max(learned_ones, key=lambda row: row["score"][0]) if learned_ones else None
+            best[target] = (winner, baseline, len(candidates))
     return best
 
 
@@ -442,7 +450,7 @@ def _benchmark_averages(study: Recorded, best: dict, benchmark: str) -> tuple[li
     """(the benchmark's tasks both sides scored, the mean avg_metric of the best arms, that of the baselines)."""
     ours, theirs = {}, {}
     for target, (winner, baseline, _) in best.items():
-        if target in LANGUAGES[benchmark] and baseline:
+        if target in LANGUAGES[benchmark] and baseline and winner:
             mine, base = (_benchmark_summary(study, row["arm"], benchmark)[0] for row in (winner, baseline))
             if "avg_metric" in mine and "avg_metric" in base:
                 ours[target], theirs[target] = mine["avg_metric"], base["avg_metric"]
@@ -466,7 +474,7 @@ def _figures(study: Recorded, root: Path, arms: list[dict], compared: list[dict]
             names = list(dict.fromkeys(row["label"].split("/", 1)[1] for row in rows))
             gains = {(row["label"].split("/", 1)[1], row["target"]): row["gain"].mean for row in rows}
             figures.append(plots.gain_heatmap(root / f"gain-{regime}.png", regime, names, targets, gains,
-                                              len(study.plan["seeds"])))
+                                              len(study.plan["seeds"]), study.options["effect"]))
     for row in compared:
         if row["difference"]:
             figures.append(_contrast_bars(study, root, row))
@@ -479,15 +487,18 @@ def _figures(study: Recorded, root: Path, arms: list[dict], compared: list[dict]
 
 
 def _contrast_bars(study: Recorded, root: Path, row: dict) -> Path:
+    """The contrast per language, each with its own seed-paired interval, and the zero-shot average's."""
     run, versus = (study.graph.arm(row[side], row["target"]) for side in ("run", "versus"))
-    ours, theirs = study.seeds(run), study.seeds(versus)
-    seeds = row["difference"].seeds
-    langs = study.zero_shot_langs(row["target"], ours[seeds[0]])
-    stats = [mean_sd([next(iter(study.scores(ours[s])[lang].values())) - next(iter(study.scores(theirs[s])[lang].values()))
-                      for s in seeds]) for lang in langs]
+    overall = row["difference"]
+    langs = study.zero_shot_langs(row["target"], study.seeds(run)[overall.seeds[0]])
+    per_lang = [study.difference(run, versus, only=lang) for lang in langs]
+    run_label, versus_label = row["labels"]
     return plots.language_bars(root / f"contrast-{row['name']}.png",
-                               f"{row['name']}: {row['run']} minus {row['versus']} ({row['target']})", langs,
-                               [m for m, _ in stats], [sd for _, sd in stats])
+                               f"{row['name']}: {run_label} minus {versus_label}, {row['target']}, "
+                               f"{len(overall.seeds)} seed{'s' * (len(overall.seeds) > 1)}", langs,
+                               [d.mean for d in per_lang], [(d.low, d.high) for d in per_lang],
+                               (overall.mean, overall.low, overall.high),
+                               f"difference in {get_task(row['target']).metric} (95% interval)")
 
 
 def _mde(row: dict) -> str:
