@@ -361,6 +361,10 @@ def _select_parser(verbs) -> None:
     select.add_argument("--sample", type=int, default=None,
                         help="examples per sample: English training and dev examples, texts per embedding "
                              "(default: 128)")
+    select.add_argument("--logme-reference", action="store_true",
+                        help="compute LogME by the reference implementation's formula (thuml/LogME, as ESM-LogME "
+                             "uses it), for comparison with published rankings; it differs from the exact evidence "
+                             "where the sample has fewer examples than feature dimensions (select says so)")
     select.add_argument("--json", metavar="FILE", default=None,
                         help="also write the result as JSON to FILE: a list, one entry per target")
 
@@ -373,7 +377,8 @@ def _select(args) -> None:
     if sample < 2:
         raise UserError(f"--sample {sample}: must be at least 2")
     targets = [target.strip() for target in args.target.split(",") if target.strip()]
-    results = select(targets, langs, args.bank, args.unlabelled_target_text, sample)
+    results = select(targets, langs, args.bank, args.unlabelled_target_text, sample,
+                     logme_reference=args.logme_reference)
     print("\n\n".join(map(table, results)))
     if args.json:
         write_json(results, Path(args.json))

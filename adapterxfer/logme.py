@@ -6,6 +6,14 @@ and ``e ~ N(0, 1/beta)``; the evidence ``log p(y | F, alpha, beta)`` is maximise
 by the paper's fixed-point iteration (its Algorithm 2), computed on the singular values of ``F``. A
 classification label becomes one-hot columns; LogME is the mean of their per-example evidences.
 Higher is better: the features explain the labels with a simpler linear model.
+
+With fewer examples than feature dimensions (n < D) the sample spans at most n of the D directions of
+``w``, and the prior ``N(0, 1/alpha)`` on the other D - n still enters the evidence: ``- (D - k)/2 log alpha``
+in ``log |alpha I + beta F^T F|`` (k: the singular values of F), which ``evidence`` keeps. The reference
+implementation (thuml/LogME, which ESM-LogME uses) counts only the k spanned directions in that
+determinant while keeping ``D/2 log alpha``, and evaluates the fit at the last iteration's posterior mean.
+``reference=True`` computes that formula, for comparison with published rankings; where n > D both agree
+up to that last step.
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ class Fit:
     beta: float
 
 
-def logme(features: np.ndarray, labels: np.ndarray) -> float:
-    """LogME of integer class ``labels`` (n,) on ``features`` (n, D): the mean evidence over the classes."""
+def logme(features: np.ndarray, labels: np.ndarray, reference: bool = False) -> float:
+    """LogME of integer class ``labels`` (n,) on ``features`` (n, D): the mean evidence over the classes
+    (``reference``: by thuml/LogME's formula, see the module's docstring)."""
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
     spectrum = _spectrum(features)
-    return float(np.mean([fit(spectrum, (labels == k).astype(np.float64)).evidence for k in np.unique(labels)]))
+    return float(np.mean([fit(spectrum, (labels == k).astype(np.float64), reference).evidence
+                          for k in np.unique(labels)]))
 
 
 def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -42,9 +52,9 @@ def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return left, singular ** 2, features.shape[1]
 
 
-def fit(spectrum: tuple[np.ndarray, np.ndarray, int], y: np.ndarray) -> Fit:
+def fit(spectrum: tuple[np.ndarray, np.ndarray, int], y: np.ndarray, reference: bool = False) -> Fit:
     """Maximise the evidence of one target column ``y`` (n,) by the fixed-point iteration."""
-    left, sigma, _ = spectrum
+    left, sigma, dims = spectrum
     n = len(y)
     projected = (left.T @ y) ** 2  # y's energy along each singular direction
     outside = max(float(y @ y - projected.sum()), 0.0)  # and outside the features' span
@@ -57,6 +67,10 @@ def fit(spectrum: tuple[np.ndarray, np.ndarray, int], y: np.ndarray) -> Fit:
         alpha, beta = gamma / (weights + EPS), (n - gamma) / (residual + EPS)
         if abs(alpha / beta - ratio) / ratio <= TOLERANCE:
             break
+    if reference:  # the spanned directions only, the last iteration's |m|^2 and |F m - y|^2
+        total = (dims / 2 * np.log(alpha) + n / 2 * np.log(beta) - float(np.log(alpha + beta * sigma).sum()) / 2
+                 - beta / 2 * residual - alpha / 2 * weights - n / 2 * np.log(2 * np.pi))
+        return Fit(float(total / n), alpha, beta)
     return Fit(evidence(spectrum, y, alpha, beta), alpha, beta)
 
 

@@ -38,12 +38,14 @@ class Labelled:
 class Inputs:
     """What a proxy reads for one module: English training and dev features of the target with labels
     (None where the target has no class labels), and the mean embeddings of the intermediate's and the
-    target's text (the target's in English, or in a target language where its unlabelled text may be used)."""
+    target's text (the target's in English, or in a target language where its unlabelled text may be used).
+    ``logme_reference``: LogME by the reference implementation's formula (adapterxfer/logme.py)."""
 
     train: Labelled | None
     dev: Labelled | None
     intermediate: np.ndarray
     target: np.ndarray
+    logme_reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Proxy:
 
 
 def _logme(inputs: Inputs) -> float:
-    return logme(inputs.train.features, inputs.train.labels)
+    return logme(inputs.train.features, inputs.train.labels, inputs.logme_reference)
 
 
 def _probe(inputs: Inputs) -> float:

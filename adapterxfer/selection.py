@@ -95,7 +95,7 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path, dict[str, li
 
 
 def select(targets: list[str], langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
-           progress: bool = True) -> list[dict]:
+           progress: bool = True, logme_reference: bool = False) -> list[dict]:
     """Score every module of the bank with every proxy, for each target and each of its languages (one result
     per target; see ``table``). The backbone loads once (and once bare), and what targets share is computed
     once: the modules' bottom states and the intermediates' mean embeddings."""
@@ -108,7 +108,7 @@ def select(targets: list[str], langs: list[str], source: str, unlabelled: bool =
         check_backbone(module.folder, module.manifest, backbone)
     target_langs = {task.name: [lang for lang in task.check_langs(langs or plan_langs.get(task.name, []))
                                 if task.resolve_lang(lang) != task.source_lang] for task in tasks}
-    scorer = _Scorer(backbone, sample)
+    scorer = _Scorer(backbone, sample, logme_reference)
     results = []
     for task in tasks:
         result = _select_one(scorer, task, target_langs[task.name], modules, source, unlabelled, progress)
@@ -131,8 +131,11 @@ def _select_one(scorer, task, langs: list[str], modules: list[Module], source: s
             rankings[key][module.name] = scores
     for lang in langs if not unlabelled else []:
         rankings[lang] = rankings[TARGET]
+    examples, dimensions = scorer.shapes.get(task.name, (None, None))
     return {"target": task.name, "bank": source, "backbone": scorer.backbone_name, "sample": sample,
             "unlabelled_target_text": unlabelled, "strictly_zero_shot": not unlabelled,
+            "logme": {"formula": "reference" if scorer.logme_reference else "exact", "examples": examples,
+                      "dimensions": dimensions},
             "proxies": {name: {"description": proxy.description, "not_applicable": proxy.not_applicable(task)}
                         for name, proxy in PROXIES.items()},
             "modules": [{"name": m.name, "folder": str(m.folder), "task": m.manifest["task"],
@@ -145,13 +148,14 @@ class _Scorer:
     those a module's scores cost when computed: a mean embedding another module (or target) already
     computed costs nothing again."""
 
-    def __init__(self, backbone, sample: int):
+    def __init__(self, backbone, sample: int, logme_reference: bool = False):
         from transformers import AutoTokenizer
 
         from .bank import EncoderBank
         from .modeling import encoder_model
 
-        self.sample, self.backbone_name = sample, backbone.name
+        self.sample, self.backbone_name, self.logme_reference = sample, backbone.name, logme_reference
+        self.shapes: dict[str, tuple[int, int]] = {}  # target -> (examples, dimensions) of its training features
         self.tokenizer = AutoTokenizer.from_pretrained(backbone.path)
         self.bank, self.backbone = EncoderBank(backbone), encoder_model(backbone.path).eval()
         self.rows: dict[str, dict[str, list[dict]]] = {}  # target -> split -> its labelled sample
@@ -166,12 +170,14 @@ class _Scorer:
                                     np.array([r["label"] for r in rows]))
                     for split, rows in self._labelled_rows(task).items()}
         feature_seconds = time.perf_counter() - started
+        if "train" in labelled:
+            self.shapes[task.name] = labelled["train"].features.shape
         intermediate, intermediate_seconds = self._mean(f"task:{module.manifest['task']}", task, lambda: [
             text for part in module.manifest["task"].split("+") for text in _task_texts(get_task(part), self.sample)])
         out = {}
         for key, target_texts in texts.items():
             target, target_seconds = self._mean(f"target:{task.name}:{key}", task, lambda: target_texts)
-            inputs = Inputs(labelled.get("train"), labelled.get("dev"), intermediate, target)
+            inputs = Inputs(labelled.get("train"), labelled.get("dev"), intermediate, target, self.logme_reference)
             out[key] = {name: _timed(proxy, task, inputs, feature_seconds if proxy.reads_module
                                      else intermediate_seconds + target_seconds)
                         for name, proxy in PROXIES.items()}
@@ -251,6 +257,9 @@ def table(result: dict) -> str:
              f"{result['sample']} examples per sample)"]
     lines += [f"  {name}: n/a: {info['not_applicable']}" for name, info in result["proxies"].items()
               if info["not_applicable"]]
+    note = logme_note(result)
+    if note:
+        lines.append(f"  {note}")
     groups = _seed_groups([module["name"] for module in result["modules"]])
     target = result["rankings"][TARGET]
     for key, ranking in result["rankings"].items():
@@ -292,3 +301,20 @@ def _group_row(ranking: dict, members: list[str], names: list[str]) -> dict[str,
         row[name] = ((float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else None, seconds)
                      if scores else (None, None, seconds))
     return row
+
+
+def logme_note(result: dict) -> str | None:
+    """What a sample with fewer examples than feature dimensions does to LogME, and which formula ran."""
+    info = result.get("logme", {})
+    n, dims = info.get("examples"), info.get("dimensions")
+    if result["proxies"]["logme"]["not_applicable"] or n is None or n >= dims:
+        return None
+    if info["formula"] == "reference":
+        return (f"logme: the reference formula (thuml/LogME, as ESM-LogME uses it), for comparison with published "
+                f"rankings: with {n} examples on {dims} feature dimensions it leaves out the prior on the {dims - n} "
+                "directions the sample does not span, so it is not the exact evidence")
+    return (f"logme: {n} examples on {dims} feature dimensions: the sample spans at most {n} of the {dims} directions, "
+            f"and the exact evidence (used here) counts the prior on the other {dims - n} (-(D-k)/2 log alpha); the "
+            "reference implementation (thuml/LogME, as ESM-LogME uses it) leaves that term out, so its values differ "
+            "and may rank the modules otherwise: --logme-reference computes its formula, for comparison "
+            "with published rankings")

@@ -11,7 +11,9 @@ from scipy.stats import multivariate_normal, t
 from adapterxfer.cli import main
 from adapterxfer.logme import _spectrum, evidence, fit, logme
 from adapterxfer.proxies import PROXIES, Inputs, Labelled
-from adapterxfer.study.selection import metrics, ndcg, random_metrics, regret, spearman
+from adapterxfer.study import selection
+from adapterxfer.study.selection import (GAIN_RELATIVE, LITERATURE, all_rankings, metrics, permutation_p,
+                                          random_metrics)
 from adapterxfer.study.stats import seed_interval
 
 STEPS = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=32", "precision=fp32", "lr=1e-2"]
@@ -55,6 +57,26 @@ def test_select_ranks_every_module_with_each_proxy(bank, tmp_path, capsys):
     assert [target[m]["semb"]["seconds"] > 0 for m in ("full-xref", "lora-next", "lora-xref")] == [True, True, False]
     assert result["rankings"]["fr"] == target  # without target-language text, the same ranking
     assert "fr: the same ranking as target" in out
+    # 16 examples on tiny-xlmr's 32 dimensions: select says what that does to LogME
+    assert result["logme"] == {"formula": "exact", "examples": 16, "dimensions": 32}
+    assert "logme: 16 examples on 32 feature dimensions: the sample spans at most 16 of the 32 directions" in out
+    assert "--logme-reference computes its formula" in out
+
+
+def test_logme_reference_flag_uses_the_reference_formula_and_says_so(bank, tmp_path, capsys):
+    files = {flag: tmp_path / f"{flag}.json" for flag in ("exact", "reference")}
+    for flag, out_file in files.items():
+        extra = ["--logme-reference"] if flag == "reference" else []
+        code, out, _ = select(capsys, "--target", "verses-genre", "--langs", "fr", "--bank", str(bank),
+                              "--sample", "16", "--json", str(out_file), *extra)
+        assert code == 0
+    exact, reference = (json.loads(files[flag].read_text())[0] for flag in ("exact", "reference"))
+    assert reference["logme"]["formula"] == "reference"
+    assert "logme: the reference formula (thuml/LogME" in out
+    for module in ("full-xref", "lora-next", "lora-xref"):
+        ours, theirs = (result["rankings"]["target"][module] for result in (exact, reference))
+        assert theirs["logme"]["score"] != pytest.approx(ours["logme"]["score"], abs=1e-3)
+        assert theirs["probe"]["score"] == ours["probe"]["score"]  # the other proxies are untouched
 
 
 def test_unlabelled_target_text_ranks_each_language_and_says_so(bank, capsys, tmp_path):
@@ -144,6 +166,24 @@ def test_logme_on_a_known_case_and_its_invariance_to_rotations():
     assert logme(informative, labels) > logme(features, labels)
 
 
+def _sine_features(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.meshgrid(np.arange(n), np.arange(d), indexing="ij")
+    return np.sin(0.7 * i * (j + 1) + j), np.arange(n) % 3
+
+
+@pytest.mark.parametrize("n, d, theirs", [(12, 30, 2.1476123956545385), (40, 6, -0.5998204709081545)])
+def test_logme_reference_formula_equals_thuml_logme(n, d, theirs):
+    """``theirs``: thuml/LogME's ``LogME().fit(f, y)`` (commit 56551ca, numba's jit left out) on these features,
+    computed outside this repository. With fewer examples than dimensions it is far from the exact evidence."""
+    features, labels = _sine_features(n, d)
+    assert logme(features, labels, reference=True) == pytest.approx(theirs, abs=1e-12)
+    exact = logme(features, labels)
+    if n < d:
+        assert exact == pytest.approx(-0.5391590491715296, abs=1e-12)
+    else:  # more examples than dimensions: the two agree up to the reference's last iteration
+        assert exact == pytest.approx(theirs, abs=1e-9)
+
+
 def test_probe_and_semb_on_hand_made_features():
     train = Labelled(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), np.array([0, 0, 1, 1]))
     dev = Labelled(np.array([[1.0, 0.2], [0.2, 1.0], [0.6, 0.5]]), np.array([0, 1, 1]))
@@ -152,26 +192,76 @@ def test_probe_and_semb_on_hand_made_features():
     assert PROXIES["semb"].score(inputs) == pytest.approx(1 / np.sqrt(2))
 
 
-def test_rank_metrics_on_a_hand_computed_ranking():
-    gains = np.array([0.10, 0.30, -0.10, 0.20])
-    scores = np.array([4.0, 1.0, 3.0, 2.0])  # ranks the modules 0, 2, 3, 1
-    relevance = [0.2, 0.0, 0.3]  # gains above the worst (-0.10) of the top 3
-    ideal = [0.4, 0.3, 0.2]
-    discounts = [1, 1 / np.log2(3), 0.5]
-    assert ndcg(scores, gains) == pytest.approx(np.dot(relevance, discounts) / np.dot(ideal, discounts), abs=1e-12)
-    assert regret(scores, gains, 1) == pytest.approx((0.30 - 0.10) / 0.30, abs=1e-12)
-    assert regret(scores, gains, 3) == pytest.approx((0.30 - 0.20) / 0.30, abs=1e-12)
-    assert spearman(scores, gains) == pytest.approx(-0.8, abs=1e-12)  # 1 - 6 * 18 / (4 * 15)
-    assert regret(scores, -np.abs(gains), 1) is None  # no intermediate gains: regret is undefined
+VALUES = np.array([0.50, 0.70, 0.40, 0.60])  # the arms' absolute scores; the baseline scores 0.60
+SCORES = np.array([4.0, 1.0, 3.0, 2.0])  # the proxy ranks the modules 0, 2, 3, 1
 
 
-def test_random_baseline_is_the_mean_over_every_permutation():
-    gains = np.array([0.10, 0.30, -0.10, 0.20, 0.05])
-    every = [metrics(np.array(order, dtype=float), gains) for order in itertools.permutations(range(5))]
-    expected = random_metrics(gains)
-    for metric in ("NDCG@3", "Regret@1", "Regret@3", "Spearman"):
-        assert expected[metric] == pytest.approx(np.mean([m[metric] for m in every]), abs=1e-12)
-    assert expected["Regret@1"] == pytest.approx(np.mean([(0.3 - g) / 0.3 for g in gains]), abs=1e-12)
+def test_literature_metrics_on_a_hand_computed_ranking():
+    """ESM-LogME's definitions (hf-dataset-selector's compute_DCG / get_regret, x 100) from their formulas."""
+    got = metrics(SCORES, VALUES, 0.60)
+    gain = lambda module: 2 ** (100 * VALUES[module]) - 1
+    dcg = gain(0) + gain(2) / np.log2(3) + gain(3) / np.log2(4) + gain(1) / np.log2(5)
+    ideal = gain(1) + gain(3) / np.log2(3) + gain(0) / np.log2(4) + gain(2) / np.log2(5)
+    assert got["NDCG"] == pytest.approx(100 * dcg / ideal, rel=1e-12)
+    assert got["Regret@1"] == pytest.approx(100 * (0.70 - 0.50) / 0.70, abs=1e-12)
+    assert got["Regret@3"] == pytest.approx(100 * (0.70 - 0.60) / 0.70, abs=1e-12)
+    assert got["Spearman"] == pytest.approx(-0.8, abs=1e-12)  # 1 - 6 * 18 / (4 * 15)
+    assert metrics(np.ones(4), VALUES, 0.60)["Spearman"] is None  # a proxy that cannot tell the modules apart
+
+
+def test_gain_relative_metrics_on_a_hand_computed_ranking():
+    got = metrics(SCORES, VALUES, 0.60, GAIN_RELATIVE)  # gains -0.1, +0.1, -0.2, 0
+    relevance, ideal, discounts = [0.1, 0.0, 0.2], [0.3, 0.2, 0.1], [1, 1 / np.log2(3), 0.5]
+    assert got["NDCG@3"] == pytest.approx(np.dot(relevance, discounts) / np.dot(ideal, discounts), abs=1e-12)
+    assert got["Regret@1"] == pytest.approx((0.1 - -0.1) / 0.1, abs=1e-12)
+    assert got["Regret@3"] == pytest.approx((0.1 - 0.0) / 0.1, abs=1e-12)
+    assert metrics(SCORES, VALUES, 0.80, GAIN_RELATIVE)["Regret@1"] is None  # no intermediate gains
+
+
+@pytest.mark.parametrize("family", [LITERATURE, GAIN_RELATIVE], ids=["literature", "gain-relative"])
+def test_random_baseline_is_the_mean_over_every_permutation(family):
+    values = np.array([0.55, 0.75, 0.35, 0.65, 0.60])
+    every = [metrics(np.array(order, dtype=float), values, 0.6, family) for order in itertools.permutations(range(5))]
+    expected = random_metrics(values, 0.6, family)
+    for metric in family:
+        assert expected[metric] == pytest.approx(np.mean([m[metric] for m in every]), abs=1e-9)
+
+
+def test_permutation_p_values_by_hand():
+    """Three modules: of the 6 rankings, 2 put the best first, 1 is the ideal order; rho takes 1, 0.5 (twice),
+    -0.5 (twice) and -1. Two seeds: independent rankings of each, 36 pairs."""
+    values = np.array([0.9, 0.8, 0.7])
+    orders = all_rankings(3)
+    null = {name: function(values, values, orders) * (1 if higher else -1)
+            for name, (function, _, higher) in LITERATURE.items()}
+    assert permutation_p([0.0], [null["Regret@1"]]) == (pytest.approx(1 / 3), True)  # regret 0: the best first
+    assert permutation_p([0.0, 0.0], [null["Regret@1"]] * 2) == (pytest.approx(1 / 9), True)
+    assert permutation_p([100.0, 100.0], [null["NDCG"]] * 2) == (pytest.approx(1 / 36), True)
+    assert permutation_p([0.5], [null["Spearman"]]) == (pytest.approx(1 / 2), True)
+    # rho 1 and 0.5: the pairs summing to 1.5 or more are (1, 1), (1, 0.5) x 2 and (0.5, 1) x 2
+    assert permutation_p([1.0, 0.5], [null["Spearman"]] * 2) == (pytest.approx(5 / 36), True)
+    assert permutation_p([-1.0], [null["Spearman"]]) == (pytest.approx(1.0), True)
+
+
+def test_permutation_p_of_a_perfect_proxy_over_eight_intermediates_is_one_in_8_factorial():
+    values = np.linspace(0.4, 0.6, 8)
+    orders = all_rankings(8)
+    assert orders.shape == (40_320, 8)
+    function, _, _ = LITERATURE["NDCG"]
+    null = function(values, values, orders)
+    p, exact = permutation_p([100.0], [null])
+    assert exact and p == pytest.approx(1 / 40_320)
+
+
+def test_permutation_p_falls_back_to_monte_carlo_and_says_so(monkeypatch):
+    values = np.array([0.9, 0.8, 0.7, 0.6])
+    function, _, _ = LITERATURE["Spearman"]
+    null = function(values, values, all_rankings(4))
+    exact, _ = permutation_p([0.8, 0.6, 0.4], [null] * 3)
+    monkeypatch.setattr(selection, "EXACT_LIMIT", 10)
+    draw = lambda index, rng, count: function(values, values, rng.permuted(np.tile(np.arange(4), (count, 1)), axis=1))
+    p, is_exact = selection.permutation_p([0.8, 0.6, 0.4], [null] * 3, draw)
+    assert not is_exact and p == pytest.approx(exact, abs=0.005)  # 100,000 draws: se about 0.001
 
 
 def test_seed_interval_is_the_t_interval_over_seeds():
@@ -209,4 +299,9 @@ def test_select_over_a_study_feeds_the_reports_selection_section(tmp_path, tiny_
     for row in ("| zero-shot avg | logme |", "| zero-shot avg | probe |", "| zero-shot avg | semb |",
                 "| zero-shot avg | random (expected) |", "| fr | logme |"):
         assert row in section
+    assert "| language | proxy | NDCG | p | Regret@1 | p | Regret@3 | p | Spearman | p |" in section
+    assert "| proxy | NDCG@3 | Regret@1 | Regret@3 |" in section and "Gain-relative (zero-shot avg" in section
+    # two modules a seed, two seeds: 4 ways to rank them; a p-value is a multiple of 1/4
+    row = next(line for line in section.splitlines() if line.startswith("| zero-shot avg | logme |"))
+    assert float(row.split(" | ")[3]) * 4 in (1.0, 2.0, 3.0, 4.0)
     assert "Compute: logme" in section and "of the grid" in section

@@ -58,7 +58,9 @@ def test_the_grid_runs_every_phase_in_miniature(plan, tmp_path, tiny_backbone, f
     from test_study_smoke import recorded, run_smoke
     monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
     monkeypatch.chdir(REPO)
-    smoke = run_smoke({**plan, "target_phase": {"eval_langs": ["en", "fr", "de"]},
+    contrast = {"name": "bi-retrieval", "target": "verses-retrieval", "run": "lora/verses-xref-bi",
+                "versus": "lora/baseline", "primary": True}
+    smoke = run_smoke({**plan, "target_phase": {"eval_langs": ["en", "fr", "de"]}, "contrasts": [contrast],
                        "evaluation": {**plan["evaluation"], "langs": ["fr", "de"]}}, tmp_path, tiny_backbone.path)
     assert set(recorded(smoke)) == set(smoke["graph"].phases) and len(smoke["graph"].phases) == 35
     # the plan's frozen_layers 8 cut to leave the tiny backbone's top layer to train
@@ -66,3 +68,8 @@ def test_the_grid_runs_every_phase_in_miniature(plan, tmp_path, tiny_backbone, f
     report = (smoke["root"] / "report.md").read_text()
     for target in plan["targets"]:
         assert f"## {target} (" in report
+    # retrieval is clustered by chapter: the contrast is also resampled by book, and the fixed pool is flagged
+    row = next(line for line in report.splitlines() if line.startswith("| bi-retrieval (primary) |"))
+    assert "chapter (" in row and "; book (" in row
+    assert "- bi-retrieval (verses-retrieval) is scored against one fixed pool of candidates per language" in report
+    assert "retrieved wrongly most often took" in report

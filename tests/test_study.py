@@ -124,6 +124,22 @@ def test_report_states_scale_contrasts_and_draws_the_figures(study):
         assert f"]({name})" in report
 
 
+def test_report_resamples_each_contrast_at_its_level_and_the_next_coarser(study, tiny_backbone, tmp_path):
+    """Clustered by chapter, every contrast is also resampled by book; the wider interval is its CI."""
+    shutil.copytree(study["root"], tmp_path / "study")
+    plan = write_plan(tmp_path, tiny_backbone, clusters={"verses-genre": "chapter"})
+    assert main(["study", "report", str(plan)]) == 0
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "resampled by chapter (items of one cluster err together) and by book, the next coarser level" in report
+    for name in ("xref-vs-baseline (primary)", "lora-vs-full"):
+        cells = next(line for line in report.splitlines() if line.startswith(f"| {name} |")).split(" | ")
+        levels = dict(part.strip("*").split(": ") for part in cells[7].split("; "))
+        assert [level.split(" (")[0] for level in levels] == ["chapter", "book"]
+        width = {level: float(ci[1:-1].split(", ")[1]) - float(ci[1:-1].split(", ")[0]) for level, ci in levels.items()}
+        wider = max(width, key=width.get)
+        assert cells[6] == levels[wider] and f"**{wider}: {levels[wider]}**" in cells[7]
+
+
 def test_second_run_skips_every_current_phase(study, capsys):
     before = table(study["root"], "SELECT key, identity, finished_at FROM runs ORDER BY key")
     assert main(["study", "run", str(study["plan"])]) == 0

@@ -60,6 +60,10 @@ def test_report_has_statistics_xtreme_aggregates_and_plots(study):
     assert any(per_seed)
     assert f"| squad-on-panx | panx | full/squad (squad not learned) | full/baseline | {per_seed[0]:+.3f}, {per_seed[1]:+.3f} |" in report
     assert "## panx (seqeval): arms" in report and "## xquad (squad): arms" in report
+    # XQuAD's questions share paragraphs: resampled by paragraph too; PAN-X's sentences name no coarser unit
+    assert "resampled by item and by paragraph, the next coarser level" in report
+    assert "resampled by item; the test data names no level coarser than item" in report
+    assert "| squad-on-xquad (primary) | xquad |" in report and "item (" in report and "; paragraph (" in report
     assert "## XTREME aggregates" in report and "## XTREME-R aggregates" in report
     assert "(2/40)" in report and "(2/11)" in report  # PAN-X and XQuAD: 2 of XTREME's languages scored
     assert "| full | squad | 2 |  |  | n/a | n/a | " in report and "| **not learned** |" in report

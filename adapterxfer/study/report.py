@@ -26,8 +26,13 @@ from .phases import BASELINE, Arm, Graph
 from .plan import contrasts, is_ablation, study_root
 from .results import Results
 from .selection import selection_section
-from .stats import Difference, by_seen, holm, learned, mean_sd, paired_difference
+from .stats import (POOL_KINDS, Difference, by_seen, clustered_differences, coarser_level, holm, hub_share,
+                    item_groups, learned, mean_sd, widest)
 
+# Coverage simulation (scripts/stats_coverage.py, RESULTS.md) figures the report cites: keeping the smallest-sd
+# of 4 configurations with 6 seeds, and 10 strong hub distractors with 6 seeds (by chapter).
+ADAPTIVE = (4, 0.87)
+HUBS = 0.59
 # effect: the smallest difference of interest (in the headline metric's units, a fraction).
 STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
 
@@ -62,18 +67,41 @@ class Recorded:
                               for lang in self.zero_shot_langs(target, key)]))
 
     def difference(self, run: Arm, versus: Arm, only: str | None = None) -> Difference | None:
-        """Seed-paired difference of two arms of one target, with its seed-aware t interval: of the zero-shot
-        average, or of language ``only``."""
+        """Seed-paired difference of two arms of one target, with its seed-aware t interval (clustered at
+        the plan's level): of the zero-shot average, or of language ``only``."""
+        level = self.plan["clusters"].get(run.target, "item")
+        return self.differences(run, versus, with_coarser=False, only=only).get(level)
+
+    def differences(self, run: Arm, versus: Arm, with_coarser: bool = True,
+                    only: str | None = None) -> dict[str, Difference]:
+        """{cluster level: seed-paired difference}: at the plan's level, and ``with_coarser`` at the next
+        coarser level where the test items have one (``coarser``); {} where no seed is shared."""
         ours, theirs = self.seeds(run), self.seeds(versus)
         common = sorted(set(ours) & set(theirs))
         if not common:
-            return None
-        langs = [lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
-                 if lang in self.scores(theirs[common[0]]) and only in (None, lang)]
-        return paired_difference({s: self.predictions(ours[s]) for s in common},
-                                 {s: self.predictions(theirs[s]) for s in common}, langs,
-                                 get_task(run.target).metric, self.plan["clusters"].get(run.target, "item"),
-                                 self.options["alpha"])
+            return {}
+        langs = tuple(lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
+                      if lang in self.scores(theirs[common[0]]) and only in (None, lang))
+        level = self.plan["clusters"].get(run.target, "item")
+        above, groups = self.coarser(run.target, ours[common[0]], langs) if with_coarser else (None, None)
+        return clustered_differences({s: self.predictions(ours[s]) for s in common},
+                                     {s: self.predictions(theirs[s]) for s in common}, langs,
+                                     get_task(run.target).metric, (level, above) if above else (level,),
+                                     self.options["alpha"], groups={above: groups} if groups else {})
+
+    @cache
+    def coarser(self, target: str, key: str, langs: tuple | list) -> tuple[str | None, dict | None]:
+        """The next cluster level above the plan's for ``target`` (scored by phase ``key`` in ``langs``), and
+        where the test data names it, {lang: {ref: group}}: verses refs go item -> chapter -> book; an XTREME
+        test set with a unit above the item (MLQA's article, XQuAD's paragraph) has that one."""
+        level = self.plan["clusters"].get(target, "item")
+        refs = {lang: [row["ref"] for row in self.predictions(key).get(lang, [])] for lang in langs}
+        above = coarser_level(level, [ref for each in refs.values() for ref in each])
+        task = get_task(target)
+        if above or level != "item" or not task.test_group:
+            return above, None
+        groups = item_groups(task, refs)
+        return (task.test_group[0], groups) if groups else (None, None)
 
 
 def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
@@ -162,7 +190,8 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
     rows = []
     for contrast in contrasts(study.plan):
         run, versus = (study.graph.arm(contrast[side], contrast["target"]) for side in ("run", "versus"))
-        rows.append({**contrast, "difference": study.difference(run, versus),
+        levels = study.differences(run, versus)
+        rows.append({**contrast, "levels": levels, "difference": widest(levels),
                      "labels": [arms.get((arm.label, arm.target), {}).get("label", _label(arm)) for arm in (run, versus)]})
     tested = [row for row in rows if not row["primary"] and row["difference"]]
     for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
@@ -215,7 +244,7 @@ def _header(study: Recorded, compared: list[dict]) -> str:
         run, versus = primary["labels"]
         lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
                       f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
-                      f"[{d.low:+.3f}, {d.high:+.3f}]. Minimum detectable effect at this scale "
+                      f"[{d.low:+.3f}, {d.high:+.3f}] ({_clusterings(primary)}). Minimum detectable effect at this scale "
                       f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {_mde(primary)}. "
                       f"**Verdict: {primary['verdict']}.**"]
     return "\n".join(lines)
@@ -228,8 +257,11 @@ def _test_scale(study: Recorded, target: str) -> str:
     langs = study.zero_shot_langs(target, key)
     sizes = sorted({len(study.predictions(key).get(lang, [])) for lang in langs})
     level = study.plan["clusters"].get(target, "item")
+    coarser, _ = study.coarser(target, key, tuple(langs))
     return (f"{len(langs)} zero-shot language(s) x {'-'.join(map(str, sizes))} test items, resampled by {level}"
-            + ("" if level == "item" else " (items of one cluster err together)"))
+            + ("" if level == "item" else " (items of one cluster err together)")
+            + (f" and by {coarser}, the next coarser level; where the two disagree, the wider interval is the "
+               "contrast's" if coarser else f"; the test data names no level coarser than {level}"))
 
 
 def _contrast_table(study: Recorded, compared: list[dict]) -> str:
@@ -238,18 +270,46 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
     lines = ["## Contrasts", "", "Seed-paired differences of the zero-shot average (run minus versus). p: two-sided "
              "t test; the primary contrast is tested alone, the others with Holm's correction. MDE: the minimum "
              f"detectable effect at {study.options['power']:.0%} power (≥: one seed, seed variance left out).", "",
-             "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | p | p (Holm) | MDE | verdict |",
-             "|---|---|---|---|---|---:|---|---:|---:|---:|---|"]
+             "95% CI: the wider of the intervals at the plan's cluster level and the next coarser one; "
+             "resampled by: each level's interval and its number of clusters (the wider in bold). The intervals "
+             "hold for a plan fixed before its test scores were looked at: a plan kept because its seeds happened "
+             f"to agree (a small sd or MDE) claims too much (in simulation, the smallest-sd of {ADAPTIVE[0]} "
+             f"configurations covered {ADAPTIVE[1]:.2f} with 6 seeds, RESULTS.md); a confirmation on held-out "
+             "test items and new seeds is the interval to trust then.", "",
+             "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | resampled by | p | p (Holm) | MDE "
+             "| verdict |",
+             "|---|---|---|---|---|---:|---|---|---:|---:|---:|---|"]
     for row in compared:
         d = row["difference"]
         cells = [row["name"] + (" (primary)" if row["primary"] else ""), row["target"], *row["labels"]]
         if d is None:
-            cells += [""] * 6 + [row["verdict"]]
+            cells += [""] * 7 + [row["verdict"]]
         else:
             cells += [", ".join(f"{v:+.3f}" for v in d.per_seed), _pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]",
-                      f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"]]
+                      _clusterings(row), f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = _pool_notes(study, compared)
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _pool_notes(study: Recorded, compared: list[dict]) -> list[str]:
+    """A warning for each contrast scored against a fixed pool of candidates, with how much its wrong answers
+    concentrate on a few candidates."""
+    notes = []
+    for row in compared:
+        if row["difference"] is None or get_task(row["target"]).kind not in POOL_KINDS:
+            continue
+        arms = [study.graph.arm(row[side], row["target"]) for side in ("run", "versus")]
+        predictions = [{seed: study.predictions(key) for seed, key in study.seeds(arm).items()} for arm in arms]
+        seeds = study.seeds(arms[0])
+        share = hub_share(predictions, study.zero_shot_langs(row["target"], seeds[min(seeds)]))
+        notes.append(f"- {row['name']} ({row['target']}) is scored against one fixed pool of candidates per language: "
+                     "queries whose wrong answers go to the same \"hub\" candidates err together across clusters, "
+                     "which no cluster level resamples (in simulation, 10 strong hubs drawing the errors left the 95% "
+                     f"interval covering {HUBS:.2f}, RESULTS.md)."
+                     + (f" Here the 10 candidates each language's queries retrieved wrongly most often took "
+                        f"{share[1]:.0%} of the {share[0]:,} wrong answers." if share else ""))
+    return notes
 
 
 def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:
@@ -499,6 +559,15 @@ def _contrast_bars(study: Recorded, root: Path, row: dict) -> Path:
                                [d.mean for d in per_lang], [(d.low, d.high) for d in per_lang],
                                (overall.mean, overall.low, overall.high),
                                f"difference in {get_task(row['target']).metric} (95% interval)")
+
+
+def _clusterings(row: dict) -> str:
+    """Each cluster level's interval of a contrast and its clusters; with two, the headline's in bold."""
+    cells = []
+    for level, difference in row["levels"].items():
+        cell = f"{level} ({difference.clusters}): [{difference.low:+.3f}, {difference.high:+.3f}]"
+        cells.append(f"**{cell}**" if len(row["levels"]) > 1 and difference is row["difference"] else cell)
+    return "; ".join(cells)
 
 
 def _mde(row: dict) -> str:

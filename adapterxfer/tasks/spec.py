@@ -44,6 +44,9 @@ class TaskSpec:
     stages: tuple[str, ...] = ()
     # At most this many rows of every split and language, a seeded sample (a smoke run); candidate pools whole.
     row_cap: int | None = None
+    # (level, row field): test items sharing the field's value err together one level above the item (MLQA:
+    # the article); the report resamples them so as well. Empty: the test data names no such unit.
+    test_group: tuple[str, str] = ()
 
     @property
     def selection_metric(self) -> str:

@@ -101,7 +101,7 @@ def _tags(field, names, row):
 def _squad(row, prefix=None):
     if prefix and not row["id"].startswith(prefix + "-"):
         return None
-    return {key: row[key] for key in ("id", "question", "context", "answers")}
+    return {key: row[key] for key in ("id", "question", "context", "answers", "title") if key in row}
 
 
 def _tydiqa(lang, split, row):
@@ -301,6 +301,13 @@ PARALLEL_BY_POSITION = ("xnli", "pawsx", "xcopa")
 PARALLEL_BY_ID = ("xquad", "mlqa")
 
 
+# The unit above the item in a parallel test set, as (level, row field): MLQA's Wikipedia article; XQuAD's
+# paragraph (its Hub copy names no article); the premise XNLI's hypotheses share; the sentence PAWS-X's
+# pairs were made from. The other targets' test data names none.
+TEST_GROUPS = {"mlqa": ("article", "title"), "xquad": ("paragraph", "context"), "xnli": ("premise", "text"),
+               "pawsx": ("sentence", "text")}
+
+
 def _read(name: str, split: str, lang: str, limit: int | None, seed: int) -> list[dict]:
     rows = _read_rows(name, split, lang, limit, seed)
     if split != "test":
@@ -450,7 +457,8 @@ def spec(name: str) -> TaskSpec:
                     options=entry.get("options", {}) | ({"labels": labels} if entry["kind"] == "tagging" else {}),
                     source=", ".join(sorted({p[0] for f in entry["splits"].values() for p in f(langs[0])}))
                     or "local files", resolve_lang=resolve, contaminates=entry.get("contaminates", ()),
-                    train_langs=TRAIN_LANGS.get(name, ()), stages=entry.get("stages", ()))
+                    train_langs=TRAIN_LANGS.get(name, ()), stages=entry.get("stages", ()),
+                    test_group=TEST_GROUPS.get(name, ()))
 
 
 for _name in TASKS:
