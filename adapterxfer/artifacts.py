@@ -135,16 +135,20 @@ def score_table(scores: dict, source_lang: str) -> str:
     """``{lang: {metric: value}}`` as a small table, a row per language, then the zero-shot mean (over
     the languages other than ``source_lang``, the training language)."""
     metrics = list(dict.fromkeys(metric for values in scores.values() for metric in values))
+    widths = {metric: max(8, len(metric)) for metric in metrics}
     width = max([4, *map(len, scores)])
     zero_shot = [lang for lang in scores if lang != source_lang]
-    rows = [f"  {'lang':{width}}  " + "  ".join(f"{metric:>10}" for metric in metrics)]
-    for lang, values in scores.items():
-        cells = "  ".join(f"{values[metric]:10.3f}" if metric in values else f"{'':10}" for metric in metrics)
-        rows.append(f"  {lang:{width}}  {cells}" + ("  (training language)" if lang == source_lang else ""))
+
+    def row(name: str, values: dict, note: str = "") -> str:
+        cells = "  ".join(f"{values[m]:{widths[m]}.3f}" if m in values else " " * widths[m] for m in metrics)
+        return f"  {name:{width}}  {cells}" + (f"  ({note})" if note else "")
+
+    rows = [f"  {'lang':{width}}  " + "  ".join(f"{metric:>{widths[metric]}}" for metric in metrics)]
+    rows += [row(lang, values, "training language" if lang == source_lang else "") for lang, values in scores.items()]
     if zero_shot:
-        means = "  ".join(f"{_mean([scores[lang][metric] for lang in zero_shot if metric in scores[lang]]):10.3f}"
-                          for metric in metrics)
-        rows.append(f"  {'mean':{width}}  {means}  (zero-shot, {len(zero_shot)} language{'s' * (len(zero_shot) > 1)})")
+        means = {metric: _mean([scores[lang][metric] for lang in zero_shot if metric in scores[lang]])
+                 for metric in metrics}
+        rows.append(row("mean", means, f"zero-shot, {len(zero_shot)} language{'s' * (len(zero_shot) > 1)}"))
     return "zero-shot scores:\n" + "\n".join(rows)
 
 
