@@ -42,7 +42,7 @@ class Manifest:
     pooling: str
     dev: dict  # metric, best, step0, final, log
     data_fingerprint: str
-    train_items: dict  # task -> the distinct items it trained on
+    train_items: dict  # task -> what its steps drew: examples, items, tokens, per language (adapterxfer.items)
     trainable_parameters: int
     train_seconds: float
     resumed_from_step: int | None

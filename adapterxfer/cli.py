@@ -89,11 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local: this machine (default); ray: a Ray task per phase (plan key ray: address, "
                           "num_cpus, num_gpus); slurm: a submitit job per phase (plan key slurm)")
     run.add_argument("--workers", type=int, default=1, help="local: phases run at once, in processes (default 1)")
+    run.add_argument("--plan-changed", metavar="REASON", default=None,
+                     help="run a plan changed after its confirmation; the reason goes into the report")
+    confirm = actions.add_parser("confirm", help="freeze the plan and run its confirmation: the confirmed contrasts "
+                                                 "with new seeds, scoring the held-out test items once")
+    confirm.add_argument("plan", help="a study plan (YAML) with a confirmation block")
+    confirm.add_argument("--again", metavar="REASON", default=None,
+                         help="confirm a second time (another plan, or items already seen); the reason is recorded "
+                              "and the report labels it")
+    confirm.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                         help="as for run: local, ray or slurm")
+    confirm.add_argument("--workers", type=int, default=1, help="local: phases run at once (default 1)")
     status = actions.add_parser("status", help="every phase: current, stale, to run, or waiting for its inputs")
     status.add_argument("plan", help="a study plan (YAML)")
     report = actions.add_parser("report", help="write report.md and its figures from results.sqlite")
     report.add_argument("plan", help="a study plan (YAML)")
-    for action in (run, status, report):
+    for action in (run, confirm, status, report):
         action.add_argument("--smoke", action="store_true",
                             help="the plan in miniature: every distinct phase, its first seed, a few rows per split "
                                  "and two steps, into <output>-smoke (never the real output)")
@@ -269,7 +280,11 @@ def _study(args) -> None:
     from .study.runner import run_study, study_status
 
     if args.action == "run":
-        run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone)
+        run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed)
+    elif args.action == "confirm":
+        from .study.runner import confirm_study
+
+        confirm_study(args.plan, args.executor, args.workers, args.again, args.smoke, args.backbone)
     elif args.action == "push":
         from .study.runner import push_study
 

@@ -22,6 +22,7 @@ import yaml
 from .errors import UserError, unknown
 from .keys import check, default_of, key
 from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes
+from .shares import LEVELS, PARTS
 from .transfers import PHASE_TRANSFERS
 
 GENERAL_SECTIONS = {
@@ -77,6 +78,12 @@ class GeneralKeys:
     eval_every: int = key(50, "steps between English-dev evaluations; the best is kept", "selection", at_least=1)
     eval_langs: list[str] = key([], "zero-shot test languages; empty: every language of the task", "selection")
     eval_batch_size: int = key(32, "examples per evaluation batch", "selection", at_least=1)
+    test_share: str = key("all", "the test items scored: all | explore (a study's exploration) | confirm (its "
+                                 "held-out confirmation); see held_out", "selection", choices=PARTS)
+    held_out: float = key(0.5, "share of each target's test clusters held out for the confirmation", "selection",
+                          above=0, at_most=1)
+    held_out_by: str = key("item", "what the held-out share is drawn by (parallel languages together): item | "
+                                    "chapter | book (verses refs)", "selection", choices=LEVELS)
     precision: str = key("auto", "auto | bf16 | fp16 | fp32; auto: bf16 where the device computes it, else "
                                  "fp16 on a GPU and fp32 on a CPU", "run", choices=("auto", "bf16", "fp16", "fp32"))
     resume: bool = key(True, "continue from the output's last checkpoint (false: start over)", "run")
@@ -122,7 +129,9 @@ KEYS = tuple(FIELDS)
 CHOICES = {name: spec.metadata["choices"] for name, spec in FIELDS.items() if spec.metadata["choices"]}
 
 # Keys that change where or how a run goes, never what it learns: left out of its identity.
-RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to", "eval_langs")
+RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to")
+# Keys that change what is scored, not what trains: in the identity of a phase that includes its scoring only.
+SCORING = ("eval_langs", "test_share", "held_out", "held_out_by")
 # Inputs named by path: they enter an identity by their contents' hashes instead (the backbone's weights,
 # each input's manifest), so a moved parent folder or a spelled-out default backbone is the same phase.
 INPUT_PATHS = tuple(name for name, spec in FIELDS.items() if spec.metadata["path"])
@@ -131,9 +140,9 @@ INPUT_PATHS = tuple(name for name, spec in FIELDS.items() if spec.metadata["path
 def phase_identity(settings: dict, backbone_hash: str, input_hashes: list[str], scored: bool = False) -> dict:
     """What makes two phases compute the same thing: their settings (a RunConfig's fields, defaults
     included; or evaluate_model's arguments), the backbone's weights and the sha256 of each input's
-    manifest. ``scored``: the phase includes its zero-shot scoring, so ``eval_langs`` counts. A checkpoint
+    manifest. ``scored``: the phase includes its zero-shot scoring, so the ``SCORING`` keys count. A checkpoint
     or a finished output is reused only by a phase of equal identity."""
-    ignored = (set(RUN_ONLY) - ({"eval_langs"} if scored else set())) | set(INPUT_PATHS)
+    ignored = set(RUN_ONLY) | (set() if scored else set(SCORING)) | set(INPUT_PATHS)
     return {"settings": {name: value for name, value in settings.items() if name not in ignored},
             "backbone": backbone_hash, "inputs": list(input_hashes)}
 

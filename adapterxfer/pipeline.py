@@ -18,6 +18,7 @@ These are the library entry points the CLI and the study runner call.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import resource
 import shutil
@@ -32,10 +33,10 @@ from accelerate import PartialState
 from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
-from . import artifacts, backbones, evaluate, retrieval, scoring, sharing
+from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
 from .cache import atomic_dir, restore_aside
 from .config import RunConfig, phase_identity
-from .data.features import featurized
+from .data.features import featurized, split_rows
 from .errors import UserError
 from .frozen import cached_bottom, check_count, freeze_bottom
 from .kinds import KINDS
@@ -45,7 +46,6 @@ from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooli
 from .regimes import all_regimes, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
-from .tasks.spec import distinct_items
 from .train import Run, Source, fit, scored_on_main
 from .transfers import get_transfer
 
@@ -94,8 +94,8 @@ def train_phase(config: RunConfig) -> Path:
     phase = validate(config)
     state = processes()
     with _output_lock(phase.out, state.is_main_process), cpu_threads(phase.backbone.path):
-        if state.is_main_process:
-            remove_leftovers(phase.out, keep_work=config.resume)
+        if state.is_main_process:  # a finished phase's checkpoints are left only by a kill before their removal
+            remove_leftovers(phase.out, keep_work=config.resume and not (phase.finished and not config.keep_checkpoints))
         state.wait_for_everyone()
         trained = None if phase.finished else train(phase)
         if trained:
@@ -109,7 +109,8 @@ def train_phase(config: RunConfig) -> Path:
 
 def validate(config: RunConfig) -> ValidatedPhase:
     """Stage 1: check every input before anything trains; a problem is a one-line UserError."""
-    tasks = [task.capped(config.rows_per_split) for task in _phase_tasks(config.task)]
+    scored = shares.share(config.test_share, config.held_out, config.held_out_by)
+    tasks = [task.capped(config.rows_per_split).held(scored) for task in _phase_tasks(config.task)]
     regime = get_regime(config.regime)
     train_lang = _train_language(tasks[0], config)
     langs = tasks[0].check_langs(config.eval_langs)
@@ -154,7 +155,7 @@ class Trained:
     dev_predictions: dict[str, dict[str, list[dict]]]  # step0 | final -> task -> per-item dev predictions
     dev_step0: float  # the English dev score before training
     data_fingerprint: str
-    train_items: dict[str, list]
+    drawn: dict[str, tuple[list, list, list]]  # task -> its training examples' items, languages and tokens
     trainable_parameters: int
     train_seconds: float
     resumed_from_step: int | None
@@ -171,15 +172,17 @@ def train(phase: ValidatedPhase) -> Trained:
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     for built in models.values():
         set_pooling(built, phase.pooling)
-    sources, fingerprints, train_items = [], [], {}
+    sources, fingerprints, languages = [], [], []
     for task in tasks:
         with processes().main_process_first():  # one process writes the feature cache
             features, rows, fingerprint = featurized(task, "train", phase.train_lang, tokenizer,
-                                                     phase.lengths[task.name], config.seed)
-        train_items[task.name] = distinct_items(rows)
+                                                     phase.lengths[task.name], config.seed, with_rows=True)
+        features, row_of = split_rows(features)
         kind = KINDS[task.kind]
         sources.append(Source(features, [kind.length({"input_ids": ids}) for ids in features["input_ids"]],
-                              kind.collator(tokenizer), task.name if len(tasks) > 1 else None))
+                              kind.collator(tokenizer), [items.row_ref(rows[r], r) for r in row_of],
+                              task.name if len(tasks) > 1 else None))
+        languages.append([task.language_of(rows[r].get("lang", phase.train_lang)) for r in row_of])
         fingerprints.append(fingerprint)
     model = (MultiTaskModel(models) if len(tasks) > 1 else models[tasks[0].name]).to(processes().device)
     trainable = trainable_parameters(model)  # before evaluation, which may load more modules (MAD-X)
@@ -204,10 +207,13 @@ def train(phase: ValidatedPhase) -> Trained:
         # the model before training: what "learned" is measured against
         step0, step0_rows = _step0(phase, lambda: (dev_score(model), dict(latest)))
         started = time.perf_counter()
-        log, resumed_from = fit(model, sources, dev_score, config, run)
+        log, resumed_from, consumed = fit(model, sources, dev_score, config, run)
+    drawn = {task.name: ([source.items[i] for i in taken], [langs[i] for i in taken],
+                         [source.lengths[i] for i in taken])
+             for task, source, langs, taken in zip(tasks, sources, languages, consumed)}
     # The loop's last evaluation (at its last step) is "final": a rule, not the best of its evaluations.
     return Trained(models, tokenizer, log, {"step0": step0_rows, "final": dict(latest)}, step0,
-                   "+".join(fingerprints), train_items, trainable,
+                   "+".join(fingerprints), drawn, trainable,
                    round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
                    resumed_from, processes().num_processes, _peak_rss_mb())
 
@@ -247,6 +253,7 @@ def save(phase: ValidatedPhase, trained: Trained) -> None:
     config, tasks = phase.config, phase.tasks
     with atomic_dir(phase.out) as tmp:
         write_dev_predictions(tmp, trained.dev_predictions)
+        items.write(tmp, [line for task, drawn in trained.drawn.items() for line in items.lines(task, *drawn)])
         phase.regime.save(trained.models[tasks[0].name], trained.tokenizer, tmp)
         for task in tasks[1:]:
             (tmp / "heads" / task.name).mkdir(parents=True)
@@ -274,7 +281,8 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
         dev={"metric": "+".join(task.selection_metric for task in tasks),
              "best": next(e["dev_score"] for e in log if e.get("selected")),
              "step0": trained.dev_step0, "final": log[-1]["dev_score"], "log": log},
-        data_fingerprint=trained.data_fingerprint, train_items=trained.train_items,
+        data_fingerprint=trained.data_fingerprint,
+        train_items={task: items.summary(*drawn) for task, drawn in trained.drawn.items()},
         trainable_parameters=trained.trainable_parameters, train_seconds=trained.train_seconds,
         resumed_from_step=trained.resumed_from_step, processes=trained.processes, peak_rss_mb=trained.peak_rss_mb)
 
@@ -424,7 +432,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
-                   frozen_layers: int = 0) -> dict:
+                   frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
+                   held_out_by: str = "item") -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -435,9 +444,11 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
     ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
     backbone's bottom layers are read through the cache (``adapterxfer.frozen``) that modules trained above
-    them share; an artifact's come from its manifest.
+    them share; an artifact's come from its manifest. ``test_share``, ``held_out`` and ``held_out_by``: which
+    share of the test items is scored (adapterxfer/shares.py; the train keys of the same names).
     """
-    task = get_task(task_name).sized(queries, candidates).capped(rows_per_split)
+    task = (get_task(task_name).sized(queries, candidates).capped(rows_per_split)
+            .held(shares.share(test_share, held_out, held_out_by)))
     model_path = str(sharing.resolve(model_path))
     if retrieval_scoring:
         if task.kind != "retrieval":
@@ -467,9 +478,12 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
             model = (regime.load_encoder(folder, trained_on, backbone) if manifest
                      else encoder_model(backbone.path)).to(device)
             _check_layer(layer, model.config.num_hidden_layers)
-            with cached_bottom(model, _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)):
+            bottom = _frozen_layers(manifest, frozen_layers, layer, model.config.num_hidden_layers)
+            english = (_backbone_english(backbone, tokenizer, layer, max_length, batch_size, chosen, bottom)
+                       if manifest else None)
+            with cached_bottom(model, bottom):
                 scores, predictions = retrieval.EVALUATORS[task.kind](model, tokenizer, task, langs, layer,
-                                                                      max_length, batch_size, chosen)
+                                                                      max_length, batch_size, chosen, english)
         else:
             model = regime.load(folder, task, backbone, manifest).to(device)
             set_pooling(model, manifest.get("pooling", "cls"))
@@ -479,6 +493,24 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                                                          chosen, regime.language_switch(model, task, at_test))
     write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
     return scores
+
+
+ENGLISH_POOLS: dict[tuple, torch.Tensor] = {}  # the untuned backbone's embeddings of English pools, per process
+
+
+def _backbone_english(backbone, tokenizer, layer: int, max_length: int, batch_size: int, precision: str,
+                      frozen_layers: int):
+    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded on first use and kept
+    per text list: every arm of a study scores against the same English pool."""
+    def embed_english(texts: list[str]) -> torch.Tensor:
+        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+        key = (backbone.weight_hash, layer, max_length, precision, frozen_layers, digest)
+        if key not in ENGLISH_POOLS:
+            model = encoder_model(backbone.path).to(processes().device)
+            with cached_bottom(model, frozen_layers):
+                ENGLISH_POOLS[key] = retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
+        return ENGLISH_POOLS[key]
+    return embed_english
 
 
 def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:

@@ -89,11 +89,16 @@ def embed(encoder, tokenizer, texts: list[str], layer: int, max_length: int, bat
 
 # The suffix of a secondary score adapted on unlabelled target-language dev text (reports mark it).
 TARGET_DEV_CENTERED = "_unsupervised_target_dev_centered"
+# The suffix of a secondary score with the English side embedded by the untuned backbone: what a trained encoder
+# changes on the query (target-language) side alone, against the English-side adaptation both sides include.
+BACKBONE_ENGLISH = "_backbone_english"
 
 
 def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-             batch_size: int, precision: str) -> tuple[dict, dict]:
-    """Tatoeba-style accuracy@1 per language: each query's best target must be its own translation."""
+             batch_size: int, precision: str, english=None) -> tuple[dict, dict]:
+    """Tatoeba-style accuracy@1 per language: each query's best target must be its own translation. With
+    ``english`` (the untuned backbone's ``embed``), also the score of this encoder's queries against the
+    backbone's English pool (``BACKBONE_ENGLISH``): what the encoder changed on the query side alone."""
     score = scoring(task.options.get("scoring", "cosine"))
     secondary = task.options.get("secondary")
     if secondary not in (None, "centered"):
@@ -102,11 +107,14 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
-        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang, len(rows))]
+        pool = [row["target"] for row in rows] + [row["text"] for row in _distractors(task, lang, rows)]
         queries, targets = encode([row["query"] for row in rows]), encode(pool)
         nearest = score(queries, targets).argmax(-1).tolist()
         gold = list(range(len(rows)))
         scores[lang] = METRICS[task.metric](nearest, gold, lang) | {"candidates": len(pool)}
+        if english is not None:
+            query_side = score(queries, english(pool)).argmax(-1).tolist()
+            scores[lang][task.metric + BACKBONE_ENGLISH] = METRICS[task.metric](query_side, gold, lang)[task.metric]
         if secondary:
             dev = task.rows("dev", lang)
             dev_means = [encode([row[side] for row in dev]).mean(0) for side in ("query", "target")]
@@ -117,16 +125,17 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     return scores, predictions
 
 
-def _distractors(task: TaskSpec, lang: str, queries: int) -> list[dict]:
-    """The task's extra candidates (split "candidates": the targets of none of the ``queries`` test rows drawn),
-    a seeded sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
+def _distractors(task: TaskSpec, lang: str, queries: list[dict]) -> list[dict]:
+    """The task's extra candidates (split "candidates": the targets of none of the ``queries``), a seeded
+    sample of them where ``limits["candidates"]`` caps the pool; none where the task has no such split."""
     if not task.options.get("distractors"):
         return []
-    extra = task.read("candidates", lang, queries, 0)
+    drawn = {row["ref"] for row in queries}
+    extra = [row for row in task.rows("candidates", lang) if row["ref"] not in drawn]
     pool = task.limits.get("candidates")
-    if pool is None or pool - queries >= len(extra):
+    if pool is None or pool - len(queries) >= len(extra):
         return extra
-    return [extra[i] for i in sorted(random.Random(0).sample(range(len(extra)), pool - queries))]
+    return [extra[i] for i in sorted(random.Random(0).sample(range(len(extra)), pool - len(queries)))]
 
 
 def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):
@@ -136,19 +145,28 @@ def centered_on(query_mean: torch.Tensor, target_mean: torch.Tensor):
 
 
 def mine(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-         batch_size: int, precision: str) -> tuple[dict, dict]:
-    """BUCC F1 per language: margin-mined pairs over the dev-tuned threshold (see the module docstring)."""
+         batch_size: int, precision: str, english=None) -> tuple[dict, dict]:
+    """BUCC F1 per language: margin-mined pairs over the dev-tuned threshold (see the module docstring). With
+    ``english`` (the untuned backbone's ``embed``), also the F1 with the English side embedded by it
+    (``BACKBONE_ENGLISH``), its own threshold tuned on dev the same way."""
     encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, precision)
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
-        dev_candidates, dev_gold = _mined("dev", task, lang, encode)
-        threshold = bucc_threshold(dev_candidates, dev_gold)
-        candidates, gold = _mined("test", task, lang, encode)
-        mined = [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold]
+        mined, gold, threshold = _mine_split(task, lang, encode, encode)
         predictions[lang] = pair_items(mined, gold)
         scores[lang] = score_rows(task.metric, predictions[lang], lang) | {"threshold": threshold,
                                                                            "gold_only_pool": True}
+        if english is not None:
+            query_side = pair_items(*_mine_split(task, lang, encode, english)[:2])
+            scores[lang][task.metric + BACKBONE_ENGLISH] = next(iter(score_rows(task.metric, query_side, lang).values()))
     return scores, predictions
+
+
+def _mine_split(task: TaskSpec, lang: str, encode, encode_english) -> tuple[list[str], list[str], float]:
+    """The mined test pairs over the dev-tuned threshold, the gold pairs and the threshold."""
+    threshold = bucc_threshold(*_mined("dev", task, lang, encode, encode_english))
+    candidates, gold = _mined("test", task, lang, encode, encode_english)
+    return [f"{src}\t{tgt}" for (src, tgt), score in candidates.items() if score >= threshold], gold, threshold
 
 
 def pair_items(mined: list[str], gold: list[str]) -> list[dict]:
@@ -163,8 +181,10 @@ def pair_items(mined: list[str], gold: list[str]) -> list[dict]:
 
 
 def rank(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, max_length: int,
-         batch_size: int, precision: str) -> tuple[dict, dict]:
-    """Top-20 candidate ids for each query; MRR@20 or mAP@20 per language (see the module docstring)."""
+         batch_size: int, precision: str, english=None) -> tuple[dict, dict]:
+    """Top-20 candidate ids for each query; MRR@20 or mAP@20 per language (see the module docstring). Its pools
+    are not one English side (LAReQA's hold 11 languages; Mewsli-X's are entity descriptions): ``english``
+    is not used."""
     encode = _encoder(encoder, tokenizer, layer, max_length, batch_size, precision)
     pool = task.rows("candidates", langs[0])
     pool_vectors = encode([row["text"] for row in pool])
@@ -253,12 +273,14 @@ def bucc_threshold(candidates: dict[tuple[str, str], float], gold: list[str]) ->
     return threshold
 
 
-def _mined(split: str, task: TaskSpec, lang: str, encode) -> tuple[dict[tuple[str, str], float], list[str]]:
-    """{(source id, target id): score} of one split, and its gold "src<TAB>tgt" lines."""
+def _mined(split: str, task: TaskSpec, lang: str, encode, encode_english) -> tuple[dict[tuple[str, str], float],
+                                                                                  list[str]]:
+    """{(source id, target id): score} of one split (the English target side by ``encode_english``), and its
+    gold "src<TAB>tgt" lines."""
     rows = task.rows(split, lang)
     sides = [_unique_ids([(row[f"{side}_id"], row[side]) for row in rows]) for side in ("source", "target")]
     texts = [list(dict.fromkeys(row[side] for row in rows)) for side in ("source", "target")]
-    scored = margin_candidates(encode(texts[0]), encode(texts[1]))
+    scored = margin_candidates(encode(texts[0]), encode_english(texts[1]))
     candidates = {}
     for (i, j), score in scored.items():
         src, tgt = sides[0].get(texts[0][i]), sides[1].get(texts[1][j])

@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast, broadcast_object_list, gather_object
-from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from . import checkpoint
 from .checkpoint import TrainState
@@ -42,7 +41,18 @@ class Source:
     features: object  # a datasets.Dataset of model features
     lengths: list[int]
     collate: Callable
+    items: list[str]  # each feature's item (adapterxfer.items): features of one row share it
     name: str | None = None
+
+    def item_order(self, generator: torch.Generator) -> list[int]:
+        """Feature indices, item by item in a random order of the distinct items: two sources holding the
+        same items (a task and another rendering of it, in any row order) get them in the same order."""
+        features_of: dict[str, list[int]] = {}
+        for index, item in enumerate(self.items):
+            features_of.setdefault(item, []).append(index)
+        distinct = sorted(features_of)
+        return [index for position in torch.randperm(len(distinct), generator=generator).tolist()
+                for index in features_of[distinct[position]]]
 
 
 @dataclass
@@ -58,14 +68,18 @@ class Run:
 class BatchStream:
     """An endless, seeded stream of one source's batches that can resume at any position.
 
-    Epoch e is a permutation drawn from a generator seeded with (seed, e), so the number of batches
-    given so far fully determines what comes next: a resumed run reads the same batches without
-    replaying the data. Each step's global batch of ``batch_size * processes`` examples is split among
-    the processes, so a step sees the same examples whatever the number of processes.
+    Epoch e is a permutation of the source's items (``Source.item_order``) drawn from a generator seeded
+    with (seed, e), so the number of batches given so far fully determines what comes next: a resumed run
+    reads the same batches without replaying the data. Each step's global batch of ``batch_size *
+    processes`` examples is split among the processes, so a step sees the same examples whatever the
+    number of processes. ``drawn``: how many examples the phase will take from this stream. With
+    ``group_by_length``, batches are grouped by length within those only, so which items a phase trains
+    on never depends on their lengths (which differ between renderings of one item in two languages).
     """
 
-    def __init__(self, source: Source, config: RunConfig, processes: int, rank: int, position: int = 0):
-        self.source, self.config, self.position = source, config, position
+    def __init__(self, source: Source, config: RunConfig, processes: int, rank: int, drawn: int,
+                 position: int = 0):
+        self.source, self.config, self.drawn, self.position = source, config, drawn, position
         self.global_size = config.batch_size * processes
         self.mine = range(rank * config.batch_size, (rank + 1) * config.batch_size)
         self.orders: dict[int, list[int]] = {}  # epoch -> permutation; two at most (a batch may span them)
@@ -84,15 +98,27 @@ class BatchStream:
             self.orders[epoch] = self._order(epoch)
         return self.orders[epoch][offset]
 
+    def consumed(self) -> list[int]:
+        """The feature indices every process has taken so far, in order."""
+        return [self._index(k) for k in range(self.position * self.global_size)]
+
     def _order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        if self.config.group_by_length:
-            return list(LengthGroupedSampler(self.global_size, lengths=self.source.lengths, generator=generator))
-        return list(RandomSampler(range(len(self.source.features)), generator=generator))
+        order = self.source.item_order(generator)
+        if not self.config.group_by_length:
+            return order
+        cut = min(max(self.drawn - epoch * len(order), 0), len(order))
+        return self._grouped(order[:cut], generator) + self._grouped(order[cut:], generator)
+
+    def _grouped(self, indices: list[int], generator: torch.Generator) -> list[int]:
+        if not indices:
+            return []
+        lengths = [self.source.lengths[i] for i in indices]
+        return [indices[i] for i in get_length_grouped_indices(lengths, self.global_size, generator=generator)]
 
 
 def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], float], config: RunConfig,
-        run: Run) -> tuple[list[dict], int]:
+        run: Run) -> tuple[list[dict], int, list[list[int]]]:
     """Train for ``config.max_steps`` optimizer steps; keep the weights with the best dev score.
 
     With several sources, each micro-batch comes from source i with probability proportional
@@ -100,9 +126,9 @@ def fit(model, sources: list[Source], dev_score: Callable[[torch.nn.Module], flo
     With ``config.probe_steps``, the head is first probed alone (``probe_head``, logged as step 0,
     with a dev score only when ``max_steps`` is 0). ``dev_score`` gives every process the same score
     (``scored_on_main``).
-    Returns the log and the step the run resumed from (0: a fresh start). The log has one entry per
-    evaluation with step, mean train loss, learning rate, dev score and training seconds; the entry
-    whose weights were kept has ``"selected": True``.
+    Returns the log, the step the run resumed from (0: a fresh start) and, per source, the feature indices
+    its steps took, in order. The log has one entry per evaluation with step, mean train loss, learning
+    rate, dev score and training seconds; the entry whose weights were kept has ``"selected": True``.
     """
     loop = Loop(model, sources, dev_score, config, run)
     while loop.state.step < config.max_steps:
@@ -143,9 +169,12 @@ class Loop:
         self.resumed_from = self._resume()
         if not self.resumed_from and config.probe_steps:
             _probe(model, sources, dev_score, config, run.precision, self.accelerator, self.state)
-        self.streams = [BatchStream(source, config, self.accelerator.num_processes, self.accelerator.process_index,
-                                    position) for source, position in zip(sources, self.state.positions)]
         self.weights = [len(source.features) ** (1 / config.temperature) for source in sources]
+        processes = self.accelerator.num_processes
+        self.streams = [BatchStream(source, config, processes, self.accelerator.process_index,
+                                    batches * config.batch_size * processes, position)
+                        for source, batches, position in zip(sources, _batches(config, self.weights),
+                                                             self.state.positions)]
         if config.report_to != "none":
             self.accelerator.init_trackers(run.work.name.strip("."),
                                            config={k: str(v) for k, v in vars(config).items()})
@@ -216,14 +245,24 @@ class Loop:
                             self.run.identity, rng)
         self.accelerator.wait_for_everyone()
 
-    def finish(self) -> tuple[list[dict], int]:
-        """Close the trackers and put the selected weights back; returns the log and the step resumed from."""
+    def finish(self) -> tuple[list[dict], int, list[list[int]]]:
+        """Close the trackers and put the selected weights back; returns the log, the step resumed from and
+        each source's consumed feature indices."""
         self.progress.close()
         for tracker in self.accelerator.trackers:  # not end_training(): it also ends the process group still in use
             tracker.finish()
         _restore(self.plain, self.state.best)
         self.state.log[self.state.selected]["selected"] = True
-        return self.state.log, self.resumed_from
+        return self.state.log, self.resumed_from, [stream.consumed() for stream in self.streams]
+
+
+def _batches(config: RunConfig, weights: list[float]) -> list[int]:
+    """How many micro-batches ``fit`` will draw from each source: the loop's own draws (``TrainState.pick``,
+    seeded with the seed), made ahead."""
+    pick, counts = random.Random(config.seed), [0] * len(weights)
+    for _ in range(config.max_steps * config.grad_accum):
+        counts[pick.choices(range(len(weights)), weights)[0]] += 1
+    return counts
 
 
 def _probe(plain, sources, dev_score, config, precision: str, accelerator, state: TrainState) -> None:
@@ -253,8 +292,8 @@ def probe_head(model, sources: list[Source], config: RunConfig, precision: str) 
     """
     cache = []
     for source in sources:
-        order = torch.randperm(len(source.features), generator=torch.Generator().manual_seed(config.seed))
-        examples = source.features.select(order[:config.probe_examples].tolist()).to_list()
+        order = source.item_order(torch.Generator().manual_seed(config.seed))
+        examples = source.features.select(order[:config.probe_examples]).to_list()
         task = {"task": source.name} if source.name else {}
         for _, batch, output in forward_batches(model, examples, source.collate, config.eval_batch_size,
                                                 precision, extra=task, output_hidden_states=True):

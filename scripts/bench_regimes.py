@@ -110,7 +110,7 @@ def measure(variant: str, backbone_name: str, steps: int, batch: int, length: in
                 "outside_s": total - (stamps[-1][0] - stamps[0][0]) - statistics.median(w for w, _ in steps[1:])}
 
     work = tempfile.mkdtemp()
-    loops = {"adapterxfer": lambda: fit(model, [Source(features, [length] * len(features), collate)],
+    loops = {"adapterxfer": lambda: fit(model, [Source(features, [length] * len(features), collate, list(map(str, range(len(features)))))],
                                         lambda trained: 0.0, config, Run(Path(work), {}, precision)),
              "bare": lambda: bare_loop(model, features, collate, config, precision)}
     runs = {"bare_first": bare_first, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}

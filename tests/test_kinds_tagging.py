@@ -119,8 +119,9 @@ def fit_and_score(task: TaskSpec, backbone, max_length: int = 32, steps: int = 3
 
     config = RunConfig(task=task.name, max_steps=steps, eval_every=steps, batch_size=4, lr=1e-3,
                        max_length=max_length, precision="fp32")
-    log, _ = fit(model, [Source(features, [kind.length(f) for f in features], recording_collate)], dev_score, config,
-                 Run(Path(tempfile.mkdtemp()), {}, "fp32"))  # one evaluation at the last step: no checkpoint
+    source = Source(features, [kind.length(f) for f in features], recording_collate, list(map(str, range(len(features)))))
+    log, _, _ = fit(model, [source], dev_score, config,
+                    Run(Path(tempfile.mkdtemp()), {}, "fp32"))  # one evaluation at the last step: no checkpoint
     scores, predictions = evaluate.score_split(model, tokenizer, task, "test", "en", max_length, 8, "fp32")
     return log, scores, predictions, batch_keys
 

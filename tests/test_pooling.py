@@ -10,6 +10,7 @@ from adapterxfer.cli import main
 from adapterxfer.data import verses
 from adapterxfer.modeling import resolve_pooling, set_pooling, task_model
 from adapterxfer.tasks import get_task
+from adapterxfer.tasks.verses import MULTI_LANGS
 
 STEPS = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2",
          "eval_langs=en,fr"]
@@ -68,7 +69,12 @@ def test_mean_pooling_trains_saves_and_reloads(tmp_path, tiny_backbone, regime):
                  f"output_dir={out}", *STEPS]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pooling"] == "mean" and manifest["config"]["pooling"] == "mean"
-    assert manifest["train_items"] == {"verses-genre": len(verses.genre_rows("train"))}
+    drawn = [json.loads(line) for line in (out / "train_items.jsonl").read_text().splitlines()]
+    genre_refs = {row["ref"] for row in verses.genre_rows("train")}
+    assert len(drawn) == 8 and {row["ref"] for row in drawn} <= genre_refs  # 2 steps of 4 distinct verses
+    assert manifest["train_items"]["verses-genre"] | {"sequence": None, "multiset": None} == {
+        "examples": 8, "items": 8, "tokens": sum(row["tokens"] for row in drawn), "sequence": None, "multiset": None,
+        "by_lang": {"en": {"examples": 8, "items": 8, "tokens": sum(row["tokens"] for row in drawn)}}}
     assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "en,fr", "--output",
                  str(tmp_path / "eval"), "--max-length", "48", "--precision", "fp32"]) == 0
     for lang in ("en", "fr"):
@@ -82,4 +88,6 @@ def test_default_pooling_on_a_cls_backbone_is_recorded(tmp_path, tiny_backbone):
                  *STEPS[:-1]]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pooling"] == "cls" and manifest["tasks"] == ["verses-xref", "verses-mlm"]
-    assert manifest["train_items"]["verses-mlm"] == len(verses.genre_rows("train"))  # each verse once
+    drawn = manifest["train_items"]
+    assert drawn["verses-xref"]["examples"] + drawn["verses-mlm"]["examples"] == 8  # one step of 4, then 4 more
+    assert set(drawn["verses-xref"]["by_lang"]) == {"en"} and set(drawn["verses-mlm"]["by_lang"]) <= set(MULTI_LANGS)

@@ -23,7 +23,8 @@ def source(task_name, backbone, name=None):
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     features, _, _ = featurized(task, "train", "en", tokenizer, 48)
     kind = KINDS[task.kind]
-    return Source(features, [kind.length(f) for f in features], kind.collator(tokenizer), name)
+    return Source(features, [kind.length(f) for f in features], kind.collator(tokenizer),
+                  list(map(str, range(len(features)))), name)
 
 
 def first_batch(src, size=6):

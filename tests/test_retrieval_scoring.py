@@ -68,7 +68,8 @@ def test_verses_retrieval_pool_and_dev_centered_secondary(tiny_backbone):
     encoder, tokenizer = encoder_model(tiny_backbone.path), AutoTokenizer.from_pretrained(tiny_backbone.path)
     task = get_task("verses-retrieval")
     rows, dev = task.rows("test", "fr"), task.rows("dev", "fr")
-    extra = task.read("candidates", "fr", task.limits["test"], 0)
+    drawn = {row["ref"] for row in rows}
+    extra = [row for row in task.rows("candidates", "fr") if row["ref"] not in drawn]
     encode = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, "fp32")
     queries = encode([row["query"] for row in rows])
     targets = encode([row["target"] for row in rows] + [row["text"] for row in extra])
@@ -127,3 +128,25 @@ def test_queries_and_candidates_size_the_retrieval(tiny_backbone):
             task.sized(queries, candidates)
     with pytest.raises(UserError, match="queries and candidates size a retrieval task; verses-genre is classification"):
         get_task("verses-genre").sized(10, None)
+
+
+def test_query_side_score_against_the_backbones_english_pool(tiny_backbone):
+    """The English side embedded by another encoder: by the same one, the query-side score is the score itself;
+    by an encoder whose weights changed, queries meet targets they were not embedded with."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
+    encoder, other = encoder_model(tiny_backbone.path), encoder_model(tiny_backbone.path)
+    with torch.no_grad():
+        for param in other.encoder.layer[-1].parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)), alpha=0.5)
+    task = get_task("verses-retrieval")
+    rows = task.rows("test", "fr")
+    same = lambda texts: embed(encoder, tokenizer, texts, -1, 48, 8, "fp32")
+    scores, _ = retrieve(encoder, tokenizer, task, ["fr"], -1, 48, 8, "fp32", english=same)
+    assert scores["fr"]["accuracy@1_backbone_english"] == scores["fr"]["accuracy@1"]
+    changed = lambda texts: embed(other, tokenizer, texts, -1, 48, 8, "fp32")
+    scores, _ = retrieve(encoder, tokenizer, task, ["fr"], -1, 48, 8, "fp32", english=changed)
+    pool = [row["target"] for row in rows] + [row["text"] for row in task.rows("candidates", "fr")
+                                               if row["ref"] not in {r["ref"] for r in rows}]
+    nearest = cosine(same([row["query"] for row in rows]), changed(pool)).argmax(-1)
+    assert scores["fr"]["accuracy@1_backbone_english"] == pytest.approx(
+        float((nearest == torch.arange(len(rows))).float().mean()))

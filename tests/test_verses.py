@@ -197,13 +197,12 @@ def test_text_rows_show_each_verse_once_in_one_language(bible_db):
     assert [row["text"] for row in rows] == [texts[("en", "fr", "zh")[i % 3]][row["ref"]] for i, row in enumerate(rows)]
 
 
-def test_retrieval_dev_rows_and_distractors(bible_db):
+def test_retrieval_dev_rows_and_the_english_pool(bible_db):
     dev = verses.retrieval_rows("fr", split="dev")
     assert dev and {verses.verse_split(_verse(row["ref"])) for row in dev} == {"dev"}
-    queries = {row["ref"] for row in verses.retrieval_rows("fr", limit=10, seed=0)}
-    extra = verses.retrieval_distractors(limit=10, seed=0)
-    test = {row["ref"] for row in verses.retrieval_rows("fr")}
-    assert not queries & {row["ref"] for row in extra} and queries | {row["ref"] for row in extra} == test
+    english = verses.english_test_verses()
+    assert [row["ref"] for row in english] == [row["ref"] for row in verses.retrieval_rows("fr")]
+    assert [row["text"] for row in english] == [row["target"] for row in verses.retrieval_rows("fr")]
 
 
 def test_retrieval_rows(bible_db):

@@ -18,28 +18,46 @@ from ..artifacts import sha256_file
 from ..cache import atomic_dir, home
 from ..errors import UserError
 from ..kinds import KINDS
+from ..kinds.common import ROW
 from ..tasks.spec import TaskSpec
 
 datasets.disable_progress_bars()
 
 
-def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int,
-               seed: int = 0) -> tuple[datasets.Dataset, list[dict], str]:
-    """Return (features, rows, fingerprint) for one split and language of a task."""
+def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int, seed: int = 0,
+               with_rows: bool = False) -> tuple[datasets.Dataset, list[dict], str]:
+    """Return (features, rows, fingerprint) for one split and language of a task. ``with_rows``: the features
+    keep their ``ROW`` column, the index of the row each came from (``split_rows`` takes it off)."""
     rows = task.rows(split, lang, seed)
     kind = KINDS[task.kind]
     _check_rows(task, split, lang, rows, kind.COLUMNS)
     fingerprint = _fingerprint(task.name, split, lang, seed, max_length, task.options,
-                               tokenizer_hash(tokenizer), rows)
+                               tokenizer_hash(tokenizer), rows, ROW)
     path = home() / "features" / fingerprint
     if not path.exists():
-        table = datasets.Dataset.from_list(rows)
-        features = table.map(functools.partial(kind.featurize, tokenizer=tokenizer, max_length=max_length,
-                                               options=task.options),
+        table = datasets.Dataset.from_list(rows).add_column(ROW, list(range(len(rows))))
+        features = table.map(functools.partial(_featurize_rows, kind.featurize, tokenizer=tokenizer,
+                                               max_length=max_length, options=task.options),
                              batched=True, remove_columns=table.column_names)
         with atomic_dir(path) as tmp:
             features.save_to_disk(str(tmp))
-    return _load(str(path)), rows, fingerprint
+    features = _load(str(path))
+    return (features if with_rows else features.remove_columns(ROW)), rows, fingerprint
+
+
+def split_rows(features: datasets.Dataset) -> tuple[datasets.Dataset, list[int]]:
+    """Features without their ``ROW`` column, and the row each came from (a row may make several: QA
+    windows, long sentences)."""
+    return features.remove_columns(ROW), features[ROW]
+
+
+def _featurize_rows(featurize, batch: dict, **settings) -> dict:
+    """A kind's features of ``batch``, each with its row's index: a kind that makes one feature per row
+    gets it here; one that makes several copies ``batch[ROW]`` of the row into each (adapterxfer.kinds)."""
+    features = featurize(batch, **settings)
+    if ROW not in features:
+        features[ROW] = batch[ROW]
+    return features
 
 
 @functools.lru_cache(maxsize=1024)

@@ -198,14 +198,11 @@ def retrieval_rows(lang: str, limit: int | None = None, seed: int = 0, split: st
     return [{"query": queries[ref], "target": targets[ref], "ref": _ref_id(ref)} for ref in refs]
 
 
-def retrieval_distractors(limit: int | None = None, seed: int = 0) -> list[dict]:
-    """The default-English test verses that ``retrieval_rows("test", lang, limit, seed)`` does not hold:
-    every other test verse, as extra candidates no query has as its gold."""
+def english_test_verses() -> list[dict]:
+    """Every test verse in the default English translation: {"text", "ref"}."""
     path = str(corpus_path())
-    refs = _split_refs(path, "test")
-    drawn = set(_sample(refs, limit, seed))
     english = _texts(path, _ENGLISH)
-    return [{"text": english[ref], "ref": _ref_id(ref)} for ref in refs if ref not in drawn]
+    return [{"text": english[ref], "ref": _ref_id(ref)} for ref in _split_refs(path, "test")]
 
 
 def text_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = None,
@@ -218,7 +215,8 @@ def text_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = 
     path = str(corpus_path())
     texts = [_texts(path, TRANSLATIONS[resolve_translation(lang)]) for lang in langs]
     refs = _sample(_split_refs(path, split), limit, seed)
-    return [{"text": texts[i % len(texts)][ref], "ref": _ref_id(ref)} for i, ref in enumerate(refs)]
+    return [{"text": texts[i % len(texts)][ref], "ref": _ref_id(ref), "lang": langs[i % len(langs)]}
+            for i, ref in enumerate(refs)]
 
 
 def next_rows(split: str, lang: str = "en", limit: int | None = None, seed: int = 0) -> list[dict]:
@@ -244,9 +242,9 @@ def xref_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | None = 
     """
     half = None if limit is None else (limit + 1) // 2
     rows = []
-    for texts, (a, b, c) in _xref_triples(split, langs, half, seed):
-        rows.append({"text": texts[a], "text_pair": texts[b], "label": 1, "ref": _pair_id(a, b)})
-        rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c)})
+    for lang, texts, (a, b, c) in _xref_triples(split, langs, half, seed):
+        rows.append({"text": texts[a], "text_pair": texts[b], "label": 1, "ref": _pair_id(a, b), "lang": lang})
+        rows.append({"text": texts[a], "text_pair": texts[c], "label": 0, "ref": _pair_id(a, c), "lang": lang})
     random.Random(seed).shuffle(rows)
     return rows[:limit]
 
@@ -257,10 +255,10 @@ def xref_choice_rows(split: str, langs: tuple[str, ...] = ("en",), limit: int | 
     in a seeded order, "label": B's position, "ref": the pair A>B}. Item i is rendered in
     ``langs[i % len(langs)]``; ``limit`` items are sampled."""
     rows = []
-    for texts, (a, b, c) in _xref_triples(split, langs, limit, seed):
+    for lang, texts, (a, b, c) in _xref_triples(split, langs, limit, seed):
         label = random.Random(f"{seed}:{_pair_id(a, b)}:order").randrange(2)
         choices = [texts[c], texts[b]] if label else [texts[b], texts[c]]
-        rows.append({"context": texts[a], "choices": choices, "label": label, "ref": _pair_id(a, b)})
+        rows.append({"context": texts[a], "choices": choices, "label": label, "ref": _pair_id(a, b), "lang": lang})
     return rows
 
 
@@ -319,7 +317,7 @@ def order_rows(split: str, lang: str = "en", limit: int | None = None, seed: int
 
 
 def _xref_triples(split: str, langs: tuple[str, ...], positives: int | None, seed: int):
-    """(texts of the pair's language, (A, B, C)) for a seeded sample of ``positives`` cross-references
+    """(the pair's language, its texts, (A, B, C)) for a seeded sample of ``positives`` cross-references
     (A, B) with their hard negative C; pair i in ``langs[i % len(langs)]``."""
     _check(split, positives)
     if not langs:
@@ -327,7 +325,7 @@ def _xref_triples(split: str, langs: tuple[str, ...], positives: int | None, see
     bbs = [TRANSLATIONS[resolve_translation(lang)] for lang in langs]
     path = str(corpus_path())
     for i, triple in _xref_items(path, split, positives, seed):
-        yield _texts(path, bbs[i % len(bbs)]), triple
+        yield langs[i % len(langs)], _texts(path, bbs[i % len(bbs)]), triple
 
 
 @lru_cache(maxsize=None)

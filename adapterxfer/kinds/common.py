@@ -1,5 +1,10 @@
 """Pieces the kinds share: argmax over a logits row, per-example trimming, decode-only columns."""
 
+# A cached feature's column: the index of the row it came from. A kind that makes several features of a
+# row copies the row's value into each, where the batch has the column; for the others,
+# adapterxfer.data.features adds it.
+ROW = "row"
+
 
 def logits_rows(model_output, batch):
     return model_output.logits.float().cpu().numpy()

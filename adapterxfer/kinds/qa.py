@@ -16,7 +16,7 @@ import numpy as np
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding
 
 from ..errors import UserError
-from .common import dropping, unpadded
+from .common import ROW, dropping, unpadded
 
 AUTO_MODEL = AutoModelForQuestionAnswering
 COLUMNS = ("id", "question", "context", "answers")
@@ -41,6 +41,8 @@ def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
     features["start_positions"] = [start for start, _ in targets]
     features["end_positions"] = [end for _, end in targets]
     features["example_id"] = [batch["id"][row] for row in rows]
+    if ROW in batch:
+        features[ROW] = [batch[ROW][row] for row in rows]
     return features
 
 

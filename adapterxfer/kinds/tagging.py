@@ -15,7 +15,7 @@ ends an XLM-R sentence with two ``</s>``; here the tokenizer's own single-senten
 
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
-from .common import dropping, unpadded
+from .common import ROW, dropping, unpadded
 
 AUTO_MODEL = AutoModelForTokenClassification
 COLUMNS = ("tokens", "tags")
@@ -27,13 +27,13 @@ DECODE_ONLY = ("word_ids",)  # per token: the row's word index at a word's first
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
     tag_ids = {tag: i for i, tag in enumerate(options["labels"])}
     budget = max_length - tokenizer.num_special_tokens_to_add()
-    features = {"input_ids": [], "attention_mask": [], "labels": [], "word_ids": []}
-    for words, tags in zip(batch["tokens"], batch["tags"]):
+    features = {"input_ids": [], "attention_mask": [], "labels": [], "word_ids": []} | ({ROW: []} if ROW in batch else {})
+    for index, (words, tags) in enumerate(zip(batch["tokens"], batch["tags"])):
         pieces = _word_pieces(words, tokenizer, budget)
         for chunk in _chunks([len(p) for p in pieces], budget):
             feature = _feature([pieces[w] for w in chunk], chunk, [tag_ids[tags[w]] for w in chunk], tokenizer)
-            for key, values in feature.items():
-                features[key].append(values)
+            for key in features:
+                features[key].append(batch[ROW][index] if key == ROW else feature[key])
     return features
 
 

@@ -22,6 +22,7 @@ Folder layout under the study root::
 from __future__ import annotations
 
 from copy import deepcopy
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,10 +32,11 @@ from ..errors import UserError, unknown
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
+from ..shares import LEVELS
 from .phases import BASELINE, Arm, Graph, Phase
 
 REQUIRED = object()
-CLUSTER_LEVELS = ("item", "chapter", "book")
+HELD_OUT = 0.5  # confirmation.held_out's default
 # `study run --smoke`: every phase's train keys over the plan's own; budgets that still pass every code path.
 SMOKE_PHASE = {"max_steps": 2, "eval_every": 2, "checkpoint_every": 2, "batch_size": 2, "grad_accum": 1,
                "eval_batch_size": 8, "probe_examples": 4, "rows_per_split": 8}
@@ -76,6 +78,10 @@ KEYS = {
                             "(arm: baseline, an intermediate, stack(i), fusion(a+b), merge(a+b), multitask(a+b)); "
                             "exactly one has primary: true; the others are Holm-corrected"),
     "statistics": (dict, {}, "alpha (0.05), power (0.8) and the effect of interest (0.01) of the contrasts"),
+    "confirmation": (dict, {}, "a held-out confirmation (`study confirm`): seeds (new ones, none of seeds), "
+                               "held_out (the share of each target's test clusters that only the confirmation "
+                               "scores; default 0.5), by (item | chapter | book: what the share is drawn by; "
+                               "default each target's clusters), contrasts (names; default the primary)"),
     "ray": (dict, {}, "executor ray: address (default: a local cluster), num_cpus (1), num_gpus (0) per phase"),
     "slurm": (dict, {}, "executor slurm: cluster (slurm; local or debug run on this machine) and submitit's "
                         "parameters, e.g. slurm_partition, gpus_per_node, cpus_per_task, timeout_min, mem_gb"),
@@ -84,6 +90,7 @@ BLOCK_KEYS = {
     **{regime.name: set(regime.plan_keys) for regime in all_regimes() if regime.plan_keys},
     "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
     "statistics": {"alpha", "power", "effect"},
+    "confirmation": {"seeds", "held_out", "by", "contrasts"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
     "ray": {"address", "num_cpus", "num_gpus"},
 }
@@ -181,13 +188,41 @@ def _check(plan: dict) -> None:
     for regime in plan["regimes"]:
         get_regime(regime).check_plan(_block(plan, regime), where)
     for target, level in plan["clusters"].items():
-        if target not in plan["targets"] or level not in CLUSTER_LEVELS:
+        if target not in plan["targets"] or level not in LEVELS:
             raise UserError(f"{where}: clusters: {target}: {level} must map a target of the plan "
-                            f"({', '.join(plan['targets'])}) to one of {', '.join(CLUSTER_LEVELS)}")
+                            f"({', '.join(plan['targets'])}) to one of {', '.join(LEVELS)}")
     for block in ("task_phase", "regime_phase"):
         for name, settings in plan[block].items():
             if not isinstance(settings, dict):
                 raise UserError(f"{where}: {block}.{name} must be a mapping of train keys, got {settings!r}")
+    _check_confirmation(plan)
+
+
+def _check_confirmation(plan: dict) -> None:
+    where, block = plan["file"], plan["confirmation"]
+    if not block:
+        return
+    seeds = block.get("seeds")
+    if not seeds or not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: confirmation.seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    reused = sorted(set(seeds) & set(plan["seeds"]))
+    if reused:
+        raise UserError(f"{where}: confirmation.seeds reuses the exploration's seeds {reused}: a confirmation runs new "
+                        f"seeds (none of seeds: {plan['seeds']})")
+    held_out = block.get("held_out", HELD_OUT)
+    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)) or not 0 < held_out < 1:
+        raise UserError(f"{where}: confirmation.held_out must be a share between 0 and 1, got {held_out!r}")
+    if block.get("by", "item") not in LEVELS:
+        raise UserError(f"{where}: confirmation.by must be one of {', '.join(LEVELS)}, got {block['by']!r}")
+    names = [c.get("name") for c in plan["contrasts"] if isinstance(c, dict)]
+    chosen = block.get("contrasts")
+    if chosen is None and not names:
+        raise UserError(f"{where}: confirmation confirms contrasts; the plan declares none (key 'contrasts')")
+    unknown = [name for name in chosen or [] if name not in names]
+    if chosen is not None and (not isinstance(chosen, list) or not chosen or unknown):
+        raise UserError(f"{where}: confirmation.contrasts must list contrasts of the plan ({', '.join(names)}), "
+                        f"got {chosen!r}")
 
 
 def _check_output(plan: dict) -> None:
@@ -275,6 +310,49 @@ def expand(plan: dict) -> Graph:
                     _evaluation_arms(plan, graph, regime, seed, target, intermediates)
     _check_contrasts(plan, graph)
     return graph
+
+
+CONFIRM = "confirm/"  # the folder of a confirmation's phases under the study root
+
+
+def confirmed_contrasts(plan: dict) -> list[dict]:
+    """The contrasts a confirmation confirms (``contrasts``: the plan's primary by default), the primary first."""
+    names = plan["confirmation"].get("contrasts") or [c["name"] for c in contrasts(plan) if c["primary"]]
+    chosen = [c for c in contrasts(plan) if c["name"] in names]
+    return [{**c, "primary": index == 0} for index, c in enumerate(chosen)]
+
+
+def expand_confirmation(plan: dict) -> Graph:
+    """The phases a confirmation runs, under ``confirm/``: the confirmed contrasts' arms and the phases they start
+    from, once per confirmation seed, each scoring its target's held-out share of the test items."""
+    block = plan["confirmation"]
+    chosen = confirmed_contrasts(plan)
+    graph = expand({**plan, "seeds": block["seeds"], "regime_seeds": {}, "part": "confirm", "contrasts": chosen})
+    wanted = {(contrast[side], contrast["target"]) for contrast in chosen for side in ("run", "versus")}
+    arms = [arm for arm in graph.arms if (arm.label, arm.target) in wanted]
+    needed: set[str] = set()
+    frontier = [key for arm in arms for key in arm.keys.values()]
+    while frontier:
+        key = frontier.pop()
+        if key not in needed:
+            needed.add(key)
+            frontier += graph.phases[key].deps
+    moved = lambda key: CONFIRM + key
+    return Graph({moved(key): replace(phase, key=moved(key), init_from=tuple(map(moved, phase.init_from)),
+                                      lang_adapters=tuple(map(moved, phase.lang_adapters)),
+                                      model=phase.model and moved(phase.model))
+                  for key, phase in graph.phases.items() if key in needed},
+                 [replace(arm, keys={seed: moved(key) for seed, key in arm.keys.items()}) for arm in arms])
+
+
+def share_keys(plan: dict, target: str) -> dict:
+    """The keys that make a phase score its share of the target's test items (adapterxfer/shares.py): the
+    exploration share in a plan with a confirmation, the held-out one in the confirmation; none without."""
+    block = plan["confirmation"]
+    if not block:
+        return {}
+    return {"test_share": plan.get("part", "explore"), "held_out": block.get("held_out", HELD_OUT),
+            "held_out_by": block.get("by", plan["clusters"].get(target, "item"))}
 
 
 def transfers_in(plan: dict, regime: str) -> list[str]:
@@ -372,7 +450,7 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation},
                 # the backbone's bottom through the cache its modules read (a module reads its own manifest's)
                 **({"frozen_layers": plan["phase"]["frozen_layers"]} if plan["phase"].get("frozen_layers") else {}),
-                **_smoke_rows(plan)}
+                **_smoke_rows(plan), **share_keys(plan, target)}
     if settings["precision"] not in CHOICES["precision"]:
         raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "
                         f"got {settings['precision']!r}")
@@ -408,7 +486,8 @@ def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
 def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", lang_adapters=(),
            language=None, arm=None) -> Phase:
     values = {**_settings(plan, role, task, regime), "task": task, "regime": regime, "backbone": plan["backbone"],
-              "seed": seed, "transfer": transfer, "language": language}
+              "seed": seed, "transfer": transfer, "language": language,
+              **(share_keys(plan, task) if role == "target" else {})}
     where = f"{plan['file']}: phase {key}"
     settings = vars(from_dict(values, source=where))
     settings = {k: v for k, v in settings.items() if k not in ("init_from", "lang_adapters", "output_dir")}

@@ -12,22 +12,23 @@ pareto.png (cost against score).
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from ..metrics import overall_scores, task_summary
-from ..retrieval import TARGET_DEV_CENTERED
+from ..retrieval import BACKBONE_ENGLISH, TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
-from . import plots
+from . import confirmation, matching, plots
 from .phases import BASELINE, Arm, Graph
-from .plan import contrasts, is_ablation, study_root
+from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation, study_root
 from .results import Results
 from .selection import selection_section
 from .stats import (POOL_KINDS, Difference, by_seen, clustered_differences, coarser_level, holm, hub_share,
-                    item_groups, learned, mean_sd, widest)
+                    item_groups, learned, mean_sd, seed_interval, widest)
 
 # Coverage simulation (scripts/stats_coverage.py, RESULTS.md) figures the report cites: keeping the smallest-sd
 # of 4 configurations with 6 seeds, and 10 strong hub distractors with 6 seeds (by chapter).
@@ -40,8 +41,8 @@ STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
 class Recorded:
     """The recorded runs of a study, looked up by phase key and arm."""
 
-    def __init__(self, plan: dict, graph: Graph, results: Results):
-        self.plan, self.graph, self.results = plan, graph, results
+    def __init__(self, plan: dict, graph: Graph, results: Results, root: Path):
+        self.plan, self.graph, self.results, self.root = plan, graph, results, root
         self.runs = results.runs()
         self.options = {**STATISTICS, **plan["statistics"]}
 
@@ -106,15 +107,20 @@ class Recorded:
 
 def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
     root = root or study_root(plan)
-    study = Recorded(plan, graph, results)
+    study = Recorded(plan, graph, results, root)
     intermediates = _intermediates(study)
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
     shown = _distinct(arms)
     compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
+    _looked(study, compared, "explore" if plan["confirmation"] else "all")
+    confirmed = _confirmed(study)
     figures = _figures(study, root, shown, compared)
-    sections = [_header(study, compared), _contrast_table(study, compared),
+    sections = [_header(study, compared, confirmed), _contrast_table(study, compared),
+                _confirmation_section(study, compared, confirmed), _matching_table(compared),
                 *(_arm_table(study, target, [row for row in shown if row["target"] == target])
+                  for target in plan["targets"]),
+                *(_english_side_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
                 *(_language_table(study, target, {row["arm"].label: row["label"] for row in shown if row["target"] == target})
@@ -145,6 +151,65 @@ def _distinct(rows: list[dict]) -> list[dict]:
     return kept
 
 
+def _looked(study: Recorded, compared: list[dict], share: str) -> None:
+    """Record in the study's history that contrasts on test items were computed (a look at ``share``)."""
+    names = [row["name"] for row in compared if row["difference"]]
+    if names:
+        confirmation.record_look(study.plan, study.root, share, names)
+
+
+def _confirmed(study: Recorded) -> dict | None:
+    """The latest confirmation: its record, its history, and its contrasts on the held-out share (study/confirmation.py)."""
+    history = confirmation.History(study.root)
+    records = history.events("confirmation")
+    if not records:
+        return None
+    plan = {**study.plan, "contrasts": confirmed_contrasts(study.plan)}
+    held = Recorded(plan, expand_confirmation(study.plan), study.results, study.root)
+    rows = _contrasts(held, {})
+    _looked(held, rows, "confirm")
+    return {"record": records[-1], "rows": rows, "study": held, "history": history}
+
+
+def _confirmation_section(study: Recorded, explored: list[dict], confirmed: dict | None) -> str:
+    """Exploration and confirmation side by side, with what was looked at before the plan was frozen."""
+    if not study.plan["confirmation"]:
+        return ""
+    looks = confirmation.History(study.root).events("look")
+    if confirmed is None:
+        explore = [look for look in looks if look["share"] != "confirm"]
+        return ("## Confirmation\n\nNot run yet: every figure above is exploration, on the exploration share of the "
+                f"test items ({len(explore)} look(s) at contrasts under {len({l['plan_sha256'] for l in explore})} "
+                f"plan version(s) so far). `adapterxfer study confirm {study.plan['file']}` freezes the plan and scores "
+                "the held-out share once, with the confirmation's seeds.")
+    record, history = confirmed["record"], confirmed["history"]
+    label = ("the first confirmation of this study" if record["label"] == "first"
+             else f"a second confirmation: {record['reason']}")
+    changes = [f"{change['at']}: {change['reason']}" for change in history.events("plan change")
+               if change["at"] >= record["at"]]
+    lines = ["## Exploration and confirmation", "",
+             f"The plan was frozen on {record['at']} (plan {record['plan_sha256'][:19]}, adapterxfer "
+             f"{record['code_version']}), {label}, after {record['looks_before']} look(s) at test contrasts under "
+             f"{record['plans_before']} plan version(s) (history.jsonl). Exploration scores the exploration share of "
+             f"each target's test items; the confirmation runs new seeds ({', '.join(map(str, record['seeds']))}) and "
+             f"scores the held-out share ({record['held_out']:.0%} of the clusters, drawn by "
+             f"{', '.join(sorted(set(record['by'].values())))}), once."
+             + (" **The plan changed after this confirmation**: " + "; ".join(changes) + "." if changes else ""), "",
+             "| contrast | part | seeds | test items | difference ± sd | 95% CI | MDE | verdict | arms matched |",
+             "|---|---|---|---|---:|---|---:|---|---|"]
+    by_name = {row["name"]: row for row in explored}
+    for row in confirmed["rows"]:
+        for part, part_row, part_study in (("exploration", by_name.get(row["name"]), study),
+                                           ("confirmation", row, confirmed["study"])):
+            d = part_row and part_row["difference"]
+            cells = [row["name"], part, ", ".join(map(str, d.seeds)) if d else "",
+                     _test_scale(part_study, row["target"]).split(", resampled")[0]]
+            cells += ([_pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]", _mde(part_row), part_row["verdict"],
+                       part_row["matching"].summary] if d else ["", "", "", part_row["verdict"] if part_row else "", ""])
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _done(study: Recorded) -> list[Arm]:
     return [arm for arm in study.graph.arms if study.seeds(arm)]
 
@@ -156,15 +221,26 @@ def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
     gain = study.difference(arm, baseline) if baseline and arm.name != BASELINE else None
     not_learned = [task for task in arm.intermediates if (arm.regime, task) in flagged]
     zero_shot = all(run["zero_shot"] != 0 for run in runs)  # None: the backbone, or no manifest
+    kind = get_task(arm.target).kind
+    collapsed = sorted({lang for key in keys.values() for lang, rows in study.predictions(key).items()
+                        if one_prediction(rows, kind)})
     return {"arm": arm, "target": arm.target, "not_learned": not_learned,
             "label": _label(arm) + "".join(f" ({t} not learned)" for t in not_learned)
-            + ("" if zero_shot else " (not zero-shot)"),
+            + ("" if zero_shot else " (not zero-shot)")
+            + (f" (degenerate: one prediction for every item in {', '.join(collapsed)})" if collapsed else ""),
             "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
             "dev": _mean_sd_of([run["dev_score"] for run in runs]), "gain": gain,
             "parameters": _mean_of([run["trainable_parameters"] for run in runs]),
             "mb": _mean_of([run["artifact_mb"] for run in runs]),
             "seconds": _mean_of([run["lineage_train_seconds"] for run in runs]),
             "rss": _mean_of([run["peak_rss_mb"] for run in runs])}
+
+
+def one_prediction(rows: list[dict], kind: str) -> bool:
+    """Whether a language's test predictions are all one class or one answer (a tagger: one tag for every word)."""
+    values = ([tag for row in rows for tag in row["prediction"]] if kind == "tagging"
+              else [json.dumps(row["prediction"], sort_keys=True) for row in rows])
+    return len(rows) > 1 and len(set(values)) == 1
 
 
 def _intermediates(study: Recorded) -> list[dict]:
@@ -192,6 +268,7 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
         run, versus = (study.graph.arm(contrast[side], contrast["target"]) for side in ("run", "versus"))
         levels = study.differences(run, versus)
         rows.append({**contrast, "levels": levels, "difference": widest(levels),
+                     "matching": matching.check(study.graph, study.root, study.seeds(run), study.seeds(versus)),
                      "labels": [arms.get((arm.label, arm.target), {}).get("label", _label(arm)) for arm in (run, versus)]})
     tested = [row for row in rows if not row["primary"] and row["difference"]]
     for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
@@ -226,7 +303,7 @@ def _verdict(row: dict, alpha: float, effect: float) -> str:
             f"{row['mde']:.3f}{one_seed}")
 
 
-def _header(study: Recorded, compared: list[dict]) -> str:
+def _header(study: Recorded, compared: list[dict], confirmed: dict | None = None) -> str:
     plan, options = study.plan, study.options
     done = sum(key in study.runs for key in study.graph.phases)
     lines = [f"# Study: {Path(plan['file']).stem}", "", plan["description"] or "", "",
@@ -239,14 +316,18 @@ def _header(study: Recorded, compared: list[dict]) -> str:
     for target in plan["targets"]:
         lines.append(f"- {target}: {_test_scale(study, target)}")
     primary = next((row for row in compared if row["primary"]), None)
-    if primary and primary["difference"]:
-        d = primary["difference"]
-        run, versus = primary["labels"]
-        lines += ["", f"**Primary contrast, {primary['name']}** ({primary['target']}): {run} minus "
-                      f"{versus} = {_pm(d.mean, d.sd)} over seeds, {1 - options['alpha']:.0%} interval "
-                      f"[{d.low:+.3f}, {d.high:+.3f}] ({_clusterings(primary)}). Minimum detectable effect at this scale "
-                      f"({options['power']:.0%} power, two-sided α={primary['alpha']:g}): {_mde(primary)}. "
-                      f"**Verdict: {primary['verdict']}.**"]
+    held = next((row for row in confirmed["rows"] if row["primary"]), None) if confirmed else None
+    for row, part in ((held, "confirmed on held-out items and new seeds"),
+                      (primary, "exploration" if study.plan["confirmation"] else None)):
+        if row and row["difference"]:
+            d = row["difference"]
+            run, versus = row["labels"]
+            lines += ["", f"**Primary contrast, {row['name']}**" + (f", {part}" if part else "")
+                      + f" ({row['target']}): {run} minus {versus} = {_pm(d.mean, d.sd)} over seeds "
+                      f"{', '.join(map(str, d.seeds))}, {1 - options['alpha']:.0%} interval [{d.low:+.3f}, "
+                      f"{d.high:+.3f}] ({_clusterings(row)}). Minimum detectable effect at this scale "
+                      f"({options['power']:.0%} power, two-sided α={row['alpha']:g}): {_mde(row)}. "
+                      f"**Verdict: {row['verdict']}.** Arms: {row['matching'].summary}."]
     return "\n".join(lines)
 
 
@@ -277,16 +358,17 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
              f"configurations covered {ADAPTIVE[1]:.2f} with 6 seeds, RESULTS.md); a confirmation on held-out "
              "test items and new seeds is the interval to trust then.", "",
              "| contrast | target | run | versus | per seed | mean ± sd | 95% CI | resampled by | p | p (Holm) | MDE "
-             "| verdict |",
-             "|---|---|---|---|---|---:|---|---|---:|---:|---:|---|"]
+             "| verdict | arms matched |",
+             "|---|---|---|---|---|---:|---|---|---:|---:|---:|---|---|"]
     for row in compared:
         d = row["difference"]
         cells = [row["name"] + (" (primary)" if row["primary"] else ""), row["target"], *row["labels"]]
         if d is None:
-            cells += [""] * 7 + [row["verdict"]]
+            cells += [""] * 7 + [row["verdict"], ""]
         else:
             cells += [", ".join(f"{v:+.3f}" for v in d.per_seed), _pm(d.mean, d.sd), f"[{d.low:+.3f}, {d.high:+.3f}]",
-                      _clusterings(row), f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"]]
+                      _clusterings(row), f"{d.p:.3f}", _fmt(row.get("p_holm"), ".3f"), _mde(row), row["verdict"],
+                      row["matching"].summary]
         lines.append("| " + " | ".join(cells) + " |")
     notes = _pool_notes(study, compared)
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -312,6 +394,19 @@ def _pool_notes(study: Recorded, compared: list[dict]) -> list[str]:
     return notes
 
 
+def _matching_table(compared: list[dict]) -> str:
+    """Per contrast, seed and depth of the lineage: what each arm's phase trained on (study/matching.py)."""
+    rows = [line for row in compared if row["difference"] for line in matching.table(row["name"], row["matching"])]
+    if not rows:
+        return ""
+    return "\n".join(["## Arms matched item for item", "",
+                      "Each trained phase of the run arm's lineage against the versus arm's at the same depth "
+                      "(the arm's own phase first), per seed: the items drawn (the same items, each as often), "
+                      "steps, global batch, tokens and each language's share of the examples (run / versus).", "",
+                      "| contrast | seed | tasks | items | steps | batch | tokens | languages |",
+                      "|---|---:|---|---|---|---|---|---|", *rows])
+
+
 def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -327,6 +422,44 @@ def _arm_table(study: Recorded, target: str, rows: list[dict]) -> str:
                      f"{_pm(*row['score'])} | {cell} | {_fmt(row['parameters'], ',.0f')} | {_fmt(row['mb'], '.1f')} | "
                      f"{_fmt(row['seconds'], '.0f')} | {_fmt(row['rss'], '.0f')} |")
     return "\n".join(lines)
+
+
+def _english_side_table(study: Recorded, target: str, rows: list[dict]) -> str:
+    """A retrieval or mining target: each arm's gain over the backbone with both sides embedded by its encoder,
+    and with the English side embedded by the untuned backbone (retrieval.BACKBONE_ENGLISH): transfer to the
+    target languages, or adaptation of the English side."""
+    metric = get_task(target).metric
+    query_side = metric + BACKBONE_ENGLISH
+    baseline = next((row for row in rows if row["arm"].name == BASELINE), None)
+    trained = [row for row in rows if row["arm"].name != BASELINE and
+               all(query_side in by_metric for key in study.seeds(row["arm"]).values()
+                   for by_metric in study.scores(key).values())]
+    if baseline is None or not trained:
+        return ""
+    untuned = study.average(target, next(iter(study.seeds(baseline["arm"]).values())))
+    lines = [f"## {target}: target-language side or English side", "",
+             "Each trained arm is scored twice: with both sides embedded by its encoder (its score above), and with "
+             "its target-language queries against the untuned backbone's English side (query side). The query side's "
+             "gain is what the intermediate changed for the target languages; the rest of the gain came from "
+             "adapting the English side, which an English intermediate trains on directly. Gains over the backbone "
+             f"({untuned:.3f}), mean ± sd over seeds with t intervals over seeds.", "",
+             "| arm | seeds | both sides | query side | gain, both sides [95% CI] | gain, query side [95% CI] | "
+             "gain from the English side |", "|---|---:|---:|---:|---|---|---:|"]
+    alpha = study.options["alpha"]
+    for row in trained:
+        keys = study.seeds(row["arm"])
+        both = {seed: study.average(target, key) for seed, key in keys.items()}
+        query = {seed: _average_of(study, target, key, query_side) for seed, key in keys.items()}
+        gains = [seed_interval({seed: value - untuned for seed, value in side.items()}, alpha) for side in (both, query)]
+        lines.append(f"| {row['label']} | {len(keys)} | {_pm(*mean_sd(list(both.values())))} | "
+                     f"{_pm(*mean_sd(list(query.values())))} | "
+                     + " | ".join(f"{g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}]" for g in gains)
+                     + f" | {gains[0].mean - gains[1].mean:+.3f} |")
+    return "\n".join(lines)
+
+
+def _average_of(study: Recorded, target: str, key: str, metric: str) -> float:
+    return float(np.mean([study.scores(key)[lang][metric] for lang in study.zero_shot_langs(target, key)]))
 
 
 def _intermediate_table(rows: list[dict]) -> str:

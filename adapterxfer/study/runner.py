@@ -9,21 +9,38 @@ from pathlib import Path
 
 from .. import backbones
 from ..errors import UserError
+from . import confirmation
 from .executors import job, make_executor
 from .identity import input_hashes, phase_identity
 from .phases import Graph, Phase
-from .plan import expand, load_plan, read_plan, study_root
+from .plan import expand, expand_confirmation, load_plan, read_plan, study_root
 from .results import FILE, Results
 
 
 def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: bool = False,
-              backbone: str | None = None) -> Path:
+              backbone: str | None = None, plan_changed: str | None = None) -> Path:
     """Run every phase that is not current, then write the report; returns the study folder.
-    ``smoke``: the plan in miniature into ``<output>-smoke`` (``plan.smoke_plan``), on ``backbone`` if given."""
-    plan = load_plan(plan_file, smoke, backbone)  # a bad plan fails before the report's libraries load
+    ``smoke``: the plan in miniature into ``<output>-smoke`` (``plan.smoke_plan``), on ``backbone`` if given.
+    A plan changed after its confirmation runs only with ``plan_changed``, the reason (study/confirmation.py)."""
+    plan = load_plan(plan_file, smoke, backbone)
+    root = study_root(plan)
+    confirmation.check_plan(plan, root, plan_changed)
+    return _run(plan, expand(plan), root, executor, workers)
+
+
+def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, again: str | None = None,
+                  smoke: bool = False, backbone: str | None = None) -> Path:
+    """Freeze the plan and run its confirmation: the confirmed contrasts' arms with the confirmation's seeds,
+    scoring the held-out share of the test items once (study/confirmation.py); then write the report."""
+    plan = load_plan(plan_file, smoke, backbone)
+    root = study_root(plan)
+    confirmation.freeze(plan, root, Results(root / FILE), again)
+    return _run(plan, expand_confirmation(plan), root, executor, workers)
+
+
+def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> Path:
     from .report import write_report
 
-    graph, root = expand(plan), study_root(plan)
     backbone = backbones.resolve(plan["backbone"])
     results = Results(root / FILE)
     runner = make_executor(executor, plan, root, workers)
@@ -31,7 +48,7 @@ def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: 
         failures = _schedule(graph, root, backbone.weight_hash, plan["backbone"], results, runner)
     finally:
         runner.close()
-    report = write_report(plan, graph, results, root)
+    report = write_report(plan, expand(plan), results, root)
     print(f"wrote {report}")
     if failures:
         first = next(key for key in graph.phases if key in failures)  # in graph order: a failure, not a blocked one
@@ -89,6 +106,8 @@ def study_status(plan_file: str, smoke: bool = False, backbone: str | None = Non
     or waiting (an input is not current yet). Writes nothing."""
     plan = load_plan(plan_file, smoke, backbone)
     graph, root = expand(plan), study_root(plan)
+    if confirmation.History(root).events("confirmation"):
+        graph.phases |= expand_confirmation(plan).phases
     results = Results(root / FILE) if (root / FILE).is_file() else None
     recorded = results.runs() if results else {}
     backbone_hash = backbones.resolve(plan["backbone"]).weight_hash

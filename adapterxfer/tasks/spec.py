@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import UserError
+from ..shares import Share, item_key
 
 # Kinds with no training data: scored straight from an encoder (see adapterxfer/retrieval.py).
 EVALUATION_ONLY = ("retrieval", "mining", "ranking")
@@ -47,6 +49,8 @@ class TaskSpec:
     # (level, row field): test items sharing the field's value err together one level above the item (MLQA:
     # the article); the report resamples them so as well. Empty: the test data names no such unit.
     test_group: tuple[str, str] = ()
+    # The share of the test items scored (adapterxfer/shares.py); None: all of them.
+    share: Share | None = None
 
     @property
     def selection_metric(self) -> str:
@@ -74,14 +78,33 @@ class TaskSpec:
         return self.resolve_lang(self.train_lang) if self.train_lang in self.languages else self.train_lang
 
     def rows(self, split: str, lang: str | None = None, seed: int = 0) -> list[dict]:
+        """A split's rows in one language: a seeded sample of ``limits[split]`` (and ``row_cap``) of them,
+        drawn from the task's ``share`` of the test items. Candidate pools come whole: a retrieval task with
+        distractors draws them itself (``limits["candidates"]`` sizes that pool)."""
         lang = lang or self.train_lang
-        limit = self.limits.get(split)
+        limit = None if split == "candidates" else self.limits.get(split)
         if self.row_cap is not None and split != "candidates":
             limit = self.row_cap if limit is None else min(limit, self.row_cap)
-        rows = self.read(split, lang, limit, seed)
+        if self.share is None or not self._held(split):
+            rows = self.read(split, lang, limit, seed)
+        else:
+            rows = [row for index, row in enumerate(self.read(split, lang, None, seed))
+                    if self.share.keeps(item_key(row, lang, index))]
+            if limit is not None and limit < len(rows):
+                rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
         if not rows:
-            raise UserError(f"task {self.name}: no {split} rows for language {lang!r}")
+            raise UserError(f"task {self.name}: no {split} rows for language {lang!r}"
+                            + (f" in its {self.share.part} share" if self.share and self._held(split) else ""))
         return rows
+
+    def _held(self, split: str) -> bool:
+        """Whether the split's rows are test items a share divides: the test set, and a candidate pool made
+        of test items (retrieval distractors)."""
+        return split == "test" or (split == "candidates" and bool(self.options.get("distractors")))
+
+    def held(self, share: Share | None) -> TaskSpec:
+        """This task scoring only ``share`` of its test items (None: all of them)."""
+        return self if share is None else replace(self, share=share)
 
     def sized(self, queries: int | str | None, candidates: int | str | None) -> TaskSpec:
         """This retrieval task scoring ``queries`` test rows per language against a pool of ``candidates``
@@ -111,9 +134,3 @@ class TaskSpec:
             self.resolve_lang(lang)
         return list(langs) or list(self.languages)
 
-
-def distinct_items(rows: list[dict]) -> int:
-    """How many distinct source items ``rows`` hold: rows sharing a ``ref`` (one item in several
-    translations) count once; a row without a ref is an item of its own."""
-    refs = {row["ref"] for row in rows if row.get("ref") is not None}
-    return len(refs) + sum(row.get("ref") is None for row in rows)

@@ -94,10 +94,10 @@ def _text(split, lang, limit, seed):
 
 
 def _retrieval(split, lang, limit, seed):
-    """Test rows; dev rows (the secondary scoring's statistics); "candidates": the test verses that
-    ``limit`` test rows drawn with ``seed`` leave out."""
+    """Test rows; dev rows (the secondary scoring's statistics); "candidates": every English test verse
+    (a query's pool draws its distractors from those that are no query's target)."""
     if split == "candidates":
-        return corpus.retrieval_distractors(limit, seed)
+        return corpus.english_test_verses()
     return corpus.retrieval_rows(lang, limit, seed, split=split)
 
 

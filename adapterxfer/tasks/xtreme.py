@@ -244,6 +244,7 @@ TASKS = {
     "mnli": dict(kind="classification", metric="accuracy", labels=NLI_LABELS,
                  convert=partial(_pair, "premise", "hypothesis"),
                  splits=_english("nyu-mll/glue", "mnli", "train", "validation_matched"),
+                 mix={"en": 1.0},  # read as the translate arms read it, so they draw the same items
                  description="MNLI (GLUE); dev matched"),
     "qqp": dict(kind="classification", metric="accuracy", labels=("not_duplicate", "duplicate"),
                 convert=partial(_pair, "question1", "question2"),
@@ -368,7 +369,7 @@ def _mix(entry: dict, total: int, seed: int) -> list[dict]:
         if len(part) != len(positions):
             raise UserError(f"{source[0]} {lang} train: {len(positions) - len(part)} of the rows asked for are "
                             "unlabelled, so rows no longer line up with MNLI")
-        rows += [row | {"ref": f"mnli-train-{position}"} for position, row in zip(positions, part)]
+        rows += [row | {"ref": f"mnli-train-{position}", "lang": lang} for position, row in zip(positions, part)]
     return _sample(rows, len(rows), seed)
 
 
@@ -391,7 +392,7 @@ def _mlm(split: str, langs: tuple[str, ...], limit: int, seed: int) -> list[dict
     """Wikipedia articles. Train: an equal share of ``limit`` per language; dev: English when several
     languages train together (wiki-mlm), else that language; drawn with another seed."""
     def articles(code: str, count: int, draw_seed: int) -> list[dict]:
-        return load_rows("wikimedia/wikipedia", f"20231101.{code}", "train", convert=lambda row: {"text": row["text"]},
+        return load_rows("wikimedia/wikipedia", f"20231101.{code}", "train", convert=lambda row: {"text": row["text"], "lang": code},
                          limit=count, seed=draw_seed, streaming=True)
     if split == "dev":
         return articles("en" if len(langs) > 1 else langs[0], limit, seed + 1)
