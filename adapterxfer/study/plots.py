@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter
 # The smallest half-range of the gain heatmap's colour scale, in units of the plan's effect of interest: a
 # gain well below the effect stays pale, not saturated.
 SCALE_IN_EFFECTS = 5
+LEGEND_ROWS = 20  # entries in a column of the Pareto plot's legend
 
 
 def gain_heatmap(path: Path, regime: str, arms: list[str], targets: list[str], gains: dict, seeds: int,
@@ -84,17 +85,24 @@ def pareto_figure(panels: dict[str, list[dict]]) -> Figure:
     (no other point is cheaper and better). A point that cost nothing (the untuned backbone, a baseline
     evaluated only) is a dashed horizontal line: a log axis has no 0. Points are told apart by colour,
     named in the legend."""
-    figure = Figure(figsize=(11, 1.2 + 3.4 * len(panels)), layout="constrained")
+    # the legend (one entry a point, right of each row) gets room by its longest label and its entries
+    entries = max(len(points) for points in panels.values())
+    columns = -(-entries // LEGEND_ROWS)
+    legend_inches = columns * (0.6 + 0.055 * max(len(p["label"]) + 17 for points in panels.values() for p in points))
+    figure = Figure(figsize=(10 + legend_inches, 1.2 + max(3.4, 0.16 * min(entries, LEGEND_ROWS)) * len(panels)),
+                    layout="constrained")
     grid = figure.subplots(len(panels), 2, squeeze=False)
     for row, (target, points) in enumerate(panels.items()):
-        colours = {point["label"]: f"C{index % 10}" for index, point in enumerate(points)}
+        # ten colours, then the next marker: every point its own look in the legend
+        looks = {point["label"]: (f"C{index % 10}", "os^vD"[index // 10 % 5]) for index, point in enumerate(points)}
         for axes, cost, name in zip(grid[row], ("parameters", "seconds"), ("trainable parameters", "train seconds")):
             for point in points:
                 if point[cost]:
-                    axes.scatter(point[cost], point["score"], s=24, color=colours[point["label"]],
-                                 label=point["label"], zorder=3)
+                    colour, marker = looks[point["label"]]
+                    axes.scatter(point[cost], point["score"], s=24, color=colour, marker=marker, label=point["label"],
+                                 zorder=3)
                 else:
-                    axes.axhline(point["score"], color=colours[point["label"]], linestyle="--", linewidth=1,
+                    axes.axhline(point["score"], color=looks[point["label"]][0], linestyle="--", linewidth=1,
                                  label=f"{point['label']} (no {name})")
             front = _front([(p[cost], p["score"]) for p in points if p[cost]])
             if front:
@@ -107,7 +115,7 @@ def pareto_figure(panels: dict[str, list[dict]]) -> Figure:
             axes.set_xlabel(f"{name} (log scale)" + (", whole lineage" if cost == "seconds" else ""))
             axes.set_ylabel("zero-shot average")
             axes.set_title(target, fontsize=9)
-        grid[row][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        grid[row][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, ncols=columns)
     return figure
 
 
