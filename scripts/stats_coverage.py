@@ -61,7 +61,8 @@ def main() -> None:
                           keep_smallest_sd_of=keep)
         by_level = result if levels else {setting.level: result}
         for level, values in by_level.items():
-            stem = f"{name.replace('-', '_').replace(',', '').replace(' ', '_')}_{seeds}seeds{f'_keep{keep}' if keep > 1 else ''}_{level}"
+            keeping = f"_keep{keep}" if keep > 1 else ""
+            stem = f"{name.replace('-', '_').replace(',', '').replace(' ', '_')}_{seeds}seeds{keeping}_{level}"
             keys = ("coverage", "rejection", "width") + (("coverage_given_seeds",) if seeds == 1 else ())
             for key in keys:
                 print(f"RESULT {stem}_{key} {values[key]:.4f}", flush=True)

@@ -207,11 +207,12 @@ def _table(study, result: dict, regime: str) -> str:
                           for seed, (_, values, base) in per_seed.items()}
                 cells += [_cell(values), nulls.p_value(metric, lang, values)]
             lines.append(f"| {lang} | {name} | " + " | ".join(cells) + " |")
-        cells = [cell for metric in LITERATURE for cell in (_cell({
-            seed: random_metrics(values[lang], base[lang])[metric] for seed, (_, values, base) in per_seed.items()}), "")]
+        expected = {seed: random_metrics(values[lang], base[lang]) for seed, (_, values, base) in per_seed.items()}
+        cells = [cell for metric in LITERATURE for cell in (_cell({s: e[metric] for s, e in expected.items()}), "")]
         lines.append(f"| {lang} | {RANDOM} | " + " | ".join(cells) + " |")
     lines += ["", f"Gain-relative ({AVERAGE}; this project's first definition, not comparable with published "
-                  "figures):", "", "| proxy | " + " | ".join(GAIN_RELATIVE) + " |", "|---|" + "---|" * len(GAIN_RELATIVE)]
+                  "figures):", "", "| proxy | " + " | ".join(GAIN_RELATIVE) + " |",
+              "|---|" + "---|" * len(GAIN_RELATIVE)]
     for name in [*proxies, RANDOM]:
         values = {seed: (random_metrics(values[AVERAGE], base[AVERAGE], GAIN_RELATIVE) if name == RANDOM else
                          metrics(scores[seed, AVERAGE, name], values[AVERAGE], base[AVERAGE], GAIN_RELATIVE))
