@@ -105,3 +105,11 @@ def test_importing_the_key_table_loads_no_training_library():
     code = ("import sys, adapterxfer.config; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'adapters') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_recipes_backbone_yields_to_the_one_init_from_implies(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("task: verses-genre\nbackbone: me5-small\n")
+    assert load_config(str(recipe), []).backbone == "me5-small"
+    assert load_config(str(recipe), ["init_from=artifacts/xref"]).backbone is None  # init_from's, when validated
+    assert load_config(str(recipe), ["init_from=artifacts/xref", "backbone=tiny-xlmr"]).backbone == "tiny-xlmr"

@@ -229,7 +229,7 @@ def test_existing_other_output_and_killed_leftovers(tiny_backbone, tmp_path, cap
     (tmp_path / ".mine.tmp-x1y2").mkdir()  # what a SIGKILL while saving leaves
     (tmp_path / ".mine.work" / ".step-00000002.tmp-zz").mkdir(parents=True)
     assert main(command(tiny_backbone, out, "max_steps=4", "seed=5")[3:]) == 2
-    assert "holds another run; pass overwrite=true" in capsys.readouterr().err
+    assert "holds another run (it differs in seed); pass overwrite=true" in capsys.readouterr().err
     assert main(command(tiny_backbone, out, "max_steps=4", "seed=5", "overwrite=true")[3:]) == 0
     assert "left by an interrupted run" in capsys.readouterr().out
     assert artifacts.read_manifest(out)["config"]["seed"] == 5
