@@ -83,6 +83,8 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
     """Read and (by default) verify an artifact; any mismatch is a one-line UserError."""
     folder = Path(folder)
     path = folder / MANIFEST
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist")
     if not path.is_file():
         raise UserError(f"{folder} is not an adapterxfer artifact (no {MANIFEST})")
     try:
@@ -159,6 +161,11 @@ def read_evaluation(folder: Path) -> dict | None:
     return None
 
 
+def lock_file(out: Path) -> Path:
+    """The lock a run holds while it writes ``out`` (one run at a time)."""
+    return out.with_name(f".{out.name}.lock")
+
+
 def size_mb(folder: Path, manifest: dict) -> float:
     """Megabytes of the artifact's files (what sharing it costs)."""
     return round(sum((Path(folder) / name).stat().st_size for name in manifest["files"]) / 1e6, 2)
@@ -181,4 +188,34 @@ def describe(folder: str | Path) -> str:
     lines += [f"parent: {p['path']} ({p['regime']} {p['task']})"
               + (" -- retrained since: this artifact was trained from its previous version" if p["path"] in changed
                  else "") for p in manifest.get("parents", [])]
+    scores = Path(folder) / "scores.json"
+    if scores.is_file():
+        from .tasks import get_task
+
+        lines.append(score_table(json.loads(scores.read_text()), get_task(manifest["task"]).source_lang))
     return "\n".join(lines)
+
+
+def score_table(scores: dict, source_lang: str) -> str:
+    """``{lang: {metric: value}}`` as a small table, a row per language, then the zero-shot mean (over
+    the languages other than ``source_lang``, the training language)."""
+    metrics = list(dict.fromkeys(metric for values in scores.values() for metric in values))
+    widths = {metric: max(8, len(metric)) for metric in metrics}
+    width = max([4, *map(len, scores)])
+    zero_shot = [lang for lang in scores if lang != source_lang]
+
+    def row(name: str, values: dict, note: str = "") -> str:
+        cells = "  ".join(f"{values[m]:{widths[m]}.3f}" if m in values else " " * widths[m] for m in metrics)
+        return f"  {name:{width}}  {cells}" + (f"  ({note})" if note else "")
+
+    rows = [f"  {'lang':{width}}  " + "  ".join(f"{metric:>{widths[metric]}}" for metric in metrics)]
+    rows += [row(lang, values, "training language" if lang == source_lang else "") for lang, values in scores.items()]
+    if zero_shot:
+        means = {metric: _mean([scores[lang][metric] for lang in zero_shot if metric in scores[lang]])
+                 for metric in metrics}
+        rows.append(row("mean", means, f"zero-shot, {len(zero_shot)} language{'s' * (len(zero_shot) > 1)}"))
+    return "zero-shot scores:\n" + "\n".join(rows)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")

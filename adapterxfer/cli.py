@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "command again after a kill), save the artifact, then score target tasks "
                                          "zero-shot in every language. Keys, by section:")
     train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] key=value",
-                       help="an optional YAML recipe, then key=value overrides")
+                       help="an optional YAML recipe, then key=value overrides (or --key value)")
 
     ev = verbs.add_parser("evaluate", help="score a backbone or a trained output zero-shot on a task")
     ev.add_argument("--model", required=True, help="an output folder of `train`, or a backbone (name, folder, Hub id)")
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        argv = ["train", *_as_pairs(argv[1:])]
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     if args.verb not in ("tasks", "score"):
@@ -172,11 +175,67 @@ def _train(args) -> None:
 
     tasks = [get_task(name) for name in config.task.split("+")]  # names first, before the heavy libraries
     tasks[0].check_langs(config.eval_langs)
+    _check_early(config)
 
     from .pipeline import train_phase
 
     out = train_phase(config)
+    print(_phase_summary(out, tasks[0]))
     print(f"wrote {out}")
+
+
+def _check_early(config) -> None:
+    """The input errors met most often, found before torch loads (the pipeline's validation checks
+    everything again): an init_from that is no artifact, an output another run is writing, an output
+    that holds a run of other settings."""
+    from .artifacts import is_artifact, lock_file, read_manifest
+    from .config import INPUT_PATHS, RUN_ONLY, SCORING, reads
+    from .locks import held
+
+    for ref in config.init_from:
+        if not ref.startswith("hf://"):
+            read_manifest(ref, verify=False)
+    out = config.resolved_output_dir()
+    if held(lock_file(out)):
+        raise UserError(f"output_dir {out} is being written by another run; wait for it or choose another "
+                        "output_dir")
+    if is_artifact(out) and not config.overwrite:
+        ignored = set(RUN_ONLY) | set(INPUT_PATHS) | set(SCORING)  # another scoring only scores it again
+        recorded = read_manifest(out, verify=False).get("config", {})
+        changed = sorted(name for name, value in vars(config).items()
+                         if name not in ignored and reads(config.regime, name) and recorded.get(name, value) != value)
+        if changed:
+            raise UserError(f"output_dir {out} holds another run (it differs in {', '.join(changed)}); pass "
+                            "overwrite=true or another output_dir")
+
+
+def _phase_summary(out: Path, task) -> str:
+    """What a finished phase scored: its English dev score, and a target's zero-shot scores as a table."""
+    import json
+
+    from .artifacts import read_manifest, score_table
+
+    dev = read_manifest(out, verify=False).get("dev", {})
+    lines = [f"English dev {dev.get('metric')}: {dev.get('best'):.3f}" if dev.get("best") is not None else ""]
+    if (out / "scores.json").is_file():
+        lines.append(score_table(json.loads((out / "scores.json").read_text()), task.source_lang))
+    return "\n".join(line for line in lines if line)
+
+
+def _as_pairs(tokens: list[str]) -> list[str]:
+    """``train``'s ``--max-steps 20`` / ``--max_steps=20`` as ``max_steps=20`` (a flag alone: ``=true``);
+    ``-h`` and ``--help`` stay options."""
+    pairs, rest = [], list(tokens)
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--") or token == "--help":
+            pairs.append(token)
+            continue
+        name, sep, value = token[2:].partition("=")
+        if not sep:
+            value = rest.pop(0) if rest and not rest[0].startswith("--") else "true"
+        pairs.append(f"{name.replace('-', '_')}={value}")
+    return pairs
 
 
 def _count(value: str) -> int | str:
@@ -185,16 +244,16 @@ def _count(value: str) -> int | str:
 
 
 def _evaluate(args) -> None:
-    import json
-
+    from .artifacts import score_table
     from .pipeline import evaluate_model
+    from .tasks import get_task
 
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
                             xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter,
                             retrieval_scoring=args.scoring, queries=args.queries, candidates=args.candidates)
-    print(json.dumps(scores, indent=1))
+    print(score_table(scores, get_task(args.task).source_lang))
     print(f"wrote {args.output}/scores.json")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, unknown
 from .keys import check, default_of, key
 from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes
 from .shares import LEVELS, PARTS
@@ -40,8 +40,9 @@ class GeneralKeys:
 
     task: str = key("", "task name (`adapterxfer tasks`); a+b trains intermediate tasks together", "phase")
     regime: str = key(DEFAULT_REGIME, " | ".join(REGIME_NAMES), "phase", choices=REGIME_NAMES)
-    backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else me5-small", "phase",
-                               path=True)
+    backbone: str | None = key(None, "embedded name, folder or Hub id; default: init_from's, else "
+                                     "$ADAPTERXFER_BACKBONE, else me5-small (a recipe's yields to init_from's)",
+                               "phase", path=True)
     init_from: list[str] = key([], "intermediate output folder(s) this target phase starts from", "phase", path=True)
     transfer: str = key("sequential", f"how the phase starts from init_from: {' | '.join(PHASE_TRANSFERS)}",
                         "phase", choices=PHASE_TRANSFERS)
@@ -99,7 +100,7 @@ SECTIONED = [regime for regime in all_regimes() if regime.section is not None]
 SECTIONS = GENERAL_SECTIONS | {regime.name: regime.section.__doc__ for regime in SECTIONED}
 
 
-def _section_fields(section: str) -> list[dataclasses.Field]:
+def section_fields(section: str) -> list[dataclasses.Field]:
     """The keys listed under ``section``: a general one's, or a regime's own (its section may extend
     another regime's, and shares its fields)."""
     regime = next((r for r in SECTIONED if r.name == section), None)
@@ -182,8 +183,9 @@ def identity_change(recorded: dict | None, expected: dict) -> str | None:
     changed = sorted(name for name in set(ours) | set(expected["settings"])
                      if ours.get(name, "(unset)") != expected["settings"].get(name, "(unset)"))
     if changed:
-        return "settings changed: " + ", ".join(f"{name} {_show(ours.get(name))} -> {_show(expected['settings'].get(name))}"
-                                                for name in changed[:4]) + (" ..." if len(changed) > 4 else "")
+        return "settings changed: " + ", ".join(
+            f"{name} {show_value(ours.get(name))} -> {show_value(expected['settings'].get(name))}"
+            for name in changed[:4]) + (" ..." if len(changed) > 4 else "")
     if recorded.get("inputs") != expected["inputs"]:
         changed = [i for i, (old, new) in enumerate(zip(recorded.get("inputs") or [], expected["inputs"])) if old != new]
         return "inputs changed: " + (", ".join(f"input {i + 1}" for i in changed) or "their number")
@@ -195,12 +197,12 @@ def help_text() -> str:
     lines = []
     for section, title in SECTIONS.items():
         lines.append(f"{section}: {title}")
-        for spec in _section_fields(section):
-            lines.append(f"  {spec.name:22} {spec.metadata['help']} (default: {_show(default_of(spec))})")
+        for spec in section_fields(section):
+            lines.append(f"  {spec.name:22} {spec.metadata['help']} (default: {show_value(default_of(spec))})")
     return "\n".join(lines)
 
 
-def _show(value) -> str:
+def show_value(value) -> str:
     if isinstance(value, list):
         return ",".join(value) or "[]"
     return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
@@ -209,11 +211,15 @@ def _show(value) -> str:
 def load_config(path: str | None, overrides: list[str]) -> RunConfig:
     """Merge a YAML recipe (optional) with ``key=value`` overrides into a validated RunConfig."""
     values = read_yaml(path) if path else {}
+    given = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise UserError(f"argument {item!r} is not of the form key=value (keys: {', '.join(KEYS)})")
-        values[name.strip()] = _parse_scalar(raw)
+        given[name.strip()] = _parse_scalar(raw)
+    if given.get("init_from") and "backbone" not in given:
+        values.pop("backbone", None)  # a phase continues on its intermediate's backbone, whatever a recipe names
+    values |= given
     return from_dict(values, source=path or "command line")
 
 
@@ -227,7 +233,7 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
     checked = {}
     for name, value in values.items():
         if name not in hints:
-            raise UserError(f"{source}: unknown key {name!r} (allowed: {', '.join(KEYS)})")
+            raise UserError(f"{source}: " + unknown("key", name, KEYS))
         checked[name] = _coerce(name, value, hints[name], source)
     for name, value in checked.items():
         check(FIELDS[name], value, source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import Field, field
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 
 def key(default, help: str, section: str | None = None, *, choices: tuple | None = None,
@@ -35,7 +35,8 @@ def check(spec: Field, value, source: str) -> None:
     """Refuse ``value`` of key ``spec`` outside its choices or bounds: a one-line UserError."""
     meta = spec.metadata
     if meta["choices"] is not None and value not in meta["choices"]:
-        raise UserError(f"{source}: key {spec.name!r} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        raise UserError(f"{source}: key {spec.name!r} must be one of {', '.join(meta['choices'])}, got {value!r}"
+                        + did_you_mean(value, meta["choices"]))
     bounds = [(op, meta[name]) for name, op in (("at_least", ">="), ("above", ">"), ("at_most", "<="))
               if meta[name] is not None]
     if value is None or not bounds:

@@ -1,6 +1,6 @@
 """Advisory locks (``flock``) that leave nothing behind.
 
-``lock_file``: one process at a time holds a lock file beside what it writes (an output folder, a study);
+``hold``: one process at a time holds a lock file beside what it writes (an output folder, a study);
 the file is removed when the lock is released, also after an error, and one a killed process left is taken
 over and removed by the next holder (the kernel drops a dead process's locks).
 
@@ -23,7 +23,7 @@ class Held(Exception):
 
 
 @contextmanager
-def lock_file(path: Path):
+def hold(path: Path):
     """Hold ``path`` as a lock file while the block runs; raise ``Held`` at once if another process holds it."""
     path = Path(path)
     while True:
@@ -49,9 +49,9 @@ def lock_file(path: Path):
 
 @contextmanager
 def holding(path: Path, refusal: str):
-    """``lock_file``, or a one-line UserError (``refusal``) at once where another process holds it."""
+    """``hold``, or a one-line UserError (``refusal``) at once where another process holds it."""
     try:
-        with lock_file(path):
+        with hold(path):
             yield
     except Held:
         raise UserError(refusal) from None
@@ -71,16 +71,23 @@ def owning(path: Path):
         os.close(fd)
 
 
-def abandoned(path: Path) -> bool:
-    """True when no live process holds ``path`` (it was left by a killed one, or nobody ever locked it)."""
+def held(path: Path) -> bool:
+    """True when a live process holds ``path`` now (as ``hold`` or ``owning`` do, or filelock's FileLock)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False  # gone already
+        return False  # gone
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:  # held (BlockingIOError), or no way to tell
         return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no way to tell here (a filesystem without flock on a read-only descriptor)
     finally:
         os.close(fd)
+
+
+def abandoned(path: Path) -> bool:
+    """True when ``path`` is there and no live process holds it (a killed one left it, or nobody locked it)."""
+    return path.exists() and not held(path)

@@ -49,7 +49,6 @@ from .tasks import get_task
 from .train import Run, Source, fit, scored_on_main
 from .transfers import get_transfer
 
-DEFAULT_BACKBONE = "me5-small"
 
 
 @dataclass
@@ -121,8 +120,14 @@ def validate(config: RunConfig) -> ValidatedPhase:
     parents = [Parent(folder, artifacts.read_manifest(folder)) for folder in map(sharing.resolve, config.init_from)]
     get_transfer(config.transfer).check(regime, len(parents))
     _check_stages(tasks[0], parents)
+    if config.backbone in backbones.EMBEDDED:  # a mismatch named before a backbone is built for nothing
+        for parent in parents:
+            trained_on = parent.manifest["backbone"]["name"]
+            if trained_on in backbones.EMBEDDED and trained_on != config.backbone:
+                raise UserError(f"init_from {parent.folder} was trained on backbone {trained_on!r}, not "
+                                f"{config.backbone!r}: leave backbone= out (or pass backbone={trained_on})")
     backbone = backbones.resolve(config.backbone or (parents[0].manifest["backbone"]["name"] if parents
-                                                     else DEFAULT_BACKBONE))
+                                                     else backbones.default_name()))
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
     check_count(config.frozen_layers, backbone.layers)
@@ -349,7 +354,7 @@ def output_lock(out: Path, writer: bool = True):
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    with holding(out.with_name(f".{out.name}.lock"),
+    with holding(artifacts.lock_file(out),
                  f"output_dir {out} is being written by another run; wait for it or choose another output_dir"):
         yield
 

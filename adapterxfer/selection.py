@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -52,11 +53,12 @@ class Module:
     seed: int | None
 
 
-def bank_modules(source: str) -> tuple[list[Module], str | None, Path | None]:
-    """The bank's intermediate modules, the backbone it names (a plan's) and the study root (a plan's)."""
+def bank_modules(source: str) -> tuple[list[Module], str | None, Path | None, dict[str, list[str]]]:
+    """The bank's intermediate modules, the backbone it names, the study root and, per target, the languages
+    its phases score (the last three a plan's)."""
     if sharing.is_ref(source.split(",")[0]):
         refs = [ref.strip() for ref in source.split(",") if ref.strip()]
-        return [_module(ref, sharing.pull(ref)) for ref in refs], None, None
+        return [_module(ref, sharing.pull(ref)) for ref in refs], None, None, {}
     path = Path(source)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _plan_modules(source)
@@ -70,7 +72,7 @@ def bank_modules(source: str) -> tuple[list[Module], str | None, Path | None]:
         if not modules:
             raise UserError(f"bank {source}: holds no intermediate module (no folder with a {artifacts.MANIFEST} "
                             "of an intermediate phase under it)")
-        return modules, None, None
+        return modules, None, None, {}
     raise UserError(f"bank {source!r}: not a folder of artifacts, a study plan (.yaml) or hf:// refs")
 
 
@@ -79,7 +81,7 @@ def _module(name: str, folder: Path, seed: int | None = None) -> Module:
     return Module(name, folder, manifest, manifest["config"].get("seed") if seed is None else seed)
 
 
-def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
+def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path, dict[str, list[str]]]:
     from .study.plan import expand, read_plan, study_root
 
     from .study.results import FILE, Results
@@ -90,6 +92,11 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
     results = Results(root / FILE, plan_file) if (root / FILE).is_file() else None
     states = phase_states(graph, root, backbones.resolve(plan["backbone"]).weight_hash, results)
     phases = [phase for phase in graph.phases.values() if phase.role == "intermediate"]
+    langs = {}  # target -> the languages its phases score (a target phase's eval_langs, an evaluation's langs)
+    for phase in graph.phases.values():
+        if phase.role in ("target", "evaluation"):
+            scored = phase.settings.get("eval_langs") if phase.action == "train" else phase.settings.get("langs")
+            langs.setdefault(phase.task, list(scored or []))
     done = [phase for phase in phases if states[phase.key][0] == "current"]
     if not done:
         raise UserError(f"bank {plan_file}: none of its {len(phases)} intermediate phases has a current output "
@@ -98,7 +105,7 @@ def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path]:
     if behind:
         print(f"select: {len(behind)} intermediate phases of {plan_file} are not current and left out: "
               f"{', '.join(behind[:3])}{' ...' if len(behind) > 3 else ''}", file=sys.stderr)
-    return [_module(phase.key, root / phase.key, phase.seed) for phase in done], plan["backbone"], root
+    return [_module(phase.key, root / phase.key, phase.seed) for phase in done], plan["backbone"], root, langs
 
 
 def select(targets: list[str], langs: list[str], source: str, unlabelled: bool = False, sample: int = SAMPLE,
@@ -111,14 +118,14 @@ def select(targets: list[str], langs: list[str], source: str, unlabelled: bool =
         if task.kind not in TEXT or task.role != "target":
             raise UserError(f"select cannot rank intermediates for {task.name}, a {task.kind} {task.role} task; it "
                             f"ranks them for targets of kind {', '.join(k for k in TEXT if k != 'mlm')}")
-    modules, backbone_name, root = bank_modules(source)
+    modules, backbone_name, root, plan_langs = bank_modules(source)
     backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
     from .bank import check_backbone
 
     for module in modules:
         check_backbone(module.folder, module.manifest, backbone)
-    target_langs = {task.name: [lang for lang in task.check_langs(langs) if task.resolve_lang(lang) != task.source_lang]
-                    for task in tasks}
+    target_langs = {task.name: [lang for lang in task.check_langs(langs or plan_langs.get(task.name, []))
+                                if task.resolve_lang(lang) != task.source_lang] for task in tasks}
     scorer = _Scorer(backbone, sample, logme_reference)
     results = []
     for task in tasks:
@@ -261,7 +268,9 @@ def write_json(result: dict | list, path: Path) -> None:
 
 
 def table(result: dict) -> str:
-    """The modules x proxies table of each ranking (score, rank, seconds), n/a proxies with their reason."""
+    """The intermediates x proxies table of each ranking: score, rank and seconds. The modules of one
+    intermediate that differ only in their seed (a plan's ``seed<s>/...``) are one row: the mean over seeds,
+    with the seeds' sd, ranked by that mean. A proxy that does not apply is named with its reason."""
     names = [name for name, info in result["proxies"].items() if not info["not_applicable"]]
     lines = [f"select {result['target']} from {result['bank']} (backbone {result['backbone']}, "
              f"{result['sample']} examples per sample)"]
@@ -270,19 +279,47 @@ def table(result: dict) -> str:
     note = logme_note(result)
     if note:
         lines.append(f"  {note}")
+    groups = _seed_groups([module["name"] for module in result["modules"]])
     target = result["rankings"][TARGET]
     for key, ranking in result["rankings"].items():
         if key != TARGET and ranking == target:
-            lines.append(f"\n{key}: the same ranking as {TARGET} (no proxy reads {key} text without "
+            lines.append(f"{key}: the same ranking as {TARGET} (no proxy reads {key} text without "
                          "--unlabelled-target-text; no target-language label is ever read)")
             continue
+        rows = {label: _group_row(ranking, members, names) for label, members in groups.items()}
+        cells = {label: {} for label in rows}
+        for name in names:
+            means = {label: row[name][0] for label, row in rows.items() if row[name][0] is not None}
+            ranks = dict(zip(means, map(int, rankdata([-mean for mean in means.values()], method="min"))))
+            for label, row in rows.items():
+                mean, sd, seconds = row[name]
+                cells[label][name] = "n/a" if mean is None else (
+                    f"{mean:.4f}" + (f" ±{sd:.4f}" if sd is not None else "") + f" ({ranks[label]}, {seconds:.2f})")
         lines += ["", f"{key}" + ("" if key == TARGET else " (reads unlabelled target-language text: not strictly "
                                                            "zero-shot)"),
-                  "module".ljust(40) + "".join(f"{name + ' (rank, s)':>28}" for name in names)]
-        for module, by_proxy in ranking.items():
-            cells = [f"{by_proxy[n]['score']:.4f} ({by_proxy[n]['rank']}, {by_proxy[n]['seconds']:.2f})" for n in names]
-            lines.append(module[:39].ljust(40) + "".join(f"{cell:>28}" for cell in cells))
+                  "intermediate".ljust(40) + "seeds".rjust(6) + "".join(f"{name + ' (rank, s)':>32}" for name in names)]
+        lines += [label[:39].ljust(40) + f"{len(groups[label]):6}" + "".join(f"{cells[label][n]:>32}" for n in names)
+                  for label in rows]
     return "\n".join(lines)
+
+
+def _seed_groups(names: list[str]) -> dict[str, list[str]]:
+    """Module names by intermediate: ``seed<s>/lora/verses-xref`` of every seed under ``lora/verses-xref``."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(re.sub(r"^seed\d+/", "", name), []).append(name)
+    return groups
+
+
+def _group_row(ranking: dict, members: list[str], names: list[str]) -> dict[str, tuple]:
+    """proxy -> (mean score over the members, their sd (None for one), mean seconds a member's score cost)."""
+    row = {}
+    for name in names:
+        scores = [ranking[m][name]["score"] for m in members if ranking[m][name]["score"] is not None]
+        seconds = float(np.mean([ranking[m][name]["seconds"] for m in members]))
+        row[name] = ((float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else None, seconds)
+                     if scores else (None, None, seconds))
+    return row
 
 
 def logme_note(result: dict) -> str | None:

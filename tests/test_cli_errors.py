@@ -17,7 +17,11 @@ def run_cli(capsys, *args):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["train", "task=verses-nope"], "unknown task 'verses-nope' (known: "),
+    (["train", "task=qwerty"], "unknown task 'qwerty' (allowed: "),
+    (["train", "task=verses-xrefs"], "unknown task 'verses-xrefs'; did you mean 'verses-xref' or "),
+    (["train", "task=verses-genre", "max_step=3"], "unknown key 'max_step'; did you mean 'max_steps'? (allowed: "),
+    (["train", "--task", "verses-genre", "--max-step", "3"], "unknown key 'max_step'; did you mean 'max_steps'?"),
+    (["train", "task=verses-genre", "precision=fp23"], "got 'fp23'; did you mean 'fp32'?"),
     (["train", "task=verses-genre", "regime=qlora"], "key 'regime' must be one of full, lora"),
     (["train", "task=verses-genre", "eval_langs=fr,xx"], "'xx'"),
     (["train", "task=verses-genre", "max_stepz=3"], "unknown key 'max_stepz'"),
@@ -171,3 +175,47 @@ def test_a_max_length_above_the_backbones_positions_is_refused_in_one_line(capsy
         assert code == 2 and len(err) == 1 and err[0].startswith(f"adapterxfer: error: {message}"), err
     assert not (tmp_path / "out").exists() and not (tmp_path / "study").exists()
     assert not list(tmp_path.glob(".*.lock"))
+
+
+EARLY = "import sys; from adapterxfer.cli import main; code = main(sys.argv[1:]); print(code, 'torch' in sys.modules)"
+
+
+def test_the_common_input_errors_come_before_torch_loads(capsys, tmp_path, tiny_backbone):
+    """An init_from that is not there, a plan with a typo, an output another run is writing or that holds a run
+    of other settings: one line, and torch never imported (so the answer comes at once)."""
+    from filelock import FileLock
+
+    from adapterxfer.artifacts import lock_file
+
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}",
+                 "max_steps=1", "eval_every=1", "batch_size=2"]) == 0
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("backbone: tiny-xlmr\nseeds: [1]\ntargets: [verses-genre]\nintermediates: [verses-xrefs]\n")
+    busy = tmp_path / "busy"
+    cases = [
+        (["train", "task=verses-genre", f"init_from={tmp_path / 'nothing'}"], f"{tmp_path / 'nothing'} does not exist"),
+        (["study", "run", str(plan)], "unknown task 'verses-xrefs'; did you mean 'verses-xref'"),
+        (["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={out}", "max_steps=2",
+          "eval_every=1", "batch_size=2"], f"output_dir {out} holds another run (it differs in max_steps)"),
+        (["train", "task=verses-xref", f"output_dir={busy}"], f"output_dir {busy} is being written by another run"),
+    ]
+    busy.mkdir()
+    with FileLock(str(lock_file(busy))):
+        for args, needle in cases:
+            done = subprocess.run([sys.executable, "-c", EARLY, *args], capture_output=True, text=True, cwd=tmp_path)
+            assert done.stdout.split() == ["2", "False"], (args, done.stderr)
+            assert done.stderr.strip().splitlines() == [f"adapterxfer: error: {done.stderr.strip()[20:]}"]
+            assert needle in done.stderr, done.stderr
+
+
+def test_init_from_on_another_embedded_backbone_is_refused_before_that_backbone_is_built(capsys, tmp_path,
+                                                                                          fixture_home):
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", "backbone=tiny-xlmr", f"output_dir={out}", "max_steps=1",
+                 "eval_every=1", "batch_size=2"]) == 0
+    code, err = run_cli(capsys, "train", "task=verses-genre", f"init_from={out}", "backbone=me5-small",
+                        f"output_dir={tmp_path / 'g'}")
+    assert code == 2 and err == [f"adapterxfer: error: init_from {out} was trained on backbone 'tiny-xlmr', not "
+                                 "'me5-small': leave backbone= out (or pass backbone=tiny-xlmr)"]
+    assert not (fixture_home / "backbones" / "me5-small").exists()

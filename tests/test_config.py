@@ -135,3 +135,11 @@ def test_a_phase_identity_holds_the_keys_its_regime_reads_and_no_other_regimes()
     assert identity("lora", lora_r=64) != identity("lora")
     assert identity("full", freeze_word_embeddings=False) != identity("full")
     assert "lora_r" not in identity("full")["settings"] and "reduction_factor" in identity("madx")["settings"]
+
+
+def test_a_recipes_backbone_yields_to_the_one_init_from_implies(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("task: verses-genre\nbackbone: me5-small\n")
+    assert load_config(str(recipe), []).backbone == "me5-small"
+    assert load_config(str(recipe), ["init_from=artifacts/xref"]).backbone is None  # init_from's, when validated
+    assert load_config(str(recipe), ["init_from=artifacts/xref", "backbone=tiny-xlmr"]).backbone == "tiny-xlmr"

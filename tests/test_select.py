@@ -279,9 +279,19 @@ def test_select_over_a_study_feeds_the_reports_selection_section(tmp_path, tiny_
                       contrasts=[], clusters={})
     assert main(["study", "run", str(plan)]) == 0
     code, out, _ = select(capsys, "--target", "verses-genre", "--bank", str(plan), "--sample", "8")
-    assert code == 0 and "seed1/lora/verses-xref" in out
+    assert code == 0
+    out = out[out.index("select verses-genre from"):]  # the table, after the study's own output
     stored = json.loads((tmp_path / "study" / "selection" / "verses-genre.json").read_text())
     assert sorted(m["seed"] for m in stored["modules"]) == [1, 1, 2, 2]
+    # printed: one row per intermediate, the mean over its seeds' modules with their sd; a line for each of
+    # the languages the plan scores (fr, zh), not for every language of the target
+    target = stored["rankings"]["target"]
+    for intermediate in ("lora/verses-xref", "lora/verses-next"):
+        logme = [target[f"seed{seed}/{intermediate}"]["logme"]["score"] for seed in (1, 2)]
+        [row] = [line for line in out.splitlines() if line.startswith(intermediate + " ")]
+        assert row.split()[1] == "2" and f"{np.mean(logme):.4f} ±{np.std(logme, ddof=1):.4f} (" in row
+    assert "seed1/" not in out
+    assert [line.split(":")[0] for line in out.splitlines() if "the same ranking as target" in line] == ["fr", "zh"]
     assert main(["study", "report", str(plan)]) == 0
     report = (tmp_path / "study" / "report.md").read_text()
     section = report[report.index("## Selecting an intermediate"):]

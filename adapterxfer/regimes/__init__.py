@@ -14,8 +14,13 @@ This package and the regime modules import no heavy library at the top: a regime
 from __future__ import annotations
 
 import importlib
+import logging
 
-from ..errors import UserError
+from ..errors import UserError, unknown
+
+# adapters warns at every forward pass of a model with no adapter active, which adapterxfer runs on purpose
+# (a frozen bottom's states, the step-0 score): not the user's concern.
+logging.getLogger("adapters.model_mixin").addFilter(lambda record: "none are activated" not in record.getMessage())
 
 NAMES = ("full", "lora", "bottleneck", "madx", "ia3")
 DEFAULT = NAMES[0]  # a phase's regime, and a study's, where none is given
@@ -29,7 +34,7 @@ def register(cls):
 
 def get_regime(name: str):
     if name not in NAMES:
-        raise UserError(f"unknown regime {name!r} (known: {', '.join(NAMES)})")
+        raise UserError(unknown("regime", name, NAMES))
     if name not in REGIMES:
         importlib.import_module(f"{__name__}.{name}")
     return REGIMES[name]

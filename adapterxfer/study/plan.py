@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import backbones
 from ..config import CHOICES, FIELDS, from_dict, owners, read_yaml, reads
-from ..errors import UserError
+from ..errors import UserError, unknown
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
@@ -101,7 +101,7 @@ def read_plan(plan_file: str) -> dict:
     raw = read_yaml(plan_file)
     for key in raw:
         if key not in KEYS:
-            raise UserError(f"{plan_file}: unknown key {key!r} (allowed: {', '.join(KEYS)})")
+            raise UserError(f"{plan_file}: " + unknown("key", key, KEYS))
     plan = {}
     for key, (kind, default, _) in KEYS.items():
         if key not in raw and default is REQUIRED:
@@ -260,14 +260,14 @@ def _check_keys(where: str, block, allowed: set) -> None:
         raise UserError(f"{where} must be a mapping with keys {', '.join(sorted(allowed))}, got {block!r}")
     for key in block:
         if key not in allowed:
-            raise UserError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+            raise UserError(f"{where}: " + unknown("key", key, sorted(allowed)))
 
 
 def _check_transfers(plan: dict) -> None:
     where = plan["file"]
     for transfer, regimes in plan["transfers"].items():
         if transfer not in TRANSFERS:
-            raise UserError(f"{where}: transfers: unknown transfer {transfer!r} (allowed: {', '.join(TRANSFERS)})")
+            raise UserError(f"{where}: transfers: " + unknown("transfer", transfer, TRANSFERS))
         if not isinstance(regimes, list):
             raise UserError(f"{where}: transfers.{transfer} must list regimes, got {regimes!r}")
         for regime in regimes:

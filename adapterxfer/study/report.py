@@ -70,13 +70,14 @@ class Recorded:
         return float(np.mean([next(iter(self.scores(key)[lang].values()))
                               for lang in self.zero_shot_langs(target, key)]))
 
-    def difference(self, run: Arm, versus: Arm) -> Difference | None:
+    def difference(self, run: Arm, versus: Arm, only: str | None = None) -> Difference | None:
         """Seed-paired difference of two arms of one target, with its seed-aware t interval (clustered at
-        the plan's level)."""
+        the plan's level): of the zero-shot average, or of language ``only``."""
         level = self.plan["clusters"].get(run.target, "item")
-        return self.differences(run, versus, with_coarser=False).get(level)
+        return self.differences(run, versus, with_coarser=False, only=only).get(level)
 
-    def differences(self, run: Arm, versus: Arm, with_coarser: bool = True) -> dict[str, Difference]:
+    def differences(self, run: Arm, versus: Arm, with_coarser: bool = True,
+                    only: str | None = None) -> dict[str, Difference]:
         """{cluster level: seed-paired difference}: at the plan's level, and ``with_coarser`` at the next
         coarser level where the test items have one (``coarser``); {} where no seed is shared."""
         ours, theirs = self.seeds(run), self.seeds(versus)
@@ -84,7 +85,7 @@ class Recorded:
         if not common:
             return {}
         langs = tuple(lang for lang in self.zero_shot_langs(run.target, ours[common[0]])
-                      if lang in self.scores(theirs[common[0]]))
+                      if lang in self.scores(theirs[common[0]]) and only in (None, lang))
         level = self.plan["clusters"].get(run.target, "item")
         above, groups = self.coarser(run.target, ours[common[0]], langs) if with_coarser else (None, None)
         return clustered_differences({s: self.predictions(ours[s]) for s in common},
@@ -112,18 +113,19 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path, states:
     intermediates = _intermediates(study)
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
+    shown = _distinct(arms)
     compared = _contrasts(study, {(row["arm"].label, row["target"]): row for row in arms})
     _looked(study, compared, "explore" if plan["confirmation"] else "all")
     confirmed = _confirmed(study)
-    figures = _figures(study, root, arms, compared)
+    figures = _figures(study, root, shown, compared)
     sections = [_header(study, compared, confirmed), _contrast_table(study, compared),
                 _confirmation_section(study, compared, confirmed), _matching_table(compared),
-                *(_arm_table(study, target, [row for row in arms if row["target"] == target])
+                *(_arm_table(study, target, [row for row in shown if row["target"] == target])
                   for target in plan["targets"]),
                 *(_english_side_table(study, target, [row for row in arms if row["target"] == target])
                   for target in plan["targets"]),
                 _intermediate_table(intermediates),
-                *(_language_table(study, target, {row["arm"].label: row["label"] for row in arms if row["target"] == target})
+                *(_language_table(study, target, {row["arm"].label: row["label"] for row in shown if row["target"] == target})
                   for target in plan["targets"]),
                 _xtreme_table(study), _best_intermediate_table(study, arms), selection_section(study, root),
                 _failure_table(study), _stale_table(study),
@@ -160,6 +162,25 @@ def _stale_table(study: Recorded) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")
+
+
+def _label(arm: Arm) -> str:
+    """An arm's name in the report: the untuned backbone (every regime's baseline on an evaluation-only
+    target, one phase) is ``backbone``, not one regime's baseline."""
+    return "backbone" if arm.name == BASELINE and all(key.startswith("backbone/") for key in arm.keys.values()) \
+        else arm.label
+
+
+def _distinct(rows: list[dict]) -> list[dict]:
+    """One row per target and set of phases: every regime's baseline arm on an evaluation-only target is the
+    one backbone phase, shown once."""
+    seen, kept = set(), []
+    for row in rows:
+        phases = (row["target"], tuple(sorted(row["arm"].keys.values())))
+        if phases not in seen:
+            seen.add(phases)
+            kept.append(row)
+    return kept
 
 
 def _looked(study: Recorded, compared: list[dict], share: str) -> None:
@@ -235,7 +256,8 @@ def _arm_row(study: Recorded, arm: Arm, flagged: set) -> dict:
     kind = get_task(arm.target).kind
     collapsed = sorted({lang for key in keys.values() for lang, rows in study.predictions(key).items()
                         if one_prediction(rows, kind)})
-    return {"arm": arm, "target": arm.target, "label": arm.label + "".join(f" ({t} not learned)" for t in not_learned)
+    return {"arm": arm, "target": arm.target, "not_learned": not_learned,
+            "label": _label(arm) + "".join(f" ({t} not learned)" for t in not_learned)
             + ("" if zero_shot else " (not zero-shot)")
             + (f" (degenerate: one prediction for every item in {', '.join(collapsed)})" if collapsed else ""),
             "seeds": sorted(keys), "score": mean_sd([study.average(arm.target, key) for key in keys.values()]),
@@ -279,7 +301,7 @@ def _contrasts(study: Recorded, arms: dict) -> list[dict]:
         levels = study.differences(run, versus)
         rows.append({**contrast, "levels": levels, "difference": widest(levels),
                      "matching": matching.check(study.graph, study.root, study.seeds(run), study.seeds(versus)),
-                     "labels": [arms.get((arm.label, arm.target), {}).get("label", arm.label) for arm in (run, versus)]})
+                     "labels": [arms.get((arm.label, arm.target), {}).get("label", _label(arm)) for arm in (run, versus)]})
     tested = [row for row in rows if not row["primary"] and row["difference"]]
     for row, adjusted in zip(tested, holm([row["difference"].p for row in tested])):
         row["p_holm"] = adjusted
@@ -513,8 +535,8 @@ def seen_languages(arm: Arm) -> frozenset[str]:
 
 
 def _language_table(study: Recorded, target: str, labels: dict[str, str]) -> str:
-    """Per-language means over seeds; ``labels``: each arm's name in the report (with its flags)."""
-    arms = [arm for arm in _done(study) if arm.target == target]
+    """Per-language means over seeds; ``labels``: each shown arm's name in the report (with its flags)."""
+    arms = [arm for arm in _done(study) if arm.target == target and arm.label in labels]
     if not arms:
         return ""
     means = {arm.label: _language_means(study, arm) for arm in arms}
@@ -597,39 +619,50 @@ def _best_intermediate_table(study: Recorded, rows: list[dict]) -> str:
         if not best:
             continue
         lines = [f"## Best intermediate per target ({regime})", "",
-                 "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms, beside "
+                 "Each target's arm with the highest zero-shot average among the zero-shot intermediate arms whose "
+                 "intermediates learned their own task (of arms: how many competed, learned or not), beside "
                  f"the {regime} baseline. **Winner's curse:** picking the best of many arms on the test scores "
                  "themselves is optimistic; the gain of the best arm is biased upwards, the more so the more arms and "
                  "the noisier each, and needs a fresh run (other seeds) to confirm.", "",
                  "| target | best arm | of arms | best | baseline | gain |", "|---|---|---:|---:|---:|---:|"]
         for target, (winner, baseline, candidates) in best.items():
             base = baseline["score"][0] if baseline else None
+            if winner is None:
+                lines.append(f"| {target} | none: no intermediate learned its own task | {candidates} |  | "
+                             f"{_fmt(base, '.3f')} |  |")
+                continue
             lines.append(f"| {target} | {winner['label']} | {candidates} | {winner['score'][0]:.3f} | "
                          f"{_fmt(base, '.3f')} | {_fmt(None if base is None else winner['score'][0] - base, '+.3f')} |")
-        lines += ["", "| benchmark | tasks scored | best per target | baseline | gain (points) | paper's gain |",
-                  "|---|---|---:|---:|---:|---:|"]
+        benchmarks = []
         for benchmark in LANGUAGES:
             averages = _benchmark_averages(study, best, benchmark)
             if averages:
                 tasks, ours, theirs = averages
                 paper = PAPER.get((regime, benchmark))
-                lines.append(f"| {benchmark.upper()} | {len(tasks)}/{len(LANGUAGES[benchmark])}: {', '.join(tasks)} | "
-                             f"{ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} | "
-                             f"{'' if paper is None else f'{paper:+.1f} ({PAPER_SOURCE})'} |")
+                benchmarks.append(f"| {benchmark.upper()} | {len(tasks)}/{len(LANGUAGES[benchmark])}: {', '.join(tasks)} "
+                                  f"| {ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} | "
+                                  f"{'' if paper is None else f'{paper:+.1f} ({PAPER_SOURCE})'} |")
+        if benchmarks:
+            lines += ["", "| benchmark | tasks scored | best per target | baseline | gain (points) | paper's gain |",
+                      "|---|---|---:|---:|---:|---:|", *benchmarks]
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
 
 
 def _best_arms(study: Recorded, rows: list[dict]) -> dict[str, tuple[dict, dict | None, int]]:
-    """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed)."""
+    """target -> (the best zero-shot intermediate arm's row, the baseline's row, how many arms competed).
+    An arm whose intermediate did not learn its own task is never the best (its "gain" is noise): where
+    none learned, the best is None."""
     best = {}
     for target in study.plan["targets"]:
         here = [row for row in rows if row["target"] == target]
         candidates = [row for row in here if row["arm"].intermediates and _zero_shot(study, row["arm"])
                       and not is_ablation(row["arm"].name)]
+        learned_ones = [row for row in candidates if not row["not_learned"]]
         if candidates:
             baseline = next((row for row in here if row["arm"].name == BASELINE), None)
-            best[target] = (max(candidates, key=lambda row: row["score"][0]), baseline, len(candidates))
+            winner = max(learned_ones, key=lambda row: row["score"][0]) if learned_ones else None
+            best[target] = (winner, baseline, len(candidates))
     return best
 
 
@@ -642,7 +675,7 @@ def _benchmark_averages(study: Recorded, best: dict, benchmark: str) -> tuple[li
     """(the benchmark's tasks both sides scored, the mean avg_metric of the best arms, that of the baselines)."""
     ours, theirs = {}, {}
     for target, (winner, baseline, _) in best.items():
-        if target in LANGUAGES[benchmark] and baseline:
+        if target in LANGUAGES[benchmark] and baseline and winner:
             mine, base = (_benchmark_summary(study, row["arm"], benchmark)[0] for row in (winner, baseline))
             if "avg_metric" in mine and "avg_metric" in base:
                 ours[target], theirs[target] = mine["avg_metric"], base["avg_metric"]
@@ -666,7 +699,7 @@ def _figures(study: Recorded, root: Path, arms: list[dict], compared: list[dict]
             names = list(dict.fromkeys(row["label"].split("/", 1)[1] for row in rows))
             gains = {(row["label"].split("/", 1)[1], row["target"]): row["gain"].mean for row in rows}
             figures.append(plots.gain_heatmap(root / f"gain-{regime}.png", regime, names, targets, gains,
-                                              len(study.plan["seeds"])))
+                                              len(study.plan["seeds"]), study.options["effect"]))
     for row in compared:
         if row["difference"]:
             figures.append(_contrast_bars(study, root, row))
@@ -679,15 +712,18 @@ def _figures(study: Recorded, root: Path, arms: list[dict], compared: list[dict]
 
 
 def _contrast_bars(study: Recorded, root: Path, row: dict) -> Path:
+    """The contrast per language, each with its own seed-paired interval, and the zero-shot average's."""
     run, versus = (study.graph.arm(row[side], row["target"]) for side in ("run", "versus"))
-    ours, theirs = study.seeds(run), study.seeds(versus)
-    seeds = row["difference"].seeds
-    langs = study.zero_shot_langs(row["target"], ours[seeds[0]])
-    stats = [mean_sd([next(iter(study.scores(ours[s])[lang].values())) - next(iter(study.scores(theirs[s])[lang].values()))
-                      for s in seeds]) for lang in langs]
+    overall = row["difference"]
+    langs = study.zero_shot_langs(row["target"], study.seeds(run)[overall.seeds[0]])
+    per_lang = [study.difference(run, versus, only=lang) for lang in langs]
+    run_label, versus_label = row["labels"]
     return plots.language_bars(root / f"contrast-{row['name']}.png",
-                               f"{row['name']}: {row['run']} minus {row['versus']} ({row['target']})", langs,
-                               [m for m, _ in stats], [sd for _, sd in stats])
+                               f"{row['name']}: {run_label} minus {versus_label}, {row['target']}, "
+                               f"{len(overall.seeds)} seed{'s' * (len(overall.seeds) > 1)}", langs,
+                               [d.mean for d in per_lang], [(d.low, d.high) for d in per_lang],
+                               (overall.mean, overall.low, overall.high),
+                               f"difference in {get_task(row['target']).metric} (95% interval)")
 
 
 def _clusterings(row: dict) -> str:

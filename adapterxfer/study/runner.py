@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import backbones
+from .. import artifacts, backbones
 from ..cache import remove_leftovers
 from ..errors import StudyFailed, UserError
-from ..locks import Held, holding, lock_file
+from ..locks import Held, hold, holding
 from ..tasks import get_task
 from . import confirmation
 from .executors import WorkerDied, job, make_executor, one_line
@@ -192,7 +192,7 @@ def _tidy(out: Path, phase: Phase) -> None:
     """What a run killed after it finished the phase left beside the output: its lock file, its checkpoints
     (unless kept), temporary folders. Left alone where a live process holds the output."""
     try:
-        with lock_file(out.with_name(f".{out.name}.lock")):
+        with hold(artifacts.lock_file(out)):
             remove_leftovers(out, keep_work=phase.settings.get("keep_checkpoints", False))
     except Held:
         pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import UserError, unknown
 from .spec import TaskSpec
 
 TASKS: dict[str, TaskSpec] = {}
@@ -17,7 +17,7 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
-        raise UserError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+        raise UserError(unknown("task", name, sorted(TASKS)) + "; see `adapterxfer tasks`")
     return TASKS[name]
 
 

@@ -54,7 +54,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from ..data.hub import DATA_DIR_ENV, count_rows, load_rows
-from ..errors import UserError
+from ..errors import UserError, unknown
 from ..scoring import XTREME_LANGUAGES, XTREME_R_LANGUAGES
 from . import register
 from .spec import TaskSpec
@@ -448,7 +448,7 @@ def spec(name: str) -> TaskSpec:
 
     def resolve(lang: str) -> str:
         if lang not in langs:
-            raise UserError(f"task {name}: unknown language {lang!r} (known: {', '.join(langs)})")
+            raise UserError(f"task {name}: " + unknown("language", lang, langs))
         return lang
 
     return TaskSpec(name=name, kind=entry["kind"], role="target" if name in TARGETS else "intermediate",
