@@ -42,7 +42,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?(@[\w.-
 _HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
 _META = "adapterxfer_backbone.json"
 BUILDS = {"me5-small": 1, "tiny-xlmr": 2}  # an embedded backbone's build; 2: tiny-xlmr's 514 positions
-PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")  # model types whose positions start at pad + 1
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")  # positions start at pad + 1
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,8 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
         weights = XLMRobertaModel(config, add_pooling_layer=False).state_dict()
         table = weights["embeddings.position_embeddings.weight"]
         more = torch.randn(max(positions - len(table), 0), hidden, generator=torch.Generator().manual_seed(seed + 1))
-        weights["embeddings.position_embeddings.weight"] = torch.cat([table, more * config.initializer_range])[:positions]
+        weights["embeddings.position_embeddings.weight"] = torch.cat([table, more * config.initializer_range])[
+            :positions]
         config.max_position_embeddings = positions
         model = XLMRobertaModel(config, add_pooling_layer=False)
     model.load_state_dict(weights, strict=False)  # position_ids is a buffer the new size makes itself

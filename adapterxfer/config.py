@@ -187,8 +187,9 @@ def identity_change(recorded: dict | None, expected: dict) -> str | None:
             f"{name} {show_value(ours.get(name))} -> {show_value(expected['settings'].get(name))}"
             for name in changed[:4]) + (" ..." if len(changed) > 4 else "")
     if recorded.get("inputs") != expected["inputs"]:
-        changed = [i for i, (old, new) in enumerate(zip(recorded.get("inputs") or [], expected["inputs"])) if old != new]
-        return "inputs changed: " + (", ".join(f"input {i + 1}" for i in changed) or "their number")
+        inputs = zip(recorded.get("inputs") or [], expected["inputs"])
+        return "inputs changed: " + (", ".join(f"input {i + 1}" for i, (old, new) in enumerate(inputs) if old != new)
+                                     or "their number")
     return None
 
 

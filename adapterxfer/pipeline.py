@@ -472,8 +472,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     if task.trainable and manifest["task"] != task.name:
         raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
     max_length = backbones.check_length(max_length, task, backbone)
-    record = {"identity": identity, "task": task.name,
-              "model": artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash}
+    scored = artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash
+    record = {"identity": identity, "task": task.name, "model": scored}
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
     with output_lock(Path(output)), cpu_threads(backbone.path):
         remove_leftovers(Path(output))

@@ -192,16 +192,21 @@ def test_a_damaged_output_is_moved_aside_and_run_again_and_clean_removes_it(refe
 
 
 def test_an_exception_in_one_phase_fails_it_alone_with_the_workers_in_processes(reference, tiny_backbone, tmp_path):
-    """A real `study run --workers 2` whose intermediate raises a GPU's out-of-memory RuntimeError (tests/faults):
-    the two phases that need it do not run, the two that do not finish and are recorded, the report lists the
-    failure with its log, and the command ends with exit 1 and one line."""
+    """A real `study run --workers 2` whose intermediate raises a GPU's out-of-memory RuntimeError, and whose
+    backbone evaluation kills its worker process once (tests/faults): the killed phase runs again and finishes,
+    the two phases that need the intermediate do not run, the two that do not finish and are recorded, the
+    report lists the failure with its log, and the command ends with exit 1 and one line."""
     plan = write_plan(tmp_path, tiny_backbone, tmp_path / "study")
     root = tmp_path / "study"
     done = subprocess.run(cli("study", "run", str(plan), "--workers", "2"), cwd=REPO, capture_output=True, text=True,
                           env=environment(ADAPTERXFER_TEST_FAULT="seed1/lora/verses-xref",
+                                          ADAPTERXFER_TEST_KILL="backbone/verses-retrieval",
+                                          ADAPTERXFER_TEST_KILLED=str(tmp_path / "killed"),
                                           PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "faults"),
                                                                       os.environ.get("PYTHONPATH", "")])))
     assert done.returncode == 1, done.stderr[-3000:]
+    assert (tmp_path / "killed").is_file() and ("[again]   backbone/verses-retrieval: its worker process died "
+                                                "(killed by a signal or out of memory)") in done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("adapterxfer: error: ")]
     log = root / "logs/seed1/lora/verses-xref.log"
     assert errors == [f"adapterxfer: error: 1 of {PHASES} phases failed (2 more need them); seed1/lora/verses-xref: "

@@ -61,8 +61,9 @@ def _run(phase: Phase, root: Path, backbone: str, identity: str) -> None:
     from ..pipeline import evaluate_model, train_phase
 
     if phase.action == "train":
-        inputs = {"init_from": [str(root / key) for key in phase.init_from],
-                  **({"lang_adapters": [str(root / key) for key in phase.lang_adapters]} if phase.lang_adapters else {})}
+        inputs = {"init_from": [str(root / key) for key in phase.init_from]}
+        if phase.lang_adapters:  # madx's key: another regime's phase refuses it
+            inputs["lang_adapters"] = [str(root / key) for key in phase.lang_adapters]
         train_phase(from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
                                "overwrite": True}, source=f"phase {phase.key}"))
     else:
@@ -107,17 +108,33 @@ class Local:
             raise UserError(f"--workers must be at least 1, got {workers}")
         self.workers, self.pool = workers, None
         self.queued: dict[Future, dict] = {}  # in this process: submitted, run by wait() one at a time
+        self.pools: dict[Future, ProcessPoolExecutor] = {}  # in worker processes: the pool running each
 
     def submit(self, job: dict) -> Future:
-        if self.workers > 1:
-            if self.pool is None:  # at first, and after a worker died (the pool is then broken for good)
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["adapterxfer.pipeline"])
-                self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
-            return self.pool.submit(execute, job)
-        future = Future()
-        self.queued[future] = job
+        if self.workers == 1:
+            future = Future()
+            self.queued[future] = job
+            return future
+        try:
+            future = self._pool().submit(execute, job)
+        except BrokenProcessPool:  # a worker died since the last phase finished: a new pool
+            self._drop(self.pool)
+            future = self._pool().submit(execute, job)
+        self.pools[future] = self.pool
         return future
+
+    def _pool(self) -> ProcessPoolExecutor:
+        """The pool, made at first and again after a worker died (a pool is broken for good then)."""
+        if self.pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["adapterxfer.pipeline"])
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self.pool
+
+    def _drop(self, pool) -> None:
+        if pool is not None and pool is self.pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     def wait(self, handles: list) -> list:
         """The handles done; in this process, the first one queued runs now, so that the runner records each
@@ -129,12 +146,13 @@ class Local:
         return [future]
 
     def result(self, handle: Future) -> dict:
+        pool = self.pools.pop(handle, None)
         try:
             return handle.result()
         except BrokenProcessPool:
-            # One worker died, and the pool stopped every phase it was running; the runner runs them again.
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+            # One worker died, and its pool stopped every phase it was running; the runner runs them again in a
+            # new pool (unless a phase submitted since the death made one already).
+            self._drop(pool)
             raise WorkerDied("its worker process died (killed by a signal or out of memory)") from None
 
     def close(self) -> None:
