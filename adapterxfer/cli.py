@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from .config import CHOICES
-from .errors import UserError
+from .errors import StudyFailed, UserError
 
 EPILOG = """examples:
   adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
 
     arts = verbs.add_parser("artifacts", help="show or verify a trained output (manifest, sha256, lineage)",
-                            description="show: summarise an output; verify: check every file's sha256 "
-                            "(and, with --backbone, that it was trained on that backbone); exit 2 on a mismatch.")
+                            description="show: summarise an output; verify: check every file's sha256, that the "
+                            "parents its lineage names are still the ones it was trained from (and, with --backbone, "
+                            "that it was trained on that backbone); exit 2 on a mismatch.")
     arts.add_argument("action", choices=["show", "verify"])
     arts.add_argument("folder", help="an output folder of `adapterxfer train`")
     arts.add_argument("--backbone", help="verify: the backbone the module must fit (name, folder or Hub id)")
@@ -79,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "see what is done, or write its report",
                              description="A study plan (YAML, e.g. configs/demo.yaml) expands into phases: "
                                          "intermediate -> target -> evaluation. `run` runs every phase that is not "
-                                         "current (a phase whose identity, its config plus the backbone hash plus "
-                                         "its inputs' manifest hashes, is recorded is skipped; a stale one re-runs), "
-                                         "records results.sqlite and writes report.md with its figures.")
+                                         "current: a phase whose folder holds it (its identity: its config, the "
+                                         "backbone hash and its inputs' manifest hashes) is recorded, never run "
+                                         "again; one holding something else has it moved aside under stale/ and "
+                                         "re-runs. It records results.sqlite and writes report.md with its figures; "
+                                         "a phase that fails stops only what needs it (exit 1).")
     actions = study.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = actions.add_parser("run", help="run the phases that are not current, then write the report")
     run.add_argument("plan", help="a study plan (YAML)")
@@ -100,11 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
                          help="as for run: local, ray or slurm")
     confirm.add_argument("--workers", type=int, default=1, help="local: phases run at once (default 1)")
-    status = actions.add_parser("status", help="every phase: current, stale, to run, or waiting for its inputs")
+    status = actions.add_parser("status", help="every phase: current, finished (recorded at the next run), to "
+                                               "score, stale, failed, to run, or waiting for its inputs")
     status.add_argument("plan", help="a study plan (YAML)")
     report = actions.add_parser("report", help="write report.md and its figures from results.sqlite")
     report.add_argument("plan", help="a study plan (YAML)")
-    for action in (run, confirm, status, report):
+    rebuild = actions.add_parser("rebuild", help="rebuild results.sqlite from the phase outputs alone (a lost or "
+                                                 "damaged one is kept beside it); runs nothing")
+    rebuild.add_argument("plan", help="a study plan (YAML)")
+    clean = actions.add_parser("clean", help="remove the outputs runs moved aside (stale/) and replaced database "
+                                             "files, saying how much")
+    clean.add_argument("plan", help="a study plan (YAML)")
+    for action in (run, confirm, status, report, rebuild, clean):
         action.add_argument("--smoke", action="store_true",
                             help="the plan in miniature: every distinct phase, its first seed, a few rows per split "
                                  "and two steps, into <output>-smoke (never the real output)")
@@ -136,11 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["train", *_as_pairs(argv[1:])]
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    if args.verb not in ("tasks", "score"):
+        from .cache import remove_abandoned
+
+        for leftover in remove_abandoned():
+            print(f"adapterxfer: removed {leftover}, left by a killed process", file=sys.stderr)
     try:
         return VERBS[args.verb](args) or 0
     except UserError as err:
         print(f"adapterxfer: error: {err}", file=sys.stderr)
         return 2
+    except StudyFailed as err:
+        print(f"adapterxfer: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("adapterxfer: interrupted; no partial output was kept (a training phase resumes from its last "
               "checkpoint when the same command runs again)", file=sys.stderr)
@@ -170,26 +188,22 @@ def _check_early(config) -> None:
     """The input errors met most often, found before torch loads (the pipeline's validation checks
     everything again): an init_from that is no artifact, an output another run is writing, an output
     that holds a run of other settings."""
-    from filelock import FileLock, Timeout
-
     from .artifacts import is_artifact, lock_file, read_manifest
-    from .config import INPUT_PATHS, RUN_ONLY
+    from .config import INPUT_PATHS, RUN_ONLY, SCORING, reads
+    from .locks import held
 
     for ref in config.init_from:
         if not ref.startswith("hf://"):
             read_manifest(ref, verify=False)
     out = config.resolved_output_dir()
-    if lock_file(out).is_file():
-        try:
-            FileLock(str(lock_file(out))).acquire(timeout=0).lock.release()
-        except Timeout:
-            raise UserError(f"output_dir {out} is being written by another run; wait for it or choose another "
-                            "output_dir") from None
+    if held(lock_file(out)):
+        raise UserError(f"output_dir {out} is being written by another run; wait for it or choose another "
+                        "output_dir")
     if is_artifact(out) and not config.overwrite:
-        ignored = set(RUN_ONLY) | set(INPUT_PATHS)
+        ignored = set(RUN_ONLY) | set(INPUT_PATHS) | set(SCORING)  # another scoring only scores it again
         recorded = read_manifest(out, verify=False).get("config", {})
         changed = sorted(name for name, value in vars(config).items()
-                         if name not in ignored and recorded.get(name, value) != value)
+                         if name not in ignored and reads(config.regime, name) and recorded.get(name, value) != value)
         if changed:
             raise UserError(f"output_dir {out} holds another run (it differs in {', '.join(changed)}); pass "
                             "overwrite=true or another output_dir")
@@ -261,7 +275,14 @@ def _artifacts(args) -> None:
     if args.backbone and backbones.resolve(args.backbone).weight_hash != manifest["backbone"]["weight_hash"]:
         raise UserError(f"{args.folder} was trained on backbone {manifest['backbone']['name']!r}, "
                         f"not on {args.backbone!r} (weight hashes differ)")
-    print(f"{args.folder}: OK ({len(manifest['files'])} files match their sha256)")
+    changed, unchecked = artifacts.lineage_changes(Path(args.folder), manifest)
+    if changed:
+        raise UserError(f"{args.folder}: its lineage names {changed[0]}, which has been retrained since (its "
+                        f"{artifacts.MANIFEST} is not the one recorded): this artifact was trained from the old one")
+    checked = len(artifacts.input_folders(manifest)) - len(unchecked)
+    print(f"{args.folder}: OK ({len(manifest['files'])} files match their sha256; lineage checked against {checked} "
+          "input(s)" + (f"; not found where it was trained, so unchecked: {', '.join(unchecked)}" if unchecked else "")
+          + ")")
 
 
 def _backbone(args) -> None:
@@ -275,39 +296,51 @@ def _backbone(args) -> None:
 
 
 def _study(args) -> None:
-    from .study import plan as plans
-    from .study.results import FILE, Results
-    from .study.runner import run_study, study_status
+    from .study import runner
 
     if args.action == "run":
-        run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed)
+        runner.run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed)
     elif args.action == "confirm":
-        from .study.runner import confirm_study
-
-        confirm_study(args.plan, args.executor, args.workers, args.again, args.smoke, args.backbone)
+        runner.confirm_study(args.plan, args.executor, args.workers, args.again, args.smoke, args.backbone)
     elif args.action == "push":
-        from .study.runner import push_study
-
-        for key, ref in push_study(args.plan, args.prefix, args.private):
+        for key, ref in runner.push_study(args.plan, args.prefix, args.private):
             print(f"pushed {key}: {ref}")
     elif args.action == "status":
-        states = study_status(args.plan, args.smoke, args.backbone)
-        for key, state in states:
-            print(f"{state:8} {key}")
-        counts = {state: sum(s == state for _, s in states) for state in ("current", "stale", "to run", "waiting")}
-        print(", ".join(f"{n} {state}" for state, n in counts.items()))
+        states = runner.study_status(args.plan, args.smoke, args.backbone)
+        for key, state, why in states:
+            print(f"{state:8} {key}" + (f" ({why})" if why else ""))
+        counts = {state: sum(s == state for _, s, _ in states) for state in runner.STATES}
+        print(", ".join(f"{n} {state}" for state, n in counts.items()
+                        if n or state in ("current", "stale", "to run", "waiting")))
+    elif args.action == "rebuild":
+        database, recorded, total = runner.rebuild_study(args.plan, args.smoke, args.backbone)
+        rest = f"; `adapterxfer study run {args.plan}` runs the other {total - recorded}" if recorded < total else ""
+        print(f"rebuilt {database} from the phase outputs: {recorded} of {total} phases recorded{rest}")
+    elif args.action == "clean":
+        moved, databases, megabytes = runner.clean_study(args.plan, args.smoke, args.backbone)
+        print(f"removed {moved} output(s) moved aside under stale/ and {databases} replaced database(s): "
+              f"{megabytes:.1f} MB" if moved or databases else "nothing moved aside to remove")
     else:
-        from .study.report import write_report
+        _study_report(args)
 
-        plan = plans.load_plan(args.plan, args.smoke, args.backbone)
-        root = plans.study_root(plan)
-        if not (root / FILE).is_file():
-            raise UserError(f"{root / FILE} does not exist; run `adapterxfer study run {args.plan}` first")
-        results = Results(root / FILE)
-        print(f"wrote {write_report(plan, plans.expand(plan), results, root)}")
-        for fmt in ("csv", "parquet"):
-            if getattr(args, fmt):
-                print("wrote " + ", ".join(map(str, results.export(root / "export", fmt))))
+
+def _study_report(args) -> None:
+    from . import backbones
+    from .study import plan as plans
+    from .study.report import write_report
+    from .study.results import FILE, Results
+    from .study.runner import phase_states
+
+    plan = plans.load_plan(args.plan, args.smoke, args.backbone)
+    root, graph = plans.study_root(plan), plans.expand(plan)
+    if not (root / FILE).is_file():
+        raise UserError(f"{root / FILE} does not exist; run `adapterxfer study run {args.plan}` first")
+    results = Results(root / FILE, args.plan)
+    states = phase_states(graph, root, backbones.resolve(plan["backbone"]).weight_hash, results)
+    print(f"wrote {write_report(plan, graph, results, root, states)}")
+    for fmt in ("csv", "parquet"):
+        if getattr(args, fmt):
+            print("wrote " + ", ".join(map(str, results.export(root / "export", fmt))))
 
 
 def _score(args) -> None:

@@ -127,6 +127,27 @@ class RunConfig(*reversed(list(dict.fromkeys(regime.section for regime in SECTIO
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 KEYS = tuple(FIELDS)
 CHOICES = {name: spec.metadata["choices"] for name, spec in FIELDS.items() if spec.metadata["choices"]}
+GENERAL = tuple(spec.name for spec in dataclasses.fields(GeneralKeys))
+# regime -> the keys a phase in it reads: the general ones and its own section's (none of another regime's)
+REGIME_KEYS = {regime.name: GENERAL + tuple(spec.name for spec in (dataclasses.fields(regime.section)
+                                                                  if regime.section else ()))
+               for regime in all_regimes()}
+
+
+def reads(regime: str, name: str) -> bool:
+    """Whether a phase in ``regime`` reads key ``name``."""
+    return name in REGIME_KEYS.get(regime, GENERAL)
+
+
+def owners(name: str) -> list[str]:
+    """The regimes whose section declares key ``name`` (none: a general key)."""
+    return [regime for regime, names in REGIME_KEYS.items() if name in names and name not in GENERAL]
+
+
+def regime_settings(settings: dict) -> dict:
+    """``settings`` (a RunConfig's fields) less the keys its regime does not read."""
+    regime = settings.get("regime", DEFAULT_REGIME)
+    return {name: value for name, value in settings.items() if reads(regime, name)}
 
 # Keys that change where or how a run goes, never what it learns: left out of its identity.
 RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to")
@@ -138,13 +159,38 @@ INPUT_PATHS = tuple(name for name, spec in FIELDS.items() if spec.metadata["path
 
 
 def phase_identity(settings: dict, backbone_hash: str, input_hashes: list[str], scored: bool = False) -> dict:
-    """What makes two phases compute the same thing: their settings (a RunConfig's fields, defaults
-    included; or evaluate_model's arguments), the backbone's weights and the sha256 of each input's
-    manifest. ``scored``: the phase includes its zero-shot scoring, so the ``SCORING`` keys count. A checkpoint
-    or a finished output is reused only by a phase of equal identity."""
+    """What makes two phases compute the same thing: their settings (the keys a train phase's regime
+    reads, defaults included; or evaluate_model's arguments), the backbone's weights and the sha256 of each
+    input's manifest. ``scored``: the phase includes its zero-shot scoring, so the ``SCORING`` keys count. A
+    checkpoint or a finished output is reused only by a phase of equal identity (``identity_change``)."""
     ignored = set(RUN_ONLY) | (set() if scored else set(SCORING)) | set(INPUT_PATHS)
+    if "regime" in settings:  # a train phase: another regime's keys change nothing it computes
+        settings = regime_settings(settings)
     return {"settings": {name: value for name, value in settings.items() if name not in ignored},
             "backbone": backbone_hash, "inputs": list(input_hashes)}
+
+
+def identity_change(recorded: dict | None, expected: dict) -> str | None:
+    """How a recorded identity (a manifest's or a checkpoint's) differs from the one expected now; None when
+    they are the same phase. Another regime's keys in ``recorded`` (an output written before identities left
+    them out) do not count."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("settings"), dict):
+        return "no identity recorded"
+    ours = {name: value for name, value in recorded["settings"].items()
+            if "regime" not in expected["settings"] or reads(expected["settings"]["regime"], name)}
+    if recorded.get("backbone") != expected["backbone"]:
+        return "another backbone"
+    changed = sorted(name for name in set(ours) | set(expected["settings"])
+                     if ours.get(name, "(unset)") != expected["settings"].get(name, "(unset)"))
+    if changed:
+        return "settings changed: " + ", ".join(
+            f"{name} {show_value(ours.get(name))} -> {show_value(expected['settings'].get(name))}"
+            for name in changed[:4]) + (" ..." if len(changed) > 4 else "")
+    if recorded.get("inputs") != expected["inputs"]:
+        inputs = zip(recorded.get("inputs") or [], expected["inputs"])
+        return "inputs changed: " + (", ".join(f"input {i + 1}" for i, (old, new) in enumerate(inputs) if old != new)
+                                     or "their number")
+    return None
 
 
 def help_text() -> str:
@@ -192,6 +238,7 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
         checked[name] = _coerce(name, value, hints[name], source)
     for name, value in checked.items():
         check(FIELDS[name], value, source)
+    _check_regime_keys(checked, source)
     config = RunConfig(**checked)
     if not config.task:
         raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
@@ -199,6 +246,17 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
         raise UserError(f"{source}: max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1 "
                         "to probe the head alone")
     return config
+
+
+def _check_regime_keys(values: dict, source: str) -> None:
+    """A key of another regime than the phase's would change nothing it computes: refused."""
+    regime = values.get("regime", DEFAULT_REGIME)
+    for name in values:
+        if not reads(regime, name):
+            own = [key for key in REGIME_KEYS[regime] if key not in GENERAL]
+            raise UserError(f"{source}: key {name!r} belongs to regime {' and '.join(owners(name))}, not {regime} "
+                            f"(regime {regime} reads the general keys"
+                            + (f" and {', '.join(own)})" if own else ", none of its own)"))
 
 
 def read_yaml(path: str) -> dict:

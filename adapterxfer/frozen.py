@@ -6,10 +6,13 @@ same bottom gets the same states there, so only the layers above need to run: on
 the cost of training and scoring a module on the top layers. Within ``cached_bottom(model, N)`` each
 encoder of ``model`` reads its embedding output from a ``CachedBottom``, which runs the real embeddings and
 bottom layers (in eval mode, without gradients: frozen layers run without dropout here) for the sequences
-it has not seen, and the encoder's layer list holds only the layers above N. The states are keyed by the
-bottom's content (a hash of its parameters) and each sequence's real tokens, so a cache is shared by
-every model whose bottom is byte-identical (the backbone's, when regimes place no module there) and never
-by one whose bottom differs. Pad positions read zeros: the layers above mask them out of attention.
+it has not seen, and the encoder's layer list holds only the layers above N. The states are keyed by
+everything that changes them: the bottom's content (a hash of its parameters, dtype included), the autocast
+it runs under (a bf16 phase never reads an fp32 phase's states, nor the reverse), the attention
+implementation, and each sequence's real tokens with its token type and position ids where the caller
+passes them. So a cache is shared by every model whose bottom is byte-identical (the backbone's, when
+regimes place no module there) run alike, and never by one whose bottom differs. Pad positions read zeros:
+the layers above mask them out of attention.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ BATCH = 32  # sequences per batch when a bottom computes the states it lacks
 
 
 class _Store:
-    """{(bottom hash, token ids): states} in least-recently-used order, within STORE_BYTES."""
+    """{(bottom hash, how it runs, one sequence's inputs): states} in least-recently-used order, within
+    STORE_BYTES."""
 
     def __init__(self, limit: int):
         self.rows, self.bytes, self.limit = OrderedDict(), 0, limit
@@ -78,51 +82,70 @@ class CachedBottom(torch.nn.Module):
     """Stands in for an encoder's embeddings: returns the states after the bottom layers (see the module
     docstring). ``extend`` turns a (rows, length) attention mask into the layers' additive mask."""
 
-    def __init__(self, embeddings, layers: torch.nn.ModuleList, extend, padding_idx: int):
+    def __init__(self, embeddings, layers: torch.nn.ModuleList, extend, padding_idx: int, attention: str | None):
         super().__init__()
         self.embeddings, self.layers, self.extend, self.padding_idx = embeddings, layers, extend, padding_idx
-        self.key = _content_hash([*embeddings.parameters(), *layers.parameters(), *embeddings.buffers()])
+        self.key = (_content_hash([*embeddings.parameters(), *layers.parameters(), *embeddings.buffers()]), attention)
 
-    def forward(self, input_ids=None, **kwargs):
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, **kwargs):
         if input_ids is None:
             raise UserError("frozen_layers reads token ids; this forward passed embeddings instead")
-        sequences = [tuple(row[row.ne(self.padding_idx)].tolist()) for row in input_ids]
+        device = input_ids.device
+        running = (*self.key, torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type))
+        # one sequence: its real tokens, and its token types (all 0: as none given) and positions where passed
+        sequences = []
+        for row, ids in enumerate(input_ids):
+            real = ids.ne(self.padding_idx)
+            types = None if token_type_ids is None or not token_type_ids[row].any() else token_type_ids[row][real]
+            positions = None if position_ids is None else position_ids[row][real]
+            sequences.append(tuple(None if part is None else tuple(part.tolist()) for part in (ids[real], types,
+                                                                                               positions)))
         # taken from the store before computing the rest, whose storing may evict some of them
-        states = {ids: STORE.get((self.key, ids)) for ids in dict.fromkeys(sequences)}
-        missing = [ids for ids, found in states.items() if found is None]
+        states = {seq: STORE.get((running, seq)) for seq in dict.fromkeys(sequences)}
+        missing = [seq for seq, found in states.items() if found is None]
         if missing:
-            states.update(zip(missing, self._compute(missing, input_ids.device)))
+            states.update(zip(missing, self._compute(missing, running, device)))
         first = states[sequences[0]]
-        out = first.new_zeros(*input_ids.shape, first.shape[-1]).to(input_ids.device)
-        for row, ids in enumerate(sequences):
-            out[row, :len(ids)] = states[ids]
+        out = first.new_zeros(*input_ids.shape, first.shape[-1]).to(device)
+        for row, seq in enumerate(sequences):
+            out[row, :len(seq[0])] = states[seq]
         return out
 
     @torch.no_grad()
-    def _compute(self, sequences: list[tuple], device) -> list[torch.Tensor]:
+    def _compute(self, sequences: list[tuple], running: tuple, device) -> list[torch.Tensor]:
         """The bottom's states of each sequence (real tokens only), batched by length, stored as computed."""
         modes = [module.training for module in (self.embeddings, self.layers)]
         self.embeddings.eval()
         self.layers.eval()
         states = {}
-        order = sorted(sequences, key=len)
+        order = sorted(sequences, key=lambda seq: len(seq[0]))
         for start in range(0, len(order), BATCH):
             batch = order[start:start + BATCH]
-            longest = max(map(len, batch))
-            ids = torch.full((len(batch), longest), self.padding_idx, dtype=torch.long, device=device)
-            for row, seq in enumerate(batch):
-                ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask = ids.ne(self.padding_idx).long()
-            hidden = self.embeddings(input_ids=ids)
-            extended = self.extend(mask, ids.shape)
+            ids, types, positions = (self._padded([seq[part] for seq in batch], fill, device)
+                                     for part, fill in ((0, self.padding_idx), (1, 0), (2, self.padding_idx)))
+            hidden = self.embeddings(input_ids=ids, token_type_ids=types, position_ids=positions)
+            extended = self.extend(ids.ne(self.padding_idx).long(), ids.shape)
             for layer in self.layers:
                 hidden = layer(hidden, extended)[0]  # positional: adapters' layer hooks read args[1]
             for row, seq in enumerate(batch):
-                states[seq] = hidden[row, :len(seq)].detach().clone()
-                STORE.put((self.key, seq), states[seq])
+                states[seq] = hidden[row, :len(seq[0])].detach().clone()
+                STORE.put((running, seq), states[seq])
         self.embeddings.train(modes[0])
         self.layers.train(modes[1])
         return [states[seq] for seq in sequences]
+
+    @staticmethod
+    def _padded(rows: list[tuple | None], fill: int, device) -> torch.Tensor | None:
+        """Rows of ids right-padded with ``fill`` into one tensor; None where no row has any (token types or
+        positions not passed: the embeddings make their own)."""
+        if all(row is None for row in rows):
+            return None
+        longest = max(len(row) for row in rows if row is not None)
+        out = torch.full((len(rows), longest), fill, dtype=torch.long, device=device)
+        for index, row in enumerate(rows):
+            if row is not None:  # a row without (all-zero token types) keeps the fill, 0
+                out[index, :len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
 
 
 @contextmanager
@@ -137,8 +160,8 @@ def cached_bottom(model, layers: int):
     for base in encoders(model):
         whole = base.encoder.layer
         saved.append((base, base.embeddings, whole))
-        bottom = CachedBottom(base.embeddings, torch.nn.ModuleList(whole[:layers]),
-                              base.get_extended_attention_mask, base.embeddings.padding_idx)
+        bottom = CachedBottom(base.embeddings, torch.nn.ModuleList(whole[:layers]), base.get_extended_attention_mask,
+                              base.embeddings.padding_idx, getattr(base.config, "_attn_implementation", None))
         base.embeddings, base.encoder.layer = bottom, torch.nn.ModuleList(whole[layers:])
     try:
         yield model

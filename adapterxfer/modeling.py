@@ -23,9 +23,13 @@ import torch
 from transformers import AutoModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
+from .backbones import check_model_config
 from .kinds import KINDS
 from .tasks.spec import TaskSpec
 
+# Every model is loaded with this attention implementation, named: a config.json never picks one
+# (check_model_config refuses one naming a Hub repo before any load). sdpa is transformers' default for XLM-R.
+ATTENTION = "sdpa"
 HEAD_NAMES = "adapterxfer_head_names"  # attribute holding the head's parameter names
 # Backbones trained with mean pooling, by model id (adapterxfer_backbone.json "model", or the Hub id).
 TRAINED_WITH_MEAN = ("intfloat/multilingual-e5-small", "intfloat/multilingual-e5-base",
@@ -41,14 +45,17 @@ def task_model(task: TaskSpec, encoder_folder: Path):
     if task.labels:
         labels = dict(num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
                       label2id={name: i for i, name in enumerate(task.labels)})
+    check_model_config(Path(encoder_folder) / "config.json")
     model, info = KINDS[task.kind].AUTO_MODEL.from_pretrained(
-        encoder_folder, use_safetensors=True, output_loading_info=True, **labels)
+        encoder_folder, use_safetensors=True, output_loading_info=True, attn_implementation=ATTENTION, **labels)
     setattr(model, HEAD_NAMES, tuple(sorted(info["missing_keys"])))
     return model
 
 
 def encoder_model(encoder_folder: Path):
-    return AutoModel.from_pretrained(encoder_folder, use_safetensors=True, add_pooling_layer=False)
+    check_model_config(Path(encoder_folder) / "config.json")
+    return AutoModel.from_pretrained(encoder_folder, use_safetensors=True, add_pooling_layer=False,
+                                     attn_implementation=ATTENTION)
 
 
 def unwrap(model):

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, set_seed
 
 from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
-from .cache import atomic_dir, restore_aside
-from .config import RunConfig, phase_identity
+from .cache import atomic_dir, remove_leftovers, work_folder
+from .config import SCORING, RunConfig, identity_change, phase_identity
 from .data.features import featurized, split_rows
+from .locks import holding
 from .errors import UserError
 from .frozen import cached_bottom, check_count, freeze_bottom
 from .kinds import KINDS
@@ -93,14 +93,17 @@ def train_phase(config: RunConfig) -> Path:
     """
     phase = validate(config)
     state = processes()
-    with _output_lock(phase.out, state.is_main_process), cpu_threads(phase.backbone.path):
-        if state.is_main_process:  # a finished phase's checkpoints are left only by a kill before their removal
-            remove_leftovers(phase.out, keep_work=config.resume and not (phase.finished and not config.keep_checkpoints))
+    with output_lock(phase.out, state.is_main_process), cpu_threads(phase.backbone.path):
+        if state.is_main_process:
+            remove_leftovers(phase.out, keep_work=config.resume)
         state.wait_for_everyone()
+        phase.finished = _finished(phase)  # under the lock: no other run can replace the output meanwhile
+        if phase.finished and state.is_main_process and not config.keep_checkpoints:
+            shutil.rmtree(phase.work, ignore_errors=True)  # a run killed between its save and this removal
         trained = None if phase.finished else train(phase)
         if trained:
             save(phase, trained)
-        if state.is_main_process and phase.is_target and _scored_languages(phase.out) != phase.langs:
+        if state.is_main_process and phase.is_target and not _scored(phase):
             # the model just trained is scored as it is in memory; a finished output is loaded from its folder
             evaluate_phase(phase, trained)
         state.wait_for_everyone()
@@ -116,6 +119,7 @@ def validate(config: RunConfig) -> ValidatedPhase:
     langs = tasks[0].check_langs(config.eval_langs)
     parents = [Parent(folder, artifacts.read_manifest(folder)) for folder in map(sharing.resolve, config.init_from)]
     get_transfer(config.transfer).check(regime, len(parents))
+    _check_stages(tasks[0], parents)
     if config.backbone in backbones.EMBEDDED:  # a mismatch named before a backbone is built for nothing
         for parent in parents:
             trained_on = parent.manifest["backbone"]["name"]
@@ -127,6 +131,7 @@ def validate(config: RunConfig) -> ValidatedPhase:
     for parent in parents:
         _check_backbone(parent.folder, parent.manifest, backbone)
     check_count(config.frozen_layers, backbone.layers)
+    lengths = {task.name: backbones.check_length(config.max_length, task, backbone) for task in tasks}
     regime.check(tasks[0], config, parents, backbone)
     if len(tasks) > 1 and not regime.multitask:
         raise UserError(f"multi-task training (task={config.task}) is not available in regime {config.regime} "
@@ -135,13 +140,10 @@ def validate(config: RunConfig) -> ValidatedPhase:
     if tasks[0].role == "target":
         for lang in langs:  # unreadable test data fails now, not after hours of training
             tasks[0].rows("test", lang)
-    phase = ValidatedPhase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents,
-                           backbone, {task.name: config.max_length or task.max_length for task in tasks},
-                           resolve_precision(config.precision, processes().device),
-                           resolve_pooling(config.pooling, backbone.path),
-                           [_manifest_sha256(folder) for folder in inputs])
-    phase.finished = _finished(phase)
-    return phase
+    return ValidatedPhase(config, tasks, regime, train_lang, langs, config.resolved_output_dir(), parents,
+                          backbone, lengths, resolve_precision(config.precision, processes().device),
+                          resolve_pooling(config.pooling, backbone.path),
+                          [_manifest_sha256(folder) for folder in inputs])
 
 
 @dataclass
@@ -273,7 +275,8 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
         phase="target" if phase.parents or phase.is_target else "intermediate",
         transfer=config.transfer if phase.parents else None,
         zero_shot=not _contaminated(tasks[0], phase.parents),
-        backbone={"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash},
+        backbone={"name": phase.backbone.name, "weight_hash": phase.backbone.weight_hash,
+                  **sharing.origin(phase.backbone.path)},
         parents=[{"path": str(p.folder), "task": p.manifest["task"], "regime": p.manifest["regime"],
                   "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST), **sharing.origin(p.folder)}
                  for p in phase.parents],
@@ -305,23 +308,31 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                      phase.config.eval_batch_size, phase.precision, switch)
-        write_evaluation(phase.out, scores, predictions)
+        write_evaluation(phase.out, scores, predictions, record={
+            "model": artifacts.sha256_file(phase.out / artifacts.MANIFEST), "task": task.name,
+            "scoring": {name: getattr(phase.config, name) for name in SCORING}})
     except (UserError, OSError, RuntimeError, ValueError) as err:
         raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
                         f"`adapterxfer evaluate --model {phase.out} --task {task.name} "
                         f"--output {phase.out}`") from None
 
 
-def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None) -> None:
-    """Add scores.json and predictions/ (and, given the ``task``, the official XTREME layout) to
-    ``folder``, keeping what else it holds. scores.json is moved in last: its presence means complete."""
+def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None, record: dict | None = None) -> None:
+    """Add scores.json, predictions/ and evaluation.json (``record``: what was scored, with the languages and
+    the size of every file written added), and given the ``task`` the official XTREME layout, to ``folder``,
+    keeping what else it holds. An earlier evaluation there is replaced whole: its scores.json goes first,
+    the new one comes in last, so scores and predictions are never of two evaluations (see artifacts)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".eval.tmp-", dir=folder))
     try:
         evaluate.write_scores(tmp, scores, predictions)
         if task is not None:
             scoring.write_official(tmp, task, predictions)
-        for item in sorted(tmp.iterdir(), key=lambda path: path.name == "scores.json"):
+        files = {str(path.relative_to(tmp)): path.stat().st_size for path in sorted(tmp.rglob("*")) if path.is_file()}
+        (tmp / artifacts.EVALUATION).write_text(json.dumps({**(record or {}), "langs": list(scores), "files": files},
+                                                           indent=1))
+        (folder / artifacts.SCORES).unlink(missing_ok=True)
+        for item in sorted(tmp.iterdir(), key=lambda path: path.name == artifacts.SCORES):
             if (folder / item.name).is_dir():
                 shutil.rmtree(folder / item.name)
             item.replace(folder / item.name)
@@ -335,56 +346,44 @@ def processes() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def work_folder(out: Path) -> Path:
-    """Where a phase keeps its checkpoints while it trains: a hidden sibling of the output."""
-    return out.with_name(f".{out.name}.work")
-
-
-def remove_leftovers(out: Path, keep_work: bool = True) -> None:
-    """What a killed run into ``out`` left: temporary folders (and, with ``keep_work=False``, checkpoints);
-    an output it had set aside while replacing it goes back in place."""
-    restore_aside(out)
-    for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *work_folder(out).glob(".*.tmp-*"),
-                     *out.glob(".*.tmp-*"), *([work_folder(out)] if not keep_work else [])]:
-        print(f"removing {leftover}, left by an interrupted run")
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 @contextmanager
-def _output_lock(out: Path, writer: bool):
-    """One run at a time writes an output folder; a second fails at once with one line."""
+def output_lock(out: Path, writer: bool = True):
+    """One run at a time writes an output folder (``writer``: this process writes); a second fails at once with
+    one line. The lock file (.NAME.lock beside it) goes when the run ends, also after an error."""
     if not writer:
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(artifacts.lock_file(out)))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"output_dir {out} is being written by another run; wait for it or choose another "
-                        "output_dir") from None
-    try:
+    with holding(artifacts.lock_file(out),
+                 f"output_dir {out} is being written by another run; wait for it or choose another output_dir"):
         yield
-    finally:
-        lock.release()
 
 
-def _scored_languages(out: Path) -> list[str] | None:
-    """The languages of a complete evaluation in ``out`` (scores.json is written last), else None."""
-    scores = out / "scores.json"
-    return list(json.loads(scores.read_text())) if scores.is_file() else None
+def _scored(phase: ValidatedPhase) -> bool:
+    """The output holds a complete evaluation of its own artifact, as this phase scores it."""
+    return artifacts.scores_itself(phase.out, phase.langs, {name: getattr(phase.config, name) for name in SCORING})
 
 
 def _finished(phase: ValidatedPhase) -> bool:
-    """True when the output holds this very phase, trained; another output there needs overwrite=true."""
-    if artifacts.is_artifact(phase.out):
-        if artifacts.read_manifest(phase.out).get("identity") == phase.identity:
-            print(f"{phase.out} is already trained with this configuration")
-            return True
-    if phase.out.exists() and not phase.config.overwrite:
-        what = "holds another run" if artifacts.is_artifact(phase.out) else "already exists"
-        raise UserError(f"output_dir {phase.out} {what}; pass overwrite=true or another output_dir")
-    return False
+    """True when the output holds this very phase, trained; another output there needs overwrite=true, and the
+    refusal says what differs (a retrained parent: which one)."""
+    if not phase.out.exists() or (not artifacts.is_artifact(phase.out) and phase.config.overwrite):
+        return False
+    if not artifacts.is_artifact(phase.out):
+        raise UserError(f"output_dir {phase.out} already exists; pass overwrite=true or another output_dir")
+    manifest = artifacts.read_manifest(phase.out)
+    change = identity_change(manifest.get("identity"), phase.identity)
+    if change is None:
+        print(f"{phase.out} is already trained with this configuration")
+        return True
+    if phase.config.overwrite:
+        return False
+    changed, _ = artifacts.lineage_changes(phase.out, manifest)
+    if changed:
+        raise UserError(f"output_dir {phase.out} was trained from {changed[0]}, which has been retrained since (its "
+                        f"{artifacts.MANIFEST} is not the one {phase.out}'s lineage records); run again with "
+                        "overwrite=true to train it from the new one, or choose another output_dir")
+    raise UserError(f"output_dir {phase.out} holds another run ({change}); pass overwrite=true or another output_dir")
 
 
 def _train_language(task, config: RunConfig) -> str:
@@ -433,7 +432,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
                    frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
-                   held_out_by: str = "item") -> dict:
+                   held_out_by: str = "item", identity: str | None = None) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -445,7 +444,9 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
     backbone's bottom layers are read through the cache (``adapterxfer.frozen``) that modules trained above
     them share; an artifact's come from its manifest. ``test_share``, ``held_out`` and ``held_out_by``: which
-    share of the test items is scored (adapterxfer/shares.py; the train keys of the same names).
+    share of the test items is scored (adapterxfer/shares.py; the train keys of the same names). ``identity``: the
+    study phase that asks for these scores, recorded in evaluation.json. One run at a time writes ``output``; the
+    scores replace an earlier evaluation there whole.
     """
     task = (get_task(task_name).sized(queries, candidates).capped(rows_per_split)
             .held(shares.share(test_share, held_out, held_out_by)))
@@ -456,7 +457,6 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         retrieval.scoring(retrieval_scoring)
         task = dataclasses.replace(task, options=task.options | {"scoring": retrieval_scoring})
     langs = task.check_langs(langs)
-    max_length = max_length or task.max_length
     device = processes().device
     chosen = resolve_precision(precision, device)
     if artifacts.is_artifact(model_path):
@@ -471,8 +471,12 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                         f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
     if task.trainable and manifest["task"] != task.name:
         raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
+    max_length = backbones.check_length(max_length, task, backbone)
+    scored = artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash
+    record = {"identity": identity, "task": task.name, "model": scored}
     tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    with cpu_threads(backbone.path):
+    with output_lock(Path(output)), cpu_threads(backbone.path):
+        remove_leftovers(Path(output))
         if not task.trainable:
             trained_on = get_task(manifest["tasks"][0]) if manifest else None
             model = (regime.load_encoder(folder, trained_on, backbone) if manifest
@@ -491,7 +495,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
             with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
                 scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size,
                                                          chosen, regime.language_switch(model, task, at_test))
-    write_evaluation(Path(output), scores, predictions, task if xtreme_format else None)
+        write_evaluation(Path(output), scores, predictions, task if xtreme_format else None, record)
     return scores
 
 
@@ -523,6 +527,18 @@ def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_
 def _manifest_sha256(folder: Path) -> str:
     artifacts.read_manifest(folder, verify=False)  # a folder without one is a one-line error
     return artifacts.sha256_file(folder / artifacts.MANIFEST)
+
+
+def _check_stages(task, parents: list[Parent]) -> None:
+    """A target whose recipe trains stages first (xcopa: siqa) starts from an output of its last stage."""
+    lineage = [name for parent in parents
+               for name in (*parent.manifest["tasks"], *(part for grand in parent.manifest["parents"]
+                                                         for part in grand["task"].split("+")))]
+    missing = task.missing_stages(lineage)
+    if missing:
+        raise UserError(f"task {task.name} trains after {', '.join(task.stages)} (its recipe's stages), and "
+                        f"init_from's lineage has no {missing[0]}: train task={missing[0]} (from your intermediate, "
+                        f"if any) first, then task={task.name} init_from=<that output>")
 
 
 def _check_backbone(folder: Path, manifest: dict, backbone) -> None:

@@ -1,9 +1,11 @@
 """`adapterxfer select`: rank a bank of intermediate modules for a target, and for each of its languages,
 with the cheap proxies of adapterxfer/proxies.py computed on a small sample, without training on the target.
 
-The bank is a folder of artifacts (every intermediate output under it), a study plan whose intermediate
-phases have run (its modules are named by phase key; the result is also kept as
-``<study>/selection/<target>.json`` for `study report`), or comma-separated ``hf://`` refs. The backbone is
+The bank is a folder of artifacts (every intermediate output under it, but for those a study moved aside), a
+study plan whose intermediate phases have run (its modules are named by phase key, and only those whose output
+is current count; the result is also kept as ``<study>/selection/<target>.json`` for `study report`, with
+each module's manifest hash, so that the report joins it only to the runs of those very modules), or
+comma-separated ``hf://`` refs. The backbone is
 loaded once for the modules, which swap on it (``bank.EncoderBank``), and once bare for ``semb``; modules
 trained above a frozen bottom
 (``frozen_layers``) read its states from the shared cache (adapterxfer/frozen.py).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +63,10 @@ def bank_modules(source: str) -> tuple[list[Module], str | None, Path | None, di
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _plan_modules(source)
     if path.is_dir():
-        folders = sorted(manifest.parent for manifest in path.rglob(artifacts.MANIFEST))
+        from .study.outputs import STALE
+
+        folders = sorted(manifest.parent for manifest in path.rglob(artifacts.MANIFEST)
+                         if STALE not in manifest.relative_to(path).parts)
         modules = [_module(str(folder.relative_to(path)), folder) for folder in folders]
         modules = [module for module in modules if module.manifest["phase"] == "intermediate"]
         if not modules:
@@ -78,19 +84,27 @@ def _module(name: str, folder: Path, seed: int | None = None) -> Module:
 def _plan_modules(plan_file: str) -> tuple[list[Module], str, Path, dict[str, list[str]]]:
     from .study.plan import expand, read_plan, study_root
 
+    from .study.results import FILE, Results
+    from .study.runner import phase_states
+
     plan = read_plan(plan_file)
-    root = study_root(plan)
-    graph = expand(plan)
+    root, graph = study_root(plan), expand(plan)
+    results = Results(root / FILE, plan_file) if (root / FILE).is_file() else None
+    states = phase_states(graph, root, backbones.resolve(plan["backbone"]).weight_hash, results)
     phases = [phase for phase in graph.phases.values() if phase.role == "intermediate"]
     langs = {}  # target -> the languages its phases score (a target phase's eval_langs, an evaluation's langs)
     for phase in graph.phases.values():
         if phase.role in ("target", "evaluation"):
             scored = phase.settings.get("eval_langs") if phase.action == "train" else phase.settings.get("langs")
             langs.setdefault(phase.task, list(scored or []))
-    done = [phase for phase in phases if artifacts.is_artifact(root / phase.key)]
+    done = [phase for phase in phases if states[phase.key][0] == "current"]
     if not done:
-        raise UserError(f"bank {plan_file}: none of its {len(phases)} intermediate phases has an output under "
-                        f"{root}; run `adapterxfer study run {plan_file}` first")
+        raise UserError(f"bank {plan_file}: none of its {len(phases)} intermediate phases has a current output "
+                        f"under {root}; run `adapterxfer study run {plan_file}` first")
+    behind = [phase.key for phase in phases if phase not in done]
+    if behind:
+        print(f"select: {len(behind)} intermediate phases of {plan_file} are not current and left out: "
+              f"{', '.join(behind[:3])}{' ...' if len(behind) > 3 else ''}", file=sys.stderr)
     return [_module(phase.key, root / phase.key, phase.seed) for phase in done], plan["backbone"], root, langs
 
 
@@ -100,6 +114,10 @@ def select(targets: list[str], langs: list[str], source: str, unlabelled: bool =
     per target; see ``table``). The backbone loads once (and once bare), and what targets share is computed
     once: the modules' bottom states and the intermediates' mean embeddings."""
     tasks = [get_task(target) for target in targets]
+    for task in tasks:
+        if task.kind not in TEXT or task.role != "target":
+            raise UserError(f"select cannot rank intermediates for {task.name}, a {task.kind} {task.role} task; it "
+                            f"ranks them for targets of kind {', '.join(k for k in TEXT if k != 'mlm')}")
     modules, backbone_name, root, plan_langs = bank_modules(source)
     backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
     from .bank import check_backbone
@@ -139,7 +157,8 @@ def _select_one(scorer, task, langs: list[str], modules: list[Module], source: s
             "proxies": {name: {"description": proxy.description, "not_applicable": proxy.not_applicable(task)}
                         for name, proxy in PROXIES.items()},
             "modules": [{"name": m.name, "folder": str(m.folder), "task": m.manifest["task"],
-                         "regime": m.manifest["regime"], "seed": m.seed} for m in modules],
+                         "regime": m.manifest["regime"], "seed": m.seed,
+                         "manifest_sha256": artifacts.sha256_file(m.folder / artifacts.MANIFEST)} for m in modules],
             "rankings": {key: _ranked(scores) for key, scores in rankings.items()}}
 
 

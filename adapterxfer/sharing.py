@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import artifacts, cache
-from .backbones import _META as BACKBONE_META, EMBEDDED
+from .backbones import _META as BACKBONE_META, EMBEDDED, check_model_config
 from .errors import UserError
 from .kinds import KINDS
 from .regimes import get_regime
@@ -52,7 +52,8 @@ def resolve(name) -> Path:
 
 
 def pull(ref: str) -> Path:
-    """Download ``hf://OWNER/NAME[@REVISION][/PATH]`` into the HF cache, verify it, return its folder.
+    """Download ``hf://OWNER/NAME[@REVISION][/PATH]`` into the HF cache, verify it (every file against its
+    manifest, every model config.json against ``check_model_config``), return its folder.
 
     The folder is ``.../models--OWNER--NAME/snapshots/<commit>[/PATH]``: pinned to the commit the
     revision resolved to, which ``origin`` reads back for the lineage.
@@ -60,9 +61,9 @@ def pull(ref: str) -> Path:
     from huggingface_hub import snapshot_download
 
     match = _REF.fullmatch(ref)
-    if not match or ".." in ref or "--" in match["repo"]:
+    if not match or ".." in ref or "--" in match["repo"] or (match["path"] or "").startswith("/"):
         raise UserError(f"{ref!r} is not a Hub ref; write hf://OWNER/NAME, hf://OWNER/NAME@REVISION "
-                        "or hf://OWNER/NAME@REVISION/SUBFOLDER")
+                        "or hf://OWNER/NAME@REVISION/SUBFOLDER (a folder inside the repo)")
     repo_id, revision = match["repo"], match["rev"]
     with _hub_errors(ref, repo_id, revision):
         snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=ALLOWED,
@@ -189,6 +190,11 @@ def _bundled_languages(folder: Path, manifest: dict) -> list[str]:
 def _verify(snapshot: Path, pinned: str) -> None:
     """Check every hash of a pulled artifact and of the language adapters it bundles; warn once when
     the repo has no manifest (nothing to check)."""
+    try:
+        for config in sorted(snapshot.rglob("config.json")):  # a model's: checked before anything loads one
+            check_model_config(config)
+    except UserError as err:
+        raise UserError(f"{pinned} refused: {err}") from None
     if not artifacts.is_artifact(snapshot):
         print(f"adapterxfer: warning: {pinned} has no {artifacts.MANIFEST}: not an adapterxfer artifact, "
               "its files are unverified", file=sys.stderr)
@@ -240,8 +246,9 @@ def _base_model(backbone: str) -> str | None:
     if backbone in EMBEDDED:
         meta = cache.home() / "backbones" / backbone / BACKBONE_META
         return json.loads(meta.read_text()).get("model") if meta.is_file() else None
-    if not Path(backbone).exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", backbone):
-        return backbone
+    repo_id = backbone.split("@")[0]  # a pinned one: owner/name@commit
+    if not Path(backbone).exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id):
+        return repo_id
     return None
 
 

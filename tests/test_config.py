@@ -107,6 +107,36 @@ def test_importing_the_key_table_loads_no_training_library():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
+def test_a_key_of_another_regime_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(None, ["task=x", "regime=full", "lora_r=64"])
+    assert str(err.value) == ("command line: key 'lora_r' belongs to regime lora, not full (regime full reads the "
+                              "general keys and freeze_word_embeddings)")
+    with pytest.raises(UserError, match="key 'reduction_factor' belongs to regime bottleneck and madx, not ia3 "
+                                        r"\(regime ia3 reads the general keys, none of its own\)"):
+        load_config(None, ["task=x", "regime=ia3", "reduction_factor=4"])
+    recipe = tmp_path / "full.yaml"
+    recipe.write_text("task: x\nfreeze_word_embeddings: false\n")  # a full-regime recipe, run as LoRA
+    with pytest.raises(UserError, match="full.yaml: key 'freeze_word_embeddings' belongs to regime full, not lora"):
+        load_config(str(recipe), ["regime=lora"])
+
+
+def test_a_phase_identity_holds_the_keys_its_regime_reads_and_no_other_regimes():
+    """Retuning a LoRA default leaves a full phase (and a bottleneck one) the same phase; a LoRA phase changes."""
+    import dataclasses
+
+    from adapterxfer.config import phase_identity
+
+    def identity(regime, **changes):
+        config = dataclasses.replace(load_config(None, ["task=verses-xref", f"regime={regime}"]), **changes)
+        return phase_identity(vars(config), "sha256:backbone", [])
+
+    assert identity("full", lora_r=64) == identity("full") and identity("bottleneck", lora_r=64) == identity("bottleneck")
+    assert identity("lora", lora_r=64) != identity("lora")
+    assert identity("full", freeze_word_embeddings=False) != identity("full")
+    assert "lora_r" not in identity("full")["settings"] and "reduction_factor" in identity("madx")["settings"]
+
+
 def test_a_recipes_backbone_yields_to_the_one_init_from_implies(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("task: verses-genre\nbackbone: me5-small\n")

@@ -3,11 +3,14 @@ module below it and nothing there trains; a model read through the cache compute
 computes; the cache is shared by byte-identical bottoms only; and the model is whole again after the block."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
+from adapterxfer import artifacts, precision
 from adapterxfer.cli import main
 from adapterxfer.config import from_dict
 from adapterxfer.data.features import featurized
@@ -23,7 +26,8 @@ TASK = "verses-xref-bi"
 
 
 def _built(regime, tiny_backbone, frozen=1):
-    config = from_dict({"task": TASK, "regime": regime, "frozen_layers": frozen, "lora_dropout": 0.0})
+    config = from_dict({"task": TASK, "regime": regime, "frozen_layers": frozen,
+                        **({"lora_dropout": 0.0} if regime == "lora" else {})})
     model = get_regime(regime).build(get_task(TASK), tiny_backbone, [], config)
     freeze_bottom(model, frozen)
     return model.eval()
@@ -179,3 +183,35 @@ def test_a_bottom_changed_in_place_or_by_data_gets_a_new_key(tiny_backbone):
         with cached_bottom(model, 1):
             assert encoders(model)[0].embeddings.key == keys[-1]  # as a fresh hash of the content
     assert len(set(keys)) == 3
+
+
+# A train command in a fresh interpreter, on a CPU taken for one that computes bf16 natively (a stand-in: this one
+# may emulate it, which changes how fast bf16 runs, not its numbers).
+BF16_CPU = """
+import sys
+from adapterxfer import precision
+precision.device_bf16 = lambda device: True
+from adapterxfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_bf16_phase_after_an_fp32_one_in_one_process_is_what_it_is_alone(tiny_backbone, tmp_path, monkeypatch):
+    """A study's phases in one process (--workers 1): an fp32 phase, then a bf16 one over the same frozen bottom.
+    The bf16 phase's weights and scores are those it has in a process of its own: its bottom's states are
+    computed under bf16 autocast, never taken from the fp32 phase's."""
+    monkeypatch.setattr(precision, "device_bf16", lambda device: True)  # the stand-in, as BF16_CPU
+    args = ["train", "task=verses-genre", "regime=lora", f"backbone={tiny_backbone.path}", "frozen_layers=1",
+            "max_steps=2", "eval_every=2", "batch_size=4", "max_length=32", "eval_langs=en,fr"]
+    STORE.clear()
+    assert main([*args, "precision=fp32", f"output_dir={tmp_path / 'fp32'}"]) == 0
+    assert main([*args, "precision=bf16", f"output_dir={tmp_path / 'bf16'}"]) == 0
+    alone = subprocess.run([sys.executable, "-c", BF16_CPU, *args, "precision=bf16", f"output_dir={tmp_path / 'alone'}"],
+                           capture_output=True, text=True)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    record = {name: artifacts.read_manifest(tmp_path / name) for name in ("fp32", "bf16", "alone")}
+    made = {name: {file: digest for file, digest in manifest["files"].items() if file != "train_log.jsonl"}
+            for name, manifest in record.items()}  # its log holds the seconds each step took
+    assert made["bf16"] == made["alone"]  # the same weights and dev predictions
+    assert (tmp_path / "bf16" / "scores.json").read_text() == (tmp_path / "alone" / "scores.json").read_text()
+    assert record["bf16"]["files"]["adapter_model.safetensors"] != record["fp32"]["files"]["adapter_model.safetensors"]

@@ -20,6 +20,7 @@ from adapterxfer import artifacts, backbones, evaluate
 from adapterxfer.cache import atomic_dir, restore_aside
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
+from adapterxfer.locks import hold
 from adapterxfer.precision import choose, cpu_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +210,39 @@ def test_failed_scoring_keeps_a_verified_artifact(tiny_backbone, tmp_path, capsy
     assert list(scores) == ["en", "fr", "de-s"]
     assert artifacts.read_manifest(out)  # evaluation added files; the artifact still verifies
     assert leftovers(tmp_path) == []
+    rescoring_replaces_scores_and_predictions_together_under_the_lock(out, capsys, monkeypatch)
+
+
+def rescoring_replaces_scores_and_predictions_together_under_the_lock(out: Path, capsys, monkeypatch):
+    """Another run holds the output: `evaluate` into it is refused. A re-scoring cut short (Ctrl-C) after the old
+    scores went leaves no scores.json, so no evaluation is complete there; the train command scores it again."""
+    predictions = sorted((out / "predictions" / "test-fr.jsonl").read_text().splitlines())
+    rescore = ["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "en,fr,de-s", "--output", str(out)]
+    capsys.readouterr()
+    with hold(artifacts.lock_file(out)):
+        assert main(rescore) == 2
+    assert f"output_dir {out} is being written by another run" in capsys.readouterr().err
+    real = Path.replace
+
+    def interrupted_before_the_scores(self, target):
+        if Path(target) == out / "scores.json":
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", interrupted_before_the_scores)
+    assert main(rescore) == 130
+    monkeypatch.setattr(Path, "replace", real)  # not undo(): that would also drop the fixture home
+    assert not (out / "scores.json").exists() and artifacts.read_evaluation(out) is None
+    assert sorted((out / "predictions" / "test-fr.jsonl").read_text().splitlines()) == predictions  # the new ones
+    assert main(command(tiny_backbone_of(out), out, "max_steps=4")[3:]) == 0
+    assert "already trained with this configuration" in capsys.readouterr().out
+    assert artifacts.read_evaluation(out)["langs"] == ["en", "fr", "de-s"]
+    assert sorted((out / "predictions" / "test-fr.jsonl").read_text().splitlines()) == predictions
+    assert leftovers(out.parent) == [] and not list(out.parent.glob(".*.lock"))
+
+
+def tiny_backbone_of(out: Path):
+    return backbones.resolve(artifacts.read_manifest(out)["backbone"]["name"])
 
 
 @pytest.mark.slow
@@ -223,6 +257,32 @@ def test_rerun_of_a_failed_scoring_only_scores(tiny_backbone, tmp_path, capsys, 
     assert (out / "head.safetensors").read_bytes() == trained and (out / "scores.json").is_file()
 
 
+def test_a_retrained_parent_is_named_by_the_refusal_and_by_artifacts_verify(tiny_backbone, tmp_path, capsys):
+    common = [f"backbone={tiny_backbone.path}", "max_steps=1", "eval_every=1", "batch_size=2", "max_length=32",
+              "precision=fp32"]
+    parent, child = tmp_path / "xref", tmp_path / "genre"
+    assert main(["train", "task=verses-xref", f"output_dir={parent}", *common]) == 0
+    child_command = ["train", "task=verses-genre", f"init_from={parent}", "eval_langs=fr", f"output_dir={child}", *common]
+    assert main(child_command) == 0
+    assert main(["train", "task=verses-xref", "seed=7", "overwrite=true", f"output_dir={parent}", *common]) == 0
+    capsys.readouterr()
+    assert main(child_command) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"adapterxfer: error: output_dir {child} was trained from {parent}, which has been retrained since (its "
+        f"manifest.json is not the one {child}'s lineage records); run again with overwrite=true to train it from the "
+        "new one, or choose another output_dir")
+    assert main(["artifacts", "verify", str(child)]) == 2
+    assert capsys.readouterr().err == (f"adapterxfer: error: {child}: its lineage names {parent}, which has been "
+                                       "retrained since (its manifest.json is not the one recorded): this artifact "
+                                       "was trained from the old one\n")
+    assert main(["artifacts", "show", str(child)]) == 0
+    assert (f"parent: {parent} (full verses-xref) -- retrained since: this artifact was trained from its previous "
+            "version") in capsys.readouterr().out
+    assert main(["artifacts", "verify", str(parent)]) == 0
+    assert capsys.readouterr().out.endswith("files match their sha256; lineage checked against 0 input(s))\n")
+    assert not list(tmp_path.glob(".*.lock"))  # the refused run took the output's lock, and released it
+
+
 def test_existing_other_output_and_killed_leftovers(tiny_backbone, tmp_path, capsys):
     out = tmp_path / "mine"
     assert main(command(tiny_backbone, out, "max_steps=4")[3:]) == 0
@@ -231,7 +291,6 @@ def test_existing_other_output_and_killed_leftovers(tiny_backbone, tmp_path, cap
     assert main(command(tiny_backbone, out, "max_steps=4", "seed=5")[3:]) == 2
     assert "holds another run (it differs in seed); pass overwrite=true" in capsys.readouterr().err
     assert main(command(tiny_backbone, out, "max_steps=4", "seed=5", "overwrite=true")[3:]) == 0
-    assert "left by an interrupted run" in capsys.readouterr().out
     assert artifacts.read_manifest(out)["config"]["seed"] == 5
     assert leftovers(tmp_path) == []
 

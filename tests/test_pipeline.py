@@ -49,7 +49,7 @@ def test_intermediate_output_holds_encoder_head_and_manifest(phases):
     for name in ("xref", "next"):
         manifest = json.loads((phases[name] / "manifest.json").read_text())
         assert manifest["phase"] == "intermediate" and manifest["regime"] == "full"
-        assert list(manifest) == ["format_version", *(f.name for f in fields(Manifest)), "files"]
+        assert list(manifest) == ["format_version", *(f.name for f in fields(Manifest)), "files", "sizes"]
         assert (phases[name] / "encoder" / "model.safetensors").is_file()
         assert (phases[name] / "encoder" / "tokenizer.json").is_file()
         assert set(manifest["files"]) >= {"head.safetensors", "encoder/model.safetensors", "train_log.jsonl"}

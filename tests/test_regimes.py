@@ -5,6 +5,7 @@ the target phase from the intermediate modules the way it says.
 """
 
 import json
+import shutil
 
 import adapters
 import pytest
@@ -147,6 +148,9 @@ def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules
                 f"init_from={parents[0]},{parents[1]}", "eval_langs=fr,zh", backbone=tiny_backbone)
     assert set(json.loads((out / "scores.json").read_text())) == {"fr", "zh"}
     assert (out / "fusion").is_dir() and len(list((out / "adapters").iterdir())) == 2
+    shutil.copytree(out / "adapters" / "parent0", out / "adapters" / "planted")  # not in the manifest: never loaded
+    loaded = get_regime("bottleneck").load(out, get_task("verses-genre"), tiny_backbone)
+    assert set(loaded.adapters_config.adapters) == {"parent0", "parent1"}
     assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "de-s",
                  "--output", str(tmp_path / "eval")]) == 0
 

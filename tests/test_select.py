@@ -140,7 +140,7 @@ def test_study_plan_without_outputs_is_one_line(tmp_path, capsys, tiny_backbone)
 
     plan = write_plan(tmp_path, tiny_backbone)
     code, _, err = select(capsys, "--target", "verses-genre", "--bank", str(plan))
-    assert code == 2 and "none of its 4 intermediate phases has an output" in err
+    assert code == 2 and "none of its 4 intermediate phases has a current output" in err
 
 
 def test_logme_is_the_exact_gaussian_evidence_at_its_fitted_alpha_beta():
@@ -305,3 +305,14 @@ def test_select_over_a_study_feeds_the_reports_selection_section(tmp_path, tiny_
     row = next(line for line in section.splitlines() if line.startswith("| zero-shot avg | logme |"))
     assert float(row.split(" | ")[3]) * 4 in (1.0, 2.0, 3.0, 4.0)
     assert "Compute: logme" in section and "of the grid" in section
+    # each module ranked is named with its manifest's hash; one retrained since (its hash is not the study's run's
+    # any more) is no longer joined to the gains: its seed keeps one intermediate, too few to rank
+    from adapterxfer.artifacts import sha256_file
+
+    assert all(module["manifest_sha256"] == sha256_file(tmp_path / "study" / module["name"] / "manifest.json")
+               for module in stored["modules"])
+    stored["modules"] = [module | {"manifest_sha256": "sha256:retrained"} if module["name"] == "seed2/lora/verses-next"
+                         else module for module in stored["modules"]]
+    (tmp_path / "study" / "selection" / "verses-genre.json").write_text(json.dumps(stored))
+    assert main(["study", "report", str(plan)]) == 0
+    assert "### verses-genre (lora): 2 intermediates, 1 seed(s)" in (tmp_path / "study" / "report.md").read_text()

@@ -17,6 +17,7 @@ from peft import PeftModel
 from transformers import AutoModel, AutoTokenizer
 
 from adapterxfer import sharing
+from adapterxfer.backbones import resolve
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
 from adapterxfer.regimes import get_regime
@@ -275,6 +276,39 @@ def test_standin_someone_elses_repo_without_manifest_is_used_with_a_warning(tiny
     assert scores(out) == scores(local)
 
 
+def test_standin_a_hub_backbone_is_pinned_to_the_commit_it_resolved_to(tiny_backbone, tmp_path, monkeypatch):
+    """A backbone named by its Hub id trains at the commit it resolved to, which the lineage records; a study
+    hands its phases that pinned name (``Backbone.pinned``), so a push to the repo mid-study changes none."""
+    monkeypatch.setenv("HF_TOKEN", "someone-token")
+    api = HfApi()
+    api.create_repo("someone/tiny-backbone")
+    commit = api.upload_folder(repo_id="someone/tiny-backbone", folder_path=str(tiny_backbone.path)).oid
+    backbone = resolve("someone/tiny-backbone")
+    assert backbone.pinned == f"someone/tiny-backbone@{commit}" and backbone.weight_hash == tiny_backbone.weight_hash
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="extra.json", repo_id="someone/tiny-backbone")
+    assert resolve("someone/tiny-backbone").path.name != commit and resolve(backbone.pinned).path.name == commit
+    out = tmp_path / "xref"
+    assert main(["train", "task=verses-xref", f"backbone={backbone.pinned}", f"output_dir={out}", *STEPS]) == 0
+    assert manifest(out)["backbone"] == {"name": backbone.pinned, "weight_hash": tiny_backbone.weight_hash,
+                                         "hub": {"repo_id": "someone/tiny-backbone", "commit": commit}}
+
+
+def test_standin_a_pulled_model_whose_config_names_a_kernel_is_refused(tiny_backbone, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "someone-token")
+    api = HfApi()
+    api.create_repo("someone/kernel-encoder")
+    config = json.loads((tiny_backbone.path / "config.json").read_text()) | {"attn_implementation": "attacker/kernel"}
+    api.upload_folder(repo_id="someone/kernel-encoder", folder_path=str(tiny_backbone.path))
+    api.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json",
+                    repo_id="someone/kernel-encoder")
+    assert main(["evaluate", "--model", "hf://someone/kernel-encoder", "--task", "verses-retrieval", "--langs", "fr",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert re.fullmatch(r"adapterxfer: error: hf://someone/kernel-encoder@[0-9a-f]{40} refused: \S+/config\.json: field "
+                        r"attn_implementation = 'attacker/kernel' names code on the Hub to load and run .*",
+                        error_line(capsys))
+    assert not (tmp_path / "out").exists()
+
+
 # -- errors: one line each, exit 2, nothing half-written --
 
 def error_line(capsys) -> str:
@@ -300,6 +334,7 @@ def closed_port() -> int:
     ({}, ["evaluate", "--model", "hf://lab/lora/nowhere", "--task", "verses-xref"],
      "no folder 'nowhere' in hf://lab/lora@"),
     ({}, ["evaluate", "--model", "hf://lab", "--task", "verses-xref"], "'hf://lab' is not a Hub ref"),
+    ({}, ["evaluate", "--model", "hf://lab/lora//etc", "--task", "verses-xref"], "'hf://lab/lora//etc' is not a Hub ref"),
     ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, ["train", "task=verses-genre", "init_from=hf://lab/lora"],
      "the Hugging Face Hub (http://127.0.0.1:{port}) is unreachable, and no copy is in the cache"),
     ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, ["push", "{lora}", "lab/new"],

@@ -1,5 +1,6 @@
 """Studies on the tiny backbone and the fixture corpus: run, record, report, skip what is current,
-re-run what is stale, resume a killed study, several workers, and plan validation.
+re-run what is stale, several writers, and plan validation (a killed study, a lost database and the other
+faults: tests/test_study_faults.py).
 
 The ray and slurm executors run a small study here too; the XTREME kinds are in
 tests/test_study_xtreme.py, the statistics alone in tests/test_study_stats.py.
@@ -7,13 +8,10 @@ tests/test_study_xtreme.py, the statistics alone in tests/test_study_stats.py.
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,14 +52,6 @@ def write_plan(folder: Path, backbone, **changes) -> Path:
 def table(root: Path, query: str) -> list[tuple]:
     with sqlite3.connect(root / FILE) as db:
         return db.execute(query).fetchall()
-
-
-def recorded(root: Path) -> int:
-    """Phases a running study has recorded so far: 0 before its database, or its tables, exist."""
-    try:
-        return len(table(root, "SELECT key FROM runs")) if (root / FILE).is_file() else 0
-    except sqlite3.OperationalError:  # the file is created a moment before its schema
-        return 0
 
 
 SCORES = "SELECT key, lang, metric, value FROM scores JOIN runs ON run = identity ORDER BY key, lang, metric"
@@ -160,9 +150,11 @@ def test_retrained_intermediate_reruns_its_targets_only(study, tiny_backbone, tm
     before = dict(table(tmp_path / "study", "SELECT key, identity FROM runs"))
     plan = write_plan(tmp_path, tiny_backbone, task_phase={"verses-xref": {"max_steps": 3}})
     assert main(["study", "status", str(plan)]) == 0
-    states = dict(line.split()[::-1] for line in capsys.readouterr().out.splitlines()[:-1])
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    states = {line[9:].split(" (")[0]: line[:8].strip() for line in lines}
     assert {key for key, state in states.items() if state == "stale"} == {
         f"seed{s}/{r}/verses-xref" for s in (1, 2) for r in ("full", "lora")}
+    assert "stale    seed1/lora/verses-xref (settings changed: max_steps 2 -> 3)" in lines
     assert {key for key, state in states.items() if state == "waiting"} == {
         f"seed{s}/{r}/verses-genre/verses-xref" for s in (1, 2) for r in ("full", "lora")}
     assert main(["study", "run", str(plan)]) == 0
@@ -170,42 +162,6 @@ def test_retrained_intermediate_reruns_its_targets_only(study, tiny_backbone, tm
     changed = {key for key in after if after[key] != before[key]}
     assert changed == {key for key, state in states.items() if state != "current"}
     assert len(changed) == 8 and len(after) == PHASES
-
-
-# `adapterxfer study run PLAN` with a second's pause before each phase, so the kill lands halfway
-# however fast the tiny phases run.
-PACED_RUN = """
-import sys, time
-from adapterxfer.study import executors
-run_phase = executors.execute
-executors.execute = lambda job: time.sleep(1) or run_phase(job)
-from adapterxfer.cli import main
-sys.exit(main(["study", "run", sys.argv[1]]))
-"""
-
-
-def test_killed_study_resumes_with_four_workers_to_the_same_results(study, tiny_backbone, tmp_path):
-    """Kill a study after some phases (SIGKILL, no clean-up), resume it with --workers 4: the results
-    equal the uninterrupted run's, every phase recorded once."""
-    plan = write_plan(tmp_path, tiny_backbone)
-    root = tmp_path / "study"
-    log = open(tmp_path / "killed.log", "w")
-    worker = subprocess.Popen([sys.executable, "-c", PACED_RUN, str(plan)], cwd=REPO,
-                              stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker.poll() is None:
-        if recorded(root) >= 4:
-            break
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    log.close()
-    finished = len(table(root, "SELECT key FROM runs"))
-    assert 4 <= finished < PHASES, (tmp_path / "killed.log").read_text()[-2000:]
-    assert main(["study", "run", str(plan), "--workers", "4"]) == 0
-    assert table(root, SCORES) == table(study["root"], SCORES)
-    assert table(root, "SELECT count(*), count(DISTINCT key) FROM runs") == [(PHASES, PHASES)]
-    assert table(root, "SELECT count(*) FROM predictions") == table(study["root"], "SELECT count(*) FROM predictions")
 
 
 WRITER = """
@@ -275,25 +231,35 @@ def test_ray_executor_runs_each_phase_as_a_task(study, ray_cluster, tiny_backbon
     _same_as_study(tmp_path / "study", study)
 
 
-def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path):
-    """Through submitit's local executor (a process per job, as SLURM would start one per node)."""
+def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path, monkeypatch):
+    """Through submitit's local executor (a process per job, as SLURM would start one per node). The jobs it
+    pickles into the study's folder hold the Hub settings, never the token (a worker reads its own)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_of_this_test")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "7")
     plan = write_plan(tmp_path, tiny_backbone, **SMALL, slurm={"cluster": "local", "timeout_min": 10})
     assert main(["study", "run", str(plan), "--executor", "slurm"]) == 0
     _same_as_study(tmp_path / "study", study)
     assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
+    jobs = [file.read_bytes() for file in (tmp_path / "study" / "slurm").rglob("*_submitted.pkl")]
+    assert len(jobs) == 3 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
 
 
-def test_failed_phase_blocks_what_needs_it_and_exits_2(tiny_backbone, tmp_path, monkeypatch, capsys):
+def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, monkeypatch, capsys):
     """No local copy of MNLI and no Hub: its phase fails with one line, the XNLI phase after it is
-    blocked, the baseline fails too; the others would go on, and the report is still written."""
+    blocked, the baseline fails too; the others would go on, and the report is still written, listing them."""
     monkeypatch.setenv("ADAPTERXFER_DATA_DIR", str(tmp_path / "no-data"))
     plan = write_plan(tmp_path, tiny_backbone, targets=["xnli"], intermediates=["mnli"], regimes=["full"], seeds=[1],
                       clusters={}, contrasts=[], target_phase={"eval_langs": ["fr"]})
-    assert main(["study", "run", str(plan)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("adapterxfer: error: 3 of 3 phases failed or were blocked; seed1/full/mnli: ")
-    assert "nyu-mll/glue" in err and err.count("\n") == 1
-    assert (tmp_path / "study" / "report.md").is_file() and not table(tmp_path / "study", "SELECT key FROM runs")
+    assert main(["study", "run", str(plan)]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("adapterxfer: error: 2 of 3 phases failed (1 more need them); seed1/full/mnli: dataset "
+                          "'nyu-mll/glue' (config 'mnli', split 'train') is not readable")
+    root = tmp_path / "study"
+    assert f"(log: {root / 'logs/seed1/full/mnli.log'}); see {root / 'report.md'}" in err
+    assert "UserError: dataset 'nyu-mll/glue'" in (root / "logs/seed1/full/mnli.log").read_text()
+    report = (root / "report.md").read_text()
+    assert "## Failures" in report and "| seed1/full/mnli | dataset 'nyu-mll/glue'" in report
+    assert not table(root, "SELECT key FROM runs")
 
 
 def test_report_exports_tables(study, capsys):

@@ -1,12 +1,14 @@
 """Study plans: the shipped plans expand as documented; a bad plan is refused in one line before anything trains."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from adapterxfer.cli import main
+from adapterxfer.errors import UserError
 from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan, smoke_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -168,3 +170,38 @@ def test_a_regimes_plan_block_comes_from_its_hooks():
         ("verses-text", {"lr": 1e-3})
     assert madx.ablations({"ablation": True}) == {"source adapter": {"lang_adapter_at_test": "source"}}
     assert madx.ablations({}) == lora.ablations({}) == {} and lora.language_phases({}) is None
+
+
+def test_a_shared_recipe_gives_each_regime_its_own_keys_and_a_key_no_regime_of_the_plan_reads_is_refused(tmp_path):
+    """configs/xstilts.yaml's intermediate recipe is full fine-tuning's (freeze_word_embeddings); its LoRA and
+    bottleneck phases take the recipe's other keys only. A LoRA key in a plan without LoRA applies nowhere."""
+    graph = expand(read_plan(str(CONFIGS / "xstilts.yaml")))
+    assert graph.phases["seed1/full/mnli"].settings["freeze_word_embeddings"] is False
+    lora = graph.phases["seed1/lora/mnli"].settings
+    assert "freeze_word_embeddings" not in lora and lora["lr"] == 3.0e-4 and lora["lora_r"] == 8
+    plan = tmp_path / "plan.yaml"
+    base = {"backbone": "tiny-xlmr", "seeds": [1], "targets": ["verses-genre"], "intermediates": ["verses-xref"]}
+    for changes, message in (({"regimes": ["full"], "phase": {"lora_r": 16}},
+                              "phase: key 'lora_r' belongs to regime lora, which the plan does not run (regimes: full)"),
+                             ({"regimes": ["full", "lora"], "regime_phase": {"full": {"lora_r": 16}}},
+                              "regime_phase.full: key 'lora_r' belongs to regime lora, not full")):
+        plan.write_text(yaml.safe_dump({**base, **changes}))
+        assert main(["study", "status", str(plan)]) == 2
+        with pytest.raises(UserError, match=re.escape(message)):
+            read_plan(str(plan))
+
+
+def test_two_phases_that_compute_the_same_thing_keep_an_identity_each(tmp_path):
+    """siqa as an intermediate and as XCOPA's stage of the baseline: the same training (config.phase_identity),
+    two phases of the study (their identities in the results database differ by key)."""
+    from adapterxfer import config
+    from adapterxfer.study.identity import phase_identity
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"backbone": "tiny-xlmr", "seeds": [1], "targets": ["xcopa"],
+                                    "intermediates": ["siqa"], "regimes": ["lora"]}))
+    graph = expand(read_plan(str(plan)))
+    intermediate, stage = graph.phases["seed1/lora/siqa"], graph.phases["seed1/lora/xcopa/baseline.siqa"]
+    assert config.phase_identity(intermediate.settings, "sha256:b", []) == config.phase_identity(stage.settings,
+                                                                                                 "sha256:b", [])
+    assert phase_identity(intermediate, "sha256:b", []) != phase_identity(stage, "sha256:b", [])

@@ -82,10 +82,11 @@ class Bottleneck(Regime):
     def load(self, folder: Path, task, backbone, manifest=None):
         from adapters.composition import Fuse, Stack
 
-        transfer = manifest_of(folder, manifest).get("transfer")
+        manifest = manifest_of(folder, manifest)
+        transfer = manifest.get("transfer")
         model = adaptable(task, backbone)
         if transfer == "fusion":
-            names = [load_adapter(model, sub, sub.name) for sub in sorted((folder / "adapters").iterdir())]
+            names = [load_adapter(model, folder / "adapters" / name, name) for name in fused(manifest)]
             model.load_adapter_fusion(folder / "fusion", use_safetensors=True)
             model.active_adapters = Fuse(*names)
         else:
@@ -115,7 +116,7 @@ class Bottleneck(Regime):
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
         body = ["    adapters.init(model)"]
         if (folder / "fusion").is_dir():
-            names = sorted(sub.name for sub in (folder / "adapters").iterdir())
+            names = fused(manifest)
             body += [f"    for name in {tuple(names)!r}:",
                      "    " + card_load('f"{folder}/adapters/{name}"', "name", quoted=False),
                      '    model.load_adapter_fusion(f"{folder}/fusion", use_safetensors=True)',
@@ -126,6 +127,11 @@ class Bottleneck(Regime):
                 body += [card_load(f'f"{{folder}}/{STACKED}"', STACKED),
                          f'    model.active_adapters = Stack("{STACKED}", "{TARGET}")']
         return ["def with_module(model, bare=False):", *body, "    return model"]
+
+
+def fused(manifest: dict) -> list[str]:
+    """The adapters a fusion artifact fuses: those its manifest lists under adapters/ (never another folder there)."""
+    return sorted({name.split("/")[1] for name in manifest["files"] if name.startswith("adapters/")})
 
 
 def card_load(source: str, name: str, quoted: bool = True) -> str:

@@ -1,49 +1,99 @@
 """Where phases run: ``local`` (this process, or N worker processes), ``ray`` (a Ray task per phase,
 with its resources) or ``slurm`` (a submitit job per phase). Each executor only submits a phase and
 says when it is done; the runner decides what is ready and records results. A worker process runs
-``execute``: one ``train_phase`` or one ``evaluate_model`` call into the phase's own folder.
+``execute``: one ``train_phase`` or one ``evaluate_model`` call into the phase's own folder, which returns
+its outcome whatever the phase raised (its traceback goes to the phase's log file).
 """
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..errors import UserError
+from .outputs import log_file
 from .phases import Phase
 
 EXECUTORS = ("local", "ray", "slurm")
-# Passed to every worker: the cache and data locations, the Hub settings.
+# Passed to every worker: the cache and data locations, the Hub settings; never a secret (a job is pickled
+# into <study>/slurm/ or shipped to Ray workers): a worker reads its token from its own environment.
 ENVIRONMENT_PREFIXES = ("ADAPTERXFER_", "HF_")
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
 SLURM_POLL_S = 2.0
 
 
-def job(phase: Phase, root: Path, backbone: str) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIXES)}
-    return {"phase": phase, "root": str(Path(root).resolve()), "backbone": backbone, "environ": environ}
+class WorkerDied(Exception):
+    """The process running a phase died (a signal, the out-of-memory killer) before the phase returned."""
 
 
-def execute(job: dict) -> float:
-    """Run one phase into ``root/<key>``; returns its wall seconds. Runs in the worker process."""
+def job(phase: Phase, root: Path, backbone: str, identity: str) -> dict:
+    """What a worker needs to run ``phase``: ``backbone`` is the plan's, pinned (``Backbone.pinned``: a Hub
+    backbone at the commit the study resolved it to)."""
+    environ = {k: v for k, v in os.environ.items()
+               if k.startswith(ENVIRONMENT_PREFIXES) and not any(word in k for word in SECRET_WORDS)}
+    return {"phase": phase, "root": str(Path(root).resolve()), "backbone": backbone, "environ": environ,
+            "identity": identity}
+
+
+def execute(job: dict) -> dict:
+    """Run one phase into ``root/<key>``; runs in the worker process. Returns {seconds, error: None or the
+    failure in one line, log: where its traceback went, disk_full}: any exception fails this phase alone."""
     os.environ.update(job["environ"])
+    phase, root = job["phase"], Path(job["root"])
+    started = time.perf_counter()
+    try:
+        _run(phase, root, job["backbone"], job["identity"])
+    except Exception as err:  # noqa: BLE001 -- whatever a phase raises fails that phase, not the study
+        log = log_file(root, phase.key)
+        return {"seconds": time.perf_counter() - started, "error": one_line(err), "log": _write_log(log, phase.key),
+                "disk_full": disk_full(err)}
+    return {"seconds": time.perf_counter() - started, "error": None, "log": None, "disk_full": False}
+
+
+def _run(phase: Phase, root: Path, backbone: str, identity: str) -> None:
     from ..config import from_dict
     from ..pipeline import evaluate_model, train_phase
 
-    phase, root = job["phase"], Path(job["root"])
-    started = time.perf_counter()
     if phase.action == "train":
-        train_phase(from_dict({**phase.settings, "init_from": [str(root / key) for key in phase.init_from],
-                               "lang_adapters": [str(root / key) for key in phase.lang_adapters],
-                               "output_dir": str(root / phase.key), "overwrite": True},
-                              source=f"phase {phase.key}"))
+        inputs = {"init_from": [str(root / key) for key in phase.init_from]}
+        if phase.lang_adapters:  # madx's key: another regime's phase refuses it
+            inputs["lang_adapters"] = [str(root / key) for key in phase.lang_adapters]
+        train_phase(from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
+                               "overwrite": True}, source=f"phase {phase.key}"))
     else:
         settings = dict(phase.settings)
-        evaluate_model(str(root / phase.model) if phase.model else job["backbone"], settings.pop("task"),
-                       settings.pop("langs"), root / phase.key, **settings)
-    return time.perf_counter() - started
+        evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
+                       settings.pop("langs"), root / phase.key, identity=identity, **settings)
+
+
+def disk_full(err: BaseException) -> bool:
+    """A full disk, however the library that met it says so (safetensors wraps the OSError in an error of its own)."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
+
+
+def one_line(err: BaseException) -> str:
+    """A failure in one line: a UserError's own message, else the exception's type and first line."""
+    if isinstance(err, UserError):
+        return str(err)
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _write_log(log: Path, key: str) -> str | None:
+    """The current exception's traceback into the phase's log; None where even that cannot be written (a full
+    disk)."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"phase {key} failed at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n{traceback.format_exc()}")
+        return str(log)
+    except OSError:
+        return None
 
 
 class Local:
@@ -56,38 +106,59 @@ class Local:
     def __init__(self, workers: int = 1):
         if workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
-        self.pool = None
+        self.workers, self.pool = workers, None
         self.queued: dict[Future, dict] = {}  # in this process: submitted, run by wait() one at a time
-        if workers > 1:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["adapterxfer.pipeline"])
-            self.pool = ProcessPoolExecutor(workers, mp_context=context)
+        self.pools: dict[Future, ProcessPoolExecutor] = {}  # in worker processes: the pool running each
 
     def submit(self, job: dict) -> Future:
-        if self.pool:
-            return self.pool.submit(execute, job)
-        future = Future()
-        self.queued[future] = job
+        if self.workers == 1:
+            future = Future()
+            self.queued[future] = job
+            return future
+        try:
+            future = self._pool().submit(execute, job)
+        except BrokenProcessPool:  # a worker died since the last phase finished: a new pool
+            self._drop(self.pool)
+            future = self._pool().submit(execute, job)
+        self.pools[future] = self.pool
         return future
+
+    def _pool(self) -> ProcessPoolExecutor:
+        """The pool, made at first and again after a worker died (a pool is broken for good then)."""
+        if self.pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["adapterxfer.pipeline"])
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self.pool
+
+    def _drop(self, pool) -> None:
+        if pool is not None and pool is self.pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     def wait(self, handles: list) -> list:
         """The handles done; in this process, the first one queued runs now, so that the runner records each
         phase as it finishes (a killed study resumes after it)."""
-        if self.pool:
+        if self.workers > 1:
             return list(wait(handles, return_when=FIRST_COMPLETED).done)
         future = next(handle for handle in handles if handle in self.queued)
-        try:
-            future.set_result(execute(self.queued.pop(future)))
-        except Exception as err:  # noqa: BLE001 -- handed to the runner like a worker's failure
-            future.set_exception(err)
+        future.set_result(execute(self.queued.pop(future)))
         return [future]
 
-    def result(self, handle: Future) -> float:
-        return handle.result()
+    def result(self, handle: Future) -> dict:
+        pool = self.pools.pop(handle, None)
+        try:
+            return handle.result()
+        except BrokenProcessPool:
+            # One worker died, and its pool stopped every phase it was running; the runner runs them again in a
+            # new pool (unless a phase submitted since the death made one already).
+            self._drop(pool)
+            raise WorkerDied("its worker process died (killed by a signal or out of memory)") from None
 
     def close(self) -> None:
         if self.pool:
             self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
 
 class Ray:
@@ -110,13 +181,8 @@ class Ray:
         ready, _ = self.ray.wait(handles, num_returns=1)
         return ready
 
-    def result(self, handle) -> float:
-        try:
-            return self.ray.get(handle)
-        except self.ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, UserError):  # the worker's one line, without Ray's traceback
-                raise UserError(str(err.cause)) from None
-            raise
+    def result(self, handle) -> dict:
+        return self.ray.get(handle)  # a dead worker raises Ray's own error; the runner fails the phase with it
 
     def close(self) -> None:
         pass  # the cluster belongs to whoever started it (ray.init in this process ends with it)
@@ -147,12 +213,12 @@ class Slurm:
                 return done
             time.sleep(SLURM_POLL_S)
 
-    def result(self, handle) -> float:
+    def result(self, handle) -> dict:
         try:
             return handle.result()
         except (self.submitit.core.utils.FailedJobError, self.submitit.core.utils.UncompletedJobError) as err:
             last = [line for line in str(err).splitlines() if line.strip()][-1]
-            raise UserError(f"job {handle.job_id} failed ({last.strip()}); log: {handle.paths.stderr}") from None
+            raise WorkerDied(f"job {handle.job_id} failed ({last.strip()}); log: {handle.paths.stderr}") from None
 
     def close(self) -> None:
         pass

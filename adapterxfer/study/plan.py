@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import backbones
-from ..config import CHOICES, from_dict, read_yaml
+from ..config import CHOICES, FIELDS, from_dict, owners, read_yaml, reads
 from ..errors import UserError, unknown
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
@@ -195,7 +195,30 @@ def _check(plan: dict) -> None:
         for name, settings in plan[block].items():
             if not isinstance(settings, dict):
                 raise UserError(f"{where}: {block}.{name} must be a mapping of train keys, got {settings!r}")
+    _check_regime_keys(plan)
     _check_confirmation(plan)
+
+
+def _check_regime_keys(plan: dict) -> None:
+    """A regime's key in a block for every regime applies to that regime's phases only, so its regime must be
+    one the plan runs; a block for one regime takes the general keys and that regime's own."""
+    where = plan["file"]
+    shared = {"phase": plan["phase"], "intermediate_phase": plan["intermediate_phase"],
+              "target_phase": plan["target_phase"], **{f"task_phase.{t}": b for t, b in plan["task_phase"].items()}}
+    for name, block in shared.items():
+        for key in _with_recipe(plan, block):
+            regimes = owners(key)
+            if regimes and not set(regimes) & set(plan["regimes"]):
+                raise UserError(f"{where}: {name}: key {key!r} belongs to regime {' and '.join(regimes)}, which the "
+                                f"plan does not run (regimes: {', '.join(plan['regimes'])})")
+    own = {f"regime_phase.{regime}": (regime, block) for regime, block in plan["regime_phase"].items()}
+    own |= {f"{regime}.phase": (regime, get_regime(regime).language_phases(_block(plan, regime))[1])
+            for regime in plan["regimes"] if get_regime(regime).language_phases(_block(plan, regime))}
+    for name, (regime, block) in own.items():
+        for key in _with_recipe(plan, block):
+            if key in FIELDS and not reads(regime, key):
+                raise UserError(f"{where}: {name}: key {key!r} belongs to regime {' and '.join(owners(key))}, not "
+                                f"{regime}")
 
 
 def _check_confirmation(plan: dict) -> None:
@@ -490,7 +513,8 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
               **(share_keys(plan, task) if role == "target" else {})}
     where = f"{plan['file']}: phase {key}"
     settings = vars(from_dict(values, source=where))
-    settings = {k: v for k, v in settings.items() if k not in ("init_from", "lang_adapters", "output_dir")}
+    settings = {k: v for k, v in settings.items()
+                if reads(regime, k) and k not in ("init_from", "lang_adapters", "output_dir")}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
@@ -507,7 +531,8 @@ def _settings(plan, role, task, regime) -> dict:
         merged |= _with_recipe(plan, block)
     if plan.get("smoke"):
         merged |= SMOKE_PHASE | {"probe_steps": min(1, merged.get("probe_steps", 0))}
-    return merged
+    # another regime's keys (a block or recipe shared by the plan's regimes) apply to that regime's phases
+    return {name: value for name, value in merged.items() if name not in FIELDS or reads(regime, name)}
 
 
 def _smoke_rows(plan) -> dict:

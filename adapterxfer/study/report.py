@@ -1,5 +1,8 @@
 """The study report: report.md and its figures, from the results database read through the plan.
 
+Only the phases whose recorded run is current (its identity, lineage included, is the plan's now) are
+reported; the others are listed as stale, with why, and the phases whose last run failed as failures.
+
 Sections: the study's scale and its primary contrast's answer (or why there is none); the declared
 contrasts (seed-paired t intervals, Holm for all but the primary, minimum detectable effect);
 per target every arm's seeds, costs, English dev, zero-shot average and gain over its
@@ -24,7 +27,7 @@ from ..scoring import GROUPS, LANGUAGES
 from ..tasks import get_task
 from . import confirmation, matching, plots
 from .phases import BASELINE, Arm, Graph
-from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation, study_root
+from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation
 from .results import Results
 from .selection import selection_section
 from .stats import (POOL_KINDS, Difference, by_seen, clustered_differences, coarser_level, holm, hub_share,
@@ -39,11 +42,11 @@ STATISTICS = {"alpha": 0.05, "power": 0.8, "effect": 0.01}
 
 
 class Recorded:
-    """The recorded runs of a study, looked up by phase key and arm."""
+    """The recorded runs of a study that are current (``states``: runner.phase_states), by phase key and arm."""
 
-    def __init__(self, plan: dict, graph: Graph, results: Results, root: Path):
-        self.plan, self.graph, self.results, self.root = plan, graph, results, root
-        self.runs = results.runs()
+    def __init__(self, plan: dict, graph: Graph, results: Results, root: Path, states: dict[str, tuple[str, str]]):
+        self.plan, self.graph, self.results, self.root, self.states = plan, graph, results, root, states
+        self.runs = {key: run for key, run in results.runs().items() if states.get(key, ("",))[0] == "current"}
         self.options = {**STATISTICS, **plan["statistics"]}
 
     def seeds(self, arm: Arm) -> dict[int, str]:
@@ -105,9 +108,8 @@ class Recorded:
         return (task.test_group[0], groups) if groups else (None, None)
 
 
-def write_report(plan: dict, graph: Graph, results: Results, root: Path | None = None) -> Path:
-    root = root or study_root(plan)
-    study = Recorded(plan, graph, results, root)
+def write_report(plan: dict, graph: Graph, results: Results, root: Path, states: dict[str, tuple[str, str]]) -> Path:
+    study = Recorded(plan, graph, results, root, states)
     intermediates = _intermediates(study)
     flagged = {(row["regime"], row["task"]) for row in intermediates if row["learned"] is False}
     arms = [_arm_row(study, arm, flagged) for arm in graph.arms if study.seeds(arm)]
@@ -126,10 +128,40 @@ def write_report(plan: dict, graph: Graph, results: Results, root: Path | None =
                 *(_language_table(study, target, {row["arm"].label: row["label"] for row in shown if row["target"] == target})
                   for target in plan["targets"]),
                 _xtreme_table(study), _best_intermediate_table(study, arms), selection_section(study, root),
+                _failure_table(study), _stale_table(study),
                 "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures)]
     path = root / "report.md"
     path.write_text("\n\n".join(section for section in sections if section) + "\n")
     return path
+
+
+def _failure_table(study: Recorded) -> str:
+    """The phases whose last run failed, with their one line and their log, and how many wait on them."""
+    failures = study.results.failures()
+    if not failures:
+        return ""
+    waiting = sum(state == "waiting" for state, _ in study.states.values())
+    lines = ["## Failures", "", f"{len(failures)} phase(s) failed in their last run"
+             + (f"; {waiting} phase(s) wait on them or on other phases not done" if waiting else "")
+             + ". Each is run again by the next `study run`, from its last checkpoint.", "",
+             "| phase | what happened | log |", "|---|---|---|"]
+    lines += [f"| {key} | {_cell(row['line'])} | {row['log'] or 'none (nothing could be written)'} |"
+              for key, row in failures.items()]
+    return "\n".join(lines)
+
+
+def _stale_table(study: Recorded) -> str:
+    """Recorded or present outputs that are not the plan's phase now: not reported."""
+    stale = {key: why for key, (state, why) in study.states.items() if state == "stale"}
+    if not stale:
+        return ""
+    return "\n".join(["## Stale (not reported)", "", "Outputs that another configuration, backbone or parent made; "
+                      "the next `study run` moves them aside (under stale/) and runs the phase again.", "",
+                      "| phase | why |", "|---|---|", *(f"| {key} | {_cell(why)} |" for key, why in stale.items())])
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
 
 
 def _label(arm: Arm) -> str:
@@ -165,7 +197,7 @@ def _confirmed(study: Recorded) -> dict | None:
     if not records:
         return None
     plan = {**study.plan, "contrasts": confirmed_contrasts(study.plan)}
-    held = Recorded(plan, expand_confirmation(study.plan), study.results, study.root)
+    held = Recorded(plan, expand_confirmation(study.plan), study.results, study.root, study.states)
     rows = _contrasts(held, {})
     _looked(held, rows, "confirm")
     return {"record": records[-1], "rows": rows, "study": held, "history": history}

@@ -8,15 +8,22 @@ Tables:
 ``predictions``  one row per test item: its ref, gold label and prediction (JSON), for the statistics
 ``dev_predictions`` one row per English dev item of a trained phase, at step 0 and at the final
                  evaluation (stage), for whether an intermediate learned
+``failures``     one row per phase whose last run failed: its one line and its log (gone once it succeeds)
+
+The database is an index of the study's outputs, not their owner: ``record`` reads everything but the failures
+from a phase's folder, so a lost or damaged database is rebuilt from the outputs (``study rebuild``, or any
+``study run``), and a table added here is filled the same way.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that first removes whatever the phase key or
 identity held, so recording the same phase twice, from any number of processes, leaves exactly
 one copy; a reader sees a run with all its scores or not at all. Writers wait for each other
-(busy timeout) instead of failing.
+(busy timeout) instead of failing. A damaged file is one line naming it and how to rebuild it; a full
+disk (or one that fails to write) is an OSError, as a phase's own writes would raise.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import sqlite3
@@ -25,9 +32,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from .. import artifacts
-from ..artifacts import DEV_PREDICTIONS
-from ..artifacts import sha256_file
-from .identity import SCORES, output_file
+from ..artifacts import DEV_PREDICTIONS, SCORES
+from ..errors import UserError
+from .outputs import digest
 from .phases import Phase
 
 FILE = "results.sqlite"
@@ -50,23 +57,47 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE TABLE IF NOT EXISTS dev_predictions (
     run TEXT NOT NULL, task TEXT NOT NULL, stage TEXT NOT NULL, item INTEGER NOT NULL, ref TEXT, label TEXT,
     prediction TEXT, PRIMARY KEY (run, task, stage, item));
+CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, line TEXT, log TEXT, failed_at TEXT);
 """
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+class Damaged(UserError):
+    """results.sqlite cannot be read as a database."""
 
 
 class Results:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    """``check``: read every page of the file first (``PRAGMA quick_check``), so damage anywhere is found now."""
+
+    def __init__(self, path: str | Path, plan_file: str = "PLAN", check: bool = False):
+        self.path, self.plan_file = Path(path), plan_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            problem = db.execute("PRAGMA quick_check").fetchone()[0] if check else "ok"
+        if problem != "ok":
+            raise self._damaged(problem)
+
+    def _damaged(self, reason: str) -> Damaged:
+        return Damaged(f"{self.path} is damaged ({reason}); `adapterxfer study rebuild {self.plan_file}` rebuilds "
+                       "it from the phase outputs, keeping the damaged file beside it")
 
     @contextmanager
     def _connect(self):
-        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-            db.row_factory = sqlite3.Row
-            yield db
+        try:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+                db.row_factory = sqlite3.Row
+                yield db
+        except sqlite3.DatabaseError as err:
+            if getattr(err, "sqlite_errorname", None) in DAMAGED:
+                raise self._damaged(str(err)) from None
+            if getattr(err, "sqlite_errorname", None) == "SQLITE_FULL":
+                raise OSError(errno.ENOSPC, f"No space left on device: {err} ({self.path})") from None
+            if str(getattr(err, "sqlite_errorname", "")).startswith("SQLITE_IOERR"):  # a full tmpfs says this
+                raise OSError(errno.EIO, f"{err} ({self.path})") from None
+            raise
 
     @contextmanager
     def _transaction(self):
@@ -80,13 +111,21 @@ class Results:
             db.execute("COMMIT")
 
     def current(self, phase: Phase, identity: str, root: Path) -> bool:
-        """True when the phase's recorded run has this identity and its output is still the one recorded."""
+        """True when the phase's recorded run has this identity and its output is still the one recorded, with
+        every file its manifest and its evaluation list there, at their sizes (``artifacts.check_files``)."""
         with self._connect() as db:
             row = db.execute("SELECT identity, output_sha256 FROM runs WHERE key = ?", (phase.key,)).fetchone()
         if row is None or row["identity"] != identity:
             return False
-        output = output_file(phase, root)
-        return output.is_file() and sha256_file(output) == row["output_sha256"]
+        folder = root / phase.key
+        try:
+            if phase.action == "train":
+                artifacts.check_files(folder, artifacts.read_manifest(folder, verify=False))
+            scored = phase.action == "evaluate" or phase.role == "target"
+            return (not scored or artifacts.read_evaluation(folder) is not None) and digest(phase, root) == row[
+                "output_sha256"]
+        except (UserError, OSError):
+            return False
 
     def forget(self, key: str) -> None:
         """Remove a phase's run (it is stale, or about to be re-run)."""
@@ -100,7 +139,7 @@ class Results:
             "identity": identity, "key": phase.key, "action": phase.action, "role": phase.role, "task": phase.task,
             "regime": phase.regime, "arm": phase.arm, "target": phase.target, "seed": phase.seed,
             "transfer": phase.settings.get("transfer"), "lineage": json.dumps(lineage),
-            "output_sha256": sha256_file(output_file(phase, root)),
+            "output_sha256": digest(phase, root),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname()}
         model = folder if phase.action == "train" else (root / phase.model if phase.model else None)
         if model is not None:
@@ -114,6 +153,7 @@ class Results:
                 (db.execute("SELECT lineage_train_seconds FROM runs WHERE key = ?", (entry["key"],)).fetchone()
                  or [0])[0] or 0 for entry in lineage)
             _delete(db, phase.key, identity)
+            db.execute("DELETE FROM failures WHERE key = ?", (phase.key,))
             db.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
                        [row[c] for c in RUN_COLUMNS])
             db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?)",
@@ -127,6 +167,17 @@ class Results:
                            [(identity, task, stage, index, item.get("ref"), json.dumps(item["label"]),
                              json.dumps(item["prediction"]))
                             for (stage, task), items in dev.items() for index, item in enumerate(items)])
+
+    def fail(self, key: str, line: str, log: str | None) -> None:
+        """Note that phase ``key`` failed (its one line, and its log file); its next success clears it."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                       (key, line, log, time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def failures(self) -> dict[str, dict]:
+        """Phase key -> {line, log, failed_at} of the phases whose last run failed."""
+        with self._connect() as db:
+            return {row["key"]: dict(row) for row in db.execute("SELECT * FROM failures ORDER BY key")}
 
     def runs(self) -> dict[str, dict]:
         """Phase key -> its run row."""

@@ -24,6 +24,8 @@ against random ranking: the share of ways to rank each seed's modules independen
 mean over seeds is at least as good as the proxy's (every permutation is enumerated for banks of up to
 EXACT_UP_TO intermediates, and the seeds' distributions combined exactly; past EXACT_LIMIT combinations,
 MONTE_CARLO random rankings, and the p-value says so). Ties among a proxy's scores keep the bank's order.
+A module counts only where the manifest hash `select` recorded is the one of the study's current run of that
+phase (a module retrained since was ranked as another one).
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ def _seed_scores(study, result: dict, regime: str) -> dict[int, tuple[list[str],
         base = baseline and study.seeds(baseline).get(seed)
         pairs = [(module["name"], study.seeds(arm)[seed]) for module in result["modules"]
                  if module["seed"] == seed and module["regime"] == regime
+                 and module.get("manifest_sha256") == study.runs.get(module["name"], {}).get("output_sha256")
                  for arm in [study.graph.arm(f"{regime}/{module['task']}", target)]
                  if arm is not None and seed in study.seeds(arm)]
         if base is None or len(pairs) < 2:
