@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import artifacts, cache
 from .backbones import _META as BACKBONE_META, EMBEDDED, check_model_config
+from .compat import hub_unreachable
 from .errors import UserError
 from .kinds import KINDS
 from .regimes import get_regime
@@ -212,7 +213,6 @@ def _verify(snapshot: Path, pinned: str) -> None:
 @contextmanager
 def _hub_errors(what: str, repo_id: str, revision: str | None):
     """huggingface_hub's exceptions as one-line UserErrors."""
-    import requests
     from huggingface_hub import constants
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
@@ -225,7 +225,7 @@ def _hub_errors(what: str, repo_id: str, revision: str | None):
     except RepositoryNotFoundError:
         raise UserError(f"{what}: no repo {repo_id} on {endpoint} (or it is private and your token "
                         "cannot read it)") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout):
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, *hub_unreachable()):
         raise UserError(f"{what}: the Hugging Face Hub ({endpoint}) is unreachable, and no copy is in the "
                         f"cache ({constants.HF_HUB_CACHE}); check the network, HF_ENDPOINT or HF_HUB_OFFLINE") from None
     except EntryNotFoundError as err:  # after LocalEntryNotFoundError, its subclass
