@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .compat import check_versions
 from .config import CHOICES
 from .errors import StudyFailed, UserError
 from .regimes import EXTRAS, install_hint, require_installed
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         for leftover in remove_abandoned():
             print(f"adapterxfer: removed {leftover}, left by a killed process", file=sys.stderr)
     try:
+        check_versions()
         return VERBS[args.verb](args) or 0
     except UserError as err:
         print(f"adapterxfer: error: {err}", file=sys.stderr)

@@ -4,9 +4,28 @@ environment of the ``[adapters]`` extra, as adapters 1.3 requires). Importing th
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, requires, version
+
+from .errors import UserError
 
 TRANSFORMERS_4 = version("transformers").startswith("4.")
+CHECKED = ("transformers", "peft")  # the libraries whose version adapterxfer checks at every start
+
+
+def check_versions() -> None:
+    """The transformers and peft installed are within the ranges adapterxfer is tested with (its metadata:
+    pyproject.toml's dependencies), else one line naming the installed version and the range."""
+    from packaging.requirements import Requirement
+
+    try:
+        tested = {req.name: req.specifier for req in map(Requirement, requires("adapterxfer") or []) if not req.marker}
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return
+    for name in CHECKED:
+        installed = version(name)
+        if name in tested and not tested[name].contains(installed, prereleases=True):
+            raise UserError(f"{name} {installed} is installed, but adapterxfer is tested with {name}{tested[name]}: "
+                            f"pip install '{name}{tested[name]}' (or reinstall adapterxfer)")
 
 
 def layer_mask(encoder):
