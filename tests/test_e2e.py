@@ -42,11 +42,11 @@ def test_untuned_me5_small_retrieves_english_verses(tmp_path):
     assert all(s["accuracy@1_unsupervised_target_dev_centered"] > s["accuracy@1"] for s in scores.values())
 
 
-SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=32"]
+SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=8"]
 
 
 def train_short(tmp_path, name: str, *args: str) -> str:
-    """A few steps on at most 32 rows of each split: these tests check that a mode runs, not what it learns."""
+    """Two steps on at most 8 rows of each split: these tests check that a mode runs, not what it learns."""
     assert main(["train", f"output_dir={tmp_path / name}", *SHORT, *args]) == 0
     return str(tmp_path / name)
 
