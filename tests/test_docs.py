@@ -151,7 +151,7 @@ def _validate(args: list[str], where: str) -> None:
         config = load_config(recipe, parsed.args[1:] if recipe else parsed.args)
         tasks = [get_task(name) for name in config.task.split("+")]
         tasks[0].check_langs(config.eval_langs)
-    elif parsed.verb == "study" and parsed.action in ("run", "status", "report"):
+    elif parsed.verb == "study" and parsed.action in ("run", "confirm", "status", "report"):
         plans.load_plan(parsed.plan, parsed.smoke, parsed.backbone)
     elif parsed.verb in ("evaluate", "select"):
         for name in (parsed.task if parsed.verb == "evaluate" else parsed.target).split(","):

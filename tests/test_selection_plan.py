@@ -1,5 +1,6 @@
 """configs/selection.yaml, the embedded selection grid: what it expands to (its smoke run is a slow test)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -71,5 +72,5 @@ def test_the_grid_runs_every_phase_in_miniature(plan, tmp_path, tiny_backbone, f
     # retrieval is clustered by chapter: the contrast is also resampled by book, and the fixed pool is flagged
     row = next(line for line in report.splitlines() if line.startswith("| bi-retrieval (primary) |"))
     assert "chapter (" in row and "; book (" in row
-    assert "- bi-retrieval (verses-retrieval) is scored against one fixed pool of candidates per language" in report
-    assert "retrieved wrongly most often took" in report
+    note = next(line for line in report.splitlines() if line.startswith("- Scored against one fixed pool"))
+    assert re.search(r"retrieved wrongly most often took: bi-retrieval \(verses-retrieval\): \d+% of [\d,]+\.$", note)

@@ -9,7 +9,7 @@ import yaml
 
 from adapterxfer.cli import main
 from adapterxfer.errors import UserError
-from adapterxfer.study.plan import KEYS, contrasts, expand, read_plan, smoke_plan
+from adapterxfer.study.plan import KEYS, contrasts, expand, expand_confirmation, read_plan, smoke_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -18,7 +18,7 @@ def test_demo_plan_is_the_research_question_and_the_matched_regimes():
     plan = read_plan(str(CONFIGS / "demo.yaml"))
     graph = expand(plan)
     seeds, few = plan["seeds"], plan["regime_seeds"]["full"]
-    assert len(seeds) >= 2 and len(few) >= 2 and plan["regime_seeds"]["bottleneck"] == few
+    assert len(seeds) >= 2 and few and plan["regime_seeds"]["bottleneck"] == few
     trained = ([f"seed{s}/lora/{task}" for s in seeds for task in ("verses-xref-bi", "verses-xref-bi-multi")]
                + [f"seed{s}/{regime}/verses-xref-bi-multi" for s in few for regime in ("full", "bottleneck")])
     assert sorted(key for key, p in graph.phases.items() if p.action == "train") == sorted(trained)
@@ -33,6 +33,21 @@ def test_demo_plan_is_the_research_question_and_the_matched_regimes():
     assert [c["name"] for c in contrasts(plan) if c["primary"]] == ["multilingual-intermediate"]
     assert graph.arm("lora/baseline", "verses-retrieval").keys == {s: "backbone/verses-retrieval" for s in seeds}
     assert set(graph.arm("full/verses-xref-bi-multi", "verses-retrieval").keys) == set(few)
+
+
+def test_demo_confirms_its_primary_contrast_on_new_seeds_and_the_held_out_chapters():
+    plan = read_plan(str(CONFIGS / "demo.yaml"))
+    block, graph = plan["confirmation"], expand_confirmation(plan)
+    assert not set(block["seeds"]) & set(plan["seeds"]) and (block["held_out"], block["by"]) == (0.5, "chapter")
+    trained = sorted(f"confirm/seed{s}/lora/{task}" for s in block["seeds"]
+                     for task in ("verses-xref-bi", "verses-xref-bi-multi"))
+    assert sorted(key for key, p in graph.phases.items() if p.action == "train") == trained
+    scored = [p for p in graph.phases.values() if p.action == "evaluate"]
+    assert sorted(p.model for p in scored) == trained
+    assert {(p.settings["test_share"], p.settings["held_out"], p.settings["held_out_by"]) for p in scored} == {
+        ("confirm", 0.5, "chapter")}
+    explored = [p for p in expand(plan).phases.values() if p.action == "evaluate"]
+    assert {p.settings["test_share"] for p in explored} == {"explore"}
 
 
 def test_regime_seeds_run_a_regime_on_a_subset_of_the_seeds_and_smoke_on_the_first():

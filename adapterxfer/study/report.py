@@ -407,9 +407,9 @@ def _contrast_table(study: Recorded, compared: list[dict]) -> str:
 
 
 def _pool_notes(study: Recorded, compared: list[dict]) -> list[str]:
-    """A warning for each contrast scored against a fixed pool of candidates, with how much its wrong answers
-    concentrate on a few candidates."""
-    notes = []
+    """One warning for the contrasts scored against a fixed pool of candidates, with how much each one's wrong
+    answers concentrate on a few candidates."""
+    shares = []
     for row in compared:
         if row["difference"] is None or get_task(row["target"]).kind not in POOL_KINDS:
             continue
@@ -417,13 +417,14 @@ def _pool_notes(study: Recorded, compared: list[dict]) -> list[str]:
         predictions = [{seed: study.predictions(key) for seed, key in study.seeds(arm).items()} for arm in arms]
         seeds = study.seeds(arms[0])
         share = hub_share(predictions, study.zero_shot_langs(row["target"], seeds[min(seeds)]))
-        notes.append(f"- {row['name']} ({row['target']}) is scored against one fixed pool of candidates per language: "
-                     "queries whose wrong answers go to the same \"hub\" candidates err together across clusters, "
-                     "which no cluster level resamples (in simulation, 10 strong hubs drawing the errors left the 95% "
-                     f"interval covering {HUBS:.2f}, RESULTS.md)."
-                     + (f" Here the 10 candidates each language's queries retrieved wrongly most often took "
-                        f"{share[1]:.0%} of the {share[0]:,} wrong answers." if share else ""))
-    return notes
+        shares.append(f"{row['name']} ({row['target']})" + (f": {share[1]:.0%} of {share[0]:,}" if share else ""))
+    if not shares:
+        return []
+    return ["- Scored against one fixed pool of candidates per language: queries whose wrong answers go to the same "
+            "\"hub\" candidates err together across clusters, which no cluster level resamples (in simulation, 10 "
+            f"strong hubs drawing the errors left the 95% interval covering {HUBS:.2f}, RESULTS.md). The share of "
+            "the wrong answers that the 10 candidates each language's queries retrieved wrongly most often took: "
+            + "; ".join(shares) + "."]
 
 
 def _matching_table(compared: list[dict]) -> str:
