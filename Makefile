@@ -14,13 +14,13 @@ DEMO     := $(ADAPTERS)/bin/adapterxfer
 setup: $(VENV)/.installed-stamp $(ADAPTERS)/.installed-stamp
 
 # One pip install of the lock file, torch included, so pip takes the locked CPU wheel rather than a multi-GB
-# CUDA build; then adapterxfer itself, editable. --no-compile, then one import of every module a command
+# CUDA build; then adapterxfer itself, editable (built with the lock's setuptools). --no-compile, then one import of every module a command
 # uses with bytecode writing on: the ~3,000 modules adapterxfer needs are compiled once (where
 # PYTHONDONTWRITEBYTECODE is set, every command would otherwise recompile them), not pip's 17,000.
 define install
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/$(PIP) -r $(2)
-	$(1)/bin/$(PIP) --no-deps -e .
+	$(1)/bin/$(PIP) --no-deps --no-build-isolation -e .
 	PYTHONDONTWRITEBYTECODE= $(1)/bin/python -m adapterxfer.warm
 	touch $(1)/.installed-stamp
 endef

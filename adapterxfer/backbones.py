@@ -359,13 +359,15 @@ def _from_hub(name: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+    from .compat import hub_unreachable
+
     repo_id, _, revision = name.partition("@")
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=_HUB_PATTERNS,
                                       etag_timeout=_HUB_ETAG_TIMEOUT))
     except RepositoryNotFoundError:
         reason = "no such model there (or it is private)"
-    except (HfHubHTTPError, OSError, ValueError) as err:
+    except (HfHubHTTPError, OSError, ValueError, *hub_unreachable()) as err:
         reason = f"the Hugging Face Hub is unreachable ({type(err).__name__})"
     raise UserError(f"backbone {name!r}: not a local folder, and {reason}; pass a local folder "
                     f"(backbone=/path/to/model) or an embedded backbone ({', '.join(EMBEDDED)})")

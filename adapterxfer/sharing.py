@@ -117,7 +117,7 @@ def push_artifact(folder, repo_id: str, private: bool = False, revision: str | N
         raise UserError(f"{folder}: its {CARD} is hashed in {artifacts.MANIFEST} (peft's placeholder card, "
                         "written before adapterxfer removed it); train it again to push it with a real card")
     if get_token() is None:
-        raise UserError(f"push {repo_id}: no Hugging Face token; run `huggingface-cli login` or set HF_TOKEN "
+        raise UserError(f"push {repo_id}: no Hugging Face token; run `hf auth login` or set HF_TOKEN "
                         "to a token with write access")
     files = _files_to_push(folder, manifest)
     card = model_card(folder, manifest, repo_id, revision, license)
@@ -232,7 +232,7 @@ def _hub_errors(what: str, repo_id: str, revision: str | None):
         raise UserError(f"{what}: a file listed by {endpoint} is missing ({_first_line(err)})") from None
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
-        reason = {401: "the token was refused (401); run `huggingface-cli login` or set HF_TOKEN",
+        reason = {401: "the token was refused (401); run `hf auth login` or set HF_TOKEN",
                   403: f"the token may not write to {repo_id} (403)"}.get(status, _first_line(err))
         raise UserError(f"{what}: {reason}") from None
 

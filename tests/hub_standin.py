@@ -4,7 +4,7 @@ It serves, on 127.0.0.1 at an ephemeral port, just what the real ``huggingface_h
 to push and pull a model repo (read from huggingface_hub 0.36's and 2.4's hf_api.py, _commit_api.py,
 file_download.py, _snapshot_download.py and utils/_http.py):
 
-- ``POST /api/repos/create``                          create a repo (409 when it exists)
+- ``POST /api/repos/create``                          create a repo (409 when it exists), private or public
 - ``POST /api/validate-yaml``                         the README metadata check before a commit
 - ``POST /api/models/{repo}/branch/{branch}``         create a branch from main
 - ``POST /api/models/{repo}/preupload/{rev}``         every file is "regular": its content comes
@@ -231,7 +231,8 @@ def _handler(hub: HubStandIn):
             repo_id = f"{owner}/{request['name']}"
             if repo_id in hub.repos:
                 raise _Refusal(409, None, "You already created this model repo")
-            hub.create(repo_id, owner, bool(request.get("private")))
+            private = request.get("private") or request.get("visibility") == "private"  # huggingface_hub 0.36 / 2
+            hub.create(repo_id, owner, bool(private))
             return self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id})
 
         def _validate_yaml(self, request: dict):

@@ -121,9 +121,9 @@ def test_sequential_lora_starts_from_the_intermediate_lora(modules, tiny_backbon
 @pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck")])
 def test_stack_freezes_the_intermediate_module(modules, tiny_backbone, regime):
     model = build(regime, "stack", [modules[(regime, "xref")]], tiny_backbone)
-        frozen = [n for n, p in model.named_parameters() if ".stacked." in n]
-        trained = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
-        assert frozen and trained and not any(model.get_parameter(n).requires_grad for n in frozen)
+    frozen = [n for n, p in model.named_parameters() if ".stacked." in n]
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
+    assert frozen and trained and not any(model.get_parameter(n).requires_grad for n in frozen)
 
 
 def test_lora_merge_cat_is_the_exact_average_of_deltas(modules, tiny_backbone):

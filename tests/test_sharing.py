@@ -334,7 +334,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("env, argv, message", [
-    ({"HF_TOKEN": None}, ["push", "{lora}", "lab/new"], "no Hugging Face token; run `huggingface-cli login`"),
+    ({"HF_TOKEN": None}, ["push", "{lora}", "lab/new"], "no Hugging Face token; run `hf auth login`"),
     ({"HF_TOKEN": "not-a-token"}, ["push", "{lora}", "lab/new"], "the token was refused (401)"),
     ({"HF_TOKEN": "someone-token"}, ["push", "{lora}", "lab/new"], "the token may not write to lab/new (403)"),
     ({}, ["train", "task=verses-genre", "regime=lora", "init_from=hf://lab/missing"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
 
 from ..errors import UserError, unknown
 
@@ -57,5 +58,6 @@ def require_installed(names) -> None:
     """Every regime in ``names`` can run here: an extra's library missing is one line naming the install."""
     for name in dict.fromkeys(names):
         library = get_regime(name).library
-        if library in EXTRAS and importlib.util.find_spec(library) is None:
+        # once imported, adapters' module has no __spec__, which find_spec refuses
+        if library in EXTRAS and library not in sys.modules and importlib.util.find_spec(library) is None:
             raise UserError(f"regime {name} {install_hint(library)}")
