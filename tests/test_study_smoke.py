@@ -22,6 +22,7 @@ from adapterxfer.study.plan import expand, load_plan
 from adapterxfer.study.results import FILE
 from adapterxfer.tasks import TASKS, get_task, xtreme
 from fixtures.make_xtreme_fixtures import ROOT
+from extras import adapterhub
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_TARGETS = ["lareqa"]
@@ -154,8 +155,8 @@ def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixt
 
 @pytest.mark.parametrize("change, backbone, says", [
     ({}, "nowhere", "nowhere"),
-    ({"backbone": "nobody/no-such-model"}, None, "backbone 'nobody/no-such-model': not a local folder, and the "
-                                                 "Hugging Face Hub is unreachable"),
+    adapterhub({"backbone": "nobody/no-such-model"}, None, "backbone 'nobody/no-such-model': not a local folder, "
+               "and the Hugging Face Hub is unreachable"),  # without the extra, the plan's bottleneck comes first
     ({"intermediates": ["mnli", "no-such-task"]}, "tiny-xlmr", "unknown task 'no-such-task'"),
     ({"intermediate_phase": {"recipe": "configs/no-such-recipe.yaml"}}, "tiny-xlmr",
      "config file configs/no-such-recipe.yaml does not exist")])
