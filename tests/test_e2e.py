@@ -10,7 +10,7 @@ import pytest
 from adapterxfer.cli import main
 
 pytestmark = pytest.mark.e2e
-FAST = ["max_steps=16", "eval_every=8", "batch_size=8", "max_length=64", "lr=5e-5"]
+FAST = ["max_steps=4", "eval_every=2", "batch_size=8", "max_length=64", "lr=5e-5", "rows_per_split=64"]
 
 
 def test_three_phases_on_me5_small(tmp_path):
@@ -22,11 +22,11 @@ def test_three_phases_on_me5_small(tmp_path):
     manifest = json.loads((genre / "manifest.json").read_text())
     assert manifest["backbone"]["name"] == "me5-small"
     assert manifest["parents"][0]["task"] == "verses-xref"
-    assert [e["step"] for e in manifest["dev"]["log"]] == [8, 16]
+    assert [e["step"] for e in manifest["dev"]["log"]] == [2, 4]
     scores = json.loads((genre / "scores.json").read_text())
     assert set(scores) == {"en", "de", "ja", "sw"}
     predictions = (genre / "predictions" / "test-ja.jsonl").read_text().splitlines()
-    assert len(predictions) == 300
+    assert len(predictions) == 64
 
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):
@@ -42,11 +42,11 @@ def test_untuned_me5_small_retrieves_english_verses(tmp_path):
     assert all(s["accuracy@1_unsupervised_target_dev_centered"] > s["accuracy@1"] for s in scores.values())
 
 
-SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=32"]
+SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=8"]
 
 
 def train_short(tmp_path, name: str, *args: str) -> str:
-    """A few steps on at most 32 rows of each split: these tests check that a mode runs, not what it learns."""
+    """Two steps on at most 8 rows of each split: these tests check that a mode runs, not what it learns."""
     assert main(["train", f"output_dir={tmp_path / name}", *SHORT, *args]) == 0
     return str(tmp_path / name)
 
