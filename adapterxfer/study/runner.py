@@ -69,7 +69,7 @@ def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> P
     """Run ``graph``'s phases that are not current, then write the report (of the exploration and of any
     confirmation run so far)."""
     require_installed(phase.regime for phase in graph.phases.values() if phase.regime)
-    from .report import write_report
+    from .report import headlines, write_report
 
     plan_file = plan["file"]
     backbone = backbones.resolve(plan["backbone"])
@@ -85,6 +85,7 @@ def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> P
             states = phase_states(reported(plan, root), root, backbone.weight_hash, results)
             report = write_report(plan, expand(plan), results, root, states)
             print(f"wrote {report}")
+            print(*headlines(report), sep="\n")
         except Exception as err:  # noqa: BLE001 -- a failed study's line says why it has no report (a full disk)
             if not failures:
                 raise
