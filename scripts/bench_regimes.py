@@ -2,7 +2,7 @@
 overhead of adapterxfer's training loop over a bare peft / adapters loop on the same model.
 
     .venv/bin/python scripts/bench_regimes.py [--backbone xlmr-base-random|me5-small] [--steps 8]
-        [--rounds 1] [--batch 16] [--length 64] [--threads 0] [--precision fp32|bf16]
+        [--rounds 2] [--batch 16] [--length 64] [--threads 0] [--precision fp32|bf16]
 
 Two full fine-tuning references: ``full`` (adapterxfer's default, the 250k-row word-embedding
 matrix frozen) and ``full_unfrozen_emb`` (freeze_word_embeddings=false: every weight trains, as
@@ -169,7 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="xlmr-base-random")
     parser.add_argument("--steps", type=int, default=8, help="measured steps per loop and round")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds over every variant; the bare loop runs first in every other one (1: never)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")

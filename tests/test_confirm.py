@@ -147,7 +147,12 @@ def test_exploration_then_one_confirmation_on_held_out_items_and_new_seeds(tmp_p
 
     capsys.readouterr()
     assert main(["study", "confirm", str(plan)]) == 0  # once: nothing trains, no second record
-    assert "current" in capsys.readouterr().out and len(History(root).events("confirmation")) == 1
+    out = capsys.readouterr().out
+    assert "current" in out and len(History(root).events("confirmation")) == 1
+    # the terminal ends with the primary contrast, confirmed first, as the report's header gives it
+    assert out.splitlines()[-2:] == [line.replace("**", "") for line in report.splitlines()
+                                     if line.startswith("**Primary contrast")]
+    assert out.splitlines()[-2].startswith("Primary contrast, multilingual, confirmed on held-out items")
 
     changed = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION, statistics={"effect": 0.05})
     assert main(["study", "run", str(changed)]) == 2

@@ -108,6 +108,12 @@ class Recorded:
         return (task.test_group[0], groups) if groups else (None, None)
 
 
+def headlines(report: Path) -> list[str]:
+    """The report's primary-contrast paragraphs (confirmed, then exploration), as plain text for the terminal."""
+    return [line.replace("**", "") for line in Path(report).read_text().splitlines()
+            if line.startswith("**Primary contrast")]
+
+
 def write_report(plan: dict, graph: Graph, results: Results, root: Path, states: dict[str, tuple[str, str]]) -> Path:
     study = Recorded(plan, graph, results, root, states)
     intermediates = _intermediates(study)

@@ -67,7 +67,7 @@ def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, aga
 def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> Path:
     """Run ``graph``'s phases that are not current, then write the report (of the exploration and of any
     confirmation run so far)."""
-    from .report import write_report
+    from .report import headlines, write_report
 
     plan_file = plan["file"]
     backbone = backbones.resolve(plan["backbone"])
@@ -83,6 +83,7 @@ def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> P
             states = phase_states(reported(plan, root), root, backbone.weight_hash, results)
             report = write_report(plan, expand(plan), results, root, states)
             print(f"wrote {report}")
+            print(*headlines(report), sep="\n")
         except Exception as err:  # noqa: BLE001 -- a failed study's line says why it has no report (a full disk)
             if not failures:
                 raise
