@@ -2,6 +2,7 @@
 every contrast trained on the same items (study/matching.py), and a plan is explored on one share of the test
 items, then confirmed once on the held-out share with new seeds (study/confirmation.py)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,17 @@ def contrast_cells(report: str) -> dict[str, list[str]]:
     return {row[0].removesuffix(" (primary)"): row for row in cells[1:]}
 
 
+@pytest.fixture(scope="module")
+def explored(tmp_path_factory, tiny_backbone, fixture_home) -> Path:
+    """The plan run once without a confirmation block: every test item explored."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+        return run_study(tmp_path_factory.mktemp("explored"), tiny_backbone)
+
+
 @pytest.mark.slow
-def test_the_report_says_when_arms_trained_on_the_same_items(tmp_path, tiny_backbone):
-    report = (run_study(tmp_path, tiny_backbone) / "report.md").read_text()
+def test_the_report_says_when_arms_trained_on_the_same_items(explored):
+    report = (explored / "report.md").read_text()
     cells = contrast_cells(report)
     assert "degenerate" not in report
     assert cells["multilingual"][-1] == "matched: same items, steps and batch, 2 seeds"
@@ -64,8 +73,22 @@ def test_the_report_says_when_arms_trained_on_the_same_items(tmp_path, tiny_back
 
 
 @pytest.mark.slow
-def test_the_report_says_when_arms_trained_on_different_items(tmp_path, tiny_backbone):
-    """Half the steps in the multilingual arm: it draws the first 16 of the same 32 items."""
+def test_a_confirmation_of_items_the_exploration_scored_is_refused(explored, tmp_path, tiny_backbone, capsys):
+    root = tmp_path / "study"
+    shutil.copytree(explored, root)  # explored without a confirmation block: every test item
+    plan = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION)
+    capsys.readouterr()
+    assert main(["study", "confirm", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the held-out share holds" in err and "the exploration already scored" in err
+    assert not History(root).events("confirmation") and not predicted_refs(root, CONFIRM)
+
+
+@pytest.mark.slow
+def test_the_report_says_when_arms_trained_on_different_items(explored, tmp_path, tiny_backbone):
+    """Half the steps in the multilingual arm: it draws the first 16 of the same 32 items. (On a copy of the
+    explored study: the phases of that arm run again, the others are current.)"""
+    shutil.copytree(explored, tmp_path / "study")
     root = run_study(tmp_path, tiny_backbone, task_phase={"verses-xref-bi-multi": {"max_steps": 2, "eval_every": 2}})
     cells = contrast_cells((root / "report.md").read_text())
     assert cells["multilingual"][-1] == (
@@ -147,17 +170,6 @@ def test_a_confirmation_reusing_exploration_seeds_is_refused_before_anything_run
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "confirmation.seeds reuses the exploration's seeds [2]" in err
     assert not (tmp_path / "study").exists()
-
-
-@pytest.mark.slow
-def test_a_confirmation_of_items_the_exploration_scored_is_refused(tmp_path, tiny_backbone, capsys):
-    root = run_study(tmp_path, tiny_backbone)  # explored without a confirmation block: every test item
-    plan = write_plan(tmp_path, tiny_backbone, confirmation=CONFIRMATION)
-    capsys.readouterr()
-    assert main(["study", "confirm", str(plan)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "the held-out share holds" in err and "the exploration already scored" in err
-    assert not History(root).events("confirmation") and not predicted_refs(root, CONFIRM)
 
 
 def test_one_prediction_for_every_item_is_degenerate():

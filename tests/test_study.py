@@ -219,7 +219,13 @@ def _same_as_study(root: Path, study: dict) -> None:
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as err:  # Ray waits 30 s (fixed) for its raylet: on a loaded machine, once more
+        if "timed out during startup" not in str(err):
+            raise
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
