@@ -1,42 +1,56 @@
-# The two commands a new user types: `make demo` and `make test`. Each sets up .venv itself.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+# The two commands a new user types: `make demo` and `make test`. Each sets up what it needs itself.
+# Two environments (README "Install"): .venv, the core (transformers 5), and .venv-adapters, the core
+# plus the [adapters] extra (AdapterHub regimes; transformers 4.57). Their exact versions are the lock
+# files requirements/core.txt and requirements/adapters.txt.
+PYTHON   ?= python3
+VENV     := .venv
+ADAPTERS := .venv-adapters
+PIP      := pip install --disable-pip-version-check -q --no-compile
+# make demo compares full, LoRA and a bottleneck adapter: it runs in the adapters environment
+DEMO     := $(ADAPTERS)/bin/adapterxfer
 
 .PHONY: setup demo test test-fast smoke clean
 
-setup: $(STAMP)
+setup: $(VENV)/.installed-stamp $(ADAPTERS)/.installed-stamp
 
-# One pip install for everything, torch included, so pip takes the pinned CPU wheel
-# rather than a multi-GB CUDA build. Re-runs when pyproject.toml changes. --no-compile, then one
-# import of every module a command uses with bytecode writing on: the ~3,000 modules adapterxfer
-# needs are compiled once (where PYTHONDONTWRITEBYTECODE is set, every command would otherwise
-# recompile them), not pip's 17,000 (30 s instead of 90 s for the install).
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --no-compile -e '.[test]'
-	PYTHONDONTWRITEBYTECODE= $(PY) -m adapterxfer.warm
-	touch $(STAMP)
+# One pip install of the lock file, torch included, so pip takes the locked CPU wheel rather than a multi-GB
+# CUDA build; then adapterxfer itself, editable (built with the lock's setuptools). --no-compile, then one import of every module a command
+# uses with bytecode writing on: the ~3,000 modules adapterxfer needs are compiled once (where
+# PYTHONDONTWRITEBYTECODE is set, every command would otherwise recompile them), not pip's 17,000.
+define install
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/$(PIP) -r $(2)
+	$(1)/bin/$(PIP) --no-deps --no-build-isolation -e .
+	PYTHONDONTWRITEBYTECODE= $(1)/bin/python -m adapterxfer.warm
+	touch $(1)/.installed-stamp
+endef
+
+$(VENV)/.installed-stamp: pyproject.toml requirements/core.txt
+	$(call install,$(VENV),requirements/core.txt)
+
+$(ADAPTERS)/.installed-stamp: pyproject.toml requirements/adapters.txt
+	$(call install,$(ADAPTERS),requirements/adapters.txt)
 
 # The study explores on half of the test chapters, then `study confirm` runs the primary contrast once more on
 # new seeds and the held-out half (a second `make demo` resumes both and rescores nothing it has).
-demo: setup
-	$(VENV)/bin/adapterxfer study run configs/demo.yaml
-	$(VENV)/bin/adapterxfer study confirm configs/demo.yaml
+demo: $(ADAPTERS)/.installed-stamp
+	$(DEMO) study run configs/demo.yaml
+	$(DEMO) study confirm configs/demo.yaml
 
-# Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
+# The whole suite in the core environment (tests marked `adapters` skip there), then only those tests in the
+# adapters environment. Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
 test: setup
-	$(PY) -m pytest -q -n 2
+	$(VENV)/bin/python -m pytest -q -n 2
+	$(ADAPTERS)/bin/python -m pytest -q -n 2 -m adapters
 
-# Unit tests only: no me5-small, no real corpus, no test marked slow.
-test-fast: setup
-	$(PY) -m pytest -q -n 2 -m "not e2e and not slow"
+# Unit tests only, in the core environment: no me5-small, no real corpus, no test marked slow.
+test-fast: $(VENV)/.installed-stamp
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not e2e and not slow"
 
 # configs/xstilts.yaml in miniature: every phase once, on the tiny backbone and the XTREME fixtures (see RESULTS.md).
-smoke: setup
-	ADAPTERXFER_DATA_DIR=tests/fixtures/xtreme HF_HUB_OFFLINE=1 $(VENV)/bin/adapterxfer study run configs/xstilts.yaml \
+smoke: $(ADAPTERS)/.installed-stamp
+	ADAPTERXFER_DATA_DIR=tests/fixtures/xtreme HF_HUB_OFFLINE=1 $(ADAPTERS)/bin/adapterxfer study run configs/xstilts.yaml \
 		--smoke --backbone tiny-xlmr
 
 clean:
-	rm -rf $(VENV) artifacts/demo
+	rm -rf $(VENV) $(ADAPTERS) artifacts/demo

@@ -41,7 +41,7 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt"]
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?(@[\w.-]{1,96})?")
 _HUB_ETAG_TIMEOUT = 5  # seconds; an unreachable Hub must fail fast (HF_HUB_ETAG_TIMEOUT still wins)
 _META = "adapterxfer_backbone.json"
-BUILDS = {"me5-small": 1, "tiny-xlmr": 2}  # an embedded backbone's build; 2: tiny-xlmr's 514 positions
+BUILDS = {"me5-small": 1, "tiny-xlmr": 3}  # an embedded backbone's build; tiny-xlmr 2: 514 positions, 3: own draws
 PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")  # positions start at pad + 1
 
 
@@ -162,39 +162,58 @@ def build_tiny_xlmr(dest: Path, corpus_lines: list[str], hidden: int = 32, layer
                     seed: int = 0, positions: int = 514) -> Path:
     """Write a random-init XLM-R with its own small sentencepiece vocabulary into ``dest``.
 
-    It exists so unit tests run the real XLM-R code paths in seconds. Building
-    twice with the same lines and seed gives the same weights. Its position table holds ``positions`` rows,
-    XLM-R's 514 by default: the first 130 are drawn as they always were (so every weight a sequence of up to
-    128 tokens reads is the same whatever ``positions``), the rest from a generator of their own.
+    It exists so unit tests run the real XLM-R code paths in seconds. Building twice with the same lines and
+    seed gives the same weights, whatever transformers builds it (``_tiny_weights``). Its position table holds
+    ``positions`` rows, XLM-R's 514 by default: the first 130 are drawn with the other weights (so every weight a
+    sequence of up to 128 tokens reads is the same whatever ``positions``), the rest from a generator of their own.
     """
-    import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     spm_file = dest / "sentencepiece.bpe.model"
     spm_file.write_bytes(_train_sentencepiece(corpus_lines, vocab_size=1000))
-    tokenizer = XLMRobertaTokenizerFast(vocab_file=str(spm_file), model_max_length=positions - 2)
+    tokenizer_file = dest / "tokenizer.json"
+    _xlmr_tokenizer(spm_file.read_bytes()).save(str(tokenizer_file))
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_file), model_max_length=positions - 2)
     tokenizer.save_pretrained(dest)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=130,
+        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=positions,
         type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
         architectures=["XLMRobertaModel"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        weights = XLMRobertaModel(config, add_pooling_layer=False).state_dict()
-        table = weights["embeddings.position_embeddings.weight"]
-        more = torch.randn(max(positions - len(table), 0), hidden, generator=torch.Generator().manual_seed(seed + 1))
-        weights["embeddings.position_embeddings.weight"] = torch.cat([table, more * config.initializer_range])[
-            :positions]
-        config.max_position_embeddings = positions
-        model = XLMRobertaModel(config, add_pooling_layer=False)
-    model.load_state_dict(weights, strict=False)  # position_ids is a buffer the new size makes itself
+    model = XLMRobertaModel(config, add_pooling_layer=False)
+    model.load_state_dict(_tiny_weights(model.state_dict(), config, seed, drawn_positions=130))
     model.save_pretrained(dest, safe_serialization=True)
     _write_meta(dest, {"name": "tiny-xlmr", "init": "random", "seed": seed,
                        "vocabulary": f"sentencepiece unigram on {len(corpus_lines)} lines"})
     return dest
+
+
+def _tiny_weights(state: dict, config, seed: int, drawn_positions: int) -> dict:
+    """XLM-R's initialisation (normal(0, initializer_range) matrices, a zero padding row, zero biases, unit
+    LayerNorms), drawn here in name order from one generator: transformers 4 and 5 initialise a model in
+    different orders, so their own draws differ. Position rows past ``drawn_positions`` come from a second one."""
+    import torch
+
+    generator, std = torch.Generator().manual_seed(seed), config.initializer_range
+    weights = {}
+    for name, tensor in sorted(state.items()):
+        if not tensor.is_floating_point():  # position_ids and other buffers
+            weights[name] = tensor
+        elif name.endswith("LayerNorm.weight"):
+            weights[name] = torch.ones_like(tensor)
+        elif name.endswith(".bias"):
+            weights[name] = torch.zeros_like(tensor)
+        elif name == "embeddings.position_embeddings.weight":
+            first = torch.randn(drawn_positions, tensor.shape[1], generator=generator)
+            rest = torch.randn(len(tensor) - drawn_positions, tensor.shape[1],
+                               generator=torch.Generator().manual_seed(seed + 1))
+            weights[name] = torch.cat([first, rest]) * std
+        else:
+            weights[name] = torch.randn(tensor.shape, generator=generator) * std
+    weights["embeddings.word_embeddings.weight"][config.pad_token_id] = 0
+    return weights
 
 
 def _train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
@@ -207,6 +226,29 @@ def _train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
         model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
         num_threads=1, minloglevel=2)
     return out.getvalue()
+
+
+def _xlmr_tokenizer(spm_model: bytes):
+    """XLM-R's fast tokenizer for a sentencepiece unigram model, built with ``tokenizers`` alone: what
+    transformers 4's converter made, and the same under transformers 5 (whose XLM-R tokenizer no longer
+    reads a sentencepiece file). Ids follow fairseq: <s> <pad> </s> <unk>, the pieces, then <mask>."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    proto = sentencepiece_model_pb2.ModelProto.FromString(spm_model)
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(piece.piece, piece.score) for piece in proto.pieces[3:]] + [("<mask>", 0.0)]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+        normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "\u2581")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer.add_special_tokens([AddedToken(token, normalized=False) for token in ("<s>", "<pad>", "</s>", "<unk>")]
+                                 + [AddedToken("<mask>", lstrip=True)])
+    return tokenizer
 
 
 def _build_tiny_default(dest: Path) -> None:
@@ -317,13 +359,15 @@ def _from_hub(name: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+    from .compat import hub_unreachable
+
     repo_id, _, revision = name.partition("@")
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=_HUB_PATTERNS,
                                       etag_timeout=_HUB_ETAG_TIMEOUT))
     except RepositoryNotFoundError:
         reason = "no such model there (or it is private)"
-    except (HfHubHTTPError, OSError, ValueError) as err:
+    except (HfHubHTTPError, OSError, ValueError, *hub_unreachable()) as err:
         reason = f"the Hugging Face Hub is unreachable ({type(err).__name__})"
     raise UserError(f"backbone {name!r}: not a local folder, and {reason}; pass a local folder "
                     f"(backbone=/path/to/model) or an embedded backbone ({', '.join(EMBEDDED)})")

@@ -8,8 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from .compat import check_versions
 from .config import CHOICES
 from .errors import StudyFailed, UserError
+from .regimes import EXTRAS, install_hint, require_installed
 
 EPILOG = """examples:
   adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
@@ -152,9 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         for leftover in remove_abandoned():
             print(f"adapterxfer: removed {leftover}, left by a killed process", file=sys.stderr)
     try:
+        check_versions()
         return VERBS[args.verb](args) or 0
     except UserError as err:
         print(f"adapterxfer: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an artifact of a regime whose extra is not installed (evaluate, select)
+        if err.name not in EXTRAS:
+            raise
+        print(f"adapterxfer: error: this {install_hint(err.name)}", file=sys.stderr)
         return 2
     except StudyFailed as err:
         print(f"adapterxfer: error: {err}", file=sys.stderr)
@@ -175,6 +183,7 @@ def _train(args) -> None:
 
     tasks = [get_task(name) for name in config.task.split("+")]  # names first, before the heavy libraries
     tasks[0].check_langs(config.eval_langs)
+    require_installed([config.regime])
     _check_early(config)
 
     from .pipeline import train_phase

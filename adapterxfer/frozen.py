@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .compat import layer_mask, layer_states
 from .errors import UserError
 from .modeling import encoders
 
@@ -80,7 +81,7 @@ def freeze_bottom(model, layers: int) -> None:
 
 class CachedBottom(torch.nn.Module):
     """Stands in for an encoder's embeddings: returns the states after the bottom layers (see the module
-    docstring). ``extend`` turns a (rows, length) attention mask into the layers' additive mask."""
+    docstring). ``extend(attention_mask, embedded)`` turns a (rows, length) attention mask into the layers' mask."""
 
     def __init__(self, embeddings, layers: torch.nn.ModuleList, extend, padding_idx: int, attention: str | None):
         super().__init__()
@@ -124,9 +125,9 @@ class CachedBottom(torch.nn.Module):
             ids, types, positions = (self._padded([seq[part] for seq in batch], fill, device)
                                      for part, fill in ((0, self.padding_idx), (1, 0), (2, self.padding_idx)))
             hidden = self.embeddings(input_ids=ids, token_type_ids=types, position_ids=positions)
-            extended = self.extend(ids.ne(self.padding_idx).long(), ids.shape)
+            extended = self.extend(ids.ne(self.padding_idx).long(), hidden)
             for layer in self.layers:
-                hidden = layer(hidden, extended)[0]  # positional: adapters' layer hooks read args[1]
+                hidden = layer_states(layer(hidden, extended))  # positional: adapters' layer hooks read args[1]
             for row, seq in enumerate(batch):
                 states[seq] = hidden[row, :len(seq[0])].detach().clone()
                 STORE.put((running, seq), states[seq])
@@ -160,7 +161,7 @@ def cached_bottom(model, layers: int):
     for base in encoders(model):
         whole = base.encoder.layer
         saved.append((base, base.embeddings, whole))
-        bottom = CachedBottom(base.embeddings, torch.nn.ModuleList(whole[:layers]), base.get_extended_attention_mask,
+        bottom = CachedBottom(base.embeddings, torch.nn.ModuleList(whole[:layers]), layer_mask(base),
                               base.embeddings.padding_idx, getattr(base.config, "_attn_implementation", None))
         base.embeddings, base.encoder.layer = bottom, torch.nn.ModuleList(whole[layers:])
     try:

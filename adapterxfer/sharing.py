@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import artifacts, cache
 from .backbones import _META as BACKBONE_META, EMBEDDED, check_model_config
+from .compat import hub_unreachable
 from .errors import UserError
 from .kinds import KINDS
 from .regimes import get_regime
@@ -116,7 +117,7 @@ def push_artifact(folder, repo_id: str, private: bool = False, revision: str | N
         raise UserError(f"{folder}: its {CARD} is hashed in {artifacts.MANIFEST} (peft's placeholder card, "
                         "written before adapterxfer removed it); train it again to push it with a real card")
     if get_token() is None:
-        raise UserError(f"push {repo_id}: no Hugging Face token; run `huggingface-cli login` or set HF_TOKEN "
+        raise UserError(f"push {repo_id}: no Hugging Face token; run `hf auth login` or set HF_TOKEN "
                         "to a token with write access")
     files = _files_to_push(folder, manifest)
     card = model_card(folder, manifest, repo_id, revision, license)
@@ -212,7 +213,6 @@ def _verify(snapshot: Path, pinned: str) -> None:
 @contextmanager
 def _hub_errors(what: str, repo_id: str, revision: str | None):
     """huggingface_hub's exceptions as one-line UserErrors."""
-    import requests
     from huggingface_hub import constants
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
@@ -225,14 +225,14 @@ def _hub_errors(what: str, repo_id: str, revision: str | None):
     except RepositoryNotFoundError:
         raise UserError(f"{what}: no repo {repo_id} on {endpoint} (or it is private and your token "
                         "cannot read it)") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout):
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, *hub_unreachable()):
         raise UserError(f"{what}: the Hugging Face Hub ({endpoint}) is unreachable, and no copy is in the "
                         f"cache ({constants.HF_HUB_CACHE}); check the network, HF_ENDPOINT or HF_HUB_OFFLINE") from None
     except EntryNotFoundError as err:  # after LocalEntryNotFoundError, its subclass
         raise UserError(f"{what}: a file listed by {endpoint} is missing ({_first_line(err)})") from None
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
-        reason = {401: "the token was refused (401); run `huggingface-cli login` or set HF_TOKEN",
+        reason = {401: "the token was refused (401); run `hf auth login` or set HF_TOKEN",
                   403: f"the token may not write to {repo_id} (403)"}.get(status, _first_line(err))
         raise UserError(f"{what}: {reason}") from None
 

@@ -2,6 +2,7 @@
 bytecode (``make setup`` runs it with bytecode writing on)."""
 
 import importlib
+import importlib.util
 
 from .regimes import all_regimes
 
@@ -11,4 +12,5 @@ MODULES = ("adapterxfer.cli", "adapterxfer.pipeline", "adapterxfer.sharing", "ad
 for module in MODULES:
     importlib.import_module(module)
 for regime in all_regimes():  # a regime imports its library (peft, adapters) only where it uses it
-    importlib.import_module(regime.library)
+    if importlib.util.find_spec(regime.library):  # adapters: only with the [adapters] extra
+        importlib.import_module(regime.library)

@@ -13,11 +13,22 @@ import pytest
 import torch
 
 from adapterxfer.backbones import Backbone, build_tiny_xlmr, resolve
+from extras import ADAPTERHUB
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 TINY_CORPUS = Path(__file__).resolve().parents[1] / "adapterxfer" / "resources" / "tiny_corpus.txt"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``adapters`` need the [adapters] extra: skipped, with the reason, where it is missing."""
+    if ADAPTERHUB:
+        return
+    skip = pytest.mark.skip(reason="needs the [adapters] extra (make test runs it in .venv-adapters)")
+    for item in items:
+        if item.get_closest_marker("adapters"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,17 @@
 """A stand-in for the Hugging Face Hub's HTTP API, for tests: the Hub cannot be reached here.
 
 It serves, on 127.0.0.1 at an ephemeral port, just what the real ``huggingface_hub`` client calls
-to push and pull a model repo (read from huggingface_hub 0.36's hf_api.py, _commit_api.py,
-file_download.py and utils/_http.py):
+to push and pull a model repo (read from huggingface_hub 0.36's and 2.4's hf_api.py, _commit_api.py,
+file_download.py, _snapshot_download.py and utils/_http.py):
 
-- ``POST /api/repos/create``                          create a repo (409 when it exists)
+- ``POST /api/repos/create``                          create a repo (409 when it exists), private or public
 - ``POST /api/validate-yaml``                         the README metadata check before a commit
 - ``POST /api/models/{repo}/branch/{branch}``         create a branch from main
 - ``POST /api/models/{repo}/preupload/{rev}``         every file is "regular": its content comes
                                                       inline (base64) in the commit, no LFS, no xet
 - ``POST /api/models/{repo}/commit/{rev}``            the NDJSON commit
 - ``GET  /api/models/{repo}[/revision/{rev}]``        repo info: sha and siblings
+- ``GET  /api/models/{repo}/tree/{rev}``              the files of a commit (huggingface_hub 2 lists them so)
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``           a file, with X-Repo-Commit, ETag, Content-Length
 
 Writes need ``Authorization: Bearer <token>`` of the repo's owner (401 otherwise); a private repo
@@ -167,13 +168,20 @@ def _handler(hub: HubStandIn):
             return sha
 
         @staticmethod
-        def _json(data: dict, status: int = 200):
+        def _json(data: dict | list, status: int = 200):
             return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
 
         # -- routes --
 
         def _get(self):
             parts = self._parts()
+            if parts[:2] == ["api", "models"] and len(parts) == 6 and parts[4] == "tree":
+                repo_id = "/".join(parts[2:4])
+                repo = self._repo(repo_id)
+                sha = self._revision(repo, parts[5])
+                contents = {path: (hub.root / repo_id / sha / path).read_bytes() for path in repo.commits[sha]}
+                return self._json([{"type": "file", "path": path, "size": len(content),
+                                    "oid": hashlib.sha256(content).hexdigest()} for path, content in contents.items()])
             if parts[:2] == ["api", "models"] and len(parts) in (4, 6):
                 repo_id = "/".join(parts[2:4])
                 repo = self._repo(repo_id)
@@ -223,7 +231,8 @@ def _handler(hub: HubStandIn):
             repo_id = f"{owner}/{request['name']}"
             if repo_id in hub.repos:
                 raise _Refusal(409, None, "You already created this model repo")
-            hub.create(repo_id, owner, bool(request.get("private")))
+            private = request.get("private") or request.get("visibility") == "private"  # huggingface_hub 0.36 / 2
+            hub.create(repo_id, owner, bool(private))
             return self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id})
 
         def _validate_yaml(self, request: dict):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from adapterxfer.cli import main
+from extras import ADAPTERHUB
 
 
 def run_cli(capsys, *args):
@@ -219,3 +220,35 @@ def test_init_from_on_another_embedded_backbone_is_refused_before_that_backbone_
     assert code == 2 and err == [f"adapterxfer: error: init_from {out} was trained on backbone 'tiny-xlmr', not "
                                  "'me5-small': leave backbone= out (or pass backbone=tiny-xlmr)"]
     assert not (fixture_home / "backbones" / "me5-small").exists()
+
+
+@pytest.mark.parametrize("library, installed, tested", [("transformers", "5.1.0", "transformers!=5.0.*,!=5.1.*"),
+                                                        ("peft", "0.19.1", "peft<0.22,>=0.21")])
+def test_a_transformers_or_peft_outside_the_tested_range_is_one_line_at_start(tmp_path, library, installed, tested):
+    """A distribution of another version first on the path (as an environment that holds it would have):
+    the CLI names it and the range pyproject.toml states, in one line, before any verb runs."""
+    found = tmp_path / f"{library}-{installed}.dist-info"
+    found.mkdir()
+    (found / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {library}\nVersion: {installed}\n")
+    done = subprocess.run([sys.executable, "-m", "adapterxfer", "tasks"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(f"adapterxfer: error: {library} {installed} is installed, but adapterxfer is "
+                                  f"tested with {library}") and tested in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(ADAPTERHUB, reason="the [adapters] extra is installed here")
+def test_an_adapterhub_regime_or_plan_without_the_extra_is_one_line_with_the_install(capsys, tmp_path, tiny_backbone):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"backbone: {tiny_backbone.path}\noutput: {tmp_path / 'study'}\nseeds: [1]\n"
+                    "targets: [verses-genre]\nintermediates: [verses-xref]\nregimes: [lora, bottleneck]\n")
+    install = "needs the 'adapters' library, not installed here: pip install 'adapterxfer[adapters]' (from a clone: "
+    out = f"output_dir={tmp_path / 'out'}"
+    for args, subject in ((["train", "task=verses-genre", "regime=bottleneck", out], "regime bottleneck"),
+                          (["train", "task=verses-xref", "regime=madx", "language=en", out], "regime madx"),
+                          (["study", "run", str(plan)], "regime bottleneck")):
+        code, err = run_cli(capsys, *args)
+        assert code == 2 and err == [f"adapterxfer: error: {subject} {install}pip install '.[adapters]')"], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "study").exists()
+

@@ -182,11 +182,11 @@ def test_one_prediction_for_every_item_is_degenerate():
 
 @pytest.mark.slow
 def test_a_target_arm_predicting_one_class_is_flagged_in_the_report(tmp_path, tiny_backbone):
-    """lr 1.0 on the tiny backbone: every test item of every language gets genre 3."""
+    """lr 1.0 on the tiny backbone: every test item of every language gets genre 6."""
     root = run_study(tmp_path, tiny_backbone, seeds=[1], targets=["verses-genre"], intermediates=[], contrasts=[],
                      regime_phase={"lora": {"lr": 1.0}}, target_phase={"eval_langs": ["en", "fr"]},
                      phase={**PLAN["phase"], "max_length": 32}, clusters={}, evaluation={})
     predictions = Results(root / FILE).predictions("seed1/lora/verses-genre/baseline")
-    assert {lang: {row["prediction"] for row in rows} for lang, rows in predictions.items()} == {"en": {3}, "fr": {3}}
+    assert {lang: {row["prediction"] for row in rows} for lang, rows in predictions.items()} == {"en": {6}, "fr": {6}}
     report = (root / "report.md").read_text()
     assert "| lora/baseline (degenerate: one prediction for every item in en, fr) | 1 |" in report

@@ -70,6 +70,7 @@ def test_lora_transfer_modes_on_me5_small(tmp_path):
                                  *args))
 
 
+@pytest.mark.adapters
 def test_madx_on_me5_small(tmp_path):
     """MAD-X on the real backbone: language adapters, the test-language swap and the source-adapter ablation."""
     langs = [train_short(tmp_path, f"lang-{lang}", "task=verses-text", "regime=madx", f"language={lang}")

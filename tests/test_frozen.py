@@ -21,6 +21,7 @@ from adapterxfer.modeling import encoder_model, encoders
 from adapterxfer.regimes import get_regime
 from adapterxfer.retrieval import embed
 from adapterxfer.tasks import get_task
+from extras import ADAPTERHUB, adapterhub
 
 TASK = "verses-xref-bi"
 
@@ -39,7 +40,7 @@ def _batch(tiny_backbone):
     return KINDS["bi_encoder"].collator(tokenizer)([features[i] for i in range(6)])
 
 
-@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck", "ia3"])
+@pytest.mark.parametrize("regime", ["full", "lora", adapterhub("bottleneck"), "ia3"])
 def test_no_module_and_no_training_below_the_frozen_layers(tiny_backbone, regime):
     model = _built(regime, tiny_backbone)
     base = encoders(model)[0]
@@ -50,7 +51,7 @@ def test_no_module_and_no_training_below_the_frozen_layers(tiny_backbone, regime
     assert any(p.requires_grad for name, p in model.named_parameters() if "layer.1." in name)
 
 
-@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["full", "lora", adapterhub("bottleneck")])
 def test_a_model_read_through_the_cache_computes_what_the_whole_model_computes(tiny_backbone, regime):
     STORE.clear()  # each regime computes its bottom itself (adapters hooks its layers)
     model = _built(regime, tiny_backbone)
@@ -113,7 +114,7 @@ def test_frozen_layers_leaves_a_layer_to_train_and_madx_refuses_it(tiny_backbone
         get_regime("madx").check(get_task(TASK), config, [], tiny_backbone)
 
 
-@pytest.mark.parametrize("regime", ["lora", "bottleneck", "full"])
+@pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck"), "full"])
 def test_a_phase_freezing_every_layer_is_one_line_before_anything_is_built(regime, tmp_path, tiny_backbone, capsys):
     out = tmp_path / "all-frozen"
     assert main(["train", f"task={TASK}", f"regime={regime}", f"backbone={tiny_backbone.path}", f"output_dir={out}",
@@ -145,16 +146,17 @@ def _step0_of(out) -> tuple[float, str]:
 @pytest.mark.slow
 def test_step0_is_scored_once_per_process_where_fresh_models_equal_the_backbone(tmp_path, tiny_backbone, monkeypatch):
     """Seeds of a LoRA and a full phase on a bi-encoder task (a seed-free head) share the backbone's step 0,
-    which equals a fresh computation; a bottleneck adapter starts changed and a classification head is
-    seeded, so their phases score their own."""
+    which equals a fresh computation; a bottleneck adapter (where the extra is installed) starts changed and a
+    classification head is seeded, so their phases score their own."""
     from adapterxfer import pipeline
 
     monkeypatch.setattr(pipeline, "STEP0", {})
     args = [f"backbone={tiny_backbone.path}", "max_steps=1", "eval_every=1", "batch_size=4", "max_length=48",
             "precision=fp32"]
     runs = {}
-    for name, regime, seed, task in (("lora1", "lora", 1, TASK), ("lora2", "lora", 2, TASK), ("full3", "full", 3, TASK),
-                                     ("bottleneck", "bottleneck", 1, TASK), ("cls", "lora", 1, "verses-xref")):
+    phases = [("lora1", "lora", 1, TASK), ("lora2", "lora", 2, TASK), ("full3", "full", 3, TASK),
+              ("bottleneck", "bottleneck", 1, TASK), ("cls", "lora", 1, "verses-xref")]
+    for name, regime, seed, task in phases if ADAPTERHUB else [p for p in phases if p[1] != "bottleneck"]:
         assert main(["train", f"task={task}", f"regime={regime}", f"seed={seed}", f"output_dir={tmp_path / name}",
                      *args]) == 0
         runs[name] = _step0_of(tmp_path / name)

@@ -84,3 +84,11 @@ def test_phases_record_what_they_drew_and_compare_item_for_item(tmp_path, tiny_b
     a, b = items.read(english_out), items.read(other_out)
     assert items.compare(english, other, english_out, other_out) == items.Match(False, len(a.keys() & b.keys()), 32, 32)
     assert len(a.keys() & b.keys()) < 32
+
+
+def test_seeds_one_arm_ran_alone_are_named_and_left_out_not_a_mismatch():
+    """A regime run on fewer seeds (``regime_seeds``) is compared on the seeds both arms ran."""
+    from adapterxfer.study.matching import Check
+    check = Check([], [1], {"run": [2, 3], "versus": []}, (True, False))
+    assert check.problems == []
+    assert check.summary == "versus trains nothing (the backbone); 1 seeds (seeds only in run, left out: 2, 3)"

@@ -18,6 +18,7 @@ from adapterxfer.regimes import get_regime
 from adapterxfer.retrieval import embed
 from adapterxfer.study.baselines import baseline_predictions
 from adapterxfer.tasks import get_task
+from extras import adapterhub
 
 TASK = "verses-xref-bi"
 
@@ -77,7 +78,7 @@ def test_a_row_is_cut_when_any_verse_is_longer(tiny_backbone):
     assert truncation_rates(task, tokenizer, cap, ["en"], split="train") == {"en": pytest.approx(expected)}
 
 
-@pytest.mark.parametrize("regime", ["lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck")])
 def test_intermediate_module_moves_retrieval_from_its_encoder(tmp_path, tiny_backbone, regime):
     out = tmp_path / "xref-bi"
     assert main(["train", f"task={TASK}", f"regime={regime}", f"backbone={tiny_backbone.path}", f"output_dir={out}",

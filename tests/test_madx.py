@@ -3,10 +3,8 @@ the test language's adapter swapped in at zero-shot evaluation, and the source-a
 
 import json
 
-import adapters
 import pytest
 import torch
-from adapters.composition import Stack
 from safetensors.torch import load_file
 
 from adapterxfer.backbones import build_tiny_xlmr
@@ -17,6 +15,7 @@ from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
 from conftest import TINY_CORPUS
 
+pytestmark = pytest.mark.adapters
 STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
 LANGS = ("en", "fr", "de")
 ENGLISH = "en-4"  # the fixture corpus' default English translation id
@@ -59,6 +58,8 @@ def test_language_adapter_is_invertible_and_never_saves_the_tied_decoder(madx):
 
 
 def test_task_adapter_trains_stacked_on_the_source_language_adapter(madx, tiny_backbone):
+    from adapters.composition import Stack
+
     record = manifest(madx["xref"])
     assert (record["module_kind"], record["language"]) == ("seq_bn", ENGLISH)
     assert not any("invertible" in key for key in load_file(madx["xref"] / "adapter.safetensors"))  # not copied
@@ -77,6 +78,8 @@ def test_task_adapter_trains_stacked_on_the_source_language_adapter(madx, tiny_b
 def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp_path):
     """The target phase's scores equal an evaluation with the language adapter of each language,
     and differ from the ablation that keeps the English adapter (except for English itself)."""
+    from adapters.composition import Stack
+
     target = madx["target"]
     assert manifest(target)["transfer"] == "sequential"
     trained = json.loads((target / "scores.json").read_text())
@@ -103,6 +106,7 @@ def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp
 
 
 def test_language_adapter_loads_in_plain_adapters(madx, tiny_backbone):
+    import adapters
     from transformers import AutoModelForMaskedLM
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_backbone.path)

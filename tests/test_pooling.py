@@ -11,6 +11,7 @@ from adapterxfer.data import verses
 from adapterxfer.modeling import resolve_pooling, set_pooling, task_model
 from adapterxfer.tasks import get_task
 from adapterxfer.tasks.verses import MULTI_LANGS
+from extras import adapterhub
 
 STEPS = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2",
          "eval_langs=en,fr"]
@@ -61,7 +62,7 @@ def test_mean_pooled_head_reads_the_mean_over_real_tokens(tiny_backbone, name):
     assert not torch.allclose(mean_logits, cls_logits, rtol=0, atol=1e-5)  # padding is left out, <s> is not read
 
 
-@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["full", "lora", adapterhub("bottleneck")])
 def test_mean_pooling_trains_saves_and_reloads(tmp_path, tiny_backbone, regime):
     """pooling=mean is recorded in the manifest and restored on load: the reloaded model scores the same."""
     out = tmp_path / regime

@@ -16,6 +16,7 @@ from adapterxfer.modeling import MultiTaskModel, head_parameters, replayed_encod
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
 from adapterxfer.train import Source, probe_head
+from extras import adapterhub
 
 
 def source(task_name, backbone, name=None):
@@ -32,8 +33,8 @@ def first_batch(src, size=6):
 
 
 @pytest.mark.parametrize("regime, task_name", [
-    ("full", "verses-genre"), ("full", "verses-next"), ("lora", "verses-xref"), ("bottleneck", "verses-genre"),
-    ("full", "verses-xref-bi"), ("lora", "verses-xref-bi"), ("bottleneck", "verses-xref-bi"),
+    ("full", "verses-genre"), ("full", "verses-next"), ("lora", "verses-xref"), adapterhub("bottleneck", "verses-genre"),
+    ("full", "verses-xref-bi"), ("lora", "verses-xref-bi"), adapterhub("bottleneck", "verses-xref-bi"),
 ])
 def test_replayed_encoder_reproduces_the_forward(tiny_backbone, regime, task_name):
     task = get_task(task_name)

@@ -7,7 +7,6 @@ the target phase from the intermediate modules the way it says.
 import json
 import shutil
 
-import adapters
 import pytest
 import torch
 from peft import PeftModel
@@ -22,6 +21,7 @@ from adapterxfer.regimes import get_regime
 from adapterxfer.regimes.common import Parent
 from adapterxfer.tasks import get_task
 from adapterxfer.transfers import get_transfer
+from extras import ADAPTERHUB, adapterhub
 
 STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
 
@@ -33,13 +33,13 @@ def train(folder, *extra, backbone):
 
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory, tiny_backbone, fixture_home):
-    """verses-xref and verses-next as LoRA and bottleneck modules, trained once."""
+    """verses-xref and verses-next as LoRA and bottleneck modules (where the extra is installed), trained once."""
     root = tmp_path_factory.mktemp("modules")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
         return {(regime, task): train(root / f"{regime}-{task}", f"task=verses-{task}", f"regime={regime}",
                                       backbone=tiny_backbone)
-                for regime in ("lora", "bottleneck") for task in ("xref", "next")}
+                for regime in ("lora", "bottleneck")[:1 + ADAPTERHUB] for task in ("xref", "next")}
 
 
 def manifest(folder):
@@ -53,7 +53,7 @@ def batch(backbone):
 
 @pytest.mark.parametrize("regime, files", [
     ("lora", {"adapter_config.json", "adapter_model.safetensors", "head.safetensors"}),
-    ("bottleneck", {"adapter_config.json", "adapter.safetensors", "head.safetensors"}),
+    adapterhub("bottleneck", {"adapter_config.json", "adapter.safetensors", "head.safetensors"}),
 ])
 def test_module_artifact_is_small_and_safetensors_only(modules, regime, files):
     folder = modules[(regime, "xref")]
@@ -78,7 +78,10 @@ def test_lora_artifact_loads_in_plain_peft(modules, tiny_backbone):
             tiny_backbone.path, num_labels=2)(**inputs).logits)
 
 
+@pytest.mark.adapters
 def test_bottleneck_artifact_loads_in_plain_adapters(modules, tiny_backbone):
+    import adapters
+
     folder = modules[("bottleneck", "xref")]
     ours = get_regime("bottleneck").load(folder, get_task("verses-xref"), tiny_backbone).eval()
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_backbone.path, num_labels=2)
@@ -115,12 +118,12 @@ def test_sequential_lora_starts_from_the_intermediate_lora(modules, tiny_backbon
     assert model.get_base_model().classifier.out_proj.out_features == len(get_task("verses-genre").labels)
 
 
-def test_stack_freezes_the_intermediate_module(modules, tiny_backbone):
-    for regime in ("lora", "bottleneck"):
-        model = build(regime, "stack", [modules[(regime, "xref")]], tiny_backbone)
-        frozen = [n for n, p in model.named_parameters() if ".stacked." in n]
-        trained = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
-        assert frozen and trained and not any(model.get_parameter(n).requires_grad for n in frozen)
+@pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck")])
+def test_stack_freezes_the_intermediate_module(modules, tiny_backbone, regime):
+    model = build(regime, "stack", [modules[(regime, "xref")]], tiny_backbone)
+    frozen = [n for n, p in model.named_parameters() if ".stacked." in n]
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
+    assert frozen and trained and not any(model.get_parameter(n).requires_grad for n in frozen)
 
 
 def test_lora_merge_cat_is_the_exact_average_of_deltas(modules, tiny_backbone):
@@ -138,6 +141,7 @@ def test_lora_merge_cat_is_the_exact_average_of_deltas(modules, tiny_backbone):
     assert torch.allclose(delta, expected, atol=1e-6)
 
 
+@pytest.mark.adapters
 def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules, tiny_backbone, tmp_path):
     parents = [modules[("bottleneck", "xref")], modules[("bottleneck", "next")]]
     model = build("bottleneck", "fusion", parents, tiny_backbone)
@@ -157,19 +161,20 @@ def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules
 
 @pytest.mark.parametrize("regime, transfer, message", [
     ("lora", "fusion", "transfer=fusion is not available in regime lora"),
-    ("bottleneck", "merge", "transfer=merge is not available in regime bottleneck"),
+    adapterhub("bottleneck", "merge", "transfer=merge is not available in regime bottleneck"),
 ])
 def test_unsupported_transfer_is_refused(modules, tiny_backbone, regime, transfer, message):
     with pytest.raises(UserError, match=message):
         build(regime, transfer, [modules[(regime, "xref")], modules[(regime, "next")]], tiny_backbone)
 
 
+@pytest.mark.adapters
 def test_regimes_cannot_be_mixed(modules, tiny_backbone):
     with pytest.raises(UserError, match="is a bottleneck artifact, not lora"):
         build("lora", "sequential", [modules[("bottleneck", "xref")]], tiny_backbone)
 
 
-@pytest.mark.parametrize("regime", ["lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck")])
 def test_target_phase_and_retrieval_through_the_cli(modules, tiny_backbone, tmp_path, regime):
     for transfer in ("sequential", "stack"):
         out = train(tmp_path / f"{regime}-{transfer}", "task=verses-genre", f"regime={regime}",
@@ -187,7 +192,7 @@ def test_target_phase_and_retrieval_through_the_cli(modules, tiny_backbone, tmp_
 
 def test_peft_trains_far_fewer_parameters_than_full(modules, tiny_backbone, tmp_path):
     full = train(tmp_path / "full", "task=verses-xref", backbone=tiny_backbone)
-    for regime in ("lora", "bottleneck"):
+    for regime in {regime for regime, _ in modules}:
         assert manifest(modules[(regime, "xref")])["trainable_parameters"] < \
             manifest(full)["trainable_parameters"] / 2
     assert trainable_parameters(build("lora", "sequential", [], tiny_backbone)) > 0
@@ -220,7 +225,7 @@ def test_artifacts_show_and_verify_catch_tampering(modules, tiny_backbone, tmp_p
     assert main(["evaluate", "--model", str(other), "--task", "verses-xref", "--output", str(tmp_path / "e")]) == 2
 
 
-@pytest.mark.parametrize("regime", ["lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["lora", adapterhub("bottleneck")])
 def test_bank_swaps_modules_without_reloading_the_backbone(modules, tiny_backbone, tmp_path, regime):
     from adapterxfer.bank import ModuleBank
 
@@ -241,7 +246,7 @@ def test_bank_swaps_modules_without_reloading_the_backbone(modules, tiny_backbon
         bank.attach("next", modules[(regime, "next")])
 
 
-@pytest.mark.parametrize("regime", ["full", "lora", "bottleneck"])
+@pytest.mark.parametrize("regime", ["full", "lora", adapterhub("bottleneck")])
 def test_multitask_intermediate_shares_one_encoder_with_a_head_per_task(tiny_backbone, tmp_path, regime):
     out = train(tmp_path / "multi", "task=verses-xref+verses-next", f"regime={regime}", "temperature=2",
                 backbone=tiny_backbone)
@@ -259,7 +264,7 @@ def test_multitask_intermediate_shares_one_encoder_with_a_head_per_task(tiny_bac
                  "--output", str(tmp_path / "retrieval")]) == 0
 
 
-@pytest.mark.parametrize("regime, marker", [("lora", ".lora_"), ("bottleneck", ".adapters.target.")])
+@pytest.mark.parametrize("regime, marker", [("lora", ".lora_"), adapterhub("bottleneck", ".adapters.target.")])
 def test_multitask_models_share_parameters(tiny_backbone, regime, marker):
     from adapterxfer.modeling import MultiTaskModel, unwrap
     from adapterxfer.pipeline import _phase_tasks, _task_models

@@ -220,3 +220,12 @@ def test_two_phases_that_compute_the_same_thing_keep_an_identity_each(tmp_path):
     assert config.phase_identity(intermediate.settings, "sha256:b", []) == config.phase_identity(stage.settings,
                                                                                                  "sha256:b", [])
     assert phase_identity(intermediate, "sha256:b", []) != phase_identity(stage, "sha256:b", [])
+
+
+def test_the_backbone_is_one_row_with_the_most_seeds_where_regimes_run_fewer():
+    from adapterxfer.study.report import _distinct
+    plan = read_plan(str(CONFIGS / "demo.yaml"))
+    rows = [{"target": arm.target, "arm": arm} for arm in expand(plan).arms]
+    baselines = [row["arm"] for row in _distinct(rows) if row["arm"].name == "baseline"]
+    assert [(arm.regime, sorted(arm.keys)) for arm in baselines] == [("lora", plan["seeds"])]
+    assert len(_distinct(rows)) == len({(r["target"], frozenset(r["arm"].keys.values())) for r in rows})

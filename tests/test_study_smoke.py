@@ -22,6 +22,7 @@ from adapterxfer.study.plan import expand, load_plan
 from adapterxfer.study.results import FILE
 from adapterxfer.tasks import TASKS, get_task, xtreme
 from fixtures.make_xtreme_fixtures import ROOT
+from extras import adapterhub
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_TARGETS = ["lareqa"]
@@ -91,6 +92,7 @@ def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_p
 
 
 @pytest.mark.slow
+@pytest.mark.adapters
 def test_the_xstilts_subset_runs_every_phase_once_and_reports_every_target(xtreme_data, tmp_path, tiny_backbone,
                                                                             capsys):
     """One smoke run (make test's workers would each run it for a test of their own), three checks."""
@@ -140,6 +142,7 @@ def report_has_every_target_the_benchmark_averages_and_the_best_intermediate(smo
 
 
 @pytest.mark.slow
+@pytest.mark.adapters
 def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixture_home, monkeypatch):
     monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
     monkeypatch.chdir(REPO)
@@ -154,8 +157,8 @@ def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixt
 
 @pytest.mark.parametrize("change, backbone, says", [
     ({}, "nowhere", "nowhere"),
-    ({"backbone": "nobody/no-such-model"}, None, "backbone 'nobody/no-such-model': not a local folder, and the "
-                                                 "Hugging Face Hub is unreachable"),
+    adapterhub({"backbone": "nobody/no-such-model"}, None, "backbone 'nobody/no-such-model': not a local folder, "
+               "and the Hugging Face Hub is unreachable"),  # without the extra, the plan's bottleneck comes first
     ({"intermediates": ["mnli", "no-such-task"]}, "tiny-xlmr", "unknown task 'no-such-task'"),
     ({"intermediate_phase": {"recipe": "configs/no-such-recipe.yaml"}}, "tiny-xlmr",
      "config file configs/no-such-recipe.yaml does not exist")])

@@ -60,8 +60,8 @@ def test_report_has_statistics_xtreme_aggregates_and_plots(study):
                              "WHERE scores.task = 'panx' AND lang = 'de' AND metric = 'f1'"))
     per_seed = [f1[f"seed{s}/full/panx/squad"] - f1[f"seed{s}/full/panx/baseline"] for s in (1, 2)]
     assert any(per_seed)
-    assert (f"| squad-on-panx | panx | full/squad (squad not learned) {degenerate} | full/baseline | "
-            f"{per_seed[0]:+.3f}, {per_seed[1]:+.3f} |") in report  # one tag for every word
+    assert (f"| squad-on-panx | panx | full/squad (squad not learned) {degenerate} | full/baseline {degenerate} | "
+            f"{per_seed[0]:+.3f}, {per_seed[1]:+.3f} |") in report  # each arm: one tag for every word
     assert "## panx (seqeval): arms" in report and "## xquad (squad): arms" in report
     # XQuAD's questions share paragraphs: resampled by paragraph too; PAN-X's sentences name no coarser unit
     assert "resampled by item and by paragraph, the next coarser level" in report

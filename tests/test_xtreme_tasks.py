@@ -134,7 +134,7 @@ def test_tatoeba_extra_languages_come_from_laser_files(tmp_path, monkeypatch):
 
 
 def test_hub_layouts_are_read_as_downloaded():
-    """The fixtures lie as `huggingface-cli download --local-dir` writes them: config folders of Parquet shards
+    """The fixtures lie as `hf download --local-dir` writes them: config folders of Parquet shards
     (facebook/xnli/fr/test-00000-of-00001.parquet), data/ with the README's configs (tau/commonsense_qa,
     lighteval/siqa's hashed shard names), data/ alone (Rowan/hellaswag), and the Parquet export branch's
     default/<split>/0000.parquet (allenai/cosmos_qa, a loading script on the Hub)."""
@@ -194,7 +194,7 @@ def test_loading_script_repo_is_retried_from_its_parquet_export(tmp_path, monkey
 
 
 # Real Hub layouts (repo, README configs or None, files as the Hub names them, from the fixtures) placed in an
-# HF cache, the way `huggingface-cli download <id> --repo-type dataset` leaves them on a login node.
+# HF cache, the way `hf download <id> --repo-type dataset` leaves them on a login node.
 CACHED = {
     "hellaswag": ("Rowan/hellaswag", None, ["data/validation-00000-of-00001.parquet"]),
     "commonsenseqa": ("tau/commonsense_qa", "README.md", ["data/validation-00000-of-00001.parquet"]),

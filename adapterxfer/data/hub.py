@@ -1,7 +1,7 @@
 """One loader for every dataset split: a local copy first, else the Hugging Face Hub.
 
 Local copies (for offline users) are read in the Hub's own layouts, under
-``$ADAPTERXFER_DATA_DIR/<dataset id>/`` (what ``huggingface-cli download <id> --repo-type dataset
+``$ADAPTERXFER_DATA_DIR/<dataset id>/`` (what ``hf download <id> --repo-type dataset
 --local-dir $ADAPTERXFER_DATA_DIR/<id>`` writes), in this order:
 
 1. the README's ``configs`` (YAML front matter): each config's ``data_files`` per split, as the Hub reads them;
@@ -12,7 +12,7 @@ Local copies (for offline users) are read in the Hub's own layouts, under
    ``<config>/partial-<split>/``, or the older ``<config>/<name>-<split>.parquet``.
 
 Offline (``HF_HUB_OFFLINE=1`` or no route to the Hub), a dataset downloaded into the Hugging Face cache
-(``huggingface-cli download <id> --repo-type dataset`` on a login node) is found through
+(``hf download <id> --repo-type dataset`` on a login node) is found through
 ``huggingface_hub.snapshot_download(local_files_only=True)`` and read the same way; ``datasets``' own
 offline mode never looks there. Rows keep the Hub schema (field names, label encodings). Extensions:
 parquet, jsonl/json, csv, tsv, txt (one ``text`` row per line) and conll (``token<TAB>tag`` lines, a blank
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from unittest import mock
 from urllib.parse import urlparse
 
+from ..compat import hub_unreachable
 from ..errors import UserError
 
 if TYPE_CHECKING:  # imported on first read (see above)
@@ -244,18 +245,18 @@ def _read_hub(dataset_id: str, config: str | None, split: str, hub: bool,
             # A loading-script repo: its Parquet export holds <config>/<split>/0000.parquet.
             return datasets.load_dataset(dataset_id, split=split, revision=PARQUET_EXPORT,
                                          data_dir=config or "default", streaming=streaming)
-    except (ConnectionError, FileNotFoundError, ValueError, OSError,
+    except (ConnectionError, FileNotFoundError, ValueError, OSError, *hub_unreachable(),
             datasets.exceptions.DatasetNotFoundError) as err:
         state = "reachable but refused it" if online else "offline and neither cache has a copy"
         export = f"; it is a loading script and its Parquet export ({PARQUET_EXPORT}) failed too" if script else ""
         raise UserError(f"dataset {dataset_id!r} (config {config!r}, split {split!r}) is not readable: the Hugging "
                         f"Face Hub is {state} ({type(err).__name__}){export}; "
-                        f"`huggingface-cli download {dataset_id} --repo-type dataset --local-dir "
+                        f"`hf download {dataset_id} --repo-type dataset --local-dir "
                         f"{where}` (on a machine with access) or {local}") from None
 
 
 def _cached_files(dataset_id: str, config: str | None, split: str) -> list[str]:
-    """The split's files in the Hugging Face cache (``huggingface-cli download`` on a login node), if there."""
+    """The split's files in the Hugging Face cache (``hf download`` on a login node), if there."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
     try:

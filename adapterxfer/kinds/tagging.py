@@ -69,10 +69,9 @@ def _feature(pieces: list[list[int]], words: list[int], tag_ids: list[int], toke
 
 def _template(tokenizer) -> tuple[list[int], list[int]]:
     """The special ids the tokenizer puts before and after one sentence, e.g. ([<s>], [</s>])."""
-    marker = -1
-    built = tokenizer.build_inputs_with_special_tokens([marker])
-    at = built.index(marker)
-    return built[:at], built[at + 1:]
+    plain, built = tokenizer("a", add_special_tokens=False)["input_ids"], tokenizer("a")["input_ids"]
+    at = next(at for at in range(len(built)) if built[at:at + len(plain)] == plain)
+    return built[:at], built[at + len(plain):]
 
 
 def collator(tokenizer):

@@ -14,7 +14,9 @@ This package and the regime modules import no heavy library at the top: a regime
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import sys
 
 from ..errors import UserError, unknown
 
@@ -23,6 +25,7 @@ from ..errors import UserError, unknown
 logging.getLogger("adapters.model_mixin").addFilter(lambda record: "none are activated" not in record.getMessage())
 
 NAMES = ("full", "lora", "bottleneck", "madx", "ia3")
+EXTRAS = {"adapters": "adapters"}  # a library only an extra of adapterxfer installs -> that extra
 DEFAULT = NAMES[0]  # a phase's regime, and a study's, where none is given
 REGIMES: dict = {}  # name -> Regime instance, filled by @register as the modules are imported
 
@@ -42,3 +45,19 @@ def get_regime(name: str):
 
 def all_regimes() -> list:
     return [get_regime(name) for name in NAMES]
+
+
+def install_hint(library: str) -> str:
+    """What is missing where a regime's library comes with an extra that is not installed, and its install."""
+    extra = EXTRAS[library]
+    return (f"needs the {library!r} library, not installed here: pip install 'adapterxfer[{extra}]' "
+            f"(from a clone: pip install '.[{extra}]')")
+
+
+def require_installed(names) -> None:
+    """Every regime in ``names`` can run here: an extra's library missing is one line naming the install."""
+    for name in dict.fromkeys(names):
+        library = get_regime(name).library
+        # once imported, adapters' module has no __spec__, which find_spec refuses
+        if library in EXTRAS and library not in sys.modules and importlib.util.find_spec(library) is None:
+            raise UserError(f"regime {name} {install_hint(library)}")

@@ -53,18 +53,21 @@ class Check:
 
     @property
     def problems(self) -> list[str]:
-        return [f"seeds only in {side}: {', '.join(map(str, seeds))}" for side, seeds in self.unpaired.items()
-                if seeds] + [problem for pair in self.pairs for problem in pair.problems]
+        return [problem for pair in self.pairs for problem in pair.problems]
 
     @property
     def summary(self) -> str:
-        """One cell for the contrast table: what matched, or each mismatch."""
+        """One cell for the contrast table: what matched, or each mismatch; seeds one arm ran alone are named
+        (a contrast pairs seeds, so they are left out of it)."""
+        left_out = "".join(f" (seeds only in {side}, left out: {', '.join(map(str, seeds))})"
+                           for side, seeds in self.unpaired.items() if seeds)
         if self.problems:
-            return "MISMATCH: " + "; ".join(self.problems)
+            return "MISMATCH: " + "; ".join(self.problems) + left_out
         if not all(self.trains):
-            return f"{'versus' if self.trains[0] else 'run'} trains nothing (the backbone); {len(self.seeds)} seeds"
+            return (f"{'versus' if self.trains[0] else 'run'} trains nothing (the backbone); {len(self.seeds)} seeds"
+                    + left_out)
         kinds = {"same items" if pair.match.same else "different tasks, no item shared" for pair in self.pairs}
-        return f"matched: {', '.join(sorted(kinds))}, steps and batch, {len(self.seeds)} seeds"
+        return f"matched: {', '.join(sorted(kinds))}, steps and batch, {len(self.seeds)} seeds" + left_out
 
 
 def check(graph: Graph, root: Path, ours: dict[int, str], theirs: dict[int, str]) -> Check:

@@ -180,13 +180,12 @@ def _label(arm: Arm) -> str:
 def _distinct(rows: list[dict]) -> list[dict]:
     """One row per target and set of phases: every regime's baseline arm on an evaluation-only target is the
     one backbone phase, shown once."""
-    seen, kept = set(), []
+    kept: dict[tuple, dict] = {}  # where a regime runs fewer seeds, its baseline is the same phase: the most seeds
     for row in rows:
-        phases = (row["target"], tuple(sorted(row["arm"].keys.values())))
-        if phases not in seen:
-            seen.add(phases)
-            kept.append(row)
-    return kept
+        phases = (row["target"], frozenset(row["arm"].keys.values()))
+        if phases not in kept or len(row["arm"].keys) > len(kept[phases]["arm"].keys):
+            kept[phases] = row
+    return list(kept.values())
 
 
 def _looked(study: Recorded, compared: list[dict], share: str) -> None:

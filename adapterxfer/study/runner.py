@@ -21,6 +21,7 @@ from .. import artifacts, backbones
 from ..cache import remove_leftovers
 from ..errors import StudyFailed, UserError
 from ..locks import Held, hold, holding
+from ..regimes import require_installed
 from ..tasks import get_task
 from . import confirmation
 from .executors import WorkerDied, job, make_executor, one_line
@@ -67,6 +68,7 @@ def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, aga
 def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> Path:
     """Run ``graph``'s phases that are not current, then write the report (of the exploration and of any
     confirmation run so far)."""
+    require_installed(phase.regime for phase in graph.phases.values() if phase.regime)
     from .report import headlines, write_report
 
     plan_file = plan["file"]
