@@ -22,7 +22,13 @@ TINY_CORPUS = Path(__file__).resolve().parents[1] / "adapterxfer" / "resources" 
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``adapters`` need the [adapters] extra: skipped, with the reason, where it is missing."""
+    """Tests marked ``adapters`` need the [adapters] extra: skipped, with the reason, where it is missing.
+
+    The modules with end-to-end tests come first, then those with slow tests, each kept whole and in order:
+    under make test's two workers the long tests start early and the short unit tests fill in at the end,
+    so the workers finish together rather than one running a long test alone."""
+    marked = {name: {item.path for item in items if item.get_closest_marker(name)} for name in ("e2e", "slow")}
+    items.sort(key=lambda item: (item.path not in marked["e2e"], item.path not in marked["slow"]))
     if ADAPTERHUB:
         return
     skip = pytest.mark.skip(reason="needs the [adapters] extra (make test runs it in .venv-adapters)")

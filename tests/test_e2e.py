@@ -10,7 +10,7 @@ import pytest
 from adapterxfer.cli import main
 
 pytestmark = pytest.mark.e2e
-FAST = ["max_steps=4", "eval_every=2", "batch_size=8", "max_length=64", "lr=5e-5", "rows_per_split=64"]
+FAST = ["max_steps=4", "eval_every=2", "batch_size=8", "max_length=64", "lr=5e-5", "rows_per_split=32"]
 
 
 def test_three_phases_on_me5_small(tmp_path):
@@ -26,7 +26,7 @@ def test_three_phases_on_me5_small(tmp_path):
     scores = json.loads((genre / "scores.json").read_text())
     assert set(scores) == {"en", "de", "ja", "sw"}
     predictions = (genre / "predictions" / "test-ja.jsonl").read_text().splitlines()
-    assert len(predictions) == 64
+    assert len(predictions) == 32
 
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):

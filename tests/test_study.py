@@ -230,6 +230,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_each_phase_as_a_task(study, ray_cluster, tiny_backbone, tmp_path):
     """On a local Ray cluster; each task asks for both CPUs, so one worker runs them in dependency order."""
     plan = write_plan(tmp_path, tiny_backbone, **SMALL, ray={"num_cpus": 2})
@@ -237,6 +238,7 @@ def test_ray_executor_runs_each_phase_as_a_task(study, ray_cluster, tiny_backbon
     _same_as_study(tmp_path / "study", study)
 
 
+@pytest.mark.slow
 def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path, monkeypatch):
     """Through submitit's local executor (a process per job, as SLURM would start one per node). The jobs it
     pickles into the study's folder hold the Hub settings, never the token (a worker reads its own)."""

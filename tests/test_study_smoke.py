@@ -91,6 +91,7 @@ def test_the_subset_keeps_every_target_intermediate_regime_and_transfer_of_the_p
     assert len(graph.phases) == 101
 
 
+@pytest.mark.slow
 @pytest.mark.adapters
 def test_the_xstilts_subset_runs_every_phase_once_and_reports_every_target(xtreme_data, tmp_path, tiny_backbone,
                                                                             capsys):
@@ -140,6 +141,7 @@ def report_has_every_target_the_benchmark_averages_and_the_best_intermediate(smo
         assert f"| {regime}/" not in best and "| benchmark |" not in best
 
 
+@pytest.mark.slow
 @pytest.mark.adapters
 def test_the_demo_gpu_plan_runs_whole_in_miniature(tmp_path, tiny_backbone, fixture_home, monkeypatch):
     monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
