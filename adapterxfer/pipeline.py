@@ -18,7 +18,6 @@ These are the library entry points the CLI and the study runner call.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import resource
 import shutil
@@ -499,22 +498,19 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     return scores
 
 
-ENGLISH_POOLS: dict[tuple, torch.Tensor] = {}  # the untuned backbone's embeddings of English pools, per process
+ENGLISH_VECTORS: dict[tuple, dict[str, torch.Tensor]] = {}  # the untuned backbone's English vectors, per process
 
 
 def _backbone_english(backbone, tokenizer, layer: int, max_length: int, batch_size: int, precision: str,
                       frozen_layers: int):
-    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded on first use and kept
-    per text list: every arm of a study scores against the same English pool."""
-    def embed_english(texts: list[str]) -> torch.Tensor:
-        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-        key = (backbone.weight_hash, layer, max_length, precision, frozen_layers, digest)
-        if key not in ENGLISH_POOLS:
-            model = encoder_model(backbone.path).to(processes().device)
-            with cached_bottom(model, frozen_layers):
-                ENGLISH_POOLS[key] = retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
-        return ENGLISH_POOLS[key]
-    return embed_english
+    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded where a text is new to
+    this process and kept per text: every arm of a study scores against the same English verses."""
+    def embed(texts: list[str]) -> torch.Tensor:
+        model = encoder_model(backbone.path).to(processes().device)
+        with cached_bottom(model, frozen_layers):
+            return retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
+    key = (backbone.weight_hash, layer, max_length, precision, frozen_layers)
+    return retrieval.texts_once(embed, ENGLISH_VECTORS.setdefault(key, {}))
 
 
 def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:
