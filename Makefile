@@ -11,8 +11,7 @@ UV       := uv==0.13.10
 # else PyTorch's CPU index (uv reads no pip configuration)
 FIND_LINKS = $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 TORCH    = $(if $(FIND_LINKS),$(foreach f,$(FIND_LINKS),--find-links $(f)),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-# make demo compares full, LoRA and a bottleneck adapter: it runs in the adapters environment
-DEMO     := $(ADAPTERS)/bin/adapterxfer
+DEMO     := $(VENV)/bin/adapterxfer
 
 .PHONY: setup demo test test-fast smoke clean
 
@@ -38,11 +37,10 @@ $(VENV)/.installed-stamp: pyproject.toml requirements/core.txt
 $(ADAPTERS)/.installed-stamp: pyproject.toml requirements/adapters.txt
 	$(call install,$(ADAPTERS),requirements/adapters.txt)
 
-# The study explores on half of the test chapters, then `study confirm` runs the primary contrast once more on
-# new seeds and the held-out half (a second `make demo` resumes both and rescores nothing it has).
-demo: $(ADAPTERS)/.installed-stamp
-	$(DEMO) study run configs/demo.yaml
-	$(DEMO) study confirm configs/demo.yaml
+# The study explores on half of the test chapters, then confirms its primary contrast once on new seeds and the
+# held-out half, in one process (a second `make demo` resumes both and rescores nothing it has).
+demo: $(VENV)/.installed-stamp
+	$(DEMO) study run configs/demo.yaml --then-confirm
 
 # The whole suite in the core environment (tests marked `adapters` skip there), then only those tests in the
 # adapters environment. Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.

@@ -103,7 +103,7 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     secondary = task.options.get("secondary")
     if secondary not in (None, "centered"):
         raise UserError(f"task {task.name}: unknown secondary retrieval scoring {secondary!r}; allowed: centered")
-    encode = texts_once(_encoder(encoder, tokenizer, layer, max_length, batch_size, precision), {})  # pools share verses
+    encode = texts_once(_encoder(encoder, tokenizer, layer, max_length, batch_size, precision), {})  # shared verses
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
