@@ -2,6 +2,7 @@
 every contrast trained on the same items (study/matching.py), and a plan is explored on one share of the test
 items, then confirmed once on the held-out share with new seeds (study/confirmation.py)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from adapterxfer.cli import main
+from adapterxfer.retrieval import BACKBONE_ENGLISH
 from adapterxfer.shares import Share
 from adapterxfer.study.confirmation import History, plan_hash
 from adapterxfer.study.plan import CONFIRM, read_plan
@@ -167,7 +169,7 @@ def test_exploration_then_one_confirmation_on_held_out_items_and_new_seeds(tmp_p
 def test_then_confirm_explores_then_confirms_in_one_command(tmp_path, tiny_backbone, capsys):
     """`study run --then-confirm` (make demo): the exploration, then the confirmation as `study confirm` runs it."""
     plan = write_plan(tmp_path, tiny_backbone, seeds=[1], confirmation={"seeds": [3]},
-                      evaluation={**PLAN["evaluation"], "langs": ["ar"]})
+                      evaluation={**PLAN["evaluation"], "langs": ["ar"], "secondary": False})
     assert main(["study", "run", str(plan), "--then-confirm"]) == 0
     root = tmp_path / "study"
     arms = [f"lora/verses-retrieval/{arm}" for arm in ("verses-xref-bi", "verses-xref-bi-multi")]
@@ -175,6 +177,8 @@ def test_then_confirm_explores_then_confirms_in_one_command(tmp_path, tiny_backb
                                             *(f"seed1/{arm}" for arm in arms)]
     [record] = History(root).events("confirmation")
     assert (record["seeds"], record["label"], record["looks_before"]) == ([3], "first", 1)
+    scored = json.loads((root / "confirm/seed3/lora/verses-retrieval/verses-xref-bi/scores.json").read_text())
+    assert sorted(scored["ar"]) == ["accuracy@1", "accuracy@1" + BACKBONE_ENGLISH, "candidates"]  # no secondary
     assert capsys.readouterr().out.splitlines()[-2].startswith("Primary contrast, multilingual, confirmed on held-out")
 
 

@@ -171,6 +171,8 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                                       "plan.yaml: evaluation: candidates: 100 is below queries: 200"),
     "queries not a number": ({"targets": ["verses-retrieval"], "evaluation": {"queries": "many"}},
                              "plan.yaml: evaluation: queries: 'many' must be a positive number or all"),
+    "secondary not a flag": ({"targets": ["verses-retrieval"], "evaluation": {"secondary": "no"}},
+                             "plan.yaml: evaluation.secondary must be true or false, got 'no'"),
 }
 
 
