@@ -76,7 +76,7 @@ class EncoderBank:
 
     def __init__(self, backbone):
         self.backbone = backbone
-        self.hosts: dict[tuple[str, str], torch.nn.Module] = {}  # (regime, module kind) -> the task model they attach to
+        self.hosts: dict[tuple[str, str], torch.nn.Module] = {}  # (regime, module kind) -> their task model
 
     def encoder(self, name: str, folder: Path, manifest: dict):
         """The bare encoder with the module of ``folder`` active (in eval mode)."""

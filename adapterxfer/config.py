@@ -261,17 +261,14 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
 
 
 def _nested(values: dict, hints: dict) -> dict:
-    """``peft.r: 8`` as ``peft: {r: 8}``: a dotted key's field of a mapping key (a YAML mapping there too)."""
-    nested = {name: dict(value) if isinstance(value, dict) else value for name, value in values.items()
-              if "." not in name or name.partition(".")[0] not in hints}
+    """``peft.r: 8`` as ``peft: {r: 8}``: a dotted key names a field of a mapping key (given whole too, it is
+    updated); any other dotted key stays, and is refused as unknown."""
+    nested = {name: dict(value) if isinstance(value, dict) else value for name, value in values.items()}
     for name, value in values.items():
         head, _, field = name.partition(".")
-        if field and head in hints and typing.get_origin(hints[head]) is dict:
-            if not isinstance(nested.setdefault(head, {}), dict):
-                return values  # a mapping key given a scalar: _coerce names it
-            nested[head][field] = value
-        elif field and head in hints:
-            nested[name] = value  # not a mapping key: refused as unknown
+        if field and head in hints and typing.get_origin(hints[head]) is dict and isinstance(
+                nested.setdefault(head, {}), dict):
+            nested[head][field] = nested.pop(name)
     return nested
 
 

@@ -76,7 +76,8 @@ def test_a_target_starts_from_a_vera_intermediate_and_a_bank_swaps_vera_modules(
     assert manifest(target)["parents"][0]["task"] == "verses-xref"
     assert main(["evaluate", "--model", str(target), "--task", "verses-genre", "--langs", "fr",
                  "--output", str(tmp_path / "eval")]) == 0
-    assert json.loads((tmp_path / "eval" / "scores.json").read_text()) == json.loads((target / "scores.json").read_text())
+    evaluated = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert evaluated == json.loads((target / "scores.json").read_text())
     second = train(tmp_path / "second", "task=verses-xref", *METHODS["vera"], "seed=5", backbone=tiny_backbone)
     bank = ModuleBank(get_task("verses-xref"), tiny_backbone, "peft")
     folders = {"first": vera, "second": second}

@@ -29,7 +29,8 @@ OWN_FIELDS = {"peft_type": "peft_method= names it", "task_type": "the task decid
               "base_model_name_or_path": "backbone= names it", "revision": "backbone= names it",
               "peft_version": "peft records it", "inference_mode": "a phase trains", "auto_mapping": "peft sets it",
               "modules_to_save": "the head is kept apart, saved beside the module",
-              "layers_to_transform": "frozen_layers= chooses the layers", "layers_pattern": "frozen_layers= chooses the layers"}
+              "layers_to_transform": "frozen_layers= chooses the layers",
+              "layers_pattern": "frozen_layers= chooses the layers"}
 MODULE_HELP = "names of the encoder's layers, e.g. query,value (matched inside its layers only); default: peft's"
 MODULE_FIELDS = ("target_modules", "feedforward_modules")  # names of encoder layers, matched inside them only
 # Tuners (prompt learning aside) that do not run on an encoder as a phase trains one, and why
@@ -45,7 +46,8 @@ class PeftKeys:
 
     peft_method: str = key("lora", "a peft PeftType that works on an encoder, lower case: vera, lokr, oft, ... "
                                    "(`adapterxfer train --help peft_method=NAME`: its fields)")
-    peft: dict[str, object] = key({}, "the method's own fields, given as peft.<field>=value, checked against its config class")
+    peft: dict[str, object] = key({}, "the method's own fields, given as peft.<field>=value, checked against its "
+                                      "config class")
 
 
 def methods() -> dict[str, type]:
@@ -53,9 +55,14 @@ def methods() -> dict[str, type]:
     from peft.config import PromptLearningConfig
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    found = {str(getattr(kind, "value", kind)).lower(): cls for kind, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
+    found = {_name(kind): cls for kind, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
     return {name: cls for name, cls in sorted(found.items())
             if not issubclass(cls, PromptLearningConfig) and name not in NOT_ON_AN_ENCODER}
+
+
+def _name(kind) -> str:
+    """A PeftType (or its string, as peft's mappings hold some) as a peft_method: ``VERA`` -> ``vera``."""
+    return str(getattr(kind, "value", kind)).lower()
 
 
 def config_class(method: str) -> type:
@@ -130,8 +137,7 @@ def peft_config(config, backbone):
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
     method, fields = config.peft_method, dict(config.peft)
-    tuner = next(cls for kind, cls in PEFT_TYPE_TO_TUNER_MAPPING.items()
-                 if str(getattr(kind, "value", kind)).lower() == method)
+    tuner = next(cls for kind, cls in PEFT_TYPE_TO_TUNER_MAPPING.items() if _name(kind) == method)
     architecture = backbone.config.get("model_type")
     if "target_modules" not in fields:
         names = getattr(tuner, "target_module_mapping", {}).get(architecture)
