@@ -212,7 +212,7 @@ def _check_early(config) -> None:
         ignored = set(RUN_ONLY) | set(INPUT_PATHS) | set(SCORING)  # another scoring only scores it again
         recorded = read_manifest(out, verify=False).get("config", {})
         changed = sorted(name for name, value in vars(config).items()
-                         if name not in ignored and reads(config.regime, name) and recorded.get(name, value) != value)
+                         if name not in ignored and reads(config.regime, name, config.transfer) and recorded.get(name, value) != value)
         if changed:
             raise UserError(f"output_dir {out} holds another run (it differs in {', '.join(changed)}); pass "
                             "overwrite=true or another output_dir")
