@@ -23,7 +23,7 @@ import yaml
 
 from .errors import UserError, unknown
 from .keys import check, default_of, key
-from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes
+from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from .shares import LEVELS, PARTS
 from .transfers import PHASE_TRANSFERS, TRANSFERS
 
@@ -241,6 +241,7 @@ def _hints() -> dict:
 
 def from_dict(values: dict, source: str = "config") -> RunConfig:
     hints = _hints()
+    values = _nested(values, hints)
     checked = {}
     for name, value in values.items():
         if name not in hints:
@@ -250,12 +251,25 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
         check(FIELDS[name], value, source)
     _check_regime_keys(checked, source)
     config = RunConfig(**checked)
+    get_regime(config.regime).check_keys(config, source)
     if not config.task:
         raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
     if not config.max_steps and not config.probe_steps:
         raise UserError(f"{source}: max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1 "
                         "to probe the head alone")
     return config
+
+
+def _nested(values: dict, hints: dict) -> dict:
+    """``peft.r: 8`` as ``peft: {r: 8}``: a dotted key names a field of a mapping key (given whole too, it is
+    updated); any other dotted key stays, and is refused as unknown."""
+    nested = {name: dict(value) if isinstance(value, dict) else value for name, value in values.items()}
+    for name, value in values.items():
+        head, _, field = name.partition(".")
+        if field and head in hints and typing.get_origin(hints[head]) is dict and isinstance(
+                nested.setdefault(head, {}), dict):
+            nested[head][field] = nested.pop(name)
+    return nested
 
 
 def _check_regime_keys(values: dict, source: str) -> None:
@@ -318,6 +332,8 @@ def _coerce(name: str, value, hint, source: str):
                 pass
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
+        if origin is dict and isinstance(value, dict):
+            return {str(field): item for field, item in value.items()}
         if origin in (bool, str) and isinstance(value, origin):
             return value
         if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -1,7 +1,7 @@
 """``transfer=merge``: the methods that combine intermediate modules into one, and the keys that choose them.
 
-A regime that offers the transfer lists its methods (``Regime.merges``, the first its default) and computes
-them with its library: LoRA with peft's ``add_weighted_adapter``, bottleneck adapters with adapters'
+A regime that offers the transfer lists its methods (``Regime.merge_methods``, the first its default) and
+computes them with its library: LoRA with peft's ``add_weighted_adapter``, bottleneck adapters with adapters'
 ``average_adapter``. Only the modules merge: each intermediate's head stays in its folder, and the merged
 module gets the fresh head the target phase trains. What cannot be computed (a zero weight sum where the
 weights are normalised, a pruning method without its density) is refused here, before anything trains; the
@@ -58,7 +58,7 @@ class MergeKeys:
 
 def method(regime, config) -> Method:
     """The merge method a phase in ``regime`` uses: ``merge=``, else the regime's first."""
-    return METHODS[config.merge or regime.merges[0]]
+    return METHODS[config.merge or regime.merge_methods(config)[0]]
 
 
 def weights(config, count: int) -> list[float]:
@@ -78,10 +78,10 @@ def weights(config, count: int) -> list[float]:
 
 def check(regime, config, count: int) -> Method:
     """Refuse a merge ``regime`` cannot compute from ``count`` modules as ``config`` asks; the method."""
-    chosen = method(regime, config)
-    if chosen.name not in regime.merges:
+    chosen, offered = method(regime, config), regime.merge_methods(config)
+    if chosen.name not in offered:
         raise UserError(f"merge={chosen.name} is not available in regime {regime.name} "
-                        f"(available: {', '.join(regime.merges)})")
+                        f"(available: {', '.join(offered)})")
     if chosen.prunes and config.merge_density is None:
         raise UserError(f"merge={chosen.name} needs merge_density= (the share of each module's weights kept, "
                         "above 0 and at most 1)")

@@ -24,7 +24,7 @@ def test_key_value_alone_suffices():
     (["task=x", "max_stpes=3"], "unknown key 'max_stpes'"),
     (["task=x", "max_steps=many"], "key 'max_steps' expects int"),
     (["task=x", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp16, fp32, got 'fp8'"),
-    (["task=x", "regime=qlora"], "key 'regime' must be one of full, lora, bottleneck, madx, ia3, got 'qlora'"),
+    (["task=x", "regime=qlora"], "key 'regime' must be one of full, lora, bottleneck, madx, ia3, peft, got 'qlora'"),
     (["task=x", "seed"], "not of the form key=value"),
     (["max_steps=3"], "key 'task' is required"),
     (["task=x", "max_steps=-1"], "key 'max_steps' must be a finite number >= 0, got -1"),

@@ -61,6 +61,14 @@ class Regime:
         if config.transfer == "merge":
             self.check_merge(merges.check(self, config, len(parents)), parents)
 
+    def merge_methods(self, config) -> tuple[str, ...]:
+        """The merge methods a phase of this regime can use (its first the default); refuses where none."""
+        return self.merges
+
+    def check_keys(self, config, source: str) -> None:
+        """Refuse, as the config is read (``source``: where from), values of this regime's keys that its
+        section's types and bounds cannot express (peft: the method's own fields)."""
+
     def check_merge(self, method, parents: list[Parent]) -> None:
         """Refuse parents whose modules ``method`` (a merges.Method) would merge wrongly or cannot merge."""
 

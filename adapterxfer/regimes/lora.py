@@ -186,12 +186,11 @@ def merged(base, parents, regime, config):
     model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=names[0])
     for name, parent in zip(names[1:], parents[1:]):
         model.load_adapter(parent.folder, adapter_name=name)
-    method = merges.method(regime, config)
     model.add_weighted_adapter(names, merges.weights(config, len(names)), adapter_name=TARGET,
-                               combination_type=method.name, density=config.merge_density)
+                               combination_type=merges.method(regime, config).name, density=config.merge_density)
     model.set_adapter(TARGET)
     for name in names:
         model.delete_adapter(name)
     for name, param in model.named_parameters():
-        param.requires_grad_(f".{TARGET}." in name and "lora_" in name)
+        param.requires_grad_(TARGET in name.split("."))
     return model
