@@ -35,6 +35,7 @@ class ModuleBank:
         # The head's parameters, found once (a walk over every weight); attaching modules keeps them.
         self.head = head_parameters(self.model)
         self.heads: dict[str, dict[str, torch.Tensor]] = {}
+        self.module_kind: str | None = None  # one kind of module per bank (regime peft: one method)
 
     def attach(self, name: str, folder: str | Path) -> None:
         """Verify an artifact and add its module and head to the bank."""
@@ -47,6 +48,9 @@ class ModuleBank:
                             f"{expected[0]} modules for {expected[1]} on {self.backbone.name}")
         if not get_transfer(manifest.get("transfer")).swappable:
             raise UserError(f"{folder}: stacked or fused artifacts cannot be swapped; evaluate them alone")
+        if self.module_kind not in (None, manifest["module_kind"]):
+            raise UserError(f"{folder}: a {manifest['module_kind']} module cannot join a bank of {self.module_kind} "
+                            "modules")
         head = load_file(folder / HEAD_FILE)
         if {key: value.shape for key, value in head.items()} != {key: p.shape for key, p in self.head.items()}:
             raise UserError(f"{folder / HEAD_FILE}: head does not fit task {self.task.name} "
@@ -54,6 +58,7 @@ class ModuleBank:
         self.model = self.regime.attach(self.model, folder, name)
         set_pooling(self.model, manifest.get("pooling", "cls"))
         self.heads[name] = head
+        self.module_kind = manifest["module_kind"]
 
     @torch.no_grad()
     def activate(self, name: str):
@@ -71,7 +76,7 @@ class EncoderBank:
 
     def __init__(self, backbone):
         self.backbone = backbone
-        self.hosts: dict[str, torch.nn.Module] = {}  # regime -> the task model its modules attach to
+        self.hosts: dict[tuple[str, str], torch.nn.Module] = {}  # (regime, module kind) -> their task model
 
     def encoder(self, name: str, folder: Path, manifest: dict):
         """The bare encoder with the module of ``folder`` active (in eval mode)."""
@@ -79,10 +84,11 @@ class EncoderBank:
         regime, task = get_regime(manifest["regime"]), get_task(manifest["tasks"][0])
         if not (regime.swappable and get_transfer(manifest.get("transfer")).swappable):
             return regime.load_encoder(folder, task, self.backbone, manifest).eval()
-        host = self.hosts.get(regime.name) or task_model(task, self.backbone.path).eval()
-        self.hosts[regime.name] = regime.attach(host, folder, name)
-        regime.activate(self.hosts[regime.name], name)
-        return unwrap(self.hosts[regime.name]).base_model
+        kind = (regime.name, manifest["module_kind"])
+        host = self.hosts.get(kind) or task_model(task, self.backbone.path).eval()
+        self.hosts[kind] = regime.attach(host, folder, name)
+        regime.activate(self.hosts[kind], name)
+        return unwrap(self.hosts[kind]).base_model
 
 
 def check_backbone(folder: Path, manifest: dict, backbone) -> None:

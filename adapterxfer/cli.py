@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         argv = ["train", *_as_pairs(argv[1:])]
+        if {"-h", "--help"} & set(argv) and any(arg.startswith("peft_method=") for arg in argv):
+            return _method_help(next(arg for arg in argv if arg.startswith("peft_method=")).partition("=")[2])
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     if args.verb not in ("tasks", "score"):
@@ -215,7 +217,7 @@ def _check_early(config) -> None:
         ignored = set(RUN_ONLY) | set(INPUT_PATHS) | set(SCORING)  # another scoring only scores it again
         recorded = read_manifest(out, verify=False).get("config", {})
         changed = sorted(name for name, value in vars(config).items()
-                         if name not in ignored and reads(config.regime, name) and recorded.get(name, value) != value)
+                         if name not in ignored and reads(config.regime, name, config.transfer) and recorded.get(name, value) != value)
         if changed:
             raise UserError(f"output_dir {out} holds another run (it differs in {', '.join(changed)}); pass "
                             "overwrite=true or another output_dir")
@@ -367,6 +369,18 @@ def _score(args) -> None:
 
 VERBS = {"artifacts": _artifacts, "train": _train, "evaluate": _evaluate, "tasks": _tasks, "backbone": _backbone,
          "study": _study, "score": _score}
+
+
+def _method_help(method: str) -> int:
+    """``train --help peft_method=NAME``: that peft method's own fields (regime peft)."""
+    from .regimes.peft import method_help
+
+    try:
+        print(method_help(method))
+    except UserError as err:
+        print(f"adapterxfer: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _config_help() -> str:

@@ -2,7 +2,9 @@
 
 Every key is a field of :class:`RunConfig`, with its help text, its section and the values it allows
 (:func:`adapterxfer.keys.key`): the general sections (``phase``, ``budget``, ...) apply to every phase;
-each registered regime adds its own section (``Regime.section``), which applies to that regime only.
+each registered regime adds its own section (``Regime.section``), which applies to that regime only, and
+a transfer may add one (``Transfer.section``, e.g. merge's), which applies to the regimes that offer it and
+counts in a phase's identity only where the phase uses that transfer.
 An unknown key, a value of the wrong type, outside its choices or its range, or a YAML file that does
 not parse is a one-line :class:`UserError`. This module imports no heavy library, so a bad command line
 fails in well under a second.
@@ -21,9 +23,9 @@ import yaml
 
 from .errors import UserError, unknown
 from .keys import check, default_of, key
-from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes
+from .regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from .shares import LEVELS, PARTS
-from .transfers import PHASE_TRANSFERS
+from .transfers import PHASE_TRANSFERS, TRANSFERS
 
 GENERAL_SECTIONS = {
     "phase": "what trains, from where, and where it goes",
@@ -97,22 +99,23 @@ class GeneralKeys:
 
 
 SECTIONED = [regime for regime in all_regimes() if regime.section is not None]
-SECTIONS = GENERAL_SECTIONS | {regime.name: regime.section.__doc__ for regime in SECTIONED}
+TRANSFER_SECTIONS = {transfer.name: transfer.section for transfer in TRANSFERS.values() if transfer.section}
+OWN_SECTIONS = {regime.name: regime.section for regime in SECTIONED} | TRANSFER_SECTIONS
+SECTIONS = GENERAL_SECTIONS | {name: section.__doc__ for name, section in OWN_SECTIONS.items()}
 
 
 def section_fields(section: str) -> list[dataclasses.Field]:
-    """The keys listed under ``section``: a general one's, or a regime's own (its section may extend
-    another regime's, and shares its fields)."""
-    regime = next((r for r in SECTIONED if r.name == section), None)
-    if regime is not None:
-        return list(dataclasses.fields(regime.section))
+    """The keys listed under ``section``: a general one's, a regime's own (its section may extend another
+    regime's, and shares its fields) or a transfer's."""
+    if section in OWN_SECTIONS:
+        return list(dataclasses.fields(OWN_SECTIONS[section]))
     return [spec for spec in dataclasses.fields(GeneralKeys) if spec.metadata["section"] == section]
 
 
-# The general keys first, then each regime's section in registry order (one key, one field: a section
-# that extends another's shares its fields).
+# The general keys first, then each regime's section in registry order, then each transfer's (one key, one
+# field: a section that extends another's shares its fields).
 @dataclass
-class RunConfig(*reversed(list(dict.fromkeys(regime.section for regime in SECTIONED))), GeneralKeys):
+class RunConfig(*reversed(list(dict.fromkeys(OWN_SECTIONS.values()))), GeneralKeys):
     """One training phase: an intermediate or a target task, in one regime."""
 
     def resolved_output_dir(self) -> Path:
@@ -128,15 +131,21 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 KEYS = tuple(FIELDS)
 CHOICES = {name: spec.metadata["choices"] for name, spec in FIELDS.items() if spec.metadata["choices"]}
 GENERAL = tuple(spec.name for spec in dataclasses.fields(GeneralKeys))
-# regime -> the keys a phase in it reads: the general ones and its own section's (none of another regime's)
-REGIME_KEYS = {regime.name: GENERAL + tuple(spec.name for spec in (dataclasses.fields(regime.section)
-                                                                  if regime.section else ()))
+# a transfer's own key -> that transfer
+TRANSFER_KEYS = {spec.name: name for name, section in TRANSFER_SECTIONS.items() for spec in dataclasses.fields(section)}
+# regime -> the keys a phase in it reads: the general ones, its own section's (none of another regime's) and
+# those of the transfers it offers
+REGIME_KEYS = {regime.name: GENERAL + tuple(dict.fromkeys(
+    [spec.name for spec in (dataclasses.fields(regime.section) if regime.section else ())]
+    + [name for name, transfer in TRANSFER_KEYS.items() if transfer in regime.transfers]))
                for regime in all_regimes()}
 
 
-def reads(regime: str, name: str) -> bool:
-    """Whether a phase in ``regime`` reads key ``name``."""
-    return name in REGIME_KEYS.get(regime, GENERAL)
+def reads(regime: str, name: str, transfer: str | None = None) -> bool:
+    """Whether a phase in ``regime`` reads key ``name`` (and, ``transfer`` given, a phase of that transfer: a
+    transfer's own key counts in its phases only)."""
+    return name in REGIME_KEYS.get(regime, GENERAL) and (transfer is None
+                                                         or TRANSFER_KEYS.get(name, transfer) == transfer)
 
 
 def owners(name: str) -> list[str]:
@@ -145,9 +154,9 @@ def owners(name: str) -> list[str]:
 
 
 def regime_settings(settings: dict) -> dict:
-    """``settings`` (a RunConfig's fields) less the keys its regime does not read."""
-    regime = settings.get("regime", DEFAULT_REGIME)
-    return {name: value for name, value in settings.items() if reads(regime, name)}
+    """``settings`` (a RunConfig's fields) less the keys its regime and transfer do not read."""
+    regime, transfer = settings.get("regime", DEFAULT_REGIME), settings.get("transfer", "sequential")
+    return {name: value for name, value in settings.items() if reads(regime, name, transfer)}
 
 # Keys that change where or how a run goes, never what it learns: left out of its identity.
 RUN_ONLY = ("output_dir", "overwrite", "resume", "checkpoint_every", "keep_checkpoints", "report_to")
@@ -176,8 +185,9 @@ def identity_change(recorded: dict | None, expected: dict) -> str | None:
     them out) do not count."""
     if not isinstance(recorded, dict) or not isinstance(recorded.get("settings"), dict):
         return "no identity recorded"
+    settings = expected["settings"]
     ours = {name: value for name, value in recorded["settings"].items()
-            if "regime" not in expected["settings"] or reads(expected["settings"]["regime"], name)}
+            if "regime" not in settings or reads(settings["regime"], name, settings.get("transfer", "sequential"))}
     if recorded.get("backbone") != expected["backbone"]:
         return "another backbone"
     changed = sorted(name for name in set(ours) | set(expected["settings"])
@@ -231,6 +241,7 @@ def _hints() -> dict:
 
 def from_dict(values: dict, source: str = "config") -> RunConfig:
     hints = _hints()
+    values = _nested(values, hints)
     checked = {}
     for name, value in values.items():
         if name not in hints:
@@ -240,12 +251,25 @@ def from_dict(values: dict, source: str = "config") -> RunConfig:
         check(FIELDS[name], value, source)
     _check_regime_keys(checked, source)
     config = RunConfig(**checked)
+    get_regime(config.regime).check_keys(config, source)
     if not config.task:
         raise UserError(f"{source}: key 'task' is required (see `adapterxfer tasks`)")
     if not config.max_steps and not config.probe_steps:
         raise UserError(f"{source}: max_steps=0 trains nothing; set max_steps >= 1, or probe_steps >= 1 "
                         "to probe the head alone")
     return config
+
+
+def _nested(values: dict, hints: dict) -> dict:
+    """``peft.r: 8`` as ``peft: {r: 8}``: a dotted key names a field of a mapping key (given whole too, it is
+    updated); any other dotted key stays, and is refused as unknown."""
+    nested = {name: dict(value) if isinstance(value, dict) else value for name, value in values.items()}
+    for name, value in values.items():
+        head, _, field = name.partition(".")
+        if field and head in hints and typing.get_origin(hints[head]) is dict and isinstance(
+                nested.setdefault(head, {}), dict):
+            nested[head][field] = nested.pop(name)
+    return nested
 
 
 def _check_regime_keys(values: dict, source: str) -> None:
@@ -298,6 +322,8 @@ def _coerce(name: str, value, hint, source: str):
         origin = typing.get_origin(option) or option
         if origin is list:
             items = value if isinstance(value, list) else [value]
+            if typing.get_args(option) == (float,):
+                return [_coerce(name, item, float, source) for item in items]
             return [str(item) for item in items]
         if origin is float and not isinstance(value, bool):
             try:  # YAML reads "2e-5" (no dot) as a string
@@ -306,6 +332,8 @@ def _coerce(name: str, value, hint, source: str):
                 pass
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
+        if origin is dict and isinstance(value, dict):
+            return {str(field): item for field, item in value.items()}
         if origin in (bool, str) and isinstance(value, origin):
             return value
         if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):

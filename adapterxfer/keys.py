@@ -16,14 +16,14 @@ from .errors import UserError, did_you_mean
 def key(default, help: str, section: str | None = None, *, choices: tuple | None = None,
         at_least: float | None = None, above: float | None = None, at_most: float | None = None,
         path: bool = False):
-    """A field of ``default`` (a list gets a fresh copy) with ``help``. ``section``: the general section
+    """A field of ``default`` (a list or dict gets a fresh copy) with ``help``. ``section``: the general section
     it belongs to (a regime's keys: None, the regime's name). ``choices``: the only values allowed.
     ``at_least`` / ``above`` / ``at_most``: bounds of a number (None is always allowed where it is the
     default). ``path``: an input named by path, which enters a phase's identity by its contents' hashes."""
     meta = {"help": help, "section": section, "choices": choices, "at_least": at_least, "above": above,
             "at_most": at_most, "path": path}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 

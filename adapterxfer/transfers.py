@@ -3,7 +3,8 @@
 A regime lists the transfers it offers (``Regime.transfers``); everything else about a transfer is
 here: how many parents it takes, whether a study runs it over all its intermediates at once, whether
 those intermediates train together (``multitask``: one a+b phase, a study-level transfer that the
-target phase runs as ``sequential``), and whether its result is one plain module a bank can swap.
+target phase runs as ``sequential``), whether its result is one plain module a bank can swap, and its
+own keys (``section``: read by a phase of this transfer only, in a regime that offers it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UserError
+from .merges import MergeKeys
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Transfer:
     combines: bool = False  # a study runs it once over all its intermediates, not once per intermediate
     joint: bool = False  # the intermediates train together as one a+b phase, which the target starts from
     swappable: bool = True  # the result is one plain module (bank.py); False: stacked or fused modules
+    section: type | None = None  # its keys, a dataclass of keys.key() fields titled by its docstring; None: none
 
     @property
     def phase_transfer(self) -> str:
@@ -52,7 +55,8 @@ TRANSFERS = {t.name: t for t in (
              swappable=False),
     Transfer("fusion", "AdapterFusion over the frozen intermediate modules", 2, None, combines=True,
              swappable=False),
-    Transfer("merge", "the intermediate modules averaged into one, which trains on", 2, None, combines=True),
+    Transfer("merge", "the intermediate modules merged into one (merge=), which trains on", 2, None, combines=True,
+             section=MergeKeys),
     Transfer("multitask", "the intermediates train together (task=a+b), the target starts from that", 1, 1,
              combines=True, joint=True),
 )}

@@ -1,7 +1,7 @@
 """mkdocs hook: the reference pages' tables, written at build time from the code that defines the keys.
 
 ``<!-- train-keys -->`` becomes one table per section of ``adapterxfer.config`` (the general sections, then
-each regime's); ``<!-- plan-keys -->`` the table of ``adapterxfer.study.plan.KEYS`` and the keys of its
+each regime's, then each transfer's); ``<!-- plan-keys -->`` the table of ``adapterxfer.study.plan.KEYS`` and the keys of its
 blocks. Nothing is written twice: a key added to the code appears here by itself.
 """
 

@@ -60,7 +60,7 @@ def test_bad_train_and_evaluate_input(capsys, tmp_path, args, needle):
 
 
 @pytest.mark.parametrize("key, value", [("precision", "fp8"), ("transfer", "cascade"), ("report_to", "neptune"),
-                                        ("pooling", "max"), ("merge", "linear")])
+                                        ("pooling", "max"), ("merge", "average")])
 def test_a_value_outside_a_keys_choices_in_a_recipe_is_refused(capsys, tmp_path, key, value):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"task: verses-genre\n{key}: {value}\n")

@@ -24,7 +24,7 @@ def test_key_value_alone_suffices():
     (["task=x", "max_stpes=3"], "unknown key 'max_stpes'"),
     (["task=x", "max_steps=many"], "key 'max_steps' expects int"),
     (["task=x", "precision=fp8"], "key 'precision' must be one of auto, bf16, fp16, fp32, got 'fp8'"),
-    (["task=x", "regime=qlora"], "key 'regime' must be one of full, lora, bottleneck, madx, ia3, got 'qlora'"),
+    (["task=x", "regime=qlora"], "key 'regime' must be one of full, lora, bottleneck, madx, ia3, peft, got 'qlora'"),
     (["task=x", "seed"], "not of the form key=value"),
     (["max_steps=3"], "key 'task' is required"),
     (["task=x", "max_steps=-1"], "key 'max_steps' must be a finite number >= 0, got -1"),
@@ -77,7 +77,10 @@ def test_key_table_holds_every_registered_regimes_section():
 @pytest.mark.parametrize("args, message", [
     (["lora_r=0"], "key 'lora_r' must be a finite number >= 1, got 0"),
     (["lora_dropout=1.5"], "key 'lora_dropout' must be a finite number >= 0 and <= 1, got 1.5"),
-    (["merge=linear"], "key 'merge' must be one of cat, svd, got 'linear'"),
+    (["merge=average"], "key 'merge' must be one of cat, svd, ties, ties_svd, dare_linear, dare_linear_svd, "
+                        "dare_ties, dare_ties_svd, magnitude_prune, magnitude_prune_svd, linear, got 'average'"),
+    (["merge_density=0"], "key 'merge_density' must be a finite number > 0 and <= 1, got 0.0"),
+    (["merge_weights=1,two"], "key 'merge_weights' expects float, got 'two'"),
     (["reduction_factor=0"], "key 'reduction_factor' must be a finite number >= 1, got 0"),
     (["lang_reduction_factor=-2"], "key 'lang_reduction_factor' must be a finite number >= 1, got -2"),
     (["lang_adapter_at_test=both"], "key 'lang_adapter_at_test' must be one of target, source, got 'both'"),
@@ -143,3 +146,19 @@ def test_a_recipes_backbone_yields_to_the_one_init_from_implies(tmp_path):
     assert load_config(str(recipe), []).backbone == "me5-small"
     assert load_config(str(recipe), ["init_from=artifacts/xref"]).backbone is None  # init_from's, when validated
     assert load_config(str(recipe), ["init_from=artifacts/xref", "backbone=tiny-xlmr"]).backbone == "tiny-xlmr"
+
+
+def test_a_transfers_keys_count_in_the_identity_of_its_phases_only():
+    from adapterxfer.config import identity_change, phase_identity
+
+    def identity(*args):
+        return phase_identity(vars(load_config(None, ["task=verses-genre", "regime=lora", *args])), "sha256:0", [])
+
+    sequential = identity("merge=svd")
+    assert not [name for name in sequential["settings"] if name.startswith("merge")]
+    written_before = {**sequential, "settings": {**sequential["settings"], "merge": "cat"}}  # merge was lora's key
+    assert identity_change(written_before, sequential) is None
+    svd = identity("transfer=merge", "merge=svd")
+    assert {name: svd["settings"][name] for name in svd["settings"] if name.startswith("merge")} == {
+        "merge": "svd", "merge_weights": [], "merge_normalize": True, "merge_density": None}
+    assert identity_change(identity("transfer=merge"), svd) == "settings changed: merge none -> svd"

@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from adapterxfer.cli import main
 from adapterxfer.config import from_dict
 from adapterxfer.errors import UserError
+from adapterxfer.merges import METHODS
 from adapterxfer.modeling import trainable_parameters
 from adapterxfer.regimes import get_regime
 from adapterxfer.regimes.common import Parent
@@ -95,8 +96,8 @@ def test_bottleneck_artifact_loads_in_plain_adapters(modules, tiny_backbone):
     assert name
 
 
-def build(regime, transfer, parents, backbone, task="verses-genre"):
-    config = from_dict({"task": task, "regime": regime, "transfer": transfer})
+def build(regime, transfer, parents, backbone, task="verses-genre", **keys):
+    config = from_dict({"task": task, "regime": regime, "transfer": transfer, **keys})
     parents = [Parent(folder, manifest(folder)) for folder in parents]
     get_transfer(transfer).check(get_regime(regime), len(parents))
     get_regime(regime).check(get_task(task), config, parents, backbone)
@@ -141,6 +142,123 @@ def test_lora_merge_cat_is_the_exact_average_of_deltas(modules, tiny_backbone):
     assert torch.allclose(delta, expected, atol=1e-6)
 
 
+QUERY = "base_model.model.roberta.encoder.layer.0.attention.self.query"
+
+
+def lora_delta(model, layer=QUERY, adapter="default"):
+    module = dict(model.named_modules())[layer]
+    return (module.lora_B[adapter].weight @ module.lora_A[adapter].weight).detach() * module.scaling[adapter]
+
+
+def saved_delta(folder, layer=QUERY):
+    saved = load_file(folder / "adapter_model.safetensors")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    return saved[f"{layer}.lora_B.weight"] @ saved[f"{layer}.lora_A.weight"] * config["lora_alpha"] / config["r"]
+
+
+def test_lora_task_arithmetic_by_cat_and_svd_with_negative_weights(modules, tiny_backbone):
+    parents = [modules[("lora", "xref")], modules[("lora", "next")]]
+    difference = saved_delta(parents[0]) - saved_delta(parents[1])
+    arithmetic = {"merge_weights": [1.0, -1.0], "merge_normalize": False}
+    assert torch.allclose(lora_delta(build("lora", "merge", parents, tiny_backbone, **arithmetic)), difference,
+                          atol=1e-6)
+    u, s, vh = torch.linalg.svd(difference)
+    rank8 = u[:, :8] @ torch.diag(s[:8]) @ vh[:8]  # svd keeps the largest rank of the parents
+    svd = build("lora", "merge", parents, tiny_backbone, merge="svd", **arithmetic)
+    assert torch.allclose(lora_delta(svd), rank8, atol=1e-5) and not torch.allclose(rank8, difference, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", get_regime("lora").merges)
+def test_every_lora_merge_saves_a_module_plain_peft_loads(modules, tiny_backbone, tmp_path, method):
+    parents = [modules[("lora", "xref")], modules[("lora", "next")]]
+    pruning = {"merge_density": 0.5} if METHODS[method].prunes else {}
+    torch.manual_seed(0)  # dare_* drop at random (a phase seeds before it builds)
+    ours = build("lora", "merge", parents, tiny_backbone, merge=method, merge_weights=[2.0, 1.0], **pruning).eval()
+    assert [n for n, p in ours.named_parameters() if p.requires_grad and "lora_" in n]
+    get_regime("lora").save(ours, None, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == (16 if method == "cat" else 8)
+    assert not torch.allclose(lora_delta(ours), torch.zeros(32, 32))
+    plain = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(
+        tiny_backbone.path, num_labels=len(get_task("verses-genre").labels)), tmp_path).eval()
+    plain.get_base_model().load_state_dict(load_file(tmp_path / "head.safetensors"), strict=False)
+    with torch.no_grad():
+        assert torch.allclose(ours(**batch(tiny_backbone)).logits, plain(**batch(tiny_backbone)).logits, atol=1e-6)
+
+
+def edited_lora(folder, to, **config):
+    """A copy of a LoRA artifact whose adapter_config.json says ``config`` (its manifest re-hashed): a stand-in
+    for a DoRA, rsLoRA, lora_bias or other-rank LoRA, which the merge checks refuse from the config alone."""
+    from adapterxfer.artifacts import sha256_file
+
+    copy = shutil.copytree(folder, to)
+    settings = json.loads((copy / "adapter_config.json").read_text()) | config
+    (copy / "adapter_config.json").write_text(json.dumps(settings))
+    record = manifest(copy)
+    record["files"]["adapter_config.json"] = sha256_file(copy / "adapter_config.json")
+    record["sizes"]["adapter_config.json"] = (copy / "adapter_config.json").stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(record))
+    return copy
+
+
+@pytest.mark.parametrize("config, keys, message", [
+    ({"use_dora": True}, [], "is a LoRA with use_dora=true, which peft merges wrongly (peft #3761)"),
+    ({"use_rslora": True}, [], "is a LoRA with use_rslora=true"),
+    ({"lora_bias": True}, [], "is a LoRA with lora_bias=true"),
+    ({"r": 4}, ["merge=ties", "merge_density=0.5"], "merge=ties needs LoRAs of one rank, got xref: 8, edited: 4"),
+    ({}, ["merge_weights=1,-1"], "merge_weights 1.0,-1.0 sum to 0, which merge_normalize=true divides by"),
+    ({}, ["merge_weights=1,2,3"], "merge_weights has 3 weight(s) for 2 intermediate module(s)"),
+    ({}, ["merge=dare_ties"], "merge=dare_ties needs merge_density="),
+    ({}, ["merge_density=0.5"], "merge_density applies to ties, ties_svd"),
+    ({}, ["merge=linear"], "merge=linear is not available in regime lora (available: cat, svd, ties, "),
+])
+def test_a_merge_peft_would_get_wrong_is_refused_before_training(modules, tmp_path, capsys, config, keys, message):
+    xref = shutil.copytree(modules[("lora", "xref")], tmp_path / "xref")
+    other = edited_lora(modules[("lora", "next")], tmp_path / "edited", **config)
+    capsys.readouterr()
+    assert main(["train", "task=verses-genre", "regime=lora", "transfer=merge", f"init_from={xref},{other}",
+                 f"output_dir={tmp_path / 'out'}", *keys]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_merged_target_trains_and_records_its_merge(modules, tiny_backbone, tmp_path):
+    parents = [modules[("lora", "xref")], modules[("lora", "next")]]
+    out = train(tmp_path / "merged", "task=verses-genre", "regime=lora", "transfer=merge", "merge=dare_ties",
+                "merge_density=0.5", "merge_weights=1,0.5", f"init_from={parents[0]},{parents[1]}", "eval_langs=fr",
+                backbone=tiny_backbone)
+    record = manifest(out)
+    assert {k: record["config"][k] for k in ("merge", "merge_density", "merge_weights", "merge_normalize")} == {
+        "merge": "dare_ties", "merge_density": 0.5, "merge_weights": [1.0, 0.5], "merge_normalize": True}
+    assert record["identity"]["settings"]["merge"] == "dare_ties"
+    assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "fr",
+                 "--output", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["fr"] == \
+        json.loads((out / "scores.json").read_text())["fr"]
+
+
+@pytest.mark.adapters
+def test_bottleneck_merge_sums_the_adapters_with_negative_weights(modules, tiny_backbone, tmp_path):
+    parents = [modules[("bottleneck", "xref")], modules[("bottleneck", "next")]]
+    model = build("bottleneck", "merge", parents, tiny_backbone, merge_weights=[1.0, -1.0], merge_normalize=False)
+    assert set(model.adapters_config.adapters) == {"target"}
+    merged = {n: p for n, p in model.named_parameters() if ".target." in n}
+    first, second = (load_file(folder / "adapter.safetensors") for folder in parents)  # saved as "target" too
+    assert merged and set(merged) == set(first)
+    assert all(torch.allclose(merged[n], first[n] - second[n], atol=1e-7) for n in merged)
+    assert all(p.requires_grad for p in merged.values())
+    with pytest.raises(UserError, match="merge=cat is not available in regime bottleneck .available: linear."):
+        build("bottleneck", "merge", parents, tiny_backbone, merge="cat")
+    with pytest.raises(UserError, match="sum to 0, which merge_normalize=true divides by"):
+        build("bottleneck", "merge", parents, tiny_backbone, merge_weights=[1.0, -1.0])
+    out = train(tmp_path / "merged", "task=verses-genre", "regime=bottleneck", "transfer=merge",
+                f"init_from={parents[0]},{parents[1]}", "eval_langs=fr", backbone=tiny_backbone)
+    assert main(["evaluate", "--model", str(out), "--task", "verses-genre", "--langs", "fr",
+                 "--output", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["fr"] == \
+        json.loads((out / "scores.json").read_text())["fr"]
+
+
 @pytest.mark.adapters
 def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules, tiny_backbone, tmp_path):
     parents = [modules[("bottleneck", "xref")], modules[("bottleneck", "next")]]
@@ -161,7 +279,6 @@ def test_fusion_over_two_bottleneck_adapters_trains_only_fusion_and_head(modules
 
 @pytest.mark.parametrize("regime, transfer, message", [
     ("lora", "fusion", "transfer=fusion is not available in regime lora"),
-    adapterhub("bottleneck", "merge", "transfer=merge is not available in regime bottleneck"),
 ])
 def test_unsupported_transfer_is_refused(modules, tiny_backbone, regime, transfer, message):
     with pytest.raises(UserError, match=message):

@@ -82,7 +82,8 @@ def setups(tmp_path_factory, tiny_backbone, fixture_home, hub):
         patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
         bb = {"backbone": tiny_backbone}
         folders = {"lora": train(root / "lora", "task=verses-xref", "regime=lora", **bb),
-                   "ia3": train(root / "ia3", "task=verses-xref", "regime=ia3", **bb)}
+                   "ia3": train(root / "ia3", "task=verses-xref", "regime=ia3", **bb),
+                   "vera": train(root / "vera", "task=verses-xref", "regime=peft", "peft_method=vera", "peft.r=4", **bb)}
         if ADAPTERHUB:
             parts = [train(root / f"bn-{task}", f"task=verses-{task}", "regime=bottleneck", **bb)
                      for task in ("xref", "next")]
@@ -141,7 +142,8 @@ def test_standin_a_fusion_setup_comes_down_whole_and_scores_as_pushed(setups, tm
     assert (folder / "fusion" / "model_adapter_fusion.safetensors").is_file()
 
 
-@pytest.mark.parametrize("setup", ["lora", "ia3", adapterhub("bottleneck"), adapterhub("fusion"), adapterhub("madx")])
+@pytest.mark.parametrize("setup", ["lora", "ia3", "vera", adapterhub("bottleneck"), adapterhub("fusion"),
+                                   adapterhub("madx")])
 def test_standin_the_pushed_repo_holds_the_artifact_unchanged_plus_a_card(setups, hub, setup):
     folder = setups["folders"][setup]
     record = manifest(folder)
@@ -169,7 +171,7 @@ def card_snippet(folder):
     return code.replace(download.group(0), f"folder = {str(folder)!r}")
 
 
-@pytest.mark.parametrize("setup, task", [("lora", "verses-xref"), ("ia3", "verses-xref"),
+@pytest.mark.parametrize("setup, task", [("lora", "verses-xref"), ("ia3", "verses-xref"), ("vera", "verses-xref"),
                                          adapterhub("bottleneck", "verses-xref"), adapterhub("fusion", "verses-genre"),
                                          adapterhub("madx", "verses-xref")])
 def test_standin_pulled_module_loads_in_plain_libraries_with_its_head_and_on_the_bare_encoder(setup, task, setups,

@@ -173,7 +173,25 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                              "plan.yaml: evaluation: queries: 'many' must be a positive number or all"),
     "secondary not a flag": ({"targets": ["verses-retrieval"], "evaluation": {"secondary": "no"}},
                              "plan.yaml: evaluation.secondary must be true or false, got 'no'"),
+    "a field the peft method lacks": ({"regimes": ["peft"], "regime_phase": {"peft": {"peft_method": "vera",
+                                                                                     "peft.rank": 4}}},
+                                      "plan.yaml: phase seed1/peft/verses-xref: peft_method=vera has no field 'rank'"),
 }
+
+
+def test_a_plan_runs_any_peft_method_and_merge_arms_with_their_own_keys(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({**VALID, "intermediates": ["verses-xref", "verses-next"], "regimes": ["lora", "peft"],
+                                    "transfers": {"sequential": ["lora", "peft"], "merge": ["lora"]},
+                                    "regime_phase": {"lora": {"merge": "ties", "merge_density": 0.5},
+                                                     "peft": {"peft_method": "vera", "peft": {"r": 4},
+                                                              "peft.d_initial": 0.2}}}))
+    graph = expand(read_plan(str(plan)))
+    vera = graph.phases["seed1/peft/verses-genre/verses-xref"].settings
+    assert (vera["peft_method"], vera["peft"]) == ("vera", {"r": 4, "d_initial": 0.2})
+    merged = graph.phases["seed1/lora/verses-genre/merge-verses-xref+verses-next"].settings
+    assert (merged["transfer"], merged["merge"], merged["merge_density"]) == ("merge", "ties", 0.5)
+    assert "merge" not in graph.phases["seed1/lora/verses-genre/verses-xref"].settings  # not a merge: not its key
 
 
 @pytest.mark.parametrize("changes, message", BAD_PLANS.values(), ids=BAD_PLANS)

@@ -24,7 +24,7 @@ from ..errors import UserError, unknown
 # (a frozen bottom's states, the step-0 score): not the user's concern.
 logging.getLogger("adapters.model_mixin").addFilter(lambda record: "none are activated" not in record.getMessage())
 
-NAMES = ("full", "lora", "bottleneck", "madx", "ia3")
+NAMES = ("full", "lora", "bottleneck", "madx", "ia3", "peft")
 EXTRAS = {"adapters": "adapters"}  # a library only an extra of adapterxfer installs -> that extra
 DEFAULT = NAMES[0]  # a phase's regime, and a study's, where none is given
 REGIMES: dict = {}  # name -> Regime instance, filled by @register as the modules are imported

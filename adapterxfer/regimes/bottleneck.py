@@ -8,14 +8,20 @@ Transfer from intermediate adapters:
 - ``sequential``: the target adapter starts from the intermediate adapter's weights;
 - ``stack``: ``Stack(intermediate, target)``, the intermediate frozen (saved under ``stacked/``);
 - ``fusion``: AdapterFusion over N frozen intermediate adapters: only the fusion layer and the
-  head train (saved as ``fusion/`` plus each adapter under ``adapters/<name>/``).
+  head train (saved as ``fusion/`` plus each adapter under ``adapters/<name>/``);
+- ``merge``: the intermediate adapters' parameters summed with their weights (``merge=linear``, adapters'
+  ``average_adapter``, which gets the weights as ``merges.weights`` computes them, so negative ones
+  work), into one adapter of their common configuration that trains on.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import merges
+from ..errors import UserError
 from ..keys import key
 from . import register
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
@@ -36,7 +42,8 @@ class Bottleneck(Regime):
     name = "bottleneck"
     kind = "seq_bn"
     section = BottleneckKeys
-    transfers = ("sequential", "stack", "fusion", "multitask")
+    transfers = ("sequential", "stack", "fusion", "merge", "multitask")
+    merges = ("linear",)
     swappable = True
     library = "adapters"
     card_imports = ("import adapters", "from adapters.composition import Fuse, Stack")
@@ -53,6 +60,13 @@ class Bottleneck(Regime):
         elif config.transfer == "sequential" and parents:
             load_adapter(model, parents[0].folder, TARGET)
             model.train_adapter(TARGET)
+        elif config.transfer == "merge":
+            names = [load_adapter(model, parent.folder, f"parent{i}") for i, parent in enumerate(parents)]
+            model.average_adapter(TARGET, names, weights=merges.weights(config, len(names)),
+                                  combine_strategy="linear", normalize_weights=False)
+            for name in names:
+                model.delete_adapter(name)
+            model.train_adapter(TARGET)
         else:
             if parents:  # stack: loaded first, so that train_adapter(TARGET) freezes it
                 load_adapter(model, parents[0].folder, STACKED)
@@ -63,6 +77,15 @@ class Bottleneck(Regime):
                 model.active_adapters = Stack(STACKED, TARGET)
         unfreeze_head(model)  # train_adapter froze every weight outside the adapters
         return model
+
+    def check_merge(self, method, parents) -> None:
+        """adapters averages adapters of one configuration only (dropout aside)."""
+        configs = [{name: value for name, value in _saved_config(parent.folder).items()
+                    if name not in ("dropout", "init_weights")} for parent in parents]
+        differ = sorted(name for name in set().union(*configs) if len({json.dumps(c.get(name)) for c in configs}) > 1)
+        if differ:
+            raise UserError(f"merge={method.name} averages adapters of one configuration; the init_from adapters "
+                            f"differ in {', '.join(differ)}")
 
     def save(self, model, tokenizer, folder: Path) -> None:
         from adapters.composition import Fuse
@@ -138,6 +161,11 @@ def card_load(source: str, name: str, quoted: bool = True) -> str:
     """A card snippet line that loads the adapter at ``source`` (Python code) as ``name``."""
     load_as = f'"{name}"' if quoted else name
     return f"    model.load_adapter({source}, load_as={load_as}, with_head=False, use_safetensors=True)"
+
+
+def _saved_config(folder: Path) -> dict:
+    """The adapter's configuration as ``save_adapter`` wrote it (reduction factor, layers left out, ...)."""
+    return json.loads((folder / "adapter_config.json").read_text())["config"]
 
 
 def adaptable(task, backbone):

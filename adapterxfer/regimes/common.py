@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from .. import artifacts
+from .. import artifacts, merges
 from ..errors import UserError
 
 HEAD_FILE = "head.safetensors"
@@ -37,6 +37,7 @@ class Regime:
     kind: ClassVar[str]  # what a phase saves: encoder, lora, seq_bn, ...
     transfers: ClassVar[tuple[str, ...]]  # names in transfers.TRANSFERS; "multitask": task=a+b shares one module
     swappable: ClassVar[bool] = False  # attach/activate: many modules on one loaded backbone (bank.py)
+    merges: ClassVar[tuple[str, ...]] = ()  # transfer=merge: its methods (merges.METHODS), the first its default
     # A fresh module leaves the backbone's outputs as they are (LoRA's B and IA3's scales start at 0 and 1):
     # its step-0 dev score is the backbone's wherever the head does not depend on the seed either.
     starts_unchanged: ClassVar[bool] = False
@@ -52,11 +53,24 @@ class Regime:
 
     def check(self, task, config, parents: list[Parent], backbone) -> None:
         """Refuse, before any training, parents this regime cannot start from (``backbone``: the resolved
-        one the phase trains on; ``transfers.check`` has checked the transfer)."""
+        one the phase trains on; ``transfers.check`` has checked the transfer), and a merge it cannot compute."""
         for parent in parents:
             if parent.manifest["regime"] != self.name:
                 raise UserError(f"init_from {parent.folder} is a {parent.manifest['regime']} artifact, "
                                 f"not {self.name}: regimes cannot be mixed in one transfer")
+        if config.transfer == "merge":
+            self.check_merge(merges.check(self, config, len(parents)), parents)
+
+    def merge_methods(self, config) -> tuple[str, ...]:
+        """The merge methods a phase of this regime can use (its first the default); refuses where none."""
+        return self.merges
+
+    def check_keys(self, config, source: str) -> None:
+        """Refuse, as the config is read (``source``: where from), values of this regime's keys that its
+        section's types and bounds cannot express (peft: the method's own fields)."""
+
+    def check_merge(self, method, parents: list[Parent]) -> None:
+        """Refuse parents whose modules ``method`` (a merges.Method) would merge wrongly or cannot merge."""
 
     def input_refs(self, config) -> list[str]:
         """Other artifacts the phase reads, named by its section's path keys (madx: its language adapters)."""

@@ -23,6 +23,7 @@ class Ia3(Lora):
     kind = "ia3"
     section = None  # no keys of its own (not LoRA's)
     transfers = ("sequential", "multitask")
+    merges = ()
 
     def build(self, task, backbone, parents, config):
         from peft import IA3Config, PeftModel, get_peft_model

@@ -9,16 +9,21 @@ Transfer from intermediate LoRAs:
 - ``sequential``: the target LoRA starts from the intermediate LoRA's weights;
 - ``stack``: the intermediate LoRA stays frozen and active, a new LoRA trains on top
   (saved under ``stacked/`` inside the artifact);
-- ``merge``: intermediate LoRAs are combined with ``add_weighted_adapter`` (``cat`` is exact,
-  ``svd`` approximates; ``linear`` is refused because it adds cross terms, peft #3004),
-  and the target LoRA starts from the merge.
+- ``merge``: intermediate LoRAs are combined with ``add_weighted_adapter`` by any method of
+  ``merges.METHODS`` but ``linear`` (it adds cross terms, peft #3004): ``cat`` is exact, the others
+  approximate. DoRA, rsLoRA and ``lora_bias`` LoRAs are refused (peft merges them wrongly without an
+  error, peft #3761), as are unequal ranks where the method merges A and B apart. The target LoRA
+  starts from the merge.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import merges
+from ..errors import UserError
 from ..keys import key
 from . import register
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
@@ -36,8 +41,6 @@ class LoraKeys:
     lora_alpha: int = key(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = key(0.1, "dropout on the LoRA input", at_least=0, at_most=1)
     lora_targets: list[str] = key(["query", "value"], "encoder linear layers that get a LoRA, or all-linear")
-    merge: str = key("cat", "transfer=merge: cat (exact) | svd; never linear (cross terms, peft #3004)",
-                     choices=("cat", "svd"))
 
 
 def layer_pattern(config) -> str:
@@ -63,6 +66,7 @@ class Lora(Regime):
     kind = "lora"
     section = LoraKeys
     transfers = ("sequential", "stack", "merge", "multitask")
+    merges = tuple(name for name in merges.METHODS if name != "linear")
     swappable = True
     starts_unchanged = True
     library = "peft"
@@ -84,9 +88,12 @@ class Lora(Regime):
             model.add_adapter(TARGET, lora_config(config))
             _activate_stack(model)
         else:
-            model = _merged(base, [parent.folder for parent in parents], config.merge)
+            model = merged(base, parents, self, config)
         unfreeze_head(model)
         return model
+
+    def check_merge(self, method, parents) -> None:
+        check_lora_merge(method, parents)
 
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
@@ -150,18 +157,40 @@ def _activate_stack(model) -> None:
             param.requires_grad_(False)
 
 
-def _merged(base, folders: list[Path], combination: str):
+def check_lora_merge(method, parents) -> None:
+    """Refuse LoRAs that peft's ``add_weighted_adapter`` merges wrongly without an error (peft #3761), and
+    unequal ranks where ``method`` merges A and B apart."""
+    ranks = {}
+    for parent in parents:
+        config = json.loads((parent.folder / "adapter_config.json").read_text())
+        if config.get("peft_type") != "LORA":
+            raise UserError(f"init_from {parent.folder} is a {config.get('peft_type')} module; transfer=merge "
+                            "merges LoRA modules only")
+        wrong = [name for name in ("use_dora", "use_rslora", "lora_bias") if config.get(name)]
+        if wrong:
+            raise UserError(f"init_from {parent.folder} is a LoRA with {wrong[0]}=true, which peft merges wrongly "
+                            "(peft #3761): transfer=merge takes plain LoRAs only")
+        ranks[parent.folder] = {config["r"], *(config.get("rank_pattern") or {}).values()}
+    if method.equal_ranks and len(set().union(*ranks.values())) > 1:
+        shown = ", ".join(f"{folder.name}: {'/'.join(map(str, sorted(r)))}" for folder, r in ranks.items())
+        raise UserError(f"merge={method.name} needs LoRAs of one rank, got {shown} (cat and the _svd methods "
+                        "take any ranks)")
+
+
+def merged(base, parents, regime, config):
+    """The parents' modules merged into the one the target trains (``TARGET``); nothing else trains in it
+    but the head."""
     from peft import PeftModel
 
-    names = [f"parent{i}" for i in range(len(folders))]
-    model = PeftModel.from_pretrained(base, folders[0], adapter_name=names[0])
-    for name, folder in zip(names[1:], folders[1:]):
-        model.load_adapter(folder, adapter_name=name)
-    model.add_weighted_adapter(names, [1.0 / len(names)] * len(names), adapter_name=TARGET,
-                               combination_type=combination)
+    names = [f"parent{i}" for i in range(len(parents))]
+    model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=names[0])
+    for name, parent in zip(names[1:], parents[1:]):
+        model.load_adapter(parent.folder, adapter_name=name)
+    model.add_weighted_adapter(names, merges.weights(config, len(names)), adapter_name=TARGET,
+                               combination_type=merges.method(regime, config).name, density=config.merge_density)
     model.set_adapter(TARGET)
     for name in names:
         model.delete_adapter(name)
     for name, param in model.named_parameters():
-        param.requires_grad_(f".{TARGET}." in name and "lora_" in name)
+        param.requires_grad_(TARGET in name.split("."))
     return model

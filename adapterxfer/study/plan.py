@@ -519,7 +519,7 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
     where = f"{plan['file']}: phase {key}"
     settings = vars(from_dict(values, source=where))
     settings = {k: v for k, v in settings.items()
-                if reads(regime, k) and k not in ("init_from", "lang_adapters", "output_dir")}
+                if reads(regime, k, transfer) and k not in ("init_from", "lang_adapters", "output_dir")}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
