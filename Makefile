@@ -45,7 +45,7 @@ demo: $(VENV)/.installed-stamp
 # The whole suite in the core environment (tests marked `adapters` skip there), then only those tests in the
 # adapters environment. Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
 test: setup
-	$(VENV)/bin/python -m pytest -q -n 2
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15
 	$(ADAPTERS)/bin/python -m pytest -q -n 2 -m adapters
 
 # Unit tests only, in the core environment: no me5-small, no real corpus, no test marked slow.
