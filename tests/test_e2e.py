@@ -30,16 +30,16 @@ def test_three_phases_on_me5_small(tmp_path):
 
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):
-    """The embedded backbone is a real cross-lingual encoder, and verses-retrieval leaves it headroom: by
-    cosine among all 2,921 English test verses (layer -1, 128 tokens), de 0.867, ko-n 0.523 (archaic Korean),
-    zh-c 0.657 (classical-style Chinese); centered on dev-chapter means 0.897, 0.710, 0.840."""
-    langs = "de,ko-n,zh-c"
-    assert main(["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--langs", langs,
+    """The embedded backbone is a real cross-lingual encoder, and verses-retrieval leaves it headroom: by cosine
+    among all 2,921 English test verses (layer -1, 128 tokens), 260 of the 300 German queries find their own
+    verse (0.867), 269 (0.897) centered on dev-chapter means. (Archaic Korean and classical-style Chinese score
+    0.523 and 0.657, centered 0.710 and 0.840.) One query either way is kernel rounding (AVX2 or AVX-512)."""
+    assert main(["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--langs", "de",
                  "--output", str(tmp_path / "retrieval")]) == 0
-    scores = json.loads((tmp_path / "retrieval" / "scores.json").read_text())
-    assert {lang: s["candidates"] for lang, s in scores.items()} == dict.fromkeys(langs.split(","), 2921)
-    assert {lang: 0.5 <= s["accuracy@1"] < 0.95 for lang, s in scores.items()} == dict.fromkeys(langs.split(","), True)
-    assert all(s["accuracy@1_unsupervised_target_dev_centered"] > s["accuracy@1"] for s in scores.values())
+    scores = json.loads((tmp_path / "retrieval" / "scores.json").read_text())["de"]
+    assert scores["candidates"] == 2921
+    assert scores["accuracy@1"] == pytest.approx(260 / 300, abs=1.5 / 300)
+    assert scores["accuracy@1_unsupervised_target_dev_centered"] == pytest.approx(269 / 300, abs=1.5 / 300)
 
 
 SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=8"]

@@ -36,9 +36,10 @@ def featurized(task: TaskSpec, split: str, lang: str, tokenizer, max_length: int
     path = home() / "features" / fingerprint
     if not path.exists():
         table = datasets.Dataset.from_list(rows).add_column(ROW, list(range(len(rows))))
+        # new_fingerprint: ours already names the content; datasets would otherwise hash the tokenizer (seconds)
         features = table.map(functools.partial(_featurize_rows, kind.featurize, tokenizer=tokenizer,
                                                max_length=max_length, options=task.options),
-                             batched=True, remove_columns=table.column_names)
+                             batched=True, remove_columns=table.column_names, new_fingerprint=fingerprint)
         with atomic_dir(path) as tmp:
             features.save_to_disk(str(tmp))
     features = _load(str(path))

@@ -71,7 +71,9 @@ KEYS = {
     "regime_phase": (dict, {}, "regime -> train keys of its phases (over all the above)"),
     "evaluation": (dict, {}, "evaluation-only targets: layer, max_length, batch_size, langs, precision, regimes "
                              "(whose intermediates are scored; default all), queries and candidates (retrieval: "
-                             "test queries per language and pool size, a number or all; default the task's)"),
+                             "test queries per language and pool size, a number or all; default the task's), "
+                             "secondary (retrieval: false leaves out the task's secondary scores, such as "
+                             "verses-retrieval's centered on target-language dev text; default true)"),
     "clusters": (dict, {}, "target -> item | chapter | book: the unit test items err together in "
                            "(chapter and book: verses refs book:chapter:verse); default item"),
     "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
@@ -88,7 +90,8 @@ KEYS = {
 }
 BLOCK_KEYS = {
     **{regime.name: set(regime.plan_keys) for regime in all_regimes() if regime.plan_keys},
-    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates"},
+    "evaluation": {"layer", "max_length", "batch_size", "langs", "precision", "regimes", "queries", "candidates",
+                   "secondary"},
     "statistics": {"alpha", "power", "effect"},
     "confirmation": {"seeds", "held_out", "by", "contrasts"},
     "contrasts": {"name", "target", "run", "versus", "primary"},
@@ -470,13 +473,15 @@ def _evaluation_arms(plan, graph, regime, seed, target, intermediates) -> None:
                 "layer": evaluation.get("layer", -1), "max_length": evaluation.get("max_length"),
                 "batch_size": evaluation.get("batch_size", 32),
                 "precision": evaluation.get("precision", plan["phase"].get("precision", "auto")),
-                **{key: evaluation[key] for key in ("queries", "candidates") if key in evaluation},
+                **{key: evaluation[key] for key in ("queries", "candidates", "secondary") if key in evaluation},
                 # the backbone's bottom through the cache its modules read (a module reads its own manifest's)
                 **({"frozen_layers": plan["phase"]["frozen_layers"]} if plan["phase"].get("frozen_layers") else {}),
                 **_smoke_rows(plan), **share_keys(plan, target)}
     if settings["precision"] not in CHOICES["precision"]:
         raise UserError(f"{plan['file']}: evaluation.precision must be one of {', '.join(CHOICES['precision'])}, "
                         f"got {settings['precision']!r}")
+    if not isinstance(settings.get("secondary", True), bool):
+        raise UserError(f"{plan['file']}: evaluation.secondary must be true or false, got {settings['secondary']!r}")
     try:
         get_task(target).sized(settings.get("queries"), settings.get("candidates")).check_langs(settings["langs"])
     except UserError as err:

@@ -43,15 +43,20 @@ class Failure:
 
 
 def run_study(plan_file: str, executor: str = "local", workers: int = 1, smoke: bool = False,
-              backbone: str | None = None, plan_changed: str | None = None) -> Path:
+              backbone: str | None = None, plan_changed: str | None = None, then_confirm: bool = False) -> Path:
     """Run every phase that is not current, then write the report; returns the study folder. Raises StudyFailed
     (after the report) when a phase failed. ``smoke``: the plan in miniature into ``<output>-smoke``
     (``plan.smoke_plan``), on ``backbone`` if given. A plan changed after its confirmation runs only with
-    ``plan_changed``, the reason (study/confirmation.py)."""
+    ``plan_changed``, the reason (study/confirmation.py). ``then_confirm``: once every phase is done, the plan's
+    confirmation, as ``confirm_study``, in this process (its frozen-bottom states and loaded data carry over)."""
     plan = load_plan(plan_file, smoke, backbone)
     root = study_root(plan)
+    if then_confirm and not plan["confirmation"]:
+        raise UserError(f"{plan_file}: --then-confirm needs a confirmation block in the plan "
+                        "(confirmation: {seeds: [...]}, new seeds)")
     confirmation.check_plan(plan, root, plan_changed)
-    return _run(plan, expand(plan), root, executor, workers)
+    _run(plan, expand(plan), root, executor, workers)
+    return confirm_study(plan_file, executor, workers, None, smoke, backbone) if then_confirm else root
 
 
 def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, again: str | None = None,
