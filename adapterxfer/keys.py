@@ -18,8 +18,8 @@ def key(default, help: str, section: str | None = None, *, choices: tuple | None
         path: bool = False):
     """A field of ``default`` (a list or dict gets a fresh copy) with ``help``. ``section``: the general section
     it belongs to (a regime's keys: None, the regime's name). ``choices``: the only values allowed.
-    ``at_least`` / ``above`` / ``at_most``: bounds of a number (None is always allowed where it is the
-    default). ``path``: an input named by path, which enters a phase's identity by its contents' hashes."""
+    ``at_least`` / ``above`` / ``at_most``: bounds of a number (None is always allowed, there and among the
+    choices, where it is the default). ``path``: an input named by path, which enters a phase's identity by its contents' hashes."""
     meta = {"help": help, "section": section, "choices": choices, "at_least": at_least, "above": above,
             "at_most": at_most, "path": path}
     if isinstance(default, (list, dict)):
@@ -34,7 +34,7 @@ def default_of(spec: Field):
 def check(spec: Field, value, source: str) -> None:
     """Refuse ``value`` of key ``spec`` outside its choices or bounds: a one-line UserError."""
     meta = spec.metadata
-    if meta["choices"] is not None and value not in meta["choices"]:
+    if meta["choices"] is not None and value not in meta["choices"] and not (value is None and default_of(spec) is None):
         raise UserError(f"{source}: key {spec.name!r} must be one of {', '.join(meta['choices'])}, got {value!r}"
                         + did_you_mean(value, meta["choices"]))
     bounds = [(op, meta[name]) for name, op in (("at_least", ">="), ("above", ">"), ("at_most", "<="))

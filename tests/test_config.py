@@ -2,7 +2,7 @@
 
 import pytest
 
-from adapterxfer.config import load_config
+from adapterxfer.config import from_dict, load_config
 from adapterxfer.errors import UserError
 
 
@@ -18,6 +18,14 @@ def test_overrides_parse_types_and_win_over_yaml(tmp_path):
 def test_key_value_alone_suffices():
     config = load_config(None, ["task=verses-xref", "seed=7", "precision=fp32"])
     assert (config.task, config.seed, config.precision) == ("verses-xref", 7, "fp32")
+
+
+def test_a_default_of_none_is_allowed_among_choices():
+    """A study passes every key of a phase's block, defaults included: merge=None means the regime's first."""
+    config = from_dict({"task": "verses-genre", "regime": "lora", "transfer": "merge", "merge": None})
+    assert config.merge is None
+    with pytest.raises(UserError, match="key 'precision' expects str, got None"):
+        from_dict({"task": "verses-genre", "precision": None})  # its default is auto: None is no choice
 
 
 @pytest.mark.parametrize("args, message", [
