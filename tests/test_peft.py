@@ -13,7 +13,7 @@ from adapterxfer.bank import ModuleBank
 from adapterxfer.cli import main
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
-from test_regimes import train as train_module
+from test_regimes import STEPS, train as train_module
 
 METHODS = {"vera": ["peft_method=vera", "peft.r=4"], "lokr": ["peft_method=lokr", "peft.r=4"],
            "oft": ["peft_method=oft", "peft.oft_block_size=8", "peft.target_modules=query,value,key"],
