@@ -13,8 +13,8 @@ from adapterxfer.bank import ModuleBank
 from adapterxfer.cli import main
 from adapterxfer.regimes import get_regime
 from adapterxfer.tasks import get_task
+from test_regimes import STEPS, train as train_module
 
-STEPS = ["max_steps=3", "eval_every=3", "batch_size=4", "max_length=48", "precision=fp32", "lr=1e-2"]
 METHODS = {"vera": ["peft_method=vera", "peft.r=4"], "lokr": ["peft_method=lokr", "peft.r=4"],
            "oft": ["peft_method=oft", "peft.oft_block_size=8", "peft.target_modules=query,value,key"],
            "dora": ["peft_method=lora", "peft.use_dora=true", "peft.r=4"]}
@@ -22,8 +22,7 @@ PEFT_TYPES = {"vera": "VERA", "lokr": "LOKR", "oft": "OFT", "dora": "LORA"}
 
 
 def train(folder, *extra, backbone):
-    assert main(["train", f"backbone={backbone.path}", f"output_dir={folder}", "regime=peft", *STEPS, *extra]) == 0
-    return folder
+    return train_module(folder, "regime=peft", *extra, backbone=backbone)
 
 
 @pytest.fixture(scope="module")
