@@ -19,7 +19,8 @@ def key(default, help: str, section: str | None = None, *, choices: tuple | None
     """A field of ``default`` (a list or dict gets a fresh copy) with ``help``. ``section``: the general section
     it belongs to (a regime's keys: None, the regime's name). ``choices``: the only values allowed.
     ``at_least`` / ``above`` / ``at_most``: bounds of a number (None is always allowed, there and among the
-    choices, where it is the default). ``path``: an input named by path, which enters a phase's identity by its contents' hashes."""
+    choices, where it is the default). ``path``: an input named by path, which enters a phase's identity by its
+    contents' hashes."""
     meta = {"help": help, "section": section, "choices": choices, "at_least": at_least, "above": above,
             "at_most": at_most, "path": path}
     if isinstance(default, (list, dict)):
