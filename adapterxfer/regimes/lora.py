@@ -95,6 +95,9 @@ class Lora(Regime):
     def check_merge(self, method, parents) -> None:
         check_lora_merge(method, parents)
 
+    def mixes(self, config: dict) -> bool:
+        return True
+
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
         for card in folder.glob("**/README.md"):  # peft's placeholder cards; a pushed repo gets a real one
