@@ -24,7 +24,7 @@ import resource
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
+from .bank import ModuleBank
 from .cache import atomic_dir, remove_leftovers, work_folder
 from .config import SCORING, RunConfig, identity_change, phase_identity
 from .data.features import featurized, split_rows
@@ -83,11 +84,12 @@ class ValidatedPhase:
         return self.tasks[0].role == "target"
 
 
-def train_phase(config: RunConfig) -> Path:
+def train_phase(config: RunConfig, score: bool = True) -> Path:
     """Validate, train (resumably), save and evaluate one phase; returns the output folder.
 
     ``task=a+b`` trains intermediate tasks together: one shared module (or encoder), one head
-    each. Target tasks are then scored zero-shot on the test set of every evaluation language.
+    each. Target tasks are then scored zero-shot on the test set of every evaluation language
+    (``score=False``: not yet; a study scores several together, ``evaluate_together``).
     A finished output of the same training identity is not trained again (only evaluated, if its
     evaluation is missing); one of another configuration needs ``overwrite=true``.
     """
@@ -103,7 +105,7 @@ def train_phase(config: RunConfig) -> Path:
         trained = None if phase.finished else train(phase)
         if trained:
             save(phase, trained)
-        if state.is_main_process and phase.is_target and not _scored(phase):
+        if score and state.is_main_process and phase.is_target and not _scored(phase):
             # the model just trained is scored as it is in memory; a finished output is loaded from its folder
             evaluate_phase(phase, trained)
         state.wait_for_everyone()
@@ -308,13 +310,61 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                      phase.config.eval_batch_size, phase.precision, switch)
-        write_evaluation(phase.out, scores, predictions, record={
-            "model": artifacts.sha256_file(phase.out / artifacts.MANIFEST), "task": task.name,
-            "scoring": {name: getattr(phase.config, name) for name in SCORING}})
+        write_evaluation(phase.out, scores, predictions, record=_scoring_record(phase))
     except (UserError, OSError, RuntimeError, ValueError) as err:
         raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
                         f"`adapterxfer evaluate --model {phase.out} --task {task.name} "
                         f"--output {phase.out}`") from None
+
+
+def evaluate_together(configs: list[RunConfig]) -> None:
+    """Stage 4 of several trained target phases at once (a study's LoRA arms of one target): the backbone
+    loaded once, every module scored on each of its test languages in one pass of mixed-adapter batches
+    (``evaluate.score_runs``), each phase's scores written into its folder as ``evaluate_phase`` writes them,
+    and equal to them. The phases must be trained and share the regime, the task as scored, the backbone,
+    the length, batch size, precision, pooling and frozen bottom; modules that cannot run side by side
+    (``Regime.mixes``) are refused in one line: score them alone."""
+    phases = [validate(config) for config in configs]
+    first, task = phases[0], phases[0].tasks[0]
+    odd = next((phase for phase in phases if _scored_alike(phase) != _scored_alike(first)), None)
+    if odd is not None:
+        raise UserError(f"{odd.out} is not scored like {first.out} (regime, task, backbone or evaluation settings "
+                        "differ): score each alone")
+    with ExitStack() as held:
+        for phase in phases:
+            held.enter_context(output_lock(phase.out))
+        held.enter_context(cpu_threads(first.backbone.path))
+        for phase in phases:
+            remove_leftovers(phase.out, keep_work=True)
+            if not _finished(phase):
+                raise UserError(f"{phase.out} is not trained yet: train it before it is scored")
+        unscored = [phase for phase in phases if not _scored(phase)]
+        if not unscored:
+            return
+        bank = ModuleBank(task, first.backbone, first.config.regime)
+        for number, phase in enumerate(unscored):
+            bank.attach(str(number), phase.out)
+        bank.model.to(processes().device)
+        runs = [(str(number), lang) for number, phase in enumerate(unscored) for lang in phase.langs]
+        with cached_bottom(bank.model, first.config.frozen_layers):
+            scored = evaluate.score_runs(bank, backbones.load_tokenizer(first.backbone.path), task, runs,
+                                         first.lengths[task.name], first.config.eval_batch_size, first.precision)
+        for number, phase in enumerate(unscored):
+            results = {lang: scored[(str(number), lang)] for lang in phase.langs}
+            write_evaluation(phase.out, {lang: result[0] for lang, result in results.items()},
+                             {lang: result[1] for lang, result in results.items()}, record=_scoring_record(phase))
+
+
+def _scored_alike(phase: ValidatedPhase) -> tuple:
+    """What makes two phases' modules scorable in one pass, scored as each alone."""
+    return (phase.config.regime, phase.tasks[0], phase.backbone.weight_hash, phase.lengths,
+            phase.config.eval_batch_size, phase.precision, phase.pooling, phase.config.frozen_layers)
+
+
+def _scoring_record(phase: ValidatedPhase) -> dict:
+    """evaluation.json's record of a target phase's own scores (``artifacts.scores_itself`` reads it)."""
+    return {"model": artifacts.sha256_file(phase.out / artifacts.MANIFEST), "task": phase.tasks[0].name,
+            "scoring": {name: getattr(phase.config, name) for name in SCORING}}
 
 
 def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None, record: dict | None = None) -> None:
