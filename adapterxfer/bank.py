@@ -69,10 +69,9 @@ class ModuleBank:
         set_pooling(self.model, pooling)
         self.heads[name] = head
         self.module_kind, self.pooling = manifest["module_kind"], pooling
-        if not self.regime.mixes(manifest["config"]):
-            self.unmixable[name] = (f"{folder}: a {manifest['module_kind']} module of regime {self.regime.name} "
-                                    "cannot run beside others in one batch (peft mixes LoRA modules only, not "
-                                    "DoRA); evaluate it alone")
+        refusal = mixing_refusal(folder, manifest)
+        if refusal:
+            self.unmixable[name] = refusal
 
     @torch.no_grad()
     def activate(self, name: str):
@@ -140,6 +139,17 @@ class EncoderBank:
         self.hosts[kind] = regime.attach(host, folder, name)
         regime.activate(self.hosts[kind], name)
         return unwrap(self.hosts[kind]).base_model
+
+
+def mixing_refusal(folder: Path, manifest: dict) -> str | None:
+    """Why the module in ``folder`` cannot run beside others in one batch (``ModuleBank.forward_mixed``), in one
+    line; None: it can."""
+    if not get_transfer(manifest.get("transfer")).swappable:
+        return f"{folder}: stacked or fused artifacts cannot run beside others in one batch; evaluate them alone"
+    if not get_regime(manifest["regime"]).mixes(manifest["config"]):
+        return (f"{folder}: a {manifest['module_kind']} module of regime {manifest['regime']} cannot run beside "
+                "others in one batch (peft mixes LoRA modules only, not DoRA); evaluate it alone")
+    return None
 
 
 def check_backbone(folder: Path, manifest: dict, backbone) -> None:

@@ -87,7 +87,8 @@ def score_runs(bank, tokenizer, task: TaskSpec, runs: list[tuple[str, str]], max
     what ``score_split`` gives for that module alone."""
     kind, collate = KINDS[task.kind], KINDS[task.kind].collator(tokenizer)
     bank.check_mixable(dict.fromkeys(name for name, _ in runs))
-    data = {lang: featurized(task, "test", lang, tokenizer, max_length, 0) for lang in dict.fromkeys(l for _, l in runs)}
+    data = {lang: featurized(task, "test", lang, tokenizer, max_length, 0)
+            for lang in dict.fromkeys(lang for _, lang in runs)}
     examples = {lang: features.to_list() for lang, (features, _, _) in data.items()}
     pairs = [(run, index) for run in runs for index in range(len(examples[run[1]]))]
     outputs = {run: [None] * len(examples[run[1]]) for run in runs}

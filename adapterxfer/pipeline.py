@@ -33,7 +33,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
-from .bank import ModuleBank
+from .bank import ModuleBank, mixing_refusal
 from .cache import atomic_dir, remove_leftovers, work_folder
 from .config import SCORING, RunConfig, identity_change, phase_identity
 from .data.features import featurized, split_rows
@@ -341,18 +341,79 @@ def evaluate_together(configs: list[RunConfig]) -> None:
         unscored = [phase for phase in phases if not _scored(phase)]
         if not unscored:
             return
-        bank = ModuleBank(task, first.backbone, first.config.regime)
-        for number, phase in enumerate(unscored):
-            bank.attach(str(number), phase.out)
-        bank.model.to(processes().device)
-        runs = [(str(number), lang) for number, phase in enumerate(unscored) for lang in phase.langs]
-        with cached_bottom(bank.model, first.config.frozen_layers):
-            scored = evaluate.score_runs(bank, backbones.load_tokenizer(first.backbone.path), task, runs,
-                                         first.lengths[task.name], first.config.eval_batch_size, first.precision)
-        for number, phase in enumerate(unscored):
-            results = {lang: scored[(str(number), lang)] for lang in phase.langs}
-            write_evaluation(phase.out, {lang: result[0] for lang, result in results.items()},
-                             {lang: result[1] for lang, result in results.items()}, record=_scoring_record(phase))
+        scored = _one_pass(task, first.backbone, first.config.regime, {phase.out: phase.langs for phase in unscored},
+                           first.lengths[task.name], first.config.eval_batch_size, first.precision,
+                           first.config.frozen_layers)
+        for phase in unscored:
+            write_evaluation(phase.out, *scored[phase.out], record=_scoring_record(phase))
+
+
+def evaluate_models(model_paths: list[str], task_name: str, langs: list[str], output: Path,
+                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
+                    xtreme_format: bool = False) -> dict[str, dict]:
+    """Score several trained outputs of one task, regime and backbone in one pass (``evaluate --model A
+    --model B``): the backbone loaded once, LoRA modules side by side in mixed-adapter batches
+    (``evaluate.score_runs``); each output's scores into ``output/<its folder name>``, written as
+    ``evaluate_model`` writes them for it alone, and equal to them. Modules that cannot run side by side, or
+    of another task, regime or backbone, are refused in one line before anything is scored. Returns
+    {folder name: scores}."""
+    task = get_task(task_name)
+    folders = [Path(sharing.resolve(path)) for path in model_paths]
+    names = [folder.name for folder in folders]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice:
+        raise UserError(f"--model: two outputs named {twice!r} would be scored into one folder {Path(output) / twice}")
+    if not task.trainable:
+        raise UserError(f"task {task.name} reads encoders (no head): score each --model alone")
+    for folder in folders:
+        if not artifacts.is_artifact(folder):
+            raise UserError(f"--model {folder}: several --model take trained outputs of `adapterxfer train`, not a "
+                            "backbone")
+    manifests = [artifacts.read_manifest(folder) for folder in folders]
+    for folder, manifest in zip(folders, manifests):  # refused before anything loads
+        if manifest["task"] != task.name:
+            raise UserError(f"{folder} was trained on task {manifest['task']!r}, not {task.name!r}")
+        refusal = mixing_refusal(folder, manifest)
+        if refusal:
+            raise UserError(refusal)
+        if manifest["regime"] != manifests[0]["regime"]:
+            raise UserError(f"{folder}: a {manifest['regime']} module cannot be scored in one pass with "
+                            f"{manifests[0]['regime']} modules (one regime at a time)")
+    backbone = backbones.resolve(manifests[0]["backbone"]["name"])
+    langs = task.check_langs(langs)
+    max_length = backbones.check_length(max_length, task, backbone)
+    frozen = min(manifest["config"].get("frozen_layers", 0) for manifest in manifests)  # below every module
+    outs = [Path(output) / name for name in names]
+    with ExitStack() as held:
+        for out in outs:
+            held.enter_context(output_lock(out))
+            remove_leftovers(out)
+        held.enter_context(cpu_threads(backbone.path))
+        scored = _one_pass(task, backbone, manifests[0]["regime"], {folder: langs for folder in folders}, max_length,
+                           batch_size, resolve_precision(precision, processes().device), frozen)
+        for folder, out in zip(folders, outs):
+            write_evaluation(out, *scored[folder], task if xtreme_format else None,
+                             {"identity": None, "task": task.name,
+                              "model": artifacts.sha256_file(folder / artifacts.MANIFEST)})
+    return {name: scored[folder][0] for name, folder in zip(names, folders)}
+
+
+def _one_pass(task, backbone, regime: str, langs: dict[Path, list[str]], max_length: int, batch_size: int,
+              precision: str, frozen_layers: int) -> dict[Path, tuple[dict, dict]]:
+    """Each trained output of ``langs`` scored on its languages' test sets in one pass on one loaded backbone:
+    {folder: ({lang: scores}, {lang: predictions})}."""
+    bank = ModuleBank(task, backbone, regime)
+    for number, folder in enumerate(langs):
+        bank.attach(str(number), folder)
+    bank.check_mixable(bank.heads)
+    bank.model.to(processes().device)
+    runs = [(str(number), lang) for number, folder in enumerate(langs) for lang in langs[folder]]
+    with cached_bottom(bank.model, frozen_layers):
+        scored = evaluate.score_runs(bank, backbones.load_tokenizer(backbone.path), task, runs, max_length,
+                                     batch_size, precision)
+    return {folder: ({lang: scored[(str(number), lang)][0] for lang in langs[folder]},
+                     {lang: scored[(str(number), lang)][1] for lang in langs[folder]})
+            for number, folder in enumerate(langs)}
 
 
 def _scored_alike(phase: ValidatedPhase) -> tuple:

@@ -2,11 +2,14 @@
 backbone (``ModuleBank.forward_mixed``, ``evaluate.score_runs``), each example through its own module and head,
 scoring exactly as each module alone; modules that cannot be mixed are refused in one line."""
 
+import json
+
 import pytest
 import torch
 
 from adapterxfer.bank import ModuleBank
 from adapterxfer.backbones import load_tokenizer
+from adapterxfer.cli import main
 from adapterxfer.errors import UserError
 from adapterxfer.evaluate import score_runs, score_split
 from adapterxfer.regimes import get_regime
@@ -109,3 +112,41 @@ def test_modules_peft_cannot_mix_are_refused_in_one_line_and_still_swap(modules,
     assert str(refused.value) == (f"{modules[method]}: a {kind} module of regime peft cannot run beside others in one "
                                   "batch (peft mixes LoRA modules only, not DoRA); evaluate it alone")
     assert bank.activate(method) is bank.model  # one at a time, as ever
+
+
+def test_evaluate_with_several_models_scores_them_in_one_pass_as_each_alone(modules, tmp_path, fixture_home,
+                                                                             monkeypatch, capsys):
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    common = ["--task", "verses-genre", "--langs", "fr,de", "--max-length", "48", "--batch-size", "4",
+              "--precision", "fp32"]
+    assert main(["evaluate", "--model", str(modules["genre1"]), "--model", str(modules["genre2"]), *common,
+                 "--output", str(tmp_path / "together")]) == 0
+    assert "wrote " + str(tmp_path / "together" / "genre2") + "/scores.json" in capsys.readouterr().out
+    for name in ("genre1", "genre2"):
+        assert main(["evaluate", "--model", str(modules[name]), *common, "--output", str(tmp_path / name)]) == 0
+        files = sorted(path.relative_to(tmp_path / name) for path in (tmp_path / name).rglob("*") if path.is_file())
+        assert files == sorted(path.relative_to(tmp_path / "together" / name)
+                               for path in (tmp_path / "together" / name).rglob("*") if path.is_file())
+        assert {"scores.json", "predictions/test-fr.jsonl", "predictions/test-de.jsonl"} <= set(map(str, files))
+        for file in files:
+            if file.name != "evaluation.json":  # it records the files' sizes, equal too, and the model's hash
+                assert (tmp_path / name / file).read_bytes() == (tmp_path / "together" / name / file).read_bytes()
+        assert (json.loads((tmp_path / name / "evaluation.json").read_text())
+                == json.loads((tmp_path / "together" / name / "evaluation.json").read_text()))
+
+
+@pytest.mark.parametrize("pair, message", [
+    (("genre1", "dora"), "{dora}: a lora module of regime peft cannot run beside others in one batch (peft mixes "
+                         "LoRA modules only, not DoRA); evaluate it alone"),
+    (("genre1", "vera"), "{vera}: a vera module of regime peft cannot run beside others in one batch (peft mixes "
+                         "LoRA modules only, not DoRA); evaluate it alone"),
+    (("genre1", "next1"), "{next1} was trained on task 'verses-next', not 'verses-genre'"),
+])
+def test_evaluate_refuses_models_that_cannot_run_in_one_pass_in_one_line(modules, tmp_path, fixture_home,
+                                                                         monkeypatch, capsys, pair, message):
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    capsys.readouterr()
+    assert main(["evaluate", *(f"--model={modules[name]}" for name in pair), "--task", "verses-genre",
+                 "--langs", "fr", "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "adapterxfer: error: " + message.format(**modules) + "\n"
+    assert not list((tmp_path / "out").rglob("scores.json"))

@@ -6,9 +6,9 @@ not its scores is scored; one that holds something else (another configuration, 
 has it moved aside under ``stale/`` first, never deleted. Target phases whose modules run side by side
 (LoRA arms of one target, scored alike: ``together_group``) train without scoring; once no other phase of
 their group is left to train, they are scored together in one pass (``pipeline.evaluate_together``), with
-the same scores; a group whose scoring fails has each phase scored alone. Any exception in a phase fails that phase alone: its
-traceback goes to ``logs/<phase key>.log``, what needs it does not run, everything else goes on and is recorded
-as it finishes, and the report lists the failures. A full disk (or a results database that cannot be written)
+the same scores; a group whose scoring fails has each phase scored alone. Any exception in a phase fails
+that phase alone: its traceback goes to ``logs/<phase key>.log``, what needs it does not run, everything
+else goes on and is recorded as it finishes, and the report lists the failures. A full disk (or a results database that cannot be written)
 stops new phases from starting: the phases running finish, and the next run goes on from there.
 """
 
@@ -138,7 +138,9 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
     not run. Target phases of a ``together_group`` are scored together once no phase of their group is left
     to train (or nothing else runs)."""
     waiting, running, done, failures, attempts = dict(graph.phases), {}, set(), {}, {}
-    unscored: dict[tuple, list[tuple]] = {}  # group -> its (phase, identity, lineage) trained, to be scored
+    # running: handle -> (phase, identity, lineage, its group where it trains to be scored with it, else None),
+    # or a group's members scored together; unscored: group -> its (phase, identity, lineage) trained, to be scored
+    unscored: dict[tuple, list[tuple]] = {}
     total = len(waiting)
     while waiting or running or unscored:
         for key, phase in list(waiting.items()):
@@ -160,7 +162,7 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
                     done.add(key)
                     print(f"[{len(done)}/{total}] {submitted:8} {key}")
                 else:
-                    running[submitted[0]] = (phase, *submitted[1:])
+                    running[submitted[0]] = (phase, *submitted[1:], together_group(phase))
         _score_groups(unscored, waiting, running, root, backbone, runner)
         for handle in (runner.wait(list(running)) if running else []):
             entry = running.pop(handle)
@@ -172,10 +174,9 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
                     failures |= {phase.key: outcome for phase, _, _ in entry}
                 else:  # each scored alone (train_phase finds it trained)
                     for phase, identity, lineage in entry:
-                        running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage)
+                        running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage, None)
                 continue
-            phase, identity, lineage = entry
-            group = together_group(phase)
+            phase, identity, lineage, group = entry
             failure = _finish(phase, identity, lineage, root, handle, results, runner, record=group is None)
             if isinstance(failure, tuple):  # its worker died: once more
                 attempts[phase.key] = attempts.get(phase.key, 1) + 1
@@ -185,7 +186,7 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
                     continue
                 failure = Failure(failure[1])
             if failure is None and group is not None:
-                unscored.setdefault(group, []).append(entry)
+                unscored.setdefault(group, []).append((phase, identity, lineage))
             elif failure is None:
                 done.add(phase.key)
             else:
@@ -197,14 +198,15 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
 def _score_groups(unscored: dict, waiting: dict, running: dict, root: Path, backbone: str, runner) -> None:
     """Submit the scoring of each group of ``unscored`` that no waiting or running phase can join any more (all
     of them, once nothing runs): one job scoring its phases together, or the phase alone if it is the only one."""
-    pending = [*waiting.values(), *(entry[0] for entry in running.values() if not isinstance(entry, list))]
+    pending = [together_group(phase) for phase in waiting.values()] + [
+        entry[3] for entry in running.values() if not isinstance(entry, list)]
     for group in list(unscored):
-        if running and any(together_group(phase) == group for phase in pending):
+        if running and group in pending:
             continue
         members = unscored.pop(group)
         if len(members) == 1:
             phase, identity, lineage = members[0]
-            running[runner.submit(job(phase, root, backbone, identity))] = members[0]
+            running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage, None)
         else:
             running[runner.submit(together([phase for phase, _, _ in members], root, backbone))] = members
 
