@@ -274,9 +274,10 @@ def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, 
     plan = write_plan(tmp_path, tiny_backbone, **SMALL, slurm={"cluster": "local", "timeout_min": 10})
     assert main(["study", "run", str(plan), "--executor", "slurm"]) == 0
     _same_as_study(tmp_path / "study", study)
-    assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
+    # a job per phase, and one scoring the two LoRA targets together
+    assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 4
     jobs = [file.read_bytes() for file in (tmp_path / "study" / "slurm").rglob("*_submitted.pkl")]
-    assert len(jobs) == 3 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
+    assert len(jobs) == 4 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
 
 
 def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, monkeypatch, capsys):

@@ -60,26 +60,31 @@ def execute(job: dict) -> dict:
     key = job["phase"].key if "phase" in job else f"{job['phases'][0].key}.together"
     started = time.perf_counter()
     try:
-        _run(job, root)
+        if "phases" in job:
+            _score_together(job["phases"], root, job["backbone"])
+        else:
+            _run(job["phase"], root, job["backbone"], job["identity"], job["score"])
     except Exception as err:  # noqa: BLE001 -- whatever a phase raises fails that phase, not the study
         return {"seconds": time.perf_counter() - started, "error": one_line(err),
                 "log": _write_log(log_file(root, key), key), "disk_full": disk_full(err)}
     return {"seconds": time.perf_counter() - started, "error": None, "log": None, "disk_full": False}
 
 
-def _run(job: dict, root: Path) -> None:
-    from ..pipeline import evaluate_model, evaluate_together, train_phase
+def _run(phase: Phase, root: Path, backbone: str, identity: str, score: bool = True) -> None:
+    from ..pipeline import evaluate_model, train_phase
 
-    if "phases" in job:
-        evaluate_together([_config(phase, root, job["backbone"]) for phase in job["phases"]])
-        return
-    phase = job["phase"]
     if phase.action == "train":
-        train_phase(_config(phase, root, job["backbone"]), score=job["score"])
+        train_phase(_config(phase, root, backbone), score=score)
     else:
         settings = dict(phase.settings)
-        evaluate_model(str(root / phase.model) if phase.model else job["backbone"], settings.pop("task"),
-                       settings.pop("langs"), root / phase.key, identity=job["identity"], **settings)
+        evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
+                       settings.pop("langs"), root / phase.key, identity=identity, **settings)
+
+
+def _score_together(phases: list[Phase], root: Path, backbone: str) -> None:
+    from ..pipeline import evaluate_together
+
+    evaluate_together([_config(phase, root, backbone) for phase in phases])
 
 
 def _config(phase: Phase, root: Path, backbone: str):

@@ -213,11 +213,13 @@ def _score_groups(unscored: dict, waiting: dict, running: dict, root: Path, back
 
 def _finish_together(members: list[tuple], root: Path, handle, results: Results, runner):
     """Record the phases a group's scoring job scored; returns None, "alone" where the job failed (each phase is
-    then scored alone), or the Failure of them all where the database cannot be written (a full disk)."""
+    then scored alone), or the Failure of them all on a full disk (or where the database cannot be written)."""
     try:
         outcome = runner.result(handle)
     except Exception as err:  # noqa: BLE001 -- a died worker or an executor's failure: each phase alone
-        outcome = {"seconds": 0, "error": one_line(err)}
+        outcome = {"seconds": 0, "error": one_line(err), "disk_full": False}
+    if outcome["disk_full"]:  # no phase starts on a full disk: the next run scores them
+        return Failure(outcome["error"], outcome["log"], disk_full=True)
     if outcome["error"]:
         print(f"[alone]   scoring {len(members)} phases together failed ({outcome['error']}); each is scored alone")
         return "alone"
