@@ -127,7 +127,7 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                               "plan.yaml: phase seed1/lora/verses-xref: unknown key 'max_step'"),
     "transfer a regime lacks": ({"transfers": {"fusion": ["lora"]}},
                                 "transfers.fusion: regime lora does not offer it (it offers sequential, stack, merge, "
-                                "multitask)"),
+                                "arithmetic, multitask)"),
     "combining one intermediate": ({"transfers": {"merge": ["lora"]}},
                                    "transfers.merge combines intermediates; the plan lists 1"),
     "madx without its task": ({"regimes": ["madx"], "transfers": {"sequential": ["madx"]}},

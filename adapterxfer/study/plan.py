@@ -281,6 +281,9 @@ def _check_transfers(plan: dict) -> None:
             if transfer not in offered:
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
+        if not TRANSFERS[transfer].trains and regimes:
+            raise UserError(f"{where}: transfers.{transfer} is not a study arm yet; run it with `adapterxfer train "
+                            f"transfer={transfer}` from a study's target phase")
         if TRANSFERS[transfer].combines and regimes and len(plan["intermediates"]) < 2 and not (
                 TRANSFERS[transfer].joint and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
