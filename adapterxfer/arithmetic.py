@@ -29,11 +29,11 @@ class ArithmeticKeys:
     """transfer arithmetic: each test language scored with task (init_from) + λ·(its language module − the
     source language's); nothing trains"""
 
-    lang_modules: list[str] = key([], "language modules (outputs of `train task=verses-text|wiki-text language=L` "
-                                      "in the task module's regime), the source language's and one per test "
-                                      "language", path=True)
-    arithmetic_lambda: float = key(1.0, "λ in task + λ·(lang_L − lang_source), fixed a priori, not tuned: English "
-                                        "dev cannot choose it (lang_en − lang_en = 0 for every λ) and target-"
+    lang_modules: list[str] = key([], "language modules, outputs of `train task=verses-text language=L` (or "
+                                      "wiki-text) in the task module's regime: the source language's and one per "
+                                      "test language", path=True)
+    arithmetic_lambda: float = key(1.0, "λ in `task + λ·(lang_L − lang_en)`, fixed a priori, never tuned: English "
+                                        "dev cannot choose it (`lang_en − lang_en = 0` for every λ), and target-"
                                         "language data may not; 1.0: the plain difference")
 
 

@@ -230,3 +230,32 @@ def test_madx_arithmetic_refuses_another_english_adapter_than_the_task_adapters(
     assert (f"lang_modules: {other} is not the {manifest(other)['language']} language adapter init_from "
             f"{madx['task']} was trained on ({langs['en']})") in err[0]
     assert not out.exists()
+
+
+def test_a_study_runs_the_arithmetic_arm_beside_the_english_task_module_matched(tiny_backbone, tmp_path):
+    """A plan's arithmetic(baseline) arm: the LoRA language modules train, the arm composes the baseline's task
+    module with them, scores English as the baseline does, and its contrast with the baseline is matched."""
+    import yaml
+
+    from adapterxfer.study.matching import check
+    from adapterxfer.study.plan import expand, read_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "backbone": str(tiny_backbone.path), "output": str(tmp_path / "study"), "seeds": [1],
+        "targets": ["verses-genre"], "regimes": ["lora"], "transfers": {"sequential": ["lora"], "arithmetic": ["lora"]},
+        "lora": {"lang_module_task": "verses-text"}, "target_phase": {"eval_langs": ["en", "fr"]},
+        "phase": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "max_length": 32, "precision": "fp32"},
+        "contrasts": [{"name": "arithmetic", "run": "lora/arithmetic(baseline)", "versus": "lora/baseline",
+                       "primary": True}]}))
+    assert main(["study", "run", str(plan)]) == 0
+    root = tmp_path / "study"
+    composed, alone = root / "seed1/lora/verses-genre/arithmetic-baseline", root / "seed1/lora/verses-genre/baseline"
+    scores = json.loads((composed / "scores.json").read_text())
+    assert scores["en"] == json.loads((alone / "scores.json").read_text())["en"] and set(scores) == {"en", "fr"}
+    assert manifest(composed)["parents"][0]["path"] == str(alone)
+    assert (composed / f"arithmetic-{manifest(root / 'seed1/lora/lang/fr')['language']}").is_dir()
+    graph = expand(read_plan(str(plan)))
+    matched = check(graph, root, graph.arm("lora/arithmetic(baseline)", "verses-genre").keys,
+                    graph.arm("lora/baseline", "verses-genre").keys)
+    assert not matched.problems and matched.summary.startswith("matched: same items"), matched.summary

@@ -76,6 +76,9 @@ class Lora(Regime):
     library = "peft"
     card_imports = ("from peft import PeftModel",)
     head_owner = "model.get_base_model()"
+    plan_keys = {"lang_module_task": "the task its language modules train on for transfers.arithmetic, e.g. "
+                                     "verses-text",
+                 "phase": "train keys of its language modules"}
 
     def build(self, task, backbone, parents, config):
         from peft import PeftModel, get_peft_model
@@ -101,6 +104,16 @@ class Lora(Regime):
 
     def check_merge(self, method, parents) -> None:
         check_lora_merge(method, parents)
+
+    def check_plan(self, block: dict, where: str) -> None:
+        from ..tasks import get_task
+
+        if "lang_module_task" in block and get_task(block["lang_module_task"]).kind != "mlm":
+            raise UserError(f"{where}: {self.name}.lang_module_task: {block['lang_module_task']} is not a masked-LM "
+                            "task (language modules train on plain text, e.g. verses-text)")
+
+    def language_phases(self, block: dict) -> tuple[str, dict] | None:
+        return (block["lang_module_task"], block.get("phase", {})) if "lang_module_task" in block else None
 
     def check_arithmetic(self, task, parent, languages) -> None:
         places = {folder: _config(folder)["target_modules"] for folder in [parent.folder, *languages.values()]}
