@@ -23,6 +23,8 @@ from . import artifacts
 from .errors import UserError
 from .keys import key
 
+FOLDER = "arithmetic-"  # + a language: that language's module (or MAD-X language adapter), a subfolder of the artifact
+
 
 @dataclass
 class ArithmeticKeys:

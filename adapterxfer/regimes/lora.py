@@ -33,7 +33,7 @@ from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "default"  # peft's name for the adapter saved at the top of the folder
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
-ARITHMETIC = "arithmetic-"  # + a language: that language's module of transfer=arithmetic, saved in a subfolder
+ARITHMETIC = arithmetic.FOLDER
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 

@@ -33,7 +33,7 @@ from .bottleneck import BottleneckKeys, adaptable, card_load, load_adapter, save
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "target"
-ARITHMETIC = "arithmetic-"  # + a language: the language adapter transfer=arithmetic stacks the task adapter on
+ARITHMETIC = arithmetic.FOLDER  # + a language: the language adapter the task adapter stacks on
 LANGUAGE = "language"  # the adapter's name while its own MLM phase trains it
 LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
 SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
