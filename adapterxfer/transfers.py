@@ -27,6 +27,7 @@ class Transfer:
     joint: bool = False  # the intermediates train together as one a+b phase, which the target starts from
     swappable: bool = True  # the result is one plain module (bank.py); False: stacked, fused or per language
     trains: bool = True  # False: the phase composes its parents' modules; its dev score is the composition's
+    pushable: bool = True  # False: a model card cannot load its result (push refuses it)
     section: type | None = None  # its keys, a dataclass of keys.key() fields titled by its docstring; None: none
 
     @property
@@ -62,7 +63,7 @@ TRANSFERS = {t.name: t for t in (
              section=MergeKeys),
     Transfer("arithmetic", "each test language scored with the target's task module (init_from) + "
              "λ·(its language module − the source language's), nothing trained (lang_modules=)", 1, 1,
-             swappable=False, trains=False, section=ArithmeticKeys),
+             swappable=False, trains=False, pushable=False, section=ArithmeticKeys),
     Transfer("multitask", "the intermediates train together (task=a+b), the target starts from that", 1, 1,
              combines=True, joint=True),
 )}

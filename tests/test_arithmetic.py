@@ -113,6 +113,13 @@ def test_english_scores_equal_the_task_modules_and_an_evaluation_reproduces_the_
     assert json.loads((tmp_path / "eval" / "scores.json").read_text()) == scores
 
 
+def test_an_arithmetic_artifact_is_not_pushed_with_a_card_that_would_load_english_only(capsys, modules):
+    code, err = run(capsys, "push", str(modules["arithmetic"]), "lab/arithmetic")
+    assert code == 2 and err == [f"adapterxfer: error: {modules['arithmetic']}: a transfer=arithmetic artifact holds a "
+                                 "module per test language, which its model card cannot load yet; push its task "
+                                 "module (init_from) instead"]
+
+
 def run(capsys, *args):
     capsys.readouterr()
     code = main(list(args))
