@@ -15,7 +15,9 @@ DEMO     := $(VENV)/bin/adapterxfer
 
 .PHONY: setup demo test test-fast smoke clean
 
-setup: $(VENV)/.installed-stamp $(ADAPTERS)/.installed-stamp
+# The two environments install side by side (each is mostly one busy core: unpacking, then compiling bytecode).
+setup:
+	$(MAKE) -j2 $(VENV)/.installed-stamp $(ADAPTERS)/.installed-stamp
 
 # uv installs the lock file into the venv (pip's resolving and unpacking took about two minutes an environment,
 # uv seconds, from its cache in ~/.cache/uv), then adapterxfer itself, editable (built with the lock's
@@ -42,11 +44,16 @@ $(ADAPTERS)/.installed-stamp: pyproject.toml requirements/adapters.txt
 demo: $(VENV)/.installed-stamp
 	$(DEMO) study run configs/demo.yaml --then-confirm
 
-# The whole suite in the core environment (tests marked `adapters` skip there), then only those tests in the
-# adapters environment. Two workers: the suite's tests time nothing, and each worker builds its own tiny backbone.
+# The whole suite in the core environment (tests marked `adapters` skip there) and, side by side with it, only
+# those tests in the adapters environment, whose output follows. Side by side, each fills the moments the other
+# leaves a core idle (tests that wait on processes they start or kill). The suite's tests time nothing, and
+# each worker builds its own tiny backbone.
 test: setup
-	$(VENV)/bin/python -m pytest -q -n 2 --durations=15
-	$(ADAPTERS)/bin/python -m pytest -q -n 2 -m adapters
+	@$(ADAPTERS)/bin/python -m pytest -q -n 1 -m adapters > $(ADAPTERS)/test.log 2>&1 & adapters=$$!; \
+	echo "make test: the adapters environment's tests run beside these; their output follows"; \
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15; core=$$?; \
+	wait $$adapters; adapters=$$?; echo "== .venv-adapters: pytest -m adapters"; cat $(ADAPTERS)/test.log; \
+	exit $$((core || adapters))
 
 # Unit tests only, in the core environment: no me5-small, no real corpus, no test marked slow.
 test-fast: $(VENV)/.installed-stamp

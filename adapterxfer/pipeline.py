@@ -168,10 +168,13 @@ class Trained:
 
 
 def train(phase: ValidatedPhase) -> Trained:
-    """Stage 2: build the models, featurize, and run the loop (resuming from a checkpoint if any)."""
+    """Stage 2: build the models, featurize, and run the loop (resuming from a checkpoint if any); a transfer
+    that trains nothing only composes (``_composed``)."""
     config, tasks = phase.config, phase.tasks
     _reset_peak_rss()
     set_seed(config.seed)
+    if not get_transfer(config.transfer).trains:
+        return _composed(phase)
     tokenizer = backbones.load_tokenizer(phase.backbone.path)
     models = _task_models(phase.regime, tasks, phase.backbone, phase.parents, config)
     for built in models.values():
@@ -220,6 +223,24 @@ def train(phase: ValidatedPhase) -> Trained:
                    "+".join(fingerprints), drawn, trainable,
                    round(log[-1]["seconds"] if resumed_from else time.perf_counter() - started, 1),
                    resumed_from, processes().num_processes, _peak_rss_mb())
+
+
+def _composed(phase: ValidatedPhase) -> Trained:
+    """Stage 2 of a transfer that trains nothing (arithmetic): the regime composes the parents' modules, and the
+    English dev score of the composition is the log's one entry, at step 0, the weights kept."""
+    config, task = phase.config, phase.tasks[0]
+    started = time.perf_counter()
+    tokenizer = backbones.load_tokenizer(phase.backbone.path)
+    model = phase.regime.build(task, phase.backbone, phase.parents, config).to(processes().device)
+    set_pooling(model, phase.pooling)
+    scores, rows = evaluate.score_split(model, tokenizer, task, "dev", phase.train_lang, phase.lengths[task.name],
+                                        config.eval_batch_size, phase.precision)
+    score = scores[task.selection_metric]
+    seconds = round(time.perf_counter() - started, 1)
+    log = [{"step": 0, "train_loss": None, "lr": 0.0, "dev_score": score, "seconds": seconds, "selected": True}]
+    return Trained({task.name: model}, tokenizer, log, {"step0": {task.name: rows}, "final": {task.name: rows}},
+                   score, "", {task.name: ([], [], [])}, trainable_parameters(model), seconds, None,
+                   processes().num_processes, _peak_rss_mb())
 
 
 STEP0: dict[tuple, tuple[float, dict]] = {}  # a process's step-0 dev scores of fresh models that equal the backbone

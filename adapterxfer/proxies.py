@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
+from .kinds import KINDS
 from .logme import logme
 
 RIDGE = 1.0  # the probe's L2 penalty (features are L2-normalised mean-pooled states)
-LABELLED_KINDS = ("classification",)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Proxy:
 
     def not_applicable(self, task) -> str | None:
         """Why this proxy cannot score modules for ``task``; None where it can."""
-        if self.needs_labels and task.kind not in LABELLED_KINDS:
+        if self.needs_labels and not KINDS[task.kind].LABEL_PER_TEXT:
             return (f"needs one class label per English training text; {task.name} is a {task.kind} task"
                     + (" without training data" if not task.trainable else ""))
         return None

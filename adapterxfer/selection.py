@@ -31,19 +31,13 @@ from scipy.stats import rankdata
 
 from . import artifacts, backbones, sharing
 from .errors import UserError
-from .proxies import LABELLED_KINDS, PROXIES, Inputs, Labelled
+from .kinds import KINDS
+from .proxies import PROXIES, Inputs, Labelled
 from .tasks import get_task
 
 SAMPLE = 128  # English target training examples (and dev examples, and texts per embedding) read per proxy
 BATCH_SIZE = 32
 TARGET = "target"  # the ranking key of the target as a whole (English text only)
-TEXT = {"classification": lambda row: " ".join(filter(None, (row["text"], row.get("text_pair")))),
-        "bi_encoder": lambda row: " ".join((row["context"], *row["choices"])),
-        "multiple_choice": lambda row: " ".join((row["context"], *row["choices"])),
-        "mlm": lambda row: row["text"], "tagging": lambda row: " ".join(row["tokens"]),
-        "qa": lambda row: f"{row['question']} {row['context']}",
-        "retrieval": lambda row: row["query"]}
-
 
 @dataclass(frozen=True)
 class Module:
@@ -115,9 +109,10 @@ def select(targets: list[str], langs: list[str], source: str, unlabelled: bool =
     once: the modules' bottom states and the intermediates' mean embeddings."""
     tasks = [get_task(target) for target in targets]
     for task in tasks:
-        if task.kind not in TEXT or task.role != "target":
+        if KINDS[task.kind].text is None or task.role != "target":
             raise UserError(f"select cannot rank intermediates for {task.name}, a {task.kind} {task.role} task; it "
-                            f"ranks them for targets of kind {', '.join(k for k in TEXT if k != 'mlm')}")
+                            f"ranks them for targets of kind "
+                            f"{', '.join(name for name, kind in KINDS.items() if kind.text and name != 'mlm')}")
     modules, backbone_name, root, plan_langs = bank_modules(source)
     backbone = backbones.resolve(backbone_name or modules[0].manifest["backbone"]["name"])
     from .bank import check_backbone
@@ -183,7 +178,7 @@ class _Scorer:
         started = time.perf_counter()
         encoder = self.bank.encoder(module.name.replace("/", "_").replace(".", "_"), module.folder, module.manifest)
         frozen = module.manifest["config"].get("frozen_layers", 0)
-        labelled = {split: Labelled(self._embed(encoder, [TEXT[task.kind](r) for r in rows], task, frozen),
+        labelled = {split: Labelled(self._embed(encoder, [KINDS[task.kind].text(r) for r in rows], task, frozen),
                                     np.array([r["label"] for r in rows]))
                     for split, rows in self._labelled_rows(task).items()}
         feature_seconds = time.perf_counter() - started
@@ -204,7 +199,7 @@ class _Scorer:
         if task.name not in self.rows:
             self.rows[task.name] = ({split: task.capped(self.sample).rows(split, task.source_lang if split == "dev"
                                                                           else None)
-                                     for split in ("train", "dev")} if task.kind in LABELLED_KINDS else {})
+                                     for split in ("train", "dev")} if KINDS[task.kind].LABEL_PER_TEXT else {})
         return self.rows[task.name]
 
     def _mean(self, key: str, task, texts) -> tuple[np.ndarray, float]:
@@ -234,7 +229,7 @@ def _timed(proxy, task, inputs: Inputs, spent: float) -> tuple:
 
 
 def _task_texts(task, sample: int, lang: str | None = None, split: str = "train") -> list[str]:
-    return [TEXT[task.kind](row) for row in task.capped(sample).rows(split, lang)]
+    return [KINDS[task.kind].text(row) for row in task.capped(sample).rows(split, lang)]
 
 
 def _target_texts(task, lang: str | None, sample: int) -> list[str]:

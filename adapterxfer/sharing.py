@@ -31,6 +31,7 @@ from .errors import UserError
 from .kinds import KINDS
 from .regimes import get_regime
 from .tasks import get_task
+from .transfers import get_transfer
 
 SCHEME = "hf://"
 LANG_ADAPTERS = "lang_adapters"  # where a pushed task adapter bundles its language adapters
@@ -116,6 +117,9 @@ def push_artifact(folder, repo_id: str, private: bool = False, revision: str | N
     if CARD in manifest["files"]:
         raise UserError(f"{folder}: its {CARD} is hashed in {artifacts.MANIFEST} (peft's placeholder card, "
                         "written before adapterxfer removed it); train it again to push it with a real card")
+    if not get_transfer(manifest.get("transfer")).pushable:
+        raise UserError(f"{folder}: a transfer={manifest['transfer']} artifact holds a module per test language, "
+                        "which its model card cannot load yet; push its task module (init_from) instead")
     if get_token() is None:
         raise UserError(f"push {repo_id}: no Hugging Face token; run `hf auth login` or set HF_TOKEN "
                         "to a token with write access")

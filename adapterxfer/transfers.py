@@ -3,7 +3,8 @@
 A regime lists the transfers it offers (``Regime.transfers``); everything else about a transfer is
 here: how many parents it takes, whether a study runs it over all its intermediates at once, whether
 those intermediates train together (``multitask``: one a+b phase, a study-level transfer that the
-target phase runs as ``sequential``), whether its result is one plain module a bank can swap, and its
+target phase runs as ``sequential``), whether its result is one plain module a bank can swap, whether the
+phase trains at all (``arithmetic`` composes its parent with language modules and trains nothing), and its
 own keys (``section``: read by a phase of this transfer only, in a regime that offers it).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .arithmetic import ArithmeticKeys
 from .errors import UserError
 from .merges import MergeKeys
 
@@ -23,7 +25,9 @@ class Transfer:
     max_parents: int | None  # None: any number
     combines: bool = False  # a study runs it once over all its intermediates, not once per intermediate
     joint: bool = False  # the intermediates train together as one a+b phase, which the target starts from
-    swappable: bool = True  # the result is one plain module (bank.py); False: stacked or fused modules
+    swappable: bool = True  # the result is one plain module (bank.py); False: stacked, fused or per language
+    trains: bool = True  # False: the phase composes its parents' modules; its dev score is the composition's
+    pushable: bool = True  # False: a model card cannot load its result (push refuses it)
     section: type | None = None  # its keys, a dataclass of keys.key() fields titled by its docstring; None: none
 
     @property
@@ -57,6 +61,9 @@ TRANSFERS = {t.name: t for t in (
              swappable=False),
     Transfer("merge", "the intermediate modules merged into one (merge=), which trains on", 2, None, combines=True,
              section=MergeKeys),
+    Transfer("arithmetic", "each test language scored with the target's task module (init_from) + "
+             "λ·(its language module − the source language's), nothing trained (lang_modules=)", 1, 1,
+             swappable=False, trains=False, pushable=False, section=ArithmeticKeys),
     Transfer("multitask", "the intermediates train together (task=a+b), the target starts from that", 1, 1,
              combines=True, joint=True),
 )}

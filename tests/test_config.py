@@ -99,14 +99,16 @@ def test_a_regime_section_refuses_values_outside_its_bounds(args, message):
     assert str(err.value) == f"command line: {message}"
 
 
-def test_a_regimes_path_keys_are_its_inputs():
+def test_the_path_keys_of_a_regime_and_of_a_transfer_are_its_inputs():
     from adapterxfer.config import INPUT_PATHS
     from adapterxfer.regimes import get_regime
 
     config = load_config(None, ["task=x", "regime=madx", "lang_adapters=a,b"])
     assert get_regime("madx").input_refs(config) == ["a", "b"]
     assert get_regime("lora").input_refs(config) == []
-    assert INPUT_PATHS == ("backbone", "init_from", "lang_adapters")
+    config = load_config(None, ["task=x", "regime=lora", "transfer=arithmetic", "lang_modules=c,d"])
+    assert get_regime("lora").input_refs(config) == ["c", "d"]
+    assert INPUT_PATHS == ("backbone", "init_from", "lang_adapters", "lang_modules")
 
 
 def test_importing_the_key_table_loads_no_training_library():

@@ -31,15 +31,15 @@ def test_three_phases_on_me5_small(tmp_path):
 
 def test_untuned_me5_small_retrieves_english_verses(tmp_path):
     """The embedded backbone is a real cross-lingual encoder, and verses-retrieval leaves it headroom: by cosine
-    among 1,000 English test verses (layer -1, 128 tokens), 277 of the 300 German queries find their own verse
-    (0.923), 281 (0.937) centered on dev-chapter means. (Among all 2,921: German 0.867, centered 0.897; archaic
+    among 500 English test verses (layer -1, 128 tokens), 183 of 200 German queries find their own verse
+    (0.915), 187 (0.935) centered on dev-chapter means. (Among all 2,921: German 0.867, centered 0.897; archaic
     Korean 0.523 and classical-style Chinese 0.657.) One query either way is kernel rounding (AVX2 or AVX-512)."""
     assert main(["evaluate", "--model", "me5-small", "--task", "verses-retrieval", "--langs", "de",
-                 "--candidates", "1000", "--output", str(tmp_path / "retrieval")]) == 0
+                 "--queries", "200", "--candidates", "500", "--output", str(tmp_path / "retrieval")]) == 0
     scores = json.loads((tmp_path / "retrieval" / "scores.json").read_text())["de"]
-    assert scores["candidates"] == 1000
-    assert scores["accuracy@1"] == pytest.approx(277 / 300, abs=1.5 / 300)
-    assert scores["accuracy@1_unsupervised_target_dev_centered"] == pytest.approx(281 / 300, abs=1.5 / 300)
+    assert scores["candidates"] == 500
+    assert scores["accuracy@1"] == pytest.approx(183 / 200, abs=1.5 / 200)
+    assert scores["accuracy@1_unsupervised_target_dev_centered"] == pytest.approx(187 / 200, abs=1.5 / 200)
 
 
 SHORT = ["max_steps=2", "eval_every=2", "batch_size=4", "max_length=48", "lr=1e-3", "rows_per_split=8"]
@@ -85,13 +85,15 @@ def test_madx_on_me5_small(tmp_path):
 
 def test_head_probe_alone_learns_genre_on_me5_small(tmp_path):
     """LP-FT's probe on the real encoder (the earlier demo plan's genre probe settings): the head alone, fitted on
-    cached outputs for 384 English verses, is far above the majority class (0.257 on English dev,
-    0.280 on test) before any encoder step, and transfers zero-shot."""
+    cached outputs for 384 English verses, takes English dev from 35 of 300 (the fresh head) to 143 (0.477; the
+    majority class is 0.257) before any encoder step, and transfers zero-shot: 116 of 300 German test verses
+    (0.387; majority 0.280). Two items either way are kernel rounding (AVX2 or AVX-512)."""
     out = tmp_path / "probe"
     assert main(["train", "task=verses-genre", "max_steps=0", "probe_steps=200", "probe_examples=384",
-                 "head_lr=5e-3", "max_length=48", "eval_langs=en,de,ja", f"output_dir={out}"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert [e["step"] for e in manifest["dev"]["log"]] == [0]
-    assert manifest["dev"]["best"] > 0.35
+                 "head_lr=5e-3", "max_length=48", "eval_langs=de", f"output_dir={out}"]) == 0
+    dev = json.loads((out / "manifest.json").read_text())["dev"]
+    assert [e["step"] for e in dev["log"]] == [0]
+    assert dev["step0"] == pytest.approx(35 / 300, abs=2.5 / 300)
+    assert dev["best"] == pytest.approx(143 / 300, abs=2.5 / 300)
     scores = json.loads((out / "scores.json").read_text())
-    assert all(scores[lang]["accuracy"] > 0.33 for lang in ("en", "de", "ja")), scores
+    assert scores["de"]["accuracy"] == pytest.approx(116 / 300, abs=2.5 / 300)

@@ -127,9 +127,12 @@ BAD_PLANS = {  # changes to a valid plan -> the one line that refuses it
                               "plan.yaml: phase seed1/lora/verses-xref: unknown key 'max_step'"),
     "transfer a regime lacks": ({"transfers": {"fusion": ["lora"]}},
                                 "transfers.fusion: regime lora does not offer it (it offers sequential, stack, merge, "
-                                "multitask)"),
+                                "arithmetic, multitask)"),
     "combining one intermediate": ({"transfers": {"merge": ["lora"]}},
                                    "transfers.merge combines intermediates; the plan lists 1"),
+    "arithmetic without language modules": ({"transfers": {"arithmetic": ["lora"]}},
+                                            "transfers.arithmetic needs language modules, and regime lora trains "
+                                            "none: give it its block lora: {lang_module_task, phase}"),
     "madx without its task": ({"regimes": ["madx"], "transfers": {"sequential": ["madx"]}},
                               "regime madx needs madx: {lang_adapter_task: ...}"),
     "contrast of an arm not run": ({"contrasts": [{"name": "x", "run": "lora/verses-next", "versus": "lora/baseline",
@@ -194,6 +197,38 @@ def test_a_plan_runs_any_peft_method_and_merge_arms_with_their_own_keys(tmp_path
     assert "merge" not in graph.phases["seed1/lora/verses-genre/verses-xref"].settings  # not a merge: not its key
 
 
+def test_arithmetic_arms_compose_each_plain_arm_with_the_language_modules_beside_madx(tmp_path):
+    from adapterxfer.study.matching import trained
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({**VALID, "regimes": ["lora", "madx"], "target_phase": {"eval_langs": ["fr"]},
+                                    "transfers": {"sequential": ["lora", "madx"], "stack": ["lora"],
+                                                  "arithmetic": ["lora", "madx"]},
+                                    "lora": {"lang_module_task": "verses-text", "phase": {"lr": 1e-3}},
+                                    "madx": {"lang_adapter_task": "verses-text"},
+                                    "regime_phase": {"lora": {"arithmetic_lambda": 0.5}}}))
+    graph = expand(read_plan(str(plan)))
+    arms = sorted(arm.label for arm in graph.arms)
+    assert arms == ["lora/arithmetic(baseline)", "lora/arithmetic(verses-xref)", "lora/baseline",
+                    "lora/stack(verses-xref)", "lora/verses-xref", "madx/arithmetic(baseline)",
+                    "madx/arithmetic(verses-xref)", "madx/baseline", "madx/verses-xref"]  # a stacked one is not composed
+    for regime in ("lora", "madx"):
+        langs = tuple(f"seed1/{regime}/lang/{lang}" for lang in ("en", "fr"))
+        composed = graph.phases[f"seed1/{regime}/verses-genre/arithmetic-baseline"]
+        assert (composed.settings["transfer"], composed.init_from, composed.lang_modules) == (
+            "arithmetic", (f"seed1/{regime}/verses-genre/baseline",), langs)
+        assert composed.lang_adapters == () and set(composed.deps) == {*composed.init_from, *langs}
+        assert graph.phases[langs[1]].settings["task"] == "verses-text" and graph.phases[langs[1]].action == "train"
+        # nothing trains in the arithmetic phase: its lineage is the task module's, so the two arms match
+        assert trained(graph, composed.key) == trained(graph, composed.init_from[0])
+    assert graph.phases["seed1/lora/lang/fr"].settings["lr"] == 1e-3
+    assert graph.phases["seed1/lora/verses-genre/arithmetic-baseline"].settings["arithmetic_lambda"] == 0.5
+    assert graph.phases["seed1/lora/verses-genre/baseline"].lang_adapters == ()  # lora reads no lang_adapters
+    assert graph.phases["seed1/madx/verses-genre/baseline"].lang_adapters == tuple(
+        f"seed1/madx/lang/{lang}" for lang in ("en", "fr"))
+    assert "arithmetic_lambda" not in graph.phases["seed1/lora/verses-genre/baseline"].settings
+
+
 @pytest.mark.parametrize("changes, message", BAD_PLANS.values(), ids=BAD_PLANS)
 def test_bad_plan_is_one_line_and_nothing_is_written(tmp_path, capsys, changes, message):
     plan = tmp_path / "plan.yaml"
@@ -210,7 +245,8 @@ def test_a_regimes_plan_block_comes_from_its_hooks():
 
     madx, lora = get_regime("madx"), get_regime("lora")
     assert BLOCK_KEYS["madx"] == set(madx.plan_keys) == {"lang_adapter_task", "ablation", "phase"}
-    assert "lora" not in KEYS and KEYS["madx"][2].startswith("regime madx: lang_adapter_task (")
+    assert "peft" not in KEYS and KEYS["madx"][2].startswith("regime madx: lang_adapter_task (")
+    assert lora.language_phases({"lang_module_task": "verses-text"}) == ("verses-text", {})
     assert madx.language_phases({"lang_adapter_task": "verses-text", "phase": {"lr": 1e-3}}) == \
         ("verses-text", {"lr": 1e-3})
     assert madx.ablations({"ablation": True}) == {"source adapter": {"lang_adapter_at_test": "source"}}

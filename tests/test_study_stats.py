@@ -10,7 +10,7 @@ from adapterxfer.errors import UserError
 from adapterxfer.metrics import METRICS
 from adapterxfer.study.baselines import accuracy_of, choice_overlaps, pick_by_overlap
 from adapterxfer.study.coverage import CASES, SETTINGS, coverage
-from adapterxfer.study.stats import (ITEM_MEANS, ITEM_SCORES, by_seen, cluster_ids, clustered_differences,
+from adapterxfer.study.stats import (by_seen, cluster_ids, clustered_differences,
                                      coarser_level, holm, learned, metric_value, minimum_detectable_effect,
                                      item_groups, paired_difference, widest)
 from adapterxfer.tasks import get_task
@@ -36,14 +36,14 @@ ITEM_CASES = {
 }
 
 
-@pytest.mark.parametrize("metric", ITEM_MEANS)
+@pytest.mark.parametrize("metric", [name for name, metric in METRICS.items() if metric.per_item])
 def test_item_mean_metrics_are_the_mean_of_their_items(metric):
     predictions, gold = ITEM_CASES[metric]
     lang = "de" if metric == "mlqa" else "en"
     items = [{"ref": None, "label": g, "prediction": p} for p, g in zip(predictions, gold)]
     whole = metric_value(metric, items, lang)
     assert whole == pytest.approx(sum(metric_value(metric, [item], lang) for item in items) / len(items))
-    each = [ITEM_SCORES[metric](item["prediction"], item["label"], lang) for item in items]
+    each = [METRICS[metric].per_item(item["prediction"], item["label"], lang) for item in items]
     assert each == [metric_value(metric, [item], lang) for item in items]
     assert whole == next(iter(METRICS[metric](predictions, gold, lang).values()))
 
@@ -54,7 +54,7 @@ def test_seqeval_f1_is_not_a_mean_over_sentences_so_it_is_recomputed():
     items = [{"ref": None, "label": g, "prediction": p} for p, g in zip(predicted, gold)]
     per_sentence = [metric_value("seqeval", [item], "en") for item in items]
     assert metric_value("seqeval", items, "en") != pytest.approx(sum(per_sentence) / 2)  # F1 2/3 vs (1 + 0) / 2
-    assert "seqeval" not in ITEM_MEANS
+    assert METRICS["seqeval"].per_item is None
     same = paired_difference({1: {"de": items}}, {1: {"de": items}}, ["de"], "seqeval", "item")
     assert (same.mean, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
     perfect = [{**item, "prediction": item["label"]} for item in items]

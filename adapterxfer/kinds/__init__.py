@@ -8,7 +8,11 @@ and labels only: it drops decoding-only columns), ``length(features)`` for lengt
 and, for evaluation, ``outputs(model_output, batch)`` (one item per feature), ``decode(outputs,
 features, rows, options)`` (one prediction per row) and ``references(rows)`` (the gold, same
 shape). ``options`` is the task's ``TaskSpec.options`` dict. Kinds that train say whether a fresh
-model's head is the same for every seed (``FIXED_HEAD``).
+model's head is the same for every seed (``FIXED_HEAD``). What the rest of adapterxfer asks of a kind:
+``ONE_ANSWER`` (one gold among fixed labels or choices: chance and the trivial baselines apply),
+``LABEL_PER_TEXT`` (one class label per text: the label-reading `select` proxies apply), ``POOLED`` (queries
+scored against a shared candidate pool, whose "hub" distractors can tie errors across queries), and
+``text(row)`` (the row as one text, which `select` embeds; None where a row has none).
 """
 
 from . import bi_encoder, classification, mining, mlm, multiple_choice, qa, ranking, retrieval, tagging

@@ -26,6 +26,7 @@ from .common import argmax_labels, logits_rows, row_labels
 COLUMNS = ("context", "choices", "label")
 FIXED_HEAD = True  # a scale, initialised to INITIAL_SCALE
 INITIAL_SCALE = 50.0  # 1 / temperature 0.02: multilingual-e5's cosines span a narrow range (it trained at 0.01)
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = True, False, False
 
 
 class ScaledCosine(torch.nn.Module):
@@ -96,3 +97,7 @@ def length(features: dict) -> int:
 
 
 outputs, decode, references = logits_rows, argmax_labels, row_labels
+
+
+def text(row: dict) -> str:
+    return " ".join((row["context"], *row["choices"]))

@@ -7,6 +7,11 @@ from .common import argmax_labels, logits_rows, row_labels
 AUTO_MODEL = AutoModelForSequenceClassification
 COLUMNS = ("text", "label")
 FIXED_HEAD = False
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = True, True, False
+
+
+def text(row: dict) -> str:
+    return " ".join(filter(None, (row["text"], row.get("text_pair"))))
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:

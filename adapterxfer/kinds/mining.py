@@ -6,3 +6,5 @@ are mined with margin scoring (see ``adapterxfer.retrieval.mine``).
 
 AUTO_MODEL = None
 COLUMNS = ("source_id", "source", "target_id", "target")
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, True
+text = None  # no single text per row for `select` to embed

@@ -22,6 +22,7 @@ COLUMNS = ("text",)
 FIXED_HEAD = False  # a backbone without an LM head (me5) gets a seeded one
 MASK_SEED = 1234
 RATE = "mlm_probability"  # the task's masking rate, carried in every feature: the collator sees only features
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, False
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
@@ -56,3 +57,7 @@ def decode(outputs, features, rows, options) -> list[list[int]]:
 
 def references(rows) -> list[str]:
     return [row["text"] for row in rows]
+
+
+def text(row: dict) -> str:
+    return row["text"]

@@ -7,6 +7,11 @@ from .common import argmax_labels, logits_rows, row_labels
 AUTO_MODEL = AutoModelForMultipleChoice
 COLUMNS = ("context", "choices", "label")
 FIXED_HEAD = False
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = True, False, False
+
+
+def text(row: dict) -> str:
+    return " ".join((row["context"], *row["choices"]))
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:

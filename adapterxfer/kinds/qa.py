@@ -25,6 +25,7 @@ DEFAULTS = {"doc_stride": 128, "max_answer_length": 30, "n_best": 20, "version_2
             "null_score_diff_threshold": 0.0}
 NO_ANSWER = 0  # token index the model points at for "no answer here": <s> / [CLS]
 DECODE_ONLY = ("example_id", "offset_mapping")  # the row's id; character spans of context tokens, else None
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, False
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
@@ -118,3 +119,7 @@ def _spans(start_logits, end_logits, spans: list, settings: dict):
 
 def references(rows) -> list[list[str]]:
     return [row["answers"]["text"] for row in rows]
+
+
+def text(row: dict) -> str:
+    return f"{row['question']} {row['context']}"

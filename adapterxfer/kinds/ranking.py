@@ -7,3 +7,5 @@ and ranked by cosine (see ``adapterxfer.retrieval.rank``).
 
 AUTO_MODEL = None
 COLUMNS = ("id", "query", "gold")
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, True
+text = None  # no single text per row for `select` to embed

@@ -6,3 +6,8 @@ There is no head and no training: sentences are encoded by mean pooling a hidden
 
 AUTO_MODEL = None
 COLUMNS = ("query", "target")
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, True
+
+
+def text(row: dict) -> str:
+    return row["query"]

@@ -22,6 +22,7 @@ COLUMNS = ("tokens", "tags")
 FIXED_HEAD = False
 IGNORED = -100  # label of non-first sub-words and special tokens: no loss, no prediction
 DECODE_ONLY = ("word_ids",)  # per token: the row's word index at a word's first sub-word, else -1
+ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, False
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:
@@ -101,3 +102,7 @@ def decode(outputs, features, rows, options) -> list[list[str]]:
 
 def references(rows) -> list[list[str]]:
     return [row["tags"] for row in rows]
+
+
+def text(row: dict) -> str:
+    return " ".join(row["tokens"])

@@ -80,7 +80,7 @@ class Bottleneck(Regime):
 
     def check_merge(self, method, parents) -> None:
         """adapters averages adapters of one configuration only (dropout aside)."""
-        configs = [{name: value for name, value in _saved_config(parent.folder).items()
+        configs = [{name: value for name, value in saved_config(parent.folder).items()
                     if name not in ("dropout", "init_weights")} for parent in parents]
         differ = sorted(name for name in set().union(*configs) if len({json.dumps(c.get(name)) for c in configs}) > 1)
         if differ:
@@ -163,7 +163,7 @@ def card_load(source: str, name: str, quoted: bool = True) -> str:
     return f"    model.load_adapter({source}, load_as={load_as}, with_head=False, use_safetensors=True)"
 
 
-def _saved_config(folder: Path) -> dict:
+def saved_config(folder: Path) -> dict:
     """The adapter's configuration as ``save_adapter`` wrote it (reduction factor, layers left out, ...)."""
     return json.loads((folder / "adapter_config.json").read_text())["config"]
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from .. import artifacts, merges
+from .. import arithmetic, artifacts, merges
 from ..errors import UserError
+from ..transfers import get_transfer
 
 HEAD_FILE = "head.safetensors"
 
@@ -60,6 +61,9 @@ class Regime:
                                 f"not {self.name}: regimes cannot be mixed in one transfer")
         if config.transfer == "merge":
             self.check_merge(merges.check(self, config, len(parents)), parents)
+        if config.transfer == "arithmetic":
+            arithmetic.check_task_module(config, task, parents[0], backbone)
+            self.check_arithmetic(task, parents[0], arithmetic.language_modules(config, task, self.name, backbone))
 
     def merge_methods(self, config) -> tuple[str, ...]:
         """The merge methods a phase of this regime can use (its first the default); refuses where none."""
@@ -78,11 +82,15 @@ class Regime:
     def check_merge(self, method, parents: list[Parent]) -> None:
         """Refuse parents whose modules ``method`` (a merges.Method) would merge wrongly or cannot merge."""
 
+    def check_arithmetic(self, task, parent: Parent, languages: dict[str, Path]) -> None:
+        """Refuse a task module (``parent``) and language modules (language -> folder, verified by
+        ``arithmetic.language_modules``) this regime cannot add up exactly."""
+
     def input_refs(self, config) -> list[str]:
-        """Other artifacts the phase reads, named by its section's path keys (madx: its language adapters)."""
-        if self.section is None:
-            return []
-        return [ref for spec in dataclasses.fields(self.section) if spec.metadata["path"]
+        """Other artifacts the phase reads, named by the path keys of its section and its transfer's (madx: its
+        language adapters; arithmetic: its language modules)."""
+        sections = [section for section in (self.section, get_transfer(config.transfer).section) if section]
+        return [ref for section in sections for spec in dataclasses.fields(section) if spec.metadata["path"]
                 for ref in getattr(config, spec.name)]
 
     def module_kind(self, task, config) -> str:

@@ -13,7 +13,10 @@ Transfer from intermediate LoRAs:
   ``merges.METHODS`` but ``linear`` (it adds cross terms, peft #3004): ``cat`` is exact, the others
   approximate. DoRA, rsLoRA and ``lora_bias`` LoRAs are refused (peft merges them wrongly without an
   error, peft #3761), as are unequal ranks where the method merges A and B apart. The target LoRA
-  starts from the merge.
+  starts from the merge;
+- ``arithmetic``: nothing trains; each test language L gets the task module (``init_from``, with its head) plus
+  λ·(L's language LoRA − the source language's), computed by ``cat`` with weights [1, λ, −λ], which is exact
+  for any ranks, and saved as a plain peft folder ``arithmetic-<L>/`` (the source language: the task module).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import merges
+from .. import arithmetic, merges
 from ..errors import UserError
 from ..keys import key
 from . import register
@@ -30,6 +33,7 @@ from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "default"  # peft's name for the adapter saved at the top of the folder
 STACKED = "stacked"  # not "intermediate": that is also a module name inside every layer
+ARITHMETIC = arithmetic.FOLDER
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
@@ -65,13 +69,16 @@ class Lora(Regime):
     name = "lora"
     kind = "lora"
     section = LoraKeys
-    transfers = ("sequential", "stack", "merge", "multitask")
+    transfers = ("sequential", "stack", "merge", "arithmetic", "multitask")
     merges = tuple(name for name in merges.METHODS if name != "linear")
     swappable = True
     starts_unchanged = True
     library = "peft"
     card_imports = ("from peft import PeftModel",)
     head_owner = "model.get_base_model()"
+    plan_keys = {"lang_module_task": "the task its language modules train on for transfers.arithmetic, e.g. "
+                                     "verses-text",
+                 "phase": "train keys of its language modules"}
 
     def build(self, task, backbone, parents, config):
         from peft import PeftModel, get_peft_model
@@ -87,6 +94,9 @@ class Lora(Regime):
             model = PeftModel.from_pretrained(base, parents[0].folder, adapter_name=STACKED)
             model.add_adapter(TARGET, lora_config(config))
             _activate_stack(model)
+        elif config.transfer == "arithmetic":
+            languages = arithmetic.language_modules(config, task, self.name, backbone)
+            return with_languages(base, task, parents[0], languages, config.arithmetic_lambda)
         else:
             model = merged(base, parents, self, config)
         unfreeze_head(model)
@@ -97,6 +107,24 @@ class Lora(Regime):
 
     def mixes(self, config: dict) -> bool:
         return True
+
+    def check_plan(self, block: dict, where: str) -> None:
+        from ..tasks import get_task
+
+        if "lang_module_task" in block and get_task(block["lang_module_task"]).kind != "mlm":
+            raise UserError(f"{where}: {self.name}.lang_module_task: {block['lang_module_task']} is not a masked-LM "
+                            "task (language modules train on plain text, e.g. verses-text)")
+
+    def language_phases(self, block: dict) -> tuple[str, dict] | None:
+        return (block["lang_module_task"], block.get("phase", {})) if "lang_module_task" in block else None
+
+    def check_arithmetic(self, task, parent, languages) -> None:
+        places = {folder: _config(folder)["target_modules"] for folder in [parent.folder, *languages.values()]}
+        other = next((folder for folder, place in places.items() if place != places[parent.folder]), None)
+        if other is not None:
+            raise UserError(f"lang_modules: {other} puts its LoRA into other layers ({places[other]}) than the task "
+                            f"module {parent.folder} ({places[parent.folder]}); train the language modules with "
+                            "the task module's lora_targets and frozen_layers")
 
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
@@ -110,9 +138,14 @@ class Lora(Regime):
         from ..modeling import task_model
 
         model = PeftModel.from_pretrained(task_model(task, backbone.path), folder)
-        if manifest_of(folder, manifest).get("transfer") == "stack":
+        transfer = manifest_of(folder, manifest).get("transfer")
+        if transfer == "stack":
             model.load_adapter(folder / STACKED, adapter_name=STACKED)
             _activate_stack(model)
+        if transfer == "arithmetic":
+            for language in sorted(folder.glob(ARITHMETIC + "*")):
+                model.load_adapter(language, adapter_name=language.name)
+            model.set_adapter(TARGET)
         load_head(model, folder, task.name)
         return model
 
@@ -133,6 +166,12 @@ class Lora(Regime):
     def activate(self, model, name: str) -> None:
         model.set_adapter(name)
 
+    def language_switch(self, model, task, at_test: str):
+        """transfer=arithmetic: each test language's module, the source language's the task module alone."""
+        if not any(name.startswith(ARITHMETIC) for name in model.peft_config):
+            return None
+        return lambda lang: model.set_adapter(arithmetic_adapter(model, task, lang))
+
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
         prefix = _base_prefix(folder)
         body = [f'    mapping = {{r"^{prefix}\\.": ""}} if bare else None  # the encoder has no "{prefix}." prefix',
@@ -152,6 +191,44 @@ def _base_prefix(folder: Path) -> str:
     return key.removeprefix("base_model.model.").split(".encoder.")[0]
 
 
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "adapter_config.json").read_text())
+
+
+def with_languages(base, task, parent, languages: dict, weight: float):
+    """The task module (``parent``, as ``TARGET``, with its head) and, for each language but the source one,
+    ``ARITHMETIC + lang``: task + weight·(lang − source), by ``cat`` (exact). Nothing trains."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base, parent.folder, adapter_name=TARGET)
+    source = task.source_lang
+    for lang, folder in languages.items():
+        model.load_adapter(folder, adapter_name=f"language-{lang}")
+    for lang in languages:
+        if lang != source:
+            model.add_weighted_adapter([TARGET, f"language-{lang}", f"language-{source}"], [1.0, weight, -weight],
+                                       adapter_name=ARITHMETIC + lang, combination_type="cat")
+    for lang in languages:
+        model.delete_adapter(f"language-{lang}")
+    model.set_adapter(TARGET)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    load_head(model, parent.folder, task.name)
+    return model
+
+
+def arithmetic_adapter(model, task, lang: str) -> str:
+    """The adapter that scores ``lang`` in a model of transfer=arithmetic."""
+    lang = task.resolve_lang(lang)
+    if lang == task.source_lang:
+        return TARGET
+    if ARITHMETIC + lang not in model.peft_config:
+        have = sorted(name.removeprefix(ARITHMETIC) for name in model.peft_config if name.startswith(ARITHMETIC))
+        raise UserError(f"no arithmetic module for language {lang} (have: {', '.join([task.source_lang, *have])}); "
+                        "train the arithmetic phase with its language module")
+    return ARITHMETIC + lang
+
+
 def _activate_stack(model) -> None:
     """Both LoRAs active; only the target one trains."""
     model.base_model.set_adapter([STACKED, TARGET])
@@ -165,7 +242,7 @@ def check_lora_merge(method, parents) -> None:
     unequal ranks where ``method`` merges A and B apart."""
     ranks = {}
     for parent in parents:
-        config = json.loads((parent.folder / "adapter_config.json").read_text())
+        config = _config(parent.folder)
         if config.get("peft_type") != "LORA":
             raise UserError(f"init_from {parent.folder} is a {config.get('peft_type')} module; transfer=merge "
                             "merges LoRA modules only")

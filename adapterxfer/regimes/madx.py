@@ -13,6 +13,11 @@ Two kinds of phase share this regime:
 A task artifact holds its task adapter and head; its manifest's config lists the language adapters
 it was trained with, which are loaded (and their hashes checked) from there. An intermediate task
 adapter carries over to the target phase with ``transfer=sequential``.
+
+``transfer=arithmetic`` (Klimaszewski et al. 2025) trains nothing: a target task adapter (``init_from``) is
+stacked on ``en + λ·(L − en)`` for each test language L, the language adapters' parameters summed by adapters'
+``average_adapter`` (weights [λ, 1 − λ], not normalised), saved as ``arithmetic-<L>/`` (for English: its own
+adapter). λ = 1 is MAD-X's own swap.
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import artifacts
+from .. import arithmetic, artifacts
 from ..errors import UserError
 from ..keys import key
 from . import register
-from .bottleneck import BottleneckKeys, adaptable, card_load, load_adapter
+from .bottleneck import BottleneckKeys, adaptable, card_load, load_adapter, saved_config
 from .common import Regime, load_head, manifest_of, save_head, unfreeze_head
 
 TARGET = "target"
+ARITHMETIC = arithmetic.FOLDER  # + a language: the language adapter the task adapter stacks on
 LANGUAGE = "language"  # the adapter's name while its own MLM phase trains it
 LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
 SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
@@ -48,7 +54,7 @@ class Madx(Regime):
     name = "madx"
     kind = TASK_KIND  # a language phase saves LANGUAGE_KIND (module_kind)
     section = MadxKeys
-    transfers = ("sequential",)
+    transfers = ("sequential", "arithmetic")
     library = "adapters"
     card_imports = ("import adapters", "from adapters.composition import Stack")
     plan_keys = {"lang_adapter_task": "the task language adapters train on, e.g. verses-text",
@@ -64,8 +70,22 @@ class Madx(Regime):
             if parent.manifest["module_kind"] != TASK_KIND:
                 raise UserError(f"init_from {parent.folder} is a language adapter; a task phase starts from a "
                                 "madx task adapter")
-        if not _is_language_phase(task, config):
+        if not _is_language_phase(task, config) and config.transfer != "arithmetic":
             _check_coverage(task, config, language_adapters(config.lang_adapters, backbone))
+
+    def check_arithmetic(self, task, parent, languages) -> None:
+        """The source language's module must be the adapter the task adapter was trained on; adapters averages
+        adapters of one configuration only."""
+        trained_on = self.stacks_on(parent.folder, parent.manifest)[0]
+        source = languages[task.source_lang]
+        if artifacts.sha256_file(source / artifacts.MANIFEST) != artifacts.sha256_file(trained_on / artifacts.MANIFEST):
+            raise UserError(f"lang_modules: {source} is not the {task.source_lang} language adapter init_from "
+                            f"{parent.folder} was trained on ({trained_on})")
+        configs = {folder: saved_config(folder) for folder in languages.values()}
+        other = next((folder for folder, config in configs.items() if config != configs[source]), None)
+        if other is not None:
+            raise UserError(f"lang_modules: {other} is configured otherwise than {source} (adapters averages "
+                            "language adapters of one configuration)")
 
     def check_plan(self, block: dict, where: str) -> None:
         from ..tasks import get_task
@@ -87,6 +107,9 @@ class Madx(Regime):
         from adapters import SeqBnConfig, SeqBnInvConfig
 
         model = adaptable(task, backbone)
+        if config.transfer == "arithmetic":
+            languages = arithmetic.language_modules(config, task, self.name, backbone)
+            return with_languages(model, task, parents[0], languages, config.arithmetic_lambda)
         if _is_language_phase(task, config):
             model.add_adapter(LANGUAGE, config=SeqBnInvConfig(reduction_factor=config.lang_reduction_factor))
             model.train_adapter(LANGUAGE)
@@ -106,6 +129,9 @@ class Madx(Regime):
     def save(self, model, tokenizer, folder: Path) -> None:
         name = TARGET if TARGET in model.adapters_config.adapters else LANGUAGE
         model.save_adapter(folder, name, with_head=False, use_safetensors=True)
+        for language in model.adapters_config.adapters:
+            if language.startswith(ARITHMETIC):
+                model.save_adapter(folder / language, language, with_head=False, use_safetensors=True)
         save_head(model, folder)
 
     def load(self, folder: Path, task, backbone, manifest=None):
@@ -116,6 +142,11 @@ class Madx(Regime):
         if manifest["module_kind"] == LANGUAGE_KIND:
             load_adapter(model, folder, LANGUAGE)
             model.active_adapters = LANGUAGE
+        elif manifest.get("transfer") == "arithmetic":
+            load_adapter(model, folder, TARGET)
+            for language in sorted(folder.glob(ARITHMETIC + "*")):
+                load_adapter(model, language, language.name)
+            use_arithmetic(model, task, task.source_lang)
         else:
             setattr(model, SOURCES, language_adapters(sharing.bundled(folder, manifest["config"]["lang_adapters"]),
                                                       backbone))
@@ -148,7 +179,47 @@ class Madx(Regime):
         return ["def with_module(model, bare=False):", *body, "    return model"]
 
     def language_switch(self, model, task, at_test: str):
+        if any(name.startswith(ARITHMETIC) for name in model.adapters_config.adapters):
+            return lambda lang: use_arithmetic(model, task, lang)
         return lambda lang: use_language(model, task.resolve_lang(lang), at_test)
+
+
+def with_languages(model, task, parent, languages: dict, weight: float):
+    """The task adapter (``parent``, with its head) and, per language L, ``ARITHMETIC + L``: the source language's
+    adapter + weight·(L's − the source's), by adapters' ``average_adapter``; Stack(source's, task) active."""
+    load_adapter(model, parent.folder, TARGET)
+    source = task.source_lang
+    for lang, folder in languages.items():
+        load_adapter(model, folder, f"language-{lang}")
+    for lang in languages:  # the source language's: itself (adapters takes each adapter once)
+        summed = {f"language-{lang}": weight, f"language-{source}": 1.0 - weight} if lang != source else {
+            f"language-{source}": 1.0}
+        model.average_adapter(ARITHMETIC + lang, list(summed), weights=list(summed.values()),
+                              combine_strategy="linear", normalize_weights=False)
+        if ARITHMETIC + lang not in model.base_model.invertible_adapters:
+            # adapters 1.3 looks for the invertible adapters on the task model, not its base model where
+            # adapters.init puts them, and skips them without an error: summed here as it would have
+            model.base_model._average_invertible_adapter(ARITHMETIC + lang, summed, "linear")
+    for lang in languages:
+        model.delete_adapter(f"language-{lang}")
+    use_arithmetic(model, task, source)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    load_head(model, parent.folder, task.name)
+    return model
+
+
+def use_arithmetic(model, task, lang: str) -> None:
+    """Activate ``Stack(ARITHMETIC + lang, target)`` in a model of transfer=arithmetic."""
+    from adapters.composition import Stack
+
+    name = ARITHMETIC + task.resolve_lang(lang)
+    if name not in model.adapters_config.adapters:
+        have = sorted(n.removeprefix(ARITHMETIC) for n in model.adapters_config.adapters if n.startswith(ARITHMETIC))
+        raise UserError(f"no arithmetic language adapter for {task.resolve_lang(lang)} (have: {', '.join(have)}); "
+                        "train the arithmetic phase with its language adapter")
+    model.active_adapters = Stack(name, TARGET)
+
 
 
 def use_language(model, lang: str, at_test: str) -> None:

@@ -167,6 +167,7 @@ class Peft(Lora):
     section = PeftKeys
     transfers = ("sequential", "merge")
     starts_unchanged = False  # not every method starts as the identity
+    plan_keys = {}  # no transfer=arithmetic, so no language modules
 
     def check_keys(self, config, source: str) -> None:
         check_fields(config.peft_method, config.peft, source)

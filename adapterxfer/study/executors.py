@@ -92,8 +92,9 @@ def _config(phase: Phase, root: Path, backbone: str):
     from ..config import from_dict
 
     inputs = {"init_from": [str(root / key) for key in phase.init_from]}
-    if phase.lang_adapters:  # madx's key: another regime's phase refuses it
-        inputs["lang_adapters"] = [str(root / key) for key in phase.lang_adapters]
+    for name in ("lang_adapters", "lang_modules"):  # given only where the phase reads it: others refuse it
+        if getattr(phase, name):
+            inputs[name] = [str(root / key) for key in getattr(phase, name)]
     return from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
                       "overwrite": True}, source=f"phase {phase.key}")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import items
 from ..artifacts import MANIFEST
+from ..transfers import get_transfer
 from .phases import Graph
 
 
@@ -83,9 +84,10 @@ def check(graph: Graph, root: Path, ours: dict[int, str], theirs: dict[int, str]
 
 
 def trained(graph: Graph, key: str) -> list[str]:
-    """The trained phases a phase's result comes from: itself if it trains, then its inputs', nearest first."""
+    """The trained phases a phase's result comes from: itself if it trains (a composing transfer, arithmetic,
+    does not), then its inputs', nearest first."""
     phase = graph.phases[key]
-    own = [key] if phase.action == "train" else []
+    own = [key] if phase.action == "train" and get_transfer(phase.settings.get("transfer")).trains else []
     return own + [k for dep in phase.init_from + ((phase.model,) if phase.model else ()) for k in trained(graph, dep)]
 
 

@@ -57,8 +57,10 @@ KEYS = {
                                        "that uses intermediates); a regime that combines them needs them all"),
     "regimes": (list, [DEFAULT_REGIME], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
-                              "stack (idem), fusion, merge, multitask (one arm over all intermediates); "
-                              "default: sequential in every regime"),
+                              "stack (idem), fusion, merge, multitask (one arm over all intermediates), "
+                              "arithmetic (one arm arithmetic(<arm>) over each arm whose module is plain, the "
+                              "baseline's included: its task module + each test language's difference from "
+                              "English, nothing trained); default: sequential in every regime"),
     "multitask": (dict, {}, "name -> intermediates of the plan that transfer multitask trains together, one "
                             "arm multitask(<name>) each; default: one over all the intermediates, named a+b+..."),
     **{regime.name: (dict, {}, f"regime {regime.name}: "
@@ -77,7 +79,8 @@ KEYS = {
     "clusters": (dict, {}, "target -> item | chapter | book: the unit test items err together in "
                            "(chapter and book: verses refs book:chapter:verse); default item"),
     "contrasts": (list, [], "[{name, target, run, versus, primary}]: run and versus are arms 'regime/arm' "
-                            "(arm: baseline, an intermediate, stack(i), fusion(a+b), merge(a+b), multitask(a+b)); "
+                            "(arm: baseline, an intermediate, stack(i), fusion(a+b), merge(a+b), multitask(a+b), "
+                            "arithmetic(<arm>)); "
                             "exactly one has primary: true; the others are Holm-corrected"),
     "statistics": (dict, {}, "alpha (0.05), power (0.8) and the effect of interest (0.01) of the contrasts"),
     "confirmation": (dict, {}, "a held-out confirmation (`study confirm`): seeds (new ones, none of seeds), "
@@ -281,6 +284,11 @@ def _check_transfers(plan: dict) -> None:
             if transfer not in offered:
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
+        for regime in regimes if not TRANSFERS[transfer].trains else []:
+            if get_regime(regime).language_phases(_block(plan, regime)) is None:
+                keys = ", ".join(get_regime(regime).plan_keys)
+                raise UserError(f"{where}: transfers.{transfer} needs language modules, and regime {regime} trains "
+                                f"none: give it its block {regime}: {{{keys}}}")
         if TRANSFERS[transfer].combines and regimes and len(plan["intermediates"]) < 2 and not (
                 TRANSFERS[transfer].joint and plan["multitask"]):
             raise UserError(f"{where}: transfers.{transfer} combines intermediates; the plan lists "
@@ -366,6 +374,7 @@ def expand_confirmation(plan: dict) -> Graph:
     moved = lambda key: CONFIRM + key
     return Graph({moved(key): replace(phase, key=moved(key), init_from=tuple(map(moved, phase.init_from)),
                                       lang_adapters=tuple(map(moved, phase.lang_adapters)),
+                                      lang_modules=tuple(map(moved, phase.lang_modules)),
                                       model=phase.model and moved(phase.model))
                   for key, phase in graph.phases.items() if key in needed},
                  [replace(arm, keys={seed: moved(key) for seed, key in arm.keys.items()}) for arm in arms])
@@ -407,7 +416,8 @@ def _language_adapters(plan, graph, regime, seed) -> list[str]:
     for target in plan["targets"]:
         task = get_task(target)
         if task.trainable:
-            config = from_dict(_settings(plan, "target", target, regime) | {"task": target}, source=plan["file"])
+            config = from_dict(_settings(plan, "target", target, regime) | {"task": target, "regime": regime},
+                               source=plan["file"])
             langs |= dict.fromkeys([task.train_lang, *task.check_langs(config.eval_langs)])
     name, _ = get_regime(regime).language_phases(_block(plan, regime))
     return [graph.add(_train(plan, f"seed{seed}/{regime}/lang/{lang}", "language", name, regime, seed,
@@ -434,7 +444,8 @@ def _trains_in(plan: dict, task: str, regime: str) -> bool:
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
     names = [task for task in plan["intermediates"] if task in intermediates]
     starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
-    for transfer in map(TRANSFERS.get, transfers_in(plan, regime)):
+    transfers = [TRANSFERS[name] for name in transfers_in(plan, regime)]
+    for transfer in [transfer for transfer in transfers if transfer.trains]:
         for label, group in _arm_groups(plan, transfer, names).items():
             tasks = ("+".join(group),) if transfer.joint else tuple(group)
             starts[transfer.arm([label])] = (tuple(intermediates[t] for t in tasks), transfer.phase_transfer, tasks)
@@ -444,6 +455,12 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
         key = graph.add(_train(plan, folder, "target", target, regime, seed,
                                init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
+        for composing in [t for t in transfers if not t.trains] if TRANSFERS[transfer].swappable else []:
+            name = composing.arm([arm])
+            composed = graph.add(_train(plan, f"seed{seed}/{regime}/{target}/{_slug(name)}", "target", target, regime,
+                                        seed, init_from=(key,), transfer=composing.name,
+                                        lang_modules=tuple(languages), arm=name))
+            _add_arm(graph, regime, target, name, seed, composed, tasks)
         for name, overrides in get_regime(regime).ablations(_block(plan, regime)).items():
             trained = graph.phases[key]
             settings = {"task": target, "langs": trained.settings["eval_langs"],
@@ -512,18 +529,19 @@ def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
 
 
 def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", lang_adapters=(),
-           language=None, arm=None) -> Phase:
+           language=None, arm=None, lang_modules=()) -> Phase:
     values = {**_settings(plan, role, task, regime), "task": task, "regime": regime, "backbone": plan["backbone"],
               "seed": seed, "transfer": transfer, "language": language,
               **(share_keys(plan, task) if role == "target" else {})}
     where = f"{plan['file']}: phase {key}"
     settings = vars(from_dict(values, source=where))
-    settings = {k: v for k, v in settings.items()
-                if reads(regime, k, transfer) and k not in ("init_from", "lang_adapters", "output_dir")}
+    inputs = ("init_from", "lang_adapters", "lang_modules", "output_dir")  # filled in when the phase runs
+    settings = {k: v for k, v in settings.items() if reads(regime, k, transfer) and k not in inputs}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
+    stacked = tuple(lang_adapters) if reads(regime, "lang_adapters") else ()  # madx's; lora's are lang_modules
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
-                 tuple(init_from), tuple(lang_adapters))
+                 tuple(init_from), stacked, tuple(lang_modules))
 
 
 def _settings(plan, role, task, regime) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kinds import KINDS
 from ..metrics import overall_scores, task_summary
 from ..retrieval import BACKBONE_ENGLISH, TARGET_DEV_CENTERED
 from ..scoring import GROUPS, LANGUAGES
@@ -30,7 +31,7 @@ from .phases import BASELINE, Arm, Graph
 from .plan import confirmed_contrasts, contrasts, expand_confirmation, is_ablation
 from .results import Results
 from .selection import selection_section
-from .stats import (POOL_KINDS, Difference, by_seen, clustered_differences, coarser_level, holm, hub_share,
+from .stats import (Difference, by_seen, clustered_differences, coarser_level, holm, hub_share,
                     item_groups, learned, mean_sd, seed_interval, widest)
 
 # Coverage simulation (scripts/stats_coverage.py, RESULTS.md) figures the report cites: keeping the smallest-sd
@@ -416,7 +417,7 @@ def _pool_notes(study: Recorded, compared: list[dict]) -> list[str]:
     answers concentrate on a few candidates."""
     shares = []
     for row in compared:
-        if row["difference"] is None or get_task(row["target"]).kind not in POOL_KINDS:
+        if row["difference"] is None or not KINDS[get_task(row["target"]).kind].POOLED:
             continue
         arms = [study.graph.arm(row[side], row["target"]) for side in ("run", "versus")]
         predictions = [{seed: study.predictions(key) for seed, key in study.seeds(arm).items()} for arm in arms]

@@ -54,20 +54,6 @@ from ..kinds import KINDS
 from ..metrics import METRICS, score_rows
 from ..tasks import get_task
 
-
-
-def _right(prediction, label, lang: str) -> float:
-    return float(prediction == label)
-
-
-def _alone(metric: str):
-    return lambda prediction, label, lang: float(next(iter(METRICS[metric]([prediction], [label], lang).values())))
-
-
-# Metrics whose value over a set is the mean of their value on each item, with that per-item value
-# (a test checks both against METRICS). Accuracy's is computed directly: studies score many items.
-ITEM_SCORES = {"accuracy": _right, "accuracy@1": _right, "squad": _alone("squad"), "mlqa": _alone("mlqa")}
-ITEM_MEANS = tuple(ITEM_SCORES)
 # Metrics recomputed on each jackknife replicate: their clusters are dealt into this many groups.
 JACKKNIFE_GROUPS = 50
 
@@ -205,10 +191,6 @@ def item_groups(task, refs: dict[str, list]) -> dict[str, dict] | None:
     return out
 
 
-# Kinds scored against a fixed pool of candidates, whose "hub" distractors can tie errors across queries.
-POOL_KINDS = ("retrieval", "mining", "ranking")
-
-
 def hub_share(arms: list[dict], langs: list[str], top: int = 10) -> tuple[int, float] | None:
     """For retrieval against a fixed pool (each prediction the index of the candidate retrieved): the wrong
     answers of ``arms`` ({seed: {lang: rows}}) over every seed and language, and the share of them that went to
@@ -241,7 +223,7 @@ def _jackknife_groups(refs: dict[str, list], level: str, metric: str,
                   for ref, cluster in zip(lang_refs, cluster_ids(lang_refs, level, groups and groups[lang]))]
            for lang, lang_refs in refs.items()}
     universe = {cluster: index for index, cluster in enumerate(sorted({c for each in ids.values() for c in each}))}
-    count = len(universe) if metric in ITEM_MEANS else min(len(universe), JACKKNIFE_GROUPS)
+    count = len(universe) if METRICS[metric].per_item else min(len(universe), JACKKNIFE_GROUPS)
     return {lang: np.array([universe[c] % count for c in each], dtype=int) for lang, each in ids.items()}, len(universe)
 
 
@@ -256,8 +238,8 @@ def _deleted_averages(items: dict[str, list[dict]], langs: list[str], groups: di
         value = metric_value(metric, rows, lang)
         sizes = np.bincount(group, minlength=count)
         left = len(rows) - sizes
-        if metric in ITEM_MEANS:
-            score = ITEM_SCORES[metric]
+        score = METRICS[metric].per_item
+        if score:
             each = np.array([score(row["prediction"], row["label"], lang) for row in rows])
             sums = np.bincount(group, weights=each, minlength=count)
             without = np.divide(each.sum() - sums, left, out=np.full(count, value), where=left > 0)
@@ -314,8 +296,6 @@ def minimum_detectable_effect(se: float, alpha: float, power: float, df: float =
     return float((scipy_stats.t.ppf(1 - alpha / 2, df) + scipy_stats.t.ppf(power, df)) * se)
 
 
-# Kinds with one gold label per item, scored by accuracy: chance and the trivial baselines apply.
-CHANCE_KINDS = ("classification", "bi_encoder", "multiple_choice")
 
 
 @dataclass(frozen=True)
@@ -350,7 +330,7 @@ def learned(task_name: str, final: dict[int, list[dict]], step0: dict[int, list[
     lang, first = task.source_lang, final[seeds[0]]
     compared = {"step 0": step0}
     chance = None
-    if task.kind in CHANCE_KINDS:
+    if KINDS[task.kind].ONE_ANSWER:
         dev = task.rows("dev", lang)
         answers = len(dev[0]["choices"]) if "choices" in dev[0] else len(task.labels)
         chance = 1 / answers

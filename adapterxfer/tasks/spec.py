@@ -9,9 +9,6 @@ from typing import Callable
 from ..errors import UserError
 from ..shares import Share, item_key
 
-# Kinds with no training data: scored straight from an encoder (see adapterxfer/retrieval.py).
-EVALUATION_ONLY = ("retrieval", "mining", "ranking")
-
 # A reader returns rows in its kind's schema (see adapterxfer/kinds/) for one split and language.
 Reader = Callable[[str, str, int | None, int], list[dict]]  # (split, lang, limit, seed) -> rows
 
@@ -54,13 +51,14 @@ class TaskSpec:
 
     @property
     def selection_metric(self) -> str:
-        """The score English-dev model selection maximizes: the first of the metric's values."""
-        from ..metrics import SELECTION
-        return SELECTION[self.metric]
+        """The score English-dev model selection maximizes (its metric's ``selection``)."""
+        from ..metrics import METRICS
+        return METRICS[self.metric].selection
 
     @property
     def trainable(self) -> bool:
-        return self.kind not in EVALUATION_ONLY
+        from ..kinds import KINDS
+        return KINDS[self.kind].AUTO_MODEL is not None
 
     @property
     def seen_languages(self) -> tuple[str, ...]:
