@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an optional YAML recipe, then key=value overrides (or --key value)")
 
     ev = verbs.add_parser("evaluate", help="score a backbone or a trained output zero-shot on a task")
-    ev.add_argument("--model", required=True, help="an output folder of `train`, or a backbone (name, folder, Hub id)")
+    ev.add_argument("--model", required=True, action="append",
+                    help="an output folder of `train`, or a backbone (name, folder, Hub id); given several times, "
+                         "LoRA outputs of one task on one backbone scored in one pass, each into OUTPUT/<its folder "
+                         "name>")
     ev.add_argument("--task", required=True, help="task name (see `adapterxfer tasks`)")
     ev.add_argument("--langs", default="", help="comma-separated languages or translation ids (default: all)")
     ev.add_argument("--output", required=True, help="folder for scores.json and predictions/")
@@ -259,15 +262,29 @@ def _count(value: str) -> int | str:
 
 def _evaluate(args) -> None:
     from .artifacts import score_table
-    from .pipeline import evaluate_model
+    from .pipeline import evaluate_model, evaluate_models
     from .tasks import get_task
 
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
-    scores = evaluate_model(args.model, args.task, langs, args.output, layer=args.layer,
+    source = get_task(args.task).source_lang
+    if len(args.model) > 1:
+        alone = [flag for flag, value in (("--layer", args.layer != -1), ("--scoring", args.scoring),
+                                          ("--queries", args.queries), ("--candidates", args.candidates),
+                                          ("--lang-adapter", args.lang_adapter)) if value]
+        if alone:
+            raise UserError(f"{alone[0]} applies to one --model (several are LoRA outputs scored in one pass)")
+        scored = evaluate_models(args.model, args.task, langs, Path(args.output), max_length=args.max_length,
+                                 batch_size=args.batch_size, precision=args.precision,
+                                 xtreme_format=args.format == "xtreme")
+        for name, scores in scored.items():
+            print(f"{name}:\n{score_table(scores, source)}")
+            print(f"wrote {Path(args.output) / name}/scores.json")
+        return
+    scores = evaluate_model(args.model[0], args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
                             xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter,
                             retrieval_scoring=args.scoring, queries=args.queries, candidates=args.candidates)
-    print(score_table(scores, get_task(args.task).source_lang))
+    print(score_table(scores, source))
     print(f"wrote {args.output}/scores.json")
 
 

@@ -63,13 +63,47 @@ def predict(model, features, kind, tokenizer, batch_size: int, precision: str) -
 def score_split(model, tokenizer, task: TaskSpec, split: str, lang: str, max_length: int,
                 batch_size: int, precision: str, seed: int = 0) -> tuple[dict, list[dict]]:
     """Score one split of one language: ({metric: value}, per-example predictions)."""
-    kind = KINDS[task.kind]
     features, rows, _ = featurized(task, split, lang, tokenizer, max_length, seed)
-    outputs = predict(model, features, kind, tokenizer, batch_size, precision)
+    return scored(task, lang, predict(model, features, KINDS[task.kind], tokenizer, batch_size, precision),
+                  features, rows)
+
+
+def scored(task: TaskSpec, lang: str, outputs: list, features, rows) -> tuple[dict, list[dict]]:
+    """The kind's raw ``outputs`` of one language's ``features`` decoded and scored: (scores, predictions)."""
+    kind = KINDS[task.kind]
     predictions = kind.decode(outputs, features, rows, task.options)
     gold = kind.references(rows)
     scores = METRICS[task.metric](predictions, gold, lang)
     return scores, [{"ref": row.get("ref"), "label": g, "prediction": p} for row, g, p in zip(rows, gold, predictions)]
+
+
+@torch.no_grad()  # not inference_mode: see the module docstring
+def score_runs(bank, tokenizer, task: TaskSpec, runs: list[tuple[str, str]], max_length: int, batch_size: int,
+               precision: str) -> dict[tuple[str, str], tuple[dict, list[dict]]]:
+    """Test-set scores of each (module, language) run of ``runs`` on a ``bank.ModuleBank``, all in one pass:
+    K modules x L languages, or each language routed to its own module. Every run's examples go into
+    length-sorted batches of ``batch_size`` together, each example through its run's module and head
+    (``ModuleBank.forward_mixed``); a language is featurized once. Returns {run: (scores, predictions)},
+    what ``score_split`` gives for that module alone."""
+    kind, collate = KINDS[task.kind], KINDS[task.kind].collator(tokenizer)
+    bank.check_mixable(dict.fromkeys(name for name, _ in runs))
+    data = {lang: featurized(task, "test", lang, tokenizer, max_length, 0)
+            for lang in dict.fromkeys(lang for _, lang in runs)}
+    examples = {lang: features.to_list() for lang, (features, _, _) in data.items()}
+    pairs = [(run, index) for run in runs for index in range(len(examples[run[1]]))]
+    outputs = {run: [None] * len(examples[run[1]]) for run in runs}
+    device = next(bank.model.parameters()).device
+    for ids in sorted_batches([kind.length(examples[run[1]][index]) for run, index in pairs], batch_size):
+        chosen = [pairs[i] for i in ids]
+        batch = {key: value.to(device) for key, value in collate([dict(examples[lang][index])
+                                                                   for (_, lang), index in chosen]).items()
+                 if key != "labels"}
+        with autocast(bank.model, precision):
+            for positions, sub_batch, output in bank.forward_mixed(batch, [name for (name, _), _ in chosen]):
+                for position, item in zip(positions, kind.outputs(output, sub_batch)):
+                    run, index = chosen[position]
+                    outputs[run][index] = item
+    return {run: scored(task, run[1], outputs[run], *data[run[1]][:2]) for run in runs}
 
 
 def zero_shot(model, tokenizer, task: TaskSpec, langs: list[str], max_length: int, batch_size: int, precision: str,

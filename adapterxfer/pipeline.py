@@ -24,7 +24,7 @@ import resource
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from . import artifacts, backbones, evaluate, items, retrieval, scoring, shares, sharing
+from .bank import ModuleBank, mixing_refusal
 from .cache import atomic_dir, remove_leftovers, work_folder
 from .config import SCORING, RunConfig, identity_change, phase_identity
 from .data.features import featurized, split_rows
@@ -83,11 +84,12 @@ class ValidatedPhase:
         return self.tasks[0].role == "target"
 
 
-def train_phase(config: RunConfig) -> Path:
+def train_phase(config: RunConfig, score: bool = True) -> Path:
     """Validate, train (resumably), save and evaluate one phase; returns the output folder.
 
     ``task=a+b`` trains intermediate tasks together: one shared module (or encoder), one head
-    each. Target tasks are then scored zero-shot on the test set of every evaluation language.
+    each. Target tasks are then scored zero-shot on the test set of every evaluation language
+    (``score=False``: not yet; a study scores several together, ``evaluate_together``).
     A finished output of the same training identity is not trained again (only evaluated, if its
     evaluation is missing); one of another configuration needs ``overwrite=true``.
     """
@@ -103,7 +105,7 @@ def train_phase(config: RunConfig) -> Path:
         trained = None if phase.finished else train(phase)
         if trained:
             save(phase, trained)
-        if state.is_main_process and phase.is_target and not _scored(phase):
+        if score and state.is_main_process and phase.is_target and not _scored(phase):
             # the model just trained is scored as it is in memory; a finished output is loaded from its folder
             evaluate_phase(phase, trained)
         state.wait_for_everyone()
@@ -329,13 +331,122 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                      phase.config.eval_batch_size, phase.precision, switch)
-        write_evaluation(phase.out, scores, predictions, record={
-            "model": artifacts.sha256_file(phase.out / artifacts.MANIFEST), "task": task.name,
-            "scoring": {name: getattr(phase.config, name) for name in SCORING}})
+        write_evaluation(phase.out, scores, predictions, record=_scoring_record(phase))
     except (UserError, OSError, RuntimeError, ValueError) as err:
         raise UserError(f"evaluation failed ({err}); the trained artifact {phase.out} is kept: score it with "
                         f"`adapterxfer evaluate --model {phase.out} --task {task.name} "
                         f"--output {phase.out}`") from None
+
+
+def evaluate_together(configs: list[RunConfig]) -> None:
+    """Stage 4 of several trained target phases at once (a study's LoRA arms of one target): the backbone
+    loaded once, every module scored on each of its test languages in one pass of mixed-adapter batches
+    (``evaluate.score_runs``), each phase's scores written into its folder as ``evaluate_phase`` writes them,
+    and equal to them. The phases must be trained and share the regime, the task as scored, the backbone,
+    the length, batch size, precision, pooling and frozen bottom; modules that cannot run side by side
+    (``Regime.mixes``) are refused in one line: score them alone."""
+    phases = [validate(config) for config in configs]
+    first, task = phases[0], phases[0].tasks[0]
+    odd = next((phase for phase in phases if _scored_alike(phase) != _scored_alike(first)), None)
+    if odd is not None:
+        raise UserError(f"{odd.out} is not scored like {first.out} (regime, task, backbone or evaluation settings "
+                        "differ): score each alone")
+    with ExitStack() as held:
+        for phase in phases:
+            held.enter_context(output_lock(phase.out))
+        held.enter_context(cpu_threads(first.backbone.path))
+        for phase in phases:
+            remove_leftovers(phase.out, keep_work=True)
+            if not _finished(phase):
+                raise UserError(f"{phase.out} is not trained yet: train it before it is scored")
+        unscored = [phase for phase in phases if not _scored(phase)]
+        if not unscored:
+            return
+        scored = _one_pass(task, first.backbone, first.config.regime, {phase.out: phase.langs for phase in unscored},
+                           first.lengths[task.name], first.config.eval_batch_size, first.precision,
+                           first.config.frozen_layers)
+        for phase in unscored:
+            write_evaluation(phase.out, *scored[phase.out], record=_scoring_record(phase))
+
+
+def evaluate_models(model_paths: list[str], task_name: str, langs: list[str], output: Path,
+                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
+                    xtreme_format: bool = False) -> dict[str, dict]:
+    """Score several trained outputs of one task, regime and backbone in one pass (``evaluate --model A
+    --model B``): the backbone loaded once, LoRA modules side by side in mixed-adapter batches
+    (``evaluate.score_runs``); each output's scores into ``output/<its folder name>``, written as
+    ``evaluate_model`` writes them for it alone, and equal to them. Modules that cannot run side by side, or
+    of another task, regime or backbone, are refused in one line before anything is scored. Returns
+    {folder name: scores}."""
+    task = get_task(task_name)
+    folders = [Path(sharing.resolve(path)) for path in model_paths]
+    names = [folder.name for folder in folders]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice:
+        raise UserError(f"--model: two outputs named {twice!r} would be scored into one folder {Path(output) / twice}")
+    if not task.trainable:
+        raise UserError(f"task {task.name} reads encoders (no head): score each --model alone")
+    for folder in folders:
+        if not artifacts.is_artifact(folder):
+            raise UserError(f"--model {folder}: several --model take trained outputs of `adapterxfer train`, not a "
+                            "backbone")
+    manifests = [artifacts.read_manifest(folder) for folder in folders]
+    for folder, manifest in zip(folders, manifests):  # refused before anything loads
+        if manifest["task"] != task.name:
+            raise UserError(f"{folder} was trained on task {manifest['task']!r}, not {task.name!r}")
+        refusal = mixing_refusal(folder, manifest)
+        if refusal:
+            raise UserError(refusal)
+        if manifest["regime"] != manifests[0]["regime"]:
+            raise UserError(f"{folder}: a {manifest['regime']} module cannot be scored in one pass with "
+                            f"{manifests[0]['regime']} modules (one regime at a time)")
+    backbone = backbones.resolve(manifests[0]["backbone"]["name"])
+    langs = task.check_langs(langs)
+    max_length = backbones.check_length(max_length, task, backbone)
+    frozen = min(manifest["config"].get("frozen_layers", 0) for manifest in manifests)  # below every module
+    outs = [Path(output) / name for name in names]
+    with ExitStack() as held:
+        for out in outs:
+            held.enter_context(output_lock(out))
+            remove_leftovers(out)
+        held.enter_context(cpu_threads(backbone.path))
+        scored = _one_pass(task, backbone, manifests[0]["regime"], {folder: langs for folder in folders}, max_length,
+                           batch_size, resolve_precision(precision, processes().device), frozen)
+        for folder, out in zip(folders, outs):
+            write_evaluation(out, *scored[folder], task if xtreme_format else None,
+                             {"identity": None, "task": task.name,
+                              "model": artifacts.sha256_file(folder / artifacts.MANIFEST)})
+    return {name: scored[folder][0] for name, folder in zip(names, folders)}
+
+
+def _one_pass(task, backbone, regime: str, langs: dict[Path, list[str]], max_length: int, batch_size: int,
+              precision: str, frozen_layers: int) -> dict[Path, tuple[dict, dict]]:
+    """Each trained output of ``langs`` scored on its languages' test sets in one pass on one loaded backbone:
+    {folder: ({lang: scores}, {lang: predictions})}."""
+    bank = ModuleBank(task, backbone, regime)
+    for number, folder in enumerate(langs):
+        bank.attach(str(number), folder)
+    bank.check_mixable(bank.heads)
+    bank.model.to(processes().device)
+    runs = [(str(number), lang) for number, folder in enumerate(langs) for lang in langs[folder]]
+    with cached_bottom(bank.model, frozen_layers):
+        scored = evaluate.score_runs(bank, backbones.load_tokenizer(backbone.path), task, runs, max_length,
+                                     batch_size, precision)
+    return {folder: ({lang: scored[(str(number), lang)][0] for lang in langs[folder]},
+                     {lang: scored[(str(number), lang)][1] for lang in langs[folder]})
+            for number, folder in enumerate(langs)}
+
+
+def _scored_alike(phase: ValidatedPhase) -> tuple:
+    """What makes two phases' modules scorable in one pass, scored as each alone."""
+    return (phase.config.regime, phase.tasks[0], phase.backbone.weight_hash, phase.lengths,
+            phase.config.eval_batch_size, phase.precision, phase.pooling, phase.config.frozen_layers)
+
+
+def _scoring_record(phase: ValidatedPhase) -> dict:
+    """evaluation.json's record of a target phase's own scores (``artifacts.scores_itself`` reads it)."""
+    return {"model": artifacts.sha256_file(phase.out / artifacts.MANIFEST), "task": phase.tasks[0].name,
+            "scoring": {name: getattr(phase.config, name) for name in SCORING}}
 
 
 def write_evaluation(folder: Path, scores: dict, predictions: dict, task=None, record: dict | None = None) -> None:

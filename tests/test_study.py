@@ -6,7 +6,9 @@ The ray and slurm executors run a small study here too; the XTREME kinds are in
 tests/test_study_xtreme.py, the statistics alone in tests/test_study_stats.py.
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 import shutil
 import sqlite3
@@ -59,13 +61,13 @@ SCORES = "SELECT key, lang, metric, value FROM scores JOIN runs ON run = identit
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_backbone, fixture_home):
-    """The tiny study run once, uninterrupted, in this process."""
-    with pytest.MonkeyPatch.context() as patch:
+    """The tiny study run once, uninterrupted, in this process (``out``: what it printed)."""
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as out:
         patch.setenv("ADAPTERXFER_HOME", str(fixture_home))
         folder = tmp_path_factory.mktemp("study")
         plan = write_plan(folder, tiny_backbone)
         assert main(["study", "run", str(plan)]) == 0
-    return {"plan": plan, "root": folder / "study", "folder": folder}
+    return {"plan": plan, "root": folder / "study", "folder": folder, "out": out.getvalue()}
 
 
 def test_study_records_every_phase_with_its_lineage_costs_and_scores(study):
@@ -129,6 +131,31 @@ def test_report_resamples_each_contrast_at_its_level_and_the_next_coarser(study,
         width = {level: float(ci[1:-1].split(", ")[1]) - float(ci[1:-1].split(", ")[0]) for level, ci in levels.items()}
         wider = max(width, key=width.get)
         assert cells[6] == levels[wider] and f"**{wider}: {levels[wider]}**" in cells[7]
+
+
+def test_lora_targets_are_scored_together_in_one_pass_as_each_alone(study, tiny_backbone, tmp_path, monkeypatch,
+                                                                   fixture_home):
+    """The four LoRA target phases (2 seeds x baseline, verses-xref) train, then are scored in one pass of
+    mixed-adapter batches; the full regime's are scored alone. Each one's scores and predictions are those of
+    its module scored alone (each folder's scores removed from a copy, then its phase run again: it scores)."""
+    from adapterxfer.pipeline import train_phase
+    from adapterxfer.study.executors import _config
+
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    targets = [key for key, phase in expand(read_plan(str(study["plan"]))).phases.items()
+               if phase.role == "target" and phase.regime == "lora"]
+    scored = [line for line in study["out"].splitlines() if line.startswith("[scored]")]
+    assert len(targets) == 4 and len(scored) == 1
+    assert scored[0].startswith("[scored]  4 phases together in one pass (")
+    assert sorted(scored[0].split(": ", 1)[1].split(", ")) == sorted(targets)
+    copy = Path(shutil.copytree(study["root"], tmp_path / "copy"))
+    graph = expand(read_plan(str(study["plan"])))
+    for key in targets:
+        for name in ("scores.json", "evaluation.json", "predictions"):
+            shutil.rmtree(copy / key / name) if (copy / key / name).is_dir() else (copy / key / name).unlink()
+        train_phase(_config(graph.phases[key], copy, str(tiny_backbone.path)))
+        for name in ("scores.json", *(f"predictions/test-{lang}.jsonl" for lang in ("en", "fr", "zh"))):
+            assert (copy / key / name).read_text() == (study["root"] / key / name).read_text(), (key, name)
 
 
 def test_second_run_skips_every_current_phase(study, capsys):
@@ -247,9 +274,10 @@ def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, 
     plan = write_plan(tmp_path, tiny_backbone, **SMALL, slurm={"cluster": "local", "timeout_min": 10})
     assert main(["study", "run", str(plan), "--executor", "slurm"]) == 0
     _same_as_study(tmp_path / "study", study)
-    assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 3
+    # a job per phase, and one scoring the two LoRA targets together
+    assert len(list((tmp_path / "study" / "slurm").glob("*/*_result.pkl"))) == 4
     jobs = [file.read_bytes() for file in (tmp_path / "study" / "slurm").rglob("*_submitted.pkl")]
-    assert len(jobs) == 3 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
+    assert len(jobs) == 4 and all(b"HF_HUB_ETAG_TIMEOUT" in job and b"hf_secret_of_this_test" not in job for job in jobs)
 
 
 def test_failed_phase_blocks_what_needs_it_and_exits_1(tiny_backbone, tmp_path, monkeypatch, capsys):

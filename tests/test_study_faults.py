@@ -191,6 +191,30 @@ def test_a_damaged_output_is_moved_aside_and_run_again_and_clean_removes_it(refe
     assert leftovers(root) == []
 
 
+def test_scoring_together_that_fails_scores_each_phase_alone(reference, tiny_backbone, tmp_path, capsys,
+                                                            monkeypatch):
+    """The LoRA targets (baseline, verses-xref) trained but unscored; their one-pass scoring raises: each is then
+    scored alone, to the reference's scores and predictions, and the study ends well."""
+    from adapterxfer import evaluate
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    plan, root = copy_of(reference, tmp_path, tiny_backbone)
+    targets = ["seed1/lora/verses-genre/baseline", "seed1/lora/verses-genre/verses-xref"]
+    for key in targets:
+        for name in (artifacts.SCORES, artifacts.EVALUATION):
+            (root / key / name).unlink()
+    monkeypatch.setattr(evaluate, "score_runs", fail)
+    assert main(["study", "run", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert ("[alone]   scoring 2 phases together failed (RuntimeError: CUDA out of memory (injected)); each is "
+            "scored alone") in out and "[scored]" not in out
+    assert (root / "logs" / f"{targets[0]}.together.log").read_text().count("CUDA out of memory (injected)") == 2
+    same_as_reference(root, reference)
+    assert leftovers(root) == []
+
+
 def test_an_exception_in_one_phase_fails_it_alone_with_the_workers_in_processes(reference, tiny_backbone, tmp_path):
     """A real `study run --workers 2` whose intermediate raises a GPU's out-of-memory RuntimeError, and whose
     backbone evaluation kills its worker process once (tests/faults): the killed phase runs again and finishes,
@@ -295,7 +319,8 @@ def test_a_full_disk_is_one_line_damages_nothing_and_the_study_resumes_once_ther
     trained = [manifest.parent for manifest in full.rglob(artifacts.MANIFEST)]
     for folder in trained:
         artifacts.read_manifest(folder)  # every output there verifies: whole, or not there at all
-    assert len(trained) < 3 and [path for path in full.rglob("*") if ".tmp-" in path.name] == []
+    assert len(table(full, "SELECT key FROM runs")) < PHASES  # the disk filled before the study finished
+    assert [path for path in full.rglob("*") if ".tmp-" in path.name] == []
     assert (kept / "rc2").read_text().strip() == "0", (kept / "err2").read_text()[-3000:]
     room = kept / "room"
     saved = outputs(full)

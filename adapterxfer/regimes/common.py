@@ -69,6 +69,12 @@ class Regime:
         """The merge methods a phase of this regime can use (its first the default); refuses where none."""
         return self.merges
 
+    def mixes(self, config: dict) -> bool:
+        """Whether modules of a phase with these train keys (``vars(RunConfig)``, a manifest's ``config``) run in
+        one batch beside others, each example through its own (``ModuleBank.forward_mixed``: peft's mixed-adapter
+        batches, LoRA only)."""
+        return False
+
     def check_keys(self, config, source: str) -> None:
         """Refuse, as the config is read (``source``: where from), values of this regime's keys that its
         section's types and bounds cannot express (peft: the method's own fields)."""

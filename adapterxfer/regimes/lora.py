@@ -105,6 +105,9 @@ class Lora(Regime):
     def check_merge(self, method, parents) -> None:
         check_lora_merge(method, parents)
 
+    def mixes(self, config: dict) -> bool:
+        return True
+
     def check_plan(self, block: dict, where: str) -> None:
         from ..tasks import get_task
 

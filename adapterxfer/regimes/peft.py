@@ -185,6 +185,10 @@ class Peft(Lora):
     def module_kind(self, task, config) -> str:
         return config.peft_method
 
+    def mixes(self, config: dict) -> bool:
+        """LoRA without DoRA: peft mixes no other method's modules in one batch (nor DoRA's)."""
+        return config.get("peft_method") == "lora" and not (config.get("peft") or {}).get("use_dora")
+
     def merge_methods(self, config) -> tuple[str, ...]:
         if config.peft_method not in MERGES:
             raise UserError(f"transfer=merge: peft merges {' and '.join(MERGES)} modules, not {config.peft_method}")

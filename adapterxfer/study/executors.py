@@ -1,8 +1,9 @@
 """Where phases run: ``local`` (this process, or N worker processes), ``ray`` (a Ray task per phase,
 with its resources) or ``slurm`` (a submitit job per phase). Each executor only submits a phase and
 says when it is done; the runner decides what is ready and records results. A worker process runs
-``execute``: one ``train_phase`` or one ``evaluate_model`` call into the phase's own folder, which returns
-its outcome whatever the phase raised (its traceback goes to the phase's log file).
+``execute``: one ``train_phase`` or one ``evaluate_model`` call into the phase's own folder, or one
+``evaluate_together`` call scoring several trained phases in one pass, which returns its outcome whatever
+the phase raised (its traceback goes to the phase's log file).
 """
 
 from __future__ import annotations
@@ -32,45 +33,70 @@ class WorkerDied(Exception):
     """The process running a phase died (a signal, the out-of-memory killer) before the phase returned."""
 
 
-def job(phase: Phase, root: Path, backbone: str, identity: str) -> dict:
+def job(phase: Phase, root: Path, backbone: str, identity: str, score: bool = True) -> dict:
     """What a worker needs to run ``phase``: ``backbone`` is the plan's, pinned (``Backbone.pinned``: a Hub
-    backbone at the commit the study resolved it to)."""
-    environ = {k: v for k, v in os.environ.items()
-               if k.startswith(ENVIRONMENT_PREFIXES) and not any(word in k for word in SECRET_WORDS)}
-    return {"phase": phase, "root": str(Path(root).resolve()), "backbone": backbone, "environ": environ,
-            "identity": identity}
+    backbone at the commit the study resolved it to). ``score=False``: a target phase trains without scoring
+    (the runner scores it with others, ``together``)."""
+    return {"phase": phase, "root": str(Path(root).resolve()), "backbone": backbone, "environ": _environ(),
+            "identity": identity, "score": score}
+
+
+def together(phases: list[Phase], root: Path, backbone: str) -> dict:
+    """What a worker needs to score the trained target ``phases`` in one pass (``pipeline.evaluate_together``)."""
+    return {"phases": phases, "root": str(Path(root).resolve()), "backbone": backbone, "environ": _environ()}
+
+
+def _environ() -> dict:
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(ENVIRONMENT_PREFIXES) and not any(word in k for word in SECRET_WORDS)}
 
 
 def execute(job: dict) -> dict:
-    """Run one phase into ``root/<key>``; runs in the worker process. Returns {seconds, error: None or the
-    failure in one line, log: where its traceback went, disk_full}: any exception fails this phase alone."""
+    """Run one phase into ``root/<key>`` (or score several, ``together``); runs in the worker process. Returns
+    {seconds, error: None or the failure in one line, log: where its traceback went, disk_full}: any exception
+    fails this job alone."""
     os.environ.update(job["environ"])
-    phase, root = job["phase"], Path(job["root"])
+    root = Path(job["root"])
+    key = job["phase"].key if "phase" in job else f"{job['phases'][0].key}.together"
     started = time.perf_counter()
     try:
-        _run(phase, root, job["backbone"], job["identity"])
+        if "phases" in job:
+            _score_together(job["phases"], root, job["backbone"])
+        else:
+            _run(job["phase"], root, job["backbone"], job["identity"], job["score"])
     except Exception as err:  # noqa: BLE001 -- whatever a phase raises fails that phase, not the study
-        log = log_file(root, phase.key)
-        return {"seconds": time.perf_counter() - started, "error": one_line(err), "log": _write_log(log, phase.key),
-                "disk_full": disk_full(err)}
+        return {"seconds": time.perf_counter() - started, "error": one_line(err),
+                "log": _write_log(log_file(root, key), key), "disk_full": disk_full(err)}
     return {"seconds": time.perf_counter() - started, "error": None, "log": None, "disk_full": False}
 
 
-def _run(phase: Phase, root: Path, backbone: str, identity: str) -> None:
-    from ..config import from_dict
+def _run(phase: Phase, root: Path, backbone: str, identity: str, score: bool = True) -> None:
     from ..pipeline import evaluate_model, train_phase
 
     if phase.action == "train":
-        inputs = {"init_from": [str(root / key) for key in phase.init_from]}
-        for name in ("lang_adapters", "lang_modules"):  # given only where the phase reads it: others refuse it
-            if getattr(phase, name):
-                inputs[name] = [str(root / key) for key in getattr(phase, name)]
-        train_phase(from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
-                               "overwrite": True}, source=f"phase {phase.key}"))
+        train_phase(_config(phase, root, backbone), score=score)
     else:
         settings = dict(phase.settings)
         evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
                        settings.pop("langs"), root / phase.key, identity=identity, **settings)
+
+
+def _score_together(phases: list[Phase], root: Path, backbone: str) -> None:
+    from ..pipeline import evaluate_together
+
+    evaluate_together([_config(phase, root, backbone) for phase in phases])
+
+
+def _config(phase: Phase, root: Path, backbone: str):
+    """A train phase's RunConfig, its inputs and output in ``root``."""
+    from ..config import from_dict
+
+    inputs = {"init_from": [str(root / key) for key in phase.init_from]}
+    for name in ("lang_adapters", "lang_modules"):  # given only where the phase reads it: others refuse it
+        if getattr(phase, name):
+            inputs[name] = [str(root / key) for key in getattr(phase, name)]
+    return from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
+                      "overwrite": True}, source=f"phase {phase.key}")
 
 
 def disk_full(err: BaseException) -> bool:

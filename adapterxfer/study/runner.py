@@ -3,9 +3,12 @@
 The phase folders are the study's ledger (study/outputs.py): a phase whose folder holds it is recorded, never
 run again (after a lost database, or a kill between its save and its record); one that holds its training but
 not its scores is scored; one that holds something else (another configuration, a retrained parent, damage)
-has it moved aside under ``stale/`` first, never deleted. Any exception in a phase fails that phase alone: its
-traceback goes to ``logs/<phase key>.log``, what needs it does not run, everything else goes on and is recorded
-as it finishes, and the report lists the failures. A full disk (or a results database that cannot be written)
+has it moved aside under ``stale/`` first, never deleted. Target phases whose modules run side by side
+(LoRA arms of one target, scored alike: ``together_group``) train without scoring; once no other phase of
+their group is left to train, they are scored together in one pass (``pipeline.evaluate_together``), with
+the same scores; a group whose scoring fails has each phase scored alone. Any exception in a phase fails
+that phase alone: its traceback goes to ``logs/<phase key>.log``, what needs it does not run, everything
+else goes on and is recorded as it finishes, and the report lists the failures. A full disk (or a results database that cannot be written)
 stops new phases from starting: the phases running finish, and the next run goes on from there.
 """
 
@@ -21,10 +24,11 @@ from .. import artifacts, backbones
 from ..cache import remove_leftovers
 from ..errors import StudyFailed, UserError
 from ..locks import Held, hold, holding
-from ..regimes import require_installed
+from ..regimes import get_regime, require_installed
 from ..tasks import get_task
+from ..transfers import get_transfer
 from . import confirmation
-from .executors import WorkerDied, job, make_executor, one_line
+from .executors import WorkerDied, job, make_executor, one_line, together
 from .identity import input_hashes, phase_identity
 from .outputs import STALE, Found, inspect, move_aside
 from .phases import Graph, Phase
@@ -113,12 +117,32 @@ def _summary(graph: Graph, failures: dict[str, Failure], root: Path, plan_file: 
             + f"; {failed[0]}: {first.line}" + (f" (log: {first.log})" if first.log else "") + f"; see {report}")
 
 
+# Train keys of a target phase that change how its module is scored, beside its regime and task
+SCORED_BY = ("max_length", "eval_batch_size", "precision", "pooling", "frozen_layers", "rows_per_split",
+             "test_share", "held_out", "held_out_by")
+
+
+def together_group(phase: Phase) -> tuple | None:
+    """The target phases scored with ``phase`` in one pass (one loaded backbone, mixed-adapter batches): those
+    of its regime and task scored alike, where its module runs side by side with others (``Regime.mixes``,
+    a plain module); None: it is scored alone, as it trains."""
+    if phase.action != "train" or phase.role != "target" or not get_transfer(phase.settings.get("transfer")).swappable:
+        return None
+    if not get_regime(phase.regime).mixes(phase.settings):
+        return None
+    return (phase.regime, phase.task, *(repr(phase.settings.get(name)) for name in SCORED_BY))
+
+
 def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, results: Results, runner) -> dict:
     """Submit each phase once its inputs are done; returns {key: Failure} of the phases that failed or could
-    not run."""
+    not run. Target phases of a ``together_group`` are scored together once no phase of their group is left
+    to train (or nothing else runs)."""
     waiting, running, done, failures, attempts = dict(graph.phases), {}, set(), {}, {}
+    # running: handle -> (phase, identity, lineage, its group where it trains to be scored with it, else None),
+    # or a group's members scored together; unscored: group -> its (phase, identity, lineage) trained, to be scored
+    unscored: dict[tuple, list[tuple]] = {}
     total = len(waiting)
-    while waiting or running:
+    while waiting or running or unscored:
         for key, phase in list(waiting.items()):
             blocked = next((dep for dep in phase.deps if dep in failures), None)
             if blocked:
@@ -138,23 +162,75 @@ def _schedule(graph: Graph, root: Path, backbone_hash: str, backbone: str, resul
                     done.add(key)
                     print(f"[{len(done)}/{total}] {submitted:8} {key}")
                 else:
-                    running[submitted[0]] = (phase, *submitted[1:])
+                    running[submitted[0]] = (phase, *submitted[1:], together_group(phase))
+        _score_groups(unscored, waiting, running, root, backbone, runner)
         for handle in (runner.wait(list(running)) if running else []):
-            phase, identity, lineage = running.pop(handle)
-            failure = _finish(phase, identity, lineage, root, handle, results, runner)
+            entry = running.pop(handle)
+            if isinstance(entry, list):  # a group scored together
+                outcome = _finish_together(entry, root, handle, results, runner)
+                if outcome is None:
+                    done.update(phase.key for phase, _, _ in entry)
+                elif isinstance(outcome, Failure):
+                    failures |= {phase.key: outcome for phase, _, _ in entry}
+                else:  # each scored alone (train_phase finds it trained)
+                    for phase, identity, lineage in entry:
+                        running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage, None)
+                continue
+            phase, identity, lineage, group = entry
+            failure = _finish(phase, identity, lineage, root, handle, results, runner, record=group is None)
             if isinstance(failure, tuple):  # its worker died: once more
                 attempts[phase.key] = attempts.get(phase.key, 1) + 1
                 if attempts[phase.key] <= ATTEMPTS:
                     print(f"[again]   {phase.key}: {failure[1]}")
-                    running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage)
+                    running[runner.submit(job(phase, root, backbone, identity, score=group is None))] = entry
                     continue
                 failure = Failure(failure[1])
-            if failure is None:
+            if failure is None and group is not None:
+                unscored.setdefault(group, []).append((phase, identity, lineage))
+            elif failure is None:
                 done.add(phase.key)
             else:
                 failures[phase.key] = failure
                 print(f"[failed]  {phase.key}: {failure.line}" + (f" (log: {failure.log})" if failure.log else ""))
     return failures
+
+
+def _score_groups(unscored: dict, waiting: dict, running: dict, root: Path, backbone: str, runner) -> None:
+    """Submit the scoring of each group of ``unscored`` that no waiting or running phase can join any more (all
+    of them, once nothing runs): one job scoring its phases together, or the phase alone if it is the only one."""
+    pending = [together_group(phase) for phase in waiting.values()] + [
+        entry[3] for entry in running.values() if not isinstance(entry, list)]
+    for group in list(unscored):
+        if running and group in pending:
+            continue
+        members = unscored.pop(group)
+        if len(members) == 1:
+            phase, identity, lineage = members[0]
+            running[runner.submit(job(phase, root, backbone, identity))] = (phase, identity, lineage, None)
+        else:
+            running[runner.submit(together([phase for phase, _, _ in members], root, backbone))] = members
+
+
+def _finish_together(members: list[tuple], root: Path, handle, results: Results, runner):
+    """Record the phases a group's scoring job scored; returns None, "alone" where the job failed (each phase is
+    then scored alone), or the Failure of them all on a full disk (or where the database cannot be written)."""
+    try:
+        outcome = runner.result(handle)
+    except Exception as err:  # noqa: BLE001 -- a died worker or an executor's failure: each phase alone
+        outcome = {"seconds": 0, "error": one_line(err), "disk_full": False}
+    if outcome["disk_full"]:  # no phase starts on a full disk: the next run scores them
+        return Failure(outcome["error"], outcome["log"], disk_full=True)
+    if outcome["error"]:
+        print(f"[alone]   scoring {len(members)} phases together failed ({outcome['error']}); each is scored alone")
+        return "alone"
+    try:
+        for phase, identity, lineage in members:
+            results.record(phase, identity, root, lineage)
+    except OSError as err:  # the outputs stay scored: the next run records them
+        return Failure(f"scored, but not recorded: {one_line(err)}", disk_full=True)
+    print(f"[scored]  {len(members)} phases together in one pass ({outcome['seconds']:.0f} s): "
+          + ", ".join(phase.key for phase, _, _ in members))
+    return None
 
 
 def _start(phase: Phase, root: Path, backbone_hash: str, backbone: str, results: Results, runner):
@@ -173,11 +249,13 @@ def _start(phase: Phase, root: Path, backbone_hash: str, backbone: str, results:
     if found.state == "other":
         moved = move_aside(root, phase.key, found.why)
         print(f"moved     {phase.key} aside to {moved.relative_to(root)} ({found.why})")
-    return runner.submit(job(phase, root, backbone, identity)), identity, lineage
+    return runner.submit(job(phase, root, backbone, identity, score=together_group(phase) is None)), identity, lineage
 
 
-def _finish(phase: Phase, identity: str, lineage: list[dict], root: Path, handle, results: Results, runner):
-    """Record a phase that ran; returns None, its Failure, or ("died", why) where its worker process died."""
+def _finish(phase: Phase, identity: str, lineage: list[dict], root: Path, handle, results: Results, runner,
+            record: bool = True):
+    """Record a phase that ran (``record=False``: trained, to be scored with others, not yet); returns None, its
+    Failure, or ("died", why) where its worker process died."""
     try:
         outcome = runner.result(handle)
     except WorkerDied as err:
@@ -189,7 +267,8 @@ def _finish(phase: Phase, identity: str, lineage: list[dict], root: Path, handle
             failure = Failure(outcome["error"], outcome["log"], outcome["disk_full"])
             results.fail(phase.key, failure.line, failure.log)
             return failure
-        results.record(phase, identity, root, lineage)
+        if record:
+            results.record(phase, identity, root, lineage)
     except OSError as err:  # the database cannot be written (a full disk): the output stays, the next run records it
         return Failure(outcome["error"] or f"finished, but not recorded: {one_line(err)}", outcome["log"], True)
     print(f"[done]    {phase.action:8} {phase.key} ({outcome['seconds']:.0f} s)")

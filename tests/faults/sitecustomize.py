@@ -20,13 +20,13 @@ if os.environ.get("ADAPTERXFER_TEST_FAULT") or os.environ.get("ADAPTERXFER_TEST_
 
     _run = executors._run
 
-    def _faulty_run(phase, root, backbone, identity):
+    def _faulty_run(phase, root, backbone, identity, *args):
         if phase.key == os.environ.get("ADAPTERXFER_TEST_FAULT"):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
         killed = os.environ.get("ADAPTERXFER_TEST_KILLED", "")
         if phase.key == os.environ.get("ADAPTERXFER_TEST_KILL") and not os.path.exists(killed):
             open(killed, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
-        return _run(phase, root, backbone, identity)
+        return _run(phase, root, backbone, identity, *args)
 
     executors._run = _faulty_run
