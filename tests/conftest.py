@@ -3,8 +3,8 @@
 import os
 from pathlib import Path
 
-# make test runs one pytest-xdist worker per core: each worker's torch, and every CLI it starts, keeps
-# to one thread, so two workers do not oversubscribe two cores.
+# make test runs two pytest-xdist workers for the core suite and one for the adapters suite beside it: each
+# worker's torch, and every CLI it starts, keeps to one thread, so three workers share two cores.
 if "PYTEST_XDIST_WORKER" in os.environ:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
