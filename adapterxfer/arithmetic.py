@@ -58,22 +58,14 @@ def check_task_module(config, task, parent, backbone) -> None:
 def language_modules(config, task, regime: str, backbone) -> dict[str, Path]:
     """{language: folder} of ``config.lang_modules``: verified MLM modules of ``regime`` on ``backbone``, one per
     language, covering the source language and every test language of ``task``."""
-    from . import sharing
+    def mismatch(manifest: dict) -> str | None:
+        if manifest["regime"] == regime and manifest["kind"] == "mlm":
+            return None
+        return (f"a {regime} language module (it is a {manifest['regime']} {manifest['kind']} module of "
+                f"{manifest['task']}); train one with `adapterxfer train task=verses-text regime={regime} "
+                f"language=<lang>`")
 
-    found: dict[str, Path] = {}
-    for folder in map(sharing.resolve, config.lang_modules):
-        manifest = artifacts.read_manifest(folder)
-        if manifest["regime"] != regime or manifest["kind"] != "mlm":
-            raise UserError(f"lang_modules: {folder} is not a {regime} language module (it is a {manifest['regime']} "
-                            f"{manifest['kind']} module of {manifest['task']}); train one with `adapterxfer train "
-                            f"task=verses-text regime={regime} language=<lang>`")
-        if manifest["backbone"]["weight_hash"] != backbone.weight_hash:
-            raise UserError(f"lang_modules: {folder} was trained on backbone {manifest['backbone']['name']!r}, "
-                            f"not {backbone.name!r}")
-        lang = manifest["language"]
-        if lang in found:
-            raise UserError(f"lang_modules: {folder} and {found[lang]} are both language modules for {lang!r}")
-        found[lang] = folder
+    found = artifacts.by_language(config.lang_modules, "lang_modules", "language module", mismatch, backbone)
     wanted = dict.fromkeys([task.source_lang, *map(task.resolve_lang, task.check_langs(config.eval_langs))])
     missing = [lang for lang in wanted if lang not in found]
     if missing:

@@ -219,3 +219,26 @@ def score_table(scores: dict, source_lang: str) -> str:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def by_language(folders, key: str, noun: str, mismatch, backbone=None) -> dict[str, Path]:
+    """{language: folder} of the language modules ``folders`` (folders or hf:// refs) given by key ``key``, in
+    order: each verified, trained on ``backbone`` (None: any) and the only one of its language.
+    ``mismatch(manifest)`` completes "<folder> is not ..." for a manifest that is no such module (None where it
+    is one); ``noun`` names one in messages."""
+    from . import sharing
+
+    found: dict[str, Path] = {}
+    for folder in map(sharing.resolve, folders):
+        manifest = read_manifest(folder)
+        wrong = mismatch(manifest)
+        if wrong:
+            raise UserError(f"{key}: {folder} is not {wrong}")
+        if backbone is not None and manifest["backbone"]["weight_hash"] != backbone.weight_hash:
+            raise UserError(f"{key}: {folder} was trained on backbone {manifest['backbone']['name']!r}, "
+                            f"not {backbone.name!r}")
+        lang = manifest["language"]
+        if lang in found:
+            raise UserError(f"{key}: {folder} and {found[lang]} are both {noun}s for {lang!r}")
+        found[lang] = folder
+    return found

@@ -237,22 +237,12 @@ def use_language(model, lang: str, at_test: str) -> None:
 
 def language_adapters(folders: list[str], backbone=None) -> dict[str, Path]:
     """{language: folder} of verified madx language adapters (folders or hf:// refs) on ``backbone``, in order."""
-    from .. import sharing
+    def mismatch(manifest: dict) -> str | None:
+        if manifest["regime"] == "madx" and manifest["module_kind"] == LANGUAGE_KIND:
+            return None
+        return f"a madx language adapter (it is a {manifest['regime']} {manifest.get('module_kind')})"
 
-    found: dict[str, Path] = {}
-    for folder in map(sharing.resolve, folders):
-        manifest = artifacts.read_manifest(folder)
-        if manifest["regime"] != "madx" or manifest["module_kind"] != LANGUAGE_KIND:
-            raise UserError(f"lang_adapters: {folder} is not a madx language adapter "
-                            f"(it is a {manifest['regime']} {manifest.get('module_kind')})")
-        if backbone is not None and manifest["backbone"]["weight_hash"] != backbone.weight_hash:
-            raise UserError(f"lang_adapters: {folder} was trained on backbone {manifest['backbone']['name']!r}, "
-                            f"not {backbone.name!r}")
-        lang = manifest["language"]
-        if lang in found:
-            raise UserError(f"lang_adapters: {folder} and {found[lang]} are both language adapters for {lang!r}")
-        found[lang] = folder
-    return found
+    return artifacts.by_language(folders, "lang_adapters", "language adapter", mismatch, backbone)
 
 
 def _is_language_phase(task, config) -> bool:
