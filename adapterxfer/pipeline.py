@@ -327,7 +327,7 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
             model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
             set_pooling(model, phase.pooling)
             tokenizer = backbones.load_tokenizer(phase.backbone.path)
-        switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
+        switch = phase.regime.language_switch(model, task, vars(phase.config))
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                      phase.config.eval_batch_size, phase.precision, switch)
@@ -560,7 +560,7 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
-                   xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
+                   xtreme_format: bool = False, at_test: dict | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
                    frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
@@ -569,8 +569,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
-    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A MAD-X model uses each
-    test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
+    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. ``at_test``: values of the
+    model's regime's ``Regime.at_test`` keys that override those it was trained with (madx: lang_adapter_at_test).
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
     ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
@@ -606,6 +606,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                         f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
     if task.trainable and manifest["task"] != task.name:
         raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
+    _check_at_test(at_test or {}, manifest, model_path)
     max_length = backbones.check_length(max_length, task, backbone)
     scored = artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash
     record = {"identity": identity, "task": task.name, "model": scored}
@@ -626,12 +627,23 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         else:
             model = regime.load(folder, task, backbone, manifest).to(device)
             set_pooling(model, manifest.get("pooling", "cls"))
-            at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
+            switch = regime.language_switch(model, task, manifest["config"] | (at_test or {}))
             with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
                 scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size,
-                                                         chosen, regime.language_switch(model, task, at_test))
+                                                         chosen, switch)
         write_evaluation(Path(output), scores, predictions, task if xtreme_format else None, record)
     return scores
+
+
+def _check_at_test(at_test: dict, manifest: dict | None, model_path: str) -> None:
+    """Refuse an override of a key the model's regime does not let evaluation set (``Regime.at_test``)."""
+    regime = get_regime(manifest["regime"]) if manifest else None
+    for name in at_test:
+        if regime is None or name not in regime.at_test:
+            offered = {r.name: r.at_test[name] for r in all_regimes() if name in r.at_test}
+            flag = f" ({next(iter(offered.values()))})" if offered else ""
+            raise UserError(f"{name}{flag} applies to {' or '.join(offered) or 'no'} models; {model_path} is "
+                            f"{'a ' + regime.name + ' model' if regime else 'not a trained model'}")
 
 
 ENGLISH_VECTORS: dict[tuple, dict[str, torch.Tensor]] = {}  # the untuned backbone's English vectors, per process

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import backbones
-from ..config import CHOICES, FIELDS, from_dict, owners, read_yaml, reads
+from ..config import CHOICES, FIELDS, INPUT_PATHS, from_dict, owners, read_yaml, reads
 from ..errors import UserError, unknown
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
@@ -335,7 +335,7 @@ def expand(plan: dict) -> Graph:
     graph = Graph()
     for seed in plan["seeds"]:
         for regime in [r for r in plan["regimes"] if seed in plan["regime_seeds"].get(r, plan["seeds"])]:
-            languages = _language_adapters(plan, graph, regime, seed)
+            languages = _language_phases(plan, graph, regime, seed)
             intermediates = _intermediates(plan, graph, regime, seed, languages)
             for target in plan["targets"]:
                 if get_task(target).trainable:
@@ -373,7 +373,7 @@ def expand_confirmation(plan: dict) -> Graph:
             frontier += graph.phases[key].deps
     moved = lambda key: CONFIRM + key
     return Graph({moved(key): replace(phase, key=moved(key), init_from=tuple(map(moved, phase.init_from)),
-                                      lang_adapters=tuple(map(moved, phase.lang_adapters)),
+                                      stacks_on=tuple(map(moved, phase.stacks_on)),
                                       lang_modules=tuple(map(moved, phase.lang_modules)),
                                       model=phase.model and moved(phase.model))
                   for key, phase in graph.phases.items() if key in needed},
@@ -407,7 +407,7 @@ def is_ablation(arm: str) -> bool:
     return arm.endswith("]")
 
 
-def _language_adapters(plan, graph, regime, seed) -> list[str]:
+def _language_phases(plan, graph, regime, seed) -> list[str]:
     """The regime's language phases (``Regime.language_phases``): one per training and zero-shot language of
     every target, the source language's first; none in most regimes."""
     if get_regime(regime).language_phases(_block(plan, regime)) is None:
@@ -433,7 +433,7 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     if any(TRANSFERS[t].joint for t in used):
         tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
-                                   lang_adapters=tuple(languages)))
+                                   stacks_on=tuple(languages)))
             for task in dict.fromkeys(tasks)}
 
 
@@ -453,7 +453,7 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
         folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
         init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages)
         key = graph.add(_train(plan, folder, "target", target, regime, seed,
-                               init_from=init_from, transfer=transfer, lang_adapters=tuple(languages), arm=arm))
+                               init_from=init_from, transfer=transfer, stacks_on=tuple(languages), arm=arm))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
         for composing in [t for t in transfers if not t.trains] if TRANSFERS[transfer].swappable else []:
             name = composing.arm([arm])
@@ -478,7 +478,7 @@ def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, lang
     phase's (init_from, transfer): sequential from the last stage, or the arm's own start without stages."""
     for stage in get_task(target).stages:
         key = graph.add(_train(plan, f"{folder}.{stage}", "stage", stage, regime, seed, init_from=init_from,
-                               transfer=transfer, lang_adapters=tuple(languages)))
+                               transfer=transfer, stacks_on=tuple(languages)))
         init_from, transfer = (key,), "sequential"
     return init_from, transfer
 
@@ -528,18 +528,18 @@ def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
     arm.keys[seed] = key
 
 
-def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", lang_adapters=(),
+def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", stacks_on=(),
            language=None, arm=None, lang_modules=()) -> Phase:
     values = {**_settings(plan, role, task, regime), "task": task, "regime": regime, "backbone": plan["backbone"],
               "seed": seed, "transfer": transfer, "language": language,
               **(share_keys(plan, task) if role == "target" else {})}
     where = f"{plan['file']}: phase {key}"
     settings = vars(from_dict(values, source=where))
-    inputs = ("init_from", "lang_adapters", "lang_modules", "output_dir")  # filled in when the phase runs
+    inputs = {*INPUT_PATHS, "output_dir"} - {"backbone"}  # filled in when the phase runs
     settings = {k: v for k, v in settings.items() if reads(regime, k, transfer) and k not in inputs}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
-    stacked = tuple(lang_adapters) if reads(regime, "lang_adapters") else ()  # madx's; lora's are lang_modules
+    stacked = tuple(stacks_on) if get_regime(regime).stacks_key else ()  # lora's language phases are lang_modules
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
                  tuple(init_from), stacked, tuple(lang_modules))
 
