@@ -198,14 +198,14 @@ def train(phase: ValidatedPhase) -> Trained:
 
     @scored_on_main
     def dev_score(trained) -> float:
-        """The mean over tasks of each task's selection metric on the English dev set (all in [0, 1])."""
+        """The mean over tasks of each task's dev metric on the English dev set (all in [0, 1])."""
         values = []
         for task in tasks:
             sub = trained.models[task.name] if len(tasks) > 1 else trained
             scores, latest[task.name] = evaluate.score_split(sub, tokenizer, task, "dev", phase.train_lang,
                                                              phase.lengths[task.name], config.eval_batch_size,
                                                              phase.precision)
-            values.append(scores[task.selection_metric])
+            values.append(scores[task.dev_metric])
         return sum(values) / len(values)
 
     run = Run(phase.work, phase.identity, phase.precision,
@@ -235,7 +235,7 @@ def _composed(phase: ValidatedPhase) -> Trained:
     set_pooling(model, phase.pooling)
     scores, rows = evaluate.score_split(model, tokenizer, task, "dev", phase.train_lang, phase.lengths[task.name],
                                         config.eval_batch_size, phase.precision)
-    score = scores[task.selection_metric]
+    score = scores[task.dev_metric]
     seconds = round(time.perf_counter() - started, 1)
     log = [{"step": 0, "train_loss": None, "lr": 0.0, "dev_score": score, "seconds": seconds, "selected": True}]
     return Trained({task.name: model}, tokenizer, log, {"step0": {task.name: rows}, "final": {task.name: rows}},
@@ -304,7 +304,7 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
                   "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST), **sharing.origin(p.folder)}
                  for p in phase.parents],
         config=vars(config), identity=phase.identity, precision=phase.precision, pooling=phase.pooling,
-        dev={"metric": "+".join(task.selection_metric for task in tasks),
+        dev={"metric": "+".join(task.dev_metric for task in tasks),
              "best": next(e["dev_score"] for e in log if e.get("selected")),
              "step0": trained.dev_step0, "final": log[-1]["dev_score"], "log": log},
         data_fingerprint=trained.data_fingerprint,
