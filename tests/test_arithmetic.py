@@ -75,6 +75,21 @@ def test_each_languages_module_is_task_plus_lambda_times_the_language_difference
         f"arithmetic-{language_of(modules, lang)}" for lang in ("fr", "de"))  # none for the source language
 
 
+def test_verify_notices_a_language_module_retrained_since(modules, tiny_backbone, fixture_home, tmp_path, monkeypatch,
+                                                         capsys):
+    """The lineage of an arithmetic artifact covers its language modules, after its task module."""
+    import shutil
+
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    langs = {lang: shutil.copytree(modules["langs"][lang], tmp_path / f"lang-{lang}") for lang in LANGS}
+    composed = train(tmp_path / "arithmetic", *arithmetic_keys(modules["task"], *langs.values()), backbone=tiny_backbone)
+    assert main(["artifacts", "verify", str(composed)]) == 0
+    assert "lineage checked against 4 input(s)" in capsys.readouterr().out
+    train(langs["fr"], "task=verses-text", "language=fr", "seed=7", "overwrite=true", backbone=tiny_backbone)
+    assert main(["artifacts", "verify", str(composed)]) == 2
+    assert f"its lineage names {langs['fr']}, which has been retrained since" in capsys.readouterr().err
+
+
 def plain_peft(folder, head_folder, backbone):
     labels = len(get_task("verses-genre").labels)
     base = AutoModelForSequenceClassification.from_pretrained(backbone.path, num_labels=labels)
