@@ -68,7 +68,7 @@ class ValidatedPhase:
     lengths: dict[str, int]
     precision: str
     pooling: str  # what a classification head reads: cls or mean
-    input_hashes: list[str]  # sha256 of each input's manifest: the parents', then the language adapters'
+    input_hashes: list[str]  # sha256 of each input's manifest: the parents', then the path keys' (Regime.input_refs)
     finished: bool = False  # the output already holds this very phase, trained
 
     @property

@@ -82,7 +82,8 @@ def test_verify_notices_a_language_module_retrained_since(modules, tiny_backbone
 
     monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
     langs = {lang: shutil.copytree(modules["langs"][lang], tmp_path / f"lang-{lang}") for lang in LANGS}
-    composed = train(tmp_path / "arithmetic", *arithmetic_keys(modules["task"], *langs.values()), backbone=tiny_backbone)
+    composed = train(tmp_path / "arithmetic", *arithmetic_keys(modules["task"], *langs.values()),
+                     backbone=tiny_backbone)
     assert main(["artifacts", "verify", str(composed)]) == 0
     assert "lineage checked against 4 input(s)" in capsys.readouterr().out
     train(langs["fr"], "task=verses-text", "language=fr", "seed=7", "overwrite=true", backbone=tiny_backbone)

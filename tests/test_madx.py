@@ -60,7 +60,8 @@ def test_a_studys_source_adapter_ablation_scores_as_evaluate_does(tiny_backbone,
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({
         "backbone": str(tiny_backbone.path), "output": str(tmp_path / "study"), "seeds": [1],
-        "targets": ["verses-genre"], "regimes": ["madx"], "madx": {"lang_adapter_task": "verses-text", "ablation": True},
+        "targets": ["verses-genre"], "regimes": ["madx"],
+        "madx": {"lang_adapter_task": "verses-text", "ablation": True},
         "target_phase": {"eval_langs": ["en", "fr"]},
         "phase": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "max_length": 32, "precision": "fp32"}}))
     assert main(["study", "run", str(plan)]) == 0
