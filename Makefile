@@ -44,14 +44,16 @@ $(ADAPTERS)/.installed-stamp: pyproject.toml requirements/adapters.txt
 demo: $(VENV)/.installed-stamp
 	$(DEMO) study run configs/demo.yaml --then-confirm
 
-# The whole suite in the core environment (tests marked `adapters` skip there) and, side by side with it, only
-# those tests in the adapters environment, whose output follows. Side by side, each fills the moments the other
-# leaves a core idle (tests that wait on processes they start or kill). The suite's tests time nothing, and
-# each worker builds its own tiny backbone.
+# The whole suite in the core environment (tests marked `adapters` skip there) and, side by side with it, those
+# tests in the adapters environment, whose output follows; tests marked `either_env` (the fault battery and
+# other multi-process tests, which need nothing of the extra) run there too, not in the core environment, so
+# the two suites take about as long. Side by side, each fills the moments the other leaves a core idle (tests
+# that wait on processes they start or kill). The suite's tests time nothing; each worker builds its own tiny
+# backbone.
 test: setup
-	@$(ADAPTERS)/bin/python -m pytest -q -n 1 -m adapters > $(ADAPTERS)/test.log 2>&1 & adapters=$$!; \
+	@$(ADAPTERS)/bin/python -m pytest -q -n 1 -m "adapters or either_env" > $(ADAPTERS)/test.log 2>&1 & adapters=$$!; \
 	echo "make test: the adapters environment's tests run beside these; their output follows"; \
-	$(VENV)/bin/python -m pytest -q -n 2 --durations=15; core=$$?; \
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not either_env" --durations=15; core=$$?; \
 	wait $$adapters; adapters=$$?; echo "== .venv-adapters: pytest -m adapters"; cat $(ADAPTERS)/test.log; \
 	exit $$((core || adapters))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from .compat import check_versions
 from .config import CHOICES, FIELDS
 from .errors import StudyFailed, UserError
-from .regimes import EXTRAS, all_regimes, install_hint, require_installed
+from .regimes import EXTRAS, at_test_keys, install_hint, require_installed
 
 EPILOG = """examples:
   adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument(flag, type=_count, default=None,
                         help=f"retrieval: {what}, a number or all; default: the task's (verses-retrieval: 300 "
                              "queries, all 2,921 English test verses as candidates)")
-    for name, (regime, flag) in _at_test_flags().items():
+    for name, (regime, flag) in at_test_keys().items():
         ev.add_argument(flag, dest=name, choices=CHOICES.get(name), default=None,
                         help=f"{regime}: {FIELDS[name].metadata['help']}; default: as the model was trained")
 
@@ -255,11 +255,6 @@ def _as_pairs(tokens: list[str]) -> list[str]:
     return pairs
 
 
-def _at_test_flags() -> dict[str, tuple[str, str]]:
-    """The train keys evaluation may set otherwise than trained (``Regime.at_test``): key -> (regime, flag)."""
-    return {name: (regime.name, flag) for regime in all_regimes() for name, flag in regime.at_test.items()}
-
-
 def _count(value: str) -> int | str:
     """A command-line size: "all" or a number (its bounds are checked with the task)."""
     return value if value == "all" else int(value)
@@ -272,7 +267,7 @@ def _evaluate(args) -> None:
 
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     source = get_task(args.task).source_lang
-    flags = _at_test_flags()
+    flags = at_test_keys()
     at_test = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     if len(args.model) > 1:
         alone = [flag for flag, value in (("--layer", args.layer != -1), ("--scoring", args.scoring),

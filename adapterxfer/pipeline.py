@@ -44,7 +44,7 @@ from .kinds import KINDS
 from .precision import cpu_threads, resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
                        trainable_parameters)
-from .regimes import all_regimes, get_regime
+from .regimes import all_regimes, at_test_keys, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
 from .train import Run, Source, fit, scored_on_main
@@ -640,9 +640,8 @@ def _check_at_test(at_test: dict, manifest: dict | None, model_path: str) -> Non
     regime = get_regime(manifest["regime"]) if manifest else None
     for name in at_test:
         if regime is None or name not in regime.at_test:
-            offered = {r.name: r.at_test[name] for r in all_regimes() if name in r.at_test}
-            flag = f" ({next(iter(offered.values()))})" if offered else ""
-            raise UserError(f"{name}{flag} applies to {' or '.join(offered) or 'no'} models; {model_path} is "
+            owner, flag = at_test_keys()[name]
+            raise UserError(f"{name} ({flag}) applies to {owner} models; {model_path} is "
                             f"{'a ' + regime.name + ' model' if regime else 'not a trained model'}")
 
 

@@ -35,9 +35,12 @@ class Transfer:
         """The ``transfer=`` a target phase of this transfer trains with."""
         return "sequential" if self.joint else self.name
 
-    def arm(self, tasks: list[str]) -> str:
-        """A study arm's name: the intermediate itself for sequential, else ``name(a+b)``."""
-        return tasks[0] if self.name == "sequential" else f"{self.name}({'+'.join(tasks)})"
+    def arm(self, tasks: list[str], variant: str | None = None) -> str:
+        """A study arm's name: the intermediate itself for sequential, else ``name(a+b)``; ``name-variant(a+b)``
+        where a plan runs the transfer several ways (a study's named merges)."""
+        if self.name == "sequential":
+            return tasks[0]
+        return f"{self.name}{'-' + variant if variant else ''}({'+'.join(tasks)})"
 
     def check(self, regime, count: int) -> None:
         """Refuse this transfer in a ``regime`` that does not offer it, or from ``count`` parents it cannot take."""

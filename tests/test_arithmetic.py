@@ -103,7 +103,7 @@ def test_a_languages_module_loads_in_plain_peft_and_english_is_the_task_module_a
     task = get_task("verses-genre")
     regime = get_regime("lora")
     ours = regime.load(modules["arithmetic"], task, tiny_backbone).eval()
-    switch = regime.language_switch(ours, task, "target")
+    switch = regime.language_switch(ours, task, {})
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
     inputs = tokenizer(["alpha beta gamma", "delta epsilon"], return_tensors="pt", padding=True)
     head = modules["task"]  # the task module's head, kept apart from the arithmetic
@@ -224,7 +224,7 @@ def test_madx_arithmetic_loads_in_plain_adapters_and_english_is_madx_alone(madx,
     assert scores["en"] == alone["en"] and set(scores) == set(LANGS)
     task = get_task("verses-genre")
     ours = get_regime("madx").load(madx["arithmetic"], task, tiny_backbone).eval()
-    get_regime("madx").language_switch(ours, task, "target")("fr")
+    get_regime("madx").language_switch(ours, task, {})("fr")
     french = f"arithmetic-{manifest(madx['langs']['fr'])['language']}"
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_backbone.path, num_labels=len(task.labels))
     adapters.init(plain)

@@ -266,6 +266,7 @@ def test_ray_executor_runs_each_phase_as_a_task(study, ray_cluster, tiny_backbon
 
 
 @pytest.mark.slow
+@pytest.mark.either_env
 def test_slurm_executor_runs_each_phase_as_a_submitit_job(study, tiny_backbone, tmp_path, monkeypatch):
     """Through submitit's local executor (a process per job, as SLURM would start one per node). The jobs it
     pickles into the study's folder hold the Hub settings, never the token (a worker reads its own)."""

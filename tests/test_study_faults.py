@@ -34,6 +34,7 @@ from adapterxfer.cli import main
 from adapterxfer.study.results import FILE
 from test_study import SCORES, table
 
+pytestmark = pytest.mark.either_env
 REPO = Path(__file__).resolve().parents[1]
 PHASES = 5
 PLAN = {

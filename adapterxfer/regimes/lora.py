@@ -119,12 +119,12 @@ class Lora(Regime):
         return (block["lang_module_task"], block.get("phase", {})) if "lang_module_task" in block else None
 
     def check_arithmetic(self, task, parent, languages) -> None:
-        places = {folder: _config(folder)["target_modules"] for folder in [parent.folder, *languages.values()]}
+        places = {folder: _lora_layers(folder) for folder in [parent.folder, *languages.values()]}
         other = next((folder for folder, place in places.items() if place != places[parent.folder]), None)
         if other is not None:
-            raise UserError(f"lang_modules: {other} puts its LoRA into other layers ({places[other]}) than the task "
-                            f"module {parent.folder} ({places[parent.folder]}); train the language modules with "
-                            "the task module's lora_targets and frozen_layers")
+            raise UserError(f"lang_modules: {other} puts its LoRA into other layers ({_listed(places[other])}) than "
+                            f"the task module {parent.folder} ({_listed(places[parent.folder])}); train the language "
+                            "modules with the task module's lora_targets and frozen_layers")
 
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors; a stacked intermediate goes to folder/stacked/
@@ -166,7 +166,7 @@ class Lora(Regime):
     def activate(self, model, name: str) -> None:
         model.set_adapter(name)
 
-    def language_switch(self, model, task, at_test: str):
+    def language_switch(self, model, task, config: dict):
         """transfer=arithmetic: each test language's module, the source language's the task module alone."""
         if not any(name.startswith(ARITHMETIC) for name in model.peft_config):
             return None
@@ -193,6 +193,20 @@ def _base_prefix(folder: Path) -> str:
 
 def _config(folder: Path) -> dict:
     return json.loads((folder / "adapter_config.json").read_text())
+
+
+def _lora_layers(folder: Path) -> frozenset[str]:
+    """The encoder layers a saved LoRA module is in (``encoder.layer.3.attention.self.query``), read from its
+    weights' names: a merged module's config names them by a union of its parents' patterns."""
+    from safetensors import safe_open
+
+    with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
+        return frozenset(name[name.index("encoder.layer."):].split(".lora_")[0]
+                         for name in weights.keys() if ".lora_A" in name)
+
+
+def _listed(layers: frozenset[str]) -> str:
+    return ", ".join(sorted(layers)[:4]) + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")
 
 
 def with_languages(base, task, parent, languages: dict, weight: float):

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..errors import UserError
-from ..regimes import get_regime
+from ..regimes import at_test_keys, get_regime
 from .outputs import log_file
 from .phases import Phase
 
@@ -78,8 +78,7 @@ def _run(phase: Phase, root: Path, backbone: str, identity: str, score: bool = T
         train_phase(_config(phase, root, backbone), score=score)
     else:
         settings = dict(phase.settings)
-        keys = get_regime(phase.regime).at_test if phase.regime else {}
-        at_test = {name: settings.pop(name) for name in keys if name in settings}  # an ablation's
+        at_test = {name: settings.pop(name) for name in at_test_keys() if name in settings}  # an ablation's
         evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
                        settings.pop("langs"), root / phase.key, identity=identity, at_test=at_test, **settings)
 
@@ -95,7 +94,8 @@ def _config(phase: Phase, root: Path, backbone: str):
     from ..config import from_dict
 
     inputs = {"init_from": [str(root / key) for key in phase.init_from]}
-    for name, keys in ((get_regime(phase.regime).stacks_key, phase.stacks_on), ("lang_modules", phase.lang_modules)):
+    stacks_key = get_regime(phase.settings["regime"]).stacks_key  # phase.regime may name a variant of it
+    for name, keys in ((stacks_key, phase.stacks_on), ("lang_modules", phase.lang_modules)):
         if keys:  # given only where the phase reads it: others refuse it
             inputs[name] = [str(root / key) for key in keys]
     return from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),

@@ -26,9 +26,10 @@ from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
-from .. import backbones
+from .. import backbones, merges
 from ..config import CHOICES, FIELDS, INPUT_PATHS, from_dict, owners, read_yaml, reads
 from ..errors import UserError, unknown
+from ..merges import METHODS
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
@@ -55,12 +56,19 @@ KEYS = {
                                "for a costly regime; contrasts pair the seeds two arms share"),
     "intermediate_regimes": (dict, {}, "intermediate task -> the regimes it trains in (default: every regime "
                                        "that uses intermediates); a regime that combines them needs them all"),
-    "regimes": (list, [DEFAULT_REGIME], f"regimes ({', '.join(REGIME_NAMES)}); each runs every arm it supports"),
+    "regimes": (list, [DEFAULT_REGIME], f"regimes ({', '.join(REGIME_NAMES)}) or variants; each runs every arm it "
+                                        "supports"),
+    "variants": (dict, {}, "name -> {regime, train keys}: a regime under its own name with its own keys, run where "
+                           "regimes lists the name, beside the regime itself (e.g. dora: {regime: peft, peft_method: "
+                           "lora, peft: {use_dora: true}}); it shares its regime's block"),
     "transfers": (dict, None, "transfer -> regimes it runs in; transfers: sequential (one arm per intermediate), "
                               "stack (idem), fusion, merge, multitask (one arm over all intermediates), "
                               "arithmetic (one arm arithmetic(<arm>) over each arm whose module is plain, the "
                               "baseline's included: its task module + each test language's difference from "
                               "English, nothing trained); default: sequential in every regime"),
+    "merges": (dict, {}, "name -> merge keys (merge: the method, default the name; merge_weights, merge_normalize, "
+                         "merge_density): one arm merge-<name>(a+b) each where transfers.merge runs; default: one "
+                         "arm merge(a+b) with the phases' own merge keys"),
     "multitask": (dict, {}, "name -> intermediates of the plan that transfer multitask trains together, one "
                             "arm multitask(<name>) each; default: one over all the intermediates, named a+b+..."),
     **{regime.name: (dict, {}, f"regime {regime.name}: "
@@ -175,8 +183,9 @@ def _check(plan: dict) -> None:
                                     f"tasks")
     if not plan["targets"]:
         raise UserError(f"{where}: key 'targets' must name at least one target task")
+    _check_variants(plan)
     for regime in plan["regimes"]:
-        get_regime(regime)
+        _regime(plan, regime)
     _check_output(plan)
     for name, block in plan.items():
         if name in BLOCK_KEYS and name != "contrasts":
@@ -191,8 +200,9 @@ def _check(plan: dict) -> None:
             raise UserError(f"{where}: regime_seeds: {regime}: {seeds!r} must map a regime of the plan "
                             f"({', '.join(plan['regimes'])}) to a non-empty list of its seeds ({plan['seeds']})")
     _check_multitask(plan)
+    _check_merges(plan)
     for regime in plan["regimes"]:
-        get_regime(regime).check_plan(_block(plan, regime), where)
+        _regime(plan, regime).check_plan(_block(plan, regime), where)
     for target, level in plan["clusters"].items():
         if target not in plan["targets"] or level not in LEVELS:
             raise UserError(f"{where}: clusters: {target}: {level} must map a target of the plan "
@@ -214,12 +224,13 @@ def _check_regime_keys(plan: dict) -> None:
     for name, block in shared.items():
         for key in _with_recipe(plan, block):
             regimes = owners(key)
-            if regimes and not set(regimes) & set(plan["regimes"]):
+            if regimes and not set(regimes) & {_base(plan, regime) for regime in plan["regimes"]}:
                 raise UserError(f"{where}: {name}: key {key!r} belongs to regime {' and '.join(regimes)}, which the "
                                 f"plan does not run (regimes: {', '.join(plan['regimes'])})")
-    own = {f"regime_phase.{regime}": (regime, block) for regime, block in plan["regime_phase"].items()}
-    own |= {f"{regime}.phase": (regime, get_regime(regime).language_phases(_block(plan, regime))[1])
-            for regime in plan["regimes"] if get_regime(regime).language_phases(_block(plan, regime))}
+    own = {f"regime_phase.{regime}": (_base(plan, regime), block) for regime, block in plan["regime_phase"].items()}
+    own |= {f"variants.{name}": (_base(plan, name), _variant_keys(plan, name)) for name in plan["variants"]}
+    own |= {f"{regime}.phase": (_base(plan, regime), _regime(plan, regime).language_phases(_block(plan, regime))[1])
+            for regime in plan["regimes"] if _regime(plan, regime).language_phases(_block(plan, regime))}
     for name, (regime, block) in own.items():
         for key in _with_recipe(plan, block):
             if key in FIELDS and not reads(regime, key):
@@ -280,13 +291,13 @@ def _check_transfers(plan: dict) -> None:
             if regime not in plan["regimes"]:
                 raise UserError(f"{where}: transfers.{transfer}: {regime} is not a regime of the plan "
                                 f"({', '.join(plan['regimes'])})")
-            offered = get_regime(regime).transfers
+            offered = _regime(plan, regime).transfers
             if transfer not in offered:
                 raise UserError(f"{where}: transfers.{transfer}: regime {regime} does not offer it "
                                 f"(it offers {', '.join(offered)})")
         for regime in regimes if not TRANSFERS[transfer].trains else []:
-            if get_regime(regime).language_phases(_block(plan, regime)) is None:
-                keys = ", ".join(get_regime(regime).plan_keys)
+            if _regime(plan, regime).language_phases(_block(plan, regime)) is None:
+                keys = ", ".join(_regime(plan, regime).plan_keys)
                 raise UserError(f"{where}: transfers.{transfer} needs language modules, and regime {regime} trains "
                                 f"none: give it its block {regime}: {{{keys}}}")
         if TRANSFERS[transfer].combines and regimes and len(plan["intermediates"]) < 2 and not (
@@ -310,9 +321,58 @@ def _check_multitask(plan: dict) -> None:
                             f"({', '.join(names)}), got {members!r}")
     joint = [name for name in names if "+" in name]
     for regime in plan["regimes"] if joint else []:
-        if not get_regime(regime).multitask:
+        if not _regime(plan, regime).multitask:
             raise UserError(f"{where}: intermediates: {joint[0]} trains tasks together, which regime {regime} does "
                             f"not offer (drop the regime or the joint intermediate)")
+
+
+def _check_variants(plan: dict) -> None:
+    """Each variant names a regime (not another variant) under a name no regime has; its keys are checked with
+    every phase's (``expand``)."""
+    where = plan["file"]
+    for name, variant in plan["variants"].items():
+        if name in REGIME_NAMES or not isinstance(variant, dict) or variant.get("regime") not in REGIME_NAMES:
+            raise UserError(f"{where}: variants.{name}: a variant is a new name (not one of the regimes "
+                            f"{', '.join(REGIME_NAMES)}) mapped to {{regime: one of them, train keys}}, got {variant!r}")
+
+
+def _base(plan: dict, name: str) -> str:
+    """The regime a plan's regime ``name`` runs: a variant's, else ``name`` itself."""
+    variant = plan["variants"].get(name)
+    return variant["regime"] if variant else name
+
+
+def _regime(plan: dict, name: str):
+    return get_regime(_base(plan, name))
+
+
+def _variant_keys(plan: dict, name: str) -> dict:
+    """The train keys a variant sets over its regime's ({} for a regime itself)."""
+    return {key: value for key, value in plan["variants"].get(name, {}).items() if key != "regime"}
+
+
+MERGE_KEYS = {"merge", "merge_weights", "merge_normalize", "merge_density"}
+
+
+def _check_merges(plan: dict) -> None:
+    """Named merges need transfers.merge, merge keys only, and a name that can be a folder's."""
+    where = plan["file"]
+    if plan["merges"] and not plan["transfers"].get("merge"):
+        raise UserError(f"{where}: merges names merge arms; add the regimes they run in to transfers.merge")
+    for name, keys in plan["merges"].items():
+        if not name.replace("_", "").isalnum():
+            raise UserError(f"{where}: merges.{name}: a merge's name is letters, digits and _ (it names a folder)")
+        _check_keys(f"{where}: merges.{name}", keys, MERGE_KEYS)
+        if keys.get("merge", name) not in METHODS:
+            raise UserError(f"{where}: merges.{name}: " + unknown("merge", keys.get("merge", name), METHODS))
+
+
+def _merge_keys(plan: dict, transfer) -> dict[str | None, dict]:
+    """A transfer's arms' own keys: merge name -> its merge keys for transfer merge with named merges, else
+    {None: {}} (one arm, the phases' keys)."""
+    if transfer.name != "merge" or not plan["merges"]:
+        return {None: {}}
+    return {name: {"merge": name, **keys} for name, keys in plan["merges"].items()}
 
 
 def multitask_sets(plan: dict) -> dict[str, list[str]]:
@@ -395,8 +455,8 @@ def transfers_in(plan: dict, regime: str) -> list[str]:
 
 
 def _block(plan: dict, regime: str) -> dict:
-    """The plan's block named after ``regime`` ({} where the regime has none)."""
-    return plan.get(regime) or {}
+    """The plan's block named after ``regime``, a variant's regime's ({} where the regime has none)."""
+    return plan.get(_base(plan, regime)) or {}
 
 
 def ablation_arm(arm: str, name: str) -> str:
@@ -410,7 +470,7 @@ def is_ablation(arm: str) -> bool:
 def _language_phases(plan, graph, regime, seed) -> list[str]:
     """The regime's language phases (``Regime.language_phases``): one per training and zero-shot language of
     every target, the source language's first; none in most regimes."""
-    if get_regime(regime).language_phases(_block(plan, regime)) is None:
+    if _regime(plan, regime).language_phases(_block(plan, regime)) is None:
         return []
     langs = {}
     for target in plan["targets"]:
@@ -419,7 +479,7 @@ def _language_phases(plan, graph, regime, seed) -> list[str]:
             config = from_dict(_settings(plan, "target", target, regime) | {"task": target, "regime": regime},
                                source=plan["file"])
             langs |= dict.fromkeys([task.train_lang, *task.check_langs(config.eval_langs)])
-    name, _ = get_regime(regime).language_phases(_block(plan, regime))
+    name, _ = _regime(plan, regime).language_phases(_block(plan, regime))
     return [graph.add(_train(plan, f"seed{seed}/{regime}/lang/{lang}", "language", name, regime, seed,
                              language=lang)) for lang in langs]
 
@@ -443,17 +503,20 @@ def _trains_in(plan: dict, task: str, regime: str) -> bool:
 
 def _target_arms(plan, graph, regime, seed, target, intermediates, languages) -> None:
     names = [task for task in plan["intermediates"] if task in intermediates]
-    starts = {BASELINE: ((), "sequential", ())}  # arm -> (init_from keys, transfer, intermediate tasks)
+    # arm -> (init_from keys, transfer, intermediate tasks, the arm's own train keys)
+    starts = {BASELINE: ((), "sequential", (), {})}
     transfers = [TRANSFERS[name] for name in transfers_in(plan, regime)]
     for transfer in [transfer for transfer in transfers if transfer.trains]:
         for label, group in _arm_groups(plan, transfer, names).items():
             tasks = ("+".join(group),) if transfer.joint else tuple(group)
-            starts[transfer.arm([label])] = (tuple(intermediates[t] for t in tasks), transfer.phase_transfer, tasks)
-    for arm, (init_from, transfer, tasks) in starts.items():
+            for name, keys in _merge_keys(plan, transfer).items():
+                starts[transfer.arm([label], name)] = (tuple(intermediates[t] for t in tasks),
+                                                       transfer.phase_transfer, tasks, keys)
+    for arm, (init_from, transfer, tasks, keys) in starts.items():
         folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
-        init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages)
-        key = graph.add(_train(plan, folder, "target", target, regime, seed,
-                               init_from=init_from, transfer=transfer, stacks_on=tuple(languages), arm=arm))
+        init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages, keys)
+        key = graph.add(_train(plan, folder, "target", target, regime, seed, init_from=init_from,
+                               transfer=transfer, stacks_on=tuple(languages), arm=arm, keys=keys))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
         for composing in [t for t in transfers if not t.trains] if TRANSFERS[transfer].swappable else []:
             name = composing.arm([arm])
@@ -461,7 +524,7 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
                                         seed, init_from=(key,), transfer=composing.name,
                                         lang_modules=tuple(languages), arm=name))
             _add_arm(graph, regime, target, name, seed, composed, tasks)
-        for name, overrides in get_regime(regime).ablations(_block(plan, regime)).items():
+        for name, overrides in _regime(plan, regime).ablations(_block(plan, regime)).items():
             trained = graph.phases[key]
             settings = {"task": target, "langs": trained.settings["eval_langs"],
                         "max_length": trained.settings["max_length"],
@@ -472,13 +535,13 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
             _add_arm(graph, regime, target, ablation_arm(arm, name), seed, ablation, tasks)
 
 
-def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages) -> tuple[tuple, str]:
+def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages, keys) -> tuple[tuple, str]:
     """The target recipe's stages (``TaskSpec.stages``, xcopa: siqa), each a phase ``<folder>.<stage>`` that
     starts from the one before (the first from the arm's start, by its transfer); returns the target
     phase's (init_from, transfer): sequential from the last stage, or the arm's own start without stages."""
     for stage in get_task(target).stages:
         key = graph.add(_train(plan, f"{folder}.{stage}", "stage", stage, regime, seed, init_from=init_from,
-                               transfer=transfer, stacks_on=tuple(languages)))
+                               transfer=transfer, stacks_on=tuple(languages), keys=keys))
         init_from, transfer = (key,), "sequential"
     return init_from, transfer
 
@@ -529,33 +592,43 @@ def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
 
 
 def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", stacks_on=(),
-           language=None, arm=None, lang_modules=()) -> Phase:
-    values = {**_settings(plan, role, task, regime), "task": task, "regime": regime, "backbone": plan["backbone"],
+           language=None, arm=None, lang_modules=(), keys=None) -> Phase:
+    """One train phase: its settings validated as a RunConfig (``keys``: the arm's own, over the plan's), a merge
+    checked as far as it can be before its parents exist."""
+    base = _base(plan, regime)
+    values = {**_settings(plan, role, task, regime), **(keys or {}), "task": task, "regime": base,
+              "backbone": plan["backbone"],
               "seed": seed, "transfer": transfer, "language": language,
               **(share_keys(plan, task) if role == "target" else {})}
     where = f"{plan['file']}: phase {key}"
-    settings = vars(from_dict(values, source=where))
+    config = from_dict(values, source=where)
+    if transfer == "merge":
+        try:
+            merges.check(get_regime(base), config, len(init_from))
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
     inputs = {*INPUT_PATHS, "output_dir"} - {"backbone"}  # filled in when the phase runs
-    settings = {k: v for k, v in settings.items() if reads(regime, k, transfer) and k not in inputs}
+    settings = {k: v for k, v in vars(config).items() if reads(base, k, transfer) and k not in inputs}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
-    stacked = tuple(stacks_on) if get_regime(regime).stacks_key else ()  # lora's language phases are lang_modules
+    stacked = tuple(stacks_on) if get_regime(base).stacks_key else ()  # lora's language phases are lang_modules
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
                  tuple(init_from), stacked, tuple(lang_modules))
 
 
 def _settings(plan, role, task, regime) -> dict:
-    """Train keys of one phase: phase < role block < task_phase[task] < regime_phase[regime]."""
-    role_block = (get_regime(regime).language_phases(_block(plan, regime))[1] if role == "language" else
+    """Train keys of one phase: phase < role block < task_phase[task] < a variant's keys < regime_phase[regime]."""
+    role_block = (_regime(plan, regime).language_phases(_block(plan, regime))[1] if role == "language" else
                   {"intermediate": plan["intermediate_phase"], "stage": plan["intermediate_phase"],
                    "target": plan["target_phase"]}[role])
     merged = {}
-    for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), plan["regime_phase"].get(regime, {})):
+    for block in (plan["phase"], role_block, plan["task_phase"].get(task, {}), _variant_keys(plan, regime),
+                  plan["regime_phase"].get(regime, {})):
         merged |= _with_recipe(plan, block)
     if plan.get("smoke"):
         merged |= SMOKE_PHASE | {"probe_steps": min(1, merged.get("probe_steps", 0))}
     # another regime's keys (a block or recipe shared by the plan's regimes) apply to that regime's phases
-    return {name: value for name, value in merged.items() if name not in FIELDS or reads(regime, name)}
+    return {name: value for name, value in merged.items() if name not in FIELDS or reads(_base(plan, regime), name)}
 
 
 def _smoke_rows(plan) -> dict:

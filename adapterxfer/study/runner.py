@@ -77,7 +77,7 @@ def confirm_study(plan_file: str, executor: str = "local", workers: int = 1, aga
 def _run(plan: dict, graph: Graph, root: Path, executor: str, workers: int) -> Path:
     """Run ``graph``'s phases that are not current, then write the report (of the exploration and of any
     confirmation run so far)."""
-    require_installed(phase.regime for phase in graph.phases.values() if phase.regime)
+    require_installed(phase.settings["regime"] for phase in graph.phases.values() if phase.action == "train")
     from .report import headlines, write_report
 
     plan_file = plan["file"]
@@ -128,7 +128,7 @@ def together_group(phase: Phase) -> tuple | None:
     a plain module); None: it is scored alone, as it trains."""
     if phase.action != "train" or phase.role != "target" or not get_transfer(phase.settings.get("transfer")).swappable:
         return None
-    if not get_regime(phase.regime).mixes(phase.settings):
+    if not get_regime(phase.settings["regime"]).mixes(phase.settings):
         return None
     return (phase.regime, phase.task, *(repr(phase.settings.get(name)) for name in SCORED_BY))
 
