@@ -45,8 +45,8 @@ demo: $(VENV)/.installed-stamp
 	$(DEMO) study run configs/demo.yaml --then-confirm
 
 # The whole suite in the core environment (tests marked `adapters` skip there) and, side by side with it, those
-# tests in the adapters environment, whose output follows; tests marked `either_env` (the fault battery and
-# other multi-process tests, which need nothing of the extra) run there too, not in the core environment, so
+# tests in the adapters environment, whose output follows; tests marked `either_env` (the fault battery and the
+# SLURM executor's, which need nothing of the extra) run there too, not in the core environment, so
 # the two suites take about as long. Side by side, each fills the moments the other leaves a core idle (tests
 # that wait on processes they start or kill). The suite's tests time nothing; each worker builds its own tiny
 # backbone.

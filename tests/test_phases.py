@@ -126,7 +126,6 @@ def test_resume_false_starts_over(tiny_backbone, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.either_env
 def test_two_concurrent_runs_leave_one_verified_artifact(tiny_backbone, tmp_path):
     out = tmp_path / "shared"
     runs = [subprocess.Popen(command(tiny_backbone, out, "max_steps=4"), cwd=ROOT, stdout=subprocess.PIPE,
@@ -299,7 +298,6 @@ def test_existing_other_output_and_killed_leftovers(tiny_backbone, tmp_path, cap
 
 
 @pytest.mark.slow
-@pytest.mark.either_env
 def test_two_process_accelerate_run_equals_one_process(tmp_path, fixture_home):
     """accelerate launch --num_processes 2 on CPU processes (gloo): one artifact, the one-process run's scores.
 
@@ -339,7 +337,6 @@ print(f"rank {state.process_index}: score {score('model')} after {len(calls)} ca
 
 
 @pytest.mark.slow
-@pytest.mark.either_env
 def test_dev_is_scored_on_the_main_process_alone_and_broadcast(tmp_path):
     script = tmp_path / "score_once.py"
     script.write_text(SCORE_ONCE)
