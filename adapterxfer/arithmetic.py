@@ -5,8 +5,8 @@ on the target task in the source language, English) plus the difference between 
 source language's, each trained by MLM on one language's plain text (``task=verses-text language=L`` or
 ``wiki-text``). The source language itself gets the task module alone. The phase trains nothing: it composes.
 
-λ is fixed before anything is scored, never tuned: zero-shot transfer allows no target-language data for model
-selection, and the English dev set cannot choose it, since ``lang_en − lang_en = 0`` leaves the English model
+λ is fixed before anything is scored, never tuned: zero-shot transfer allows no target-language data for choosing
+anything, and the English dev set cannot choose it, since ``lang_en − lang_en = 0`` leaves the English model
 the same for every λ. Its default 1.0 is the plain difference (an assumption, not a value tuned here).
 
 Which modules a regime combines, and how, is the regime's (LoRA: peft's exact ``cat``); which language

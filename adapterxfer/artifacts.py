@@ -119,8 +119,13 @@ def check_files(folder: Path, manifest: dict, hashes: bool = False) -> None:
 
 def input_folders(manifest: dict) -> list[str]:
     """Where the inputs of a trained phase were when it trained, in the order of ``identity["inputs"]``: its
-    parents, then the other artifacts it read (madx: its language adapters)."""
-    return [parent["path"] for parent in manifest["parents"]] + list(manifest["config"].get("lang_adapters") or [])
+    parents, then the other artifacts its path keys named (``Regime.input_refs``: madx's language adapters,
+    arithmetic's language modules)."""
+    from .config import INPUT_PATHS  # here: the key table imports the regimes, which import this module
+
+    others = [name for name in INPUT_PATHS if name not in ("backbone", "init_from")]
+    return [parent["path"] for parent in manifest["parents"]] + [
+        ref for name in others for ref in manifest["config"].get(name) or []]
 
 
 def lineage_changes(folder: Path, manifest: dict) -> tuple[list[str], list[str]]:

@@ -9,9 +9,9 @@ import warnings
 from pathlib import Path
 
 from .compat import check_versions
-from .config import CHOICES
+from .config import CHOICES, FIELDS
 from .errors import StudyFailed, UserError
-from .regimes import EXTRAS, install_hint, require_installed
+from .regimes import EXTRAS, at_test_keys, install_hint, require_installed
 
 EPILOG = """examples:
   adapterxfer train task=verses-xref max_steps=150 output_dir=artifacts/xref
@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument(flag, type=_count, default=None,
                         help=f"retrieval: {what}, a number or all; default: the task's (verses-retrieval: 300 "
                              "queries, all 2,921 English test verses as candidates)")
-    ev.add_argument("--lang-adapter", choices=CHOICES["lang_adapter_at_test"], default=None,
-                    help="madx: each test language's adapter (target), or keep the source language's "
-                         "(source, the ablation); default: as the model was trained")
+    for name, (regime, flag) in at_test_keys().items():
+        ev.add_argument(flag, dest=name, choices=CHOICES.get(name), default=None,
+                        help=f"{regime}: {FIELDS[name].metadata['help']}; default: as the model was trained")
 
     verbs.add_parser("tasks", help="list the tasks with their kind, languages and metric")
 
@@ -267,10 +267,12 @@ def _evaluate(args) -> None:
 
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     source = get_task(args.task).source_lang
+    flags = at_test_keys()
+    at_test = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     if len(args.model) > 1:
         alone = [flag for flag, value in (("--layer", args.layer != -1), ("--scoring", args.scoring),
                                           ("--queries", args.queries), ("--candidates", args.candidates),
-                                          ("--lang-adapter", args.lang_adapter)) if value]
+                                          *((flags[name][1], True) for name in at_test)) if value]
         if alone:
             raise UserError(f"{alone[0]} applies to one --model (several are LoRA outputs scored in one pass)")
         scored = evaluate_models(args.model, args.task, langs, Path(args.output), max_length=args.max_length,
@@ -282,7 +284,7 @@ def _evaluate(args) -> None:
         return
     scores = evaluate_model(args.model[0], args.task, langs, args.output, layer=args.layer,
                             max_length=args.max_length, batch_size=args.batch_size, precision=args.precision,
-                            xtreme_format=args.format == "xtreme", lang_adapter_at_test=args.lang_adapter,
+                            xtreme_format=args.format == "xtreme", at_test=at_test,
                             retrieval_scoring=args.scoring, queries=args.queries, candidates=args.candidates)
     print(score_table(scores, source))
     print(f"wrote {args.output}/scores.json")

@@ -31,7 +31,7 @@ GENERAL_SECTIONS = {
     "phase": "what trains, from where, and where it goes",
     "budget": "steps and batches",
     "optimizer": "AdamW with linear warmup and decay",
-    "selection": "English-dev model selection and zero-shot evaluation",
+    "scores": "English-dev scores that choose the checkpoint kept (the best), and the zero-shot test scores",
     "run": "precision, checkpoints, tracking",
 }
 
@@ -75,17 +75,17 @@ class GeneralKeys:
     weight_decay: float = key(0.01, "AdamW weight decay (not on biases and LayerNorms)", "optimizer", at_least=0)
     warmup_ratio: float = key(0.1, "share of max_steps spent warming the learning rate up", "optimizer",
                               at_least=0, at_most=1)
-    max_length: int | None = key(None, "tokens per sequence; default: the task's (128; QA 384)", "selection",
+    max_length: int | None = key(None, "tokens per sequence; default: the task's (128; QA 384)", "scores",
                                  at_least=8)
-    eval_every: int = key(50, "steps between English-dev evaluations; the best is kept", "selection", at_least=1)
-    eval_langs: list[str] = key([], "zero-shot test languages; empty: every language of the task", "selection")
-    eval_batch_size: int = key(32, "examples per evaluation batch", "selection", at_least=1)
+    eval_every: int = key(50, "steps between English-dev evaluations; the best is kept", "scores", at_least=1)
+    eval_langs: list[str] = key([], "zero-shot test languages; empty: every language of the task", "scores")
+    eval_batch_size: int = key(32, "examples per evaluation batch", "scores", at_least=1)
     test_share: str = key("all", "the test items scored: all | explore (a study's exploration) | confirm (its "
-                                 "held-out confirmation); see held_out", "selection", choices=PARTS)
-    held_out: float = key(0.5, "share of each target's test clusters held out for the confirmation", "selection",
+                                 "held-out confirmation); see held_out", "scores", choices=PARTS)
+    held_out: float = key(0.5, "share of each target's test clusters held out for the confirmation", "scores",
                           above=0, at_most=1)
     held_out_by: str = key("item", "what the held-out share is drawn by (parallel languages together): item | "
-                                    "chapter | book (verses refs)", "selection", choices=LEVELS)
+                                    "chapter | book (verses refs)", "scores", choices=LEVELS)
     precision: str = key("auto", "auto | bf16 | fp16 | fp32; auto: bf16 where the device computes it, else "
                                  "fp16 on a GPU and fp32 on a CPU", "run", choices=("auto", "bf16", "fp16", "fp32"))
     resume: bool = key(True, "continue from the output's last checkpoint (false: start over)", "run")

@@ -44,7 +44,7 @@ from .kinds import KINDS
 from .precision import cpu_threads, resolve as resolve_precision
 from .modeling import (MultiTaskModel, encoder_model, resolve_pooling, set_pooling, share_encoder, task_model,
                        trainable_parameters)
-from .regimes import all_regimes, get_regime
+from .regimes import all_regimes, at_test_keys, get_regime
 from .regimes.common import Parent, save_head
 from .tasks import get_task
 from .train import Run, Source, fit, scored_on_main
@@ -68,7 +68,7 @@ class ValidatedPhase:
     lengths: dict[str, int]
     precision: str
     pooling: str  # what a classification head reads: cls or mean
-    input_hashes: list[str]  # sha256 of each input's manifest: the parents', then the language adapters'
+    input_hashes: list[str]  # sha256 of each input's manifest: the parents', then the path keys' (Regime.input_refs)
     finished: bool = False  # the output already holds this very phase, trained
 
     @property
@@ -198,14 +198,14 @@ def train(phase: ValidatedPhase) -> Trained:
 
     @scored_on_main
     def dev_score(trained) -> float:
-        """The mean over tasks of each task's selection metric on the English dev set (all in [0, 1])."""
+        """The mean over tasks of each task's dev metric on the English dev set (all in [0, 1])."""
         values = []
         for task in tasks:
             sub = trained.models[task.name] if len(tasks) > 1 else trained
             scores, latest[task.name] = evaluate.score_split(sub, tokenizer, task, "dev", phase.train_lang,
                                                              phase.lengths[task.name], config.eval_batch_size,
                                                              phase.precision)
-            values.append(scores[task.selection_metric])
+            values.append(scores[task.dev_metric])
         return sum(values) / len(values)
 
     run = Run(phase.work, phase.identity, phase.precision,
@@ -235,7 +235,7 @@ def _composed(phase: ValidatedPhase) -> Trained:
     set_pooling(model, phase.pooling)
     scores, rows = evaluate.score_split(model, tokenizer, task, "dev", phase.train_lang, phase.lengths[task.name],
                                         config.eval_batch_size, phase.precision)
-    score = scores[task.selection_metric]
+    score = scores[task.dev_metric]
     seconds = round(time.perf_counter() - started, 1)
     log = [{"step": 0, "train_loss": None, "lr": 0.0, "dev_score": score, "seconds": seconds, "selected": True}]
     return Trained({task.name: model}, tokenizer, log, {"step0": {task.name: rows}, "final": {task.name: rows}},
@@ -304,7 +304,7 @@ def build_manifest(phase: ValidatedPhase, trained: Trained) -> artifacts.Manifes
                   "manifest_sha256": artifacts.sha256_file(p.folder / artifacts.MANIFEST), **sharing.origin(p.folder)}
                  for p in phase.parents],
         config=vars(config), identity=phase.identity, precision=phase.precision, pooling=phase.pooling,
-        dev={"metric": "+".join(task.selection_metric for task in tasks),
+        dev={"metric": "+".join(task.dev_metric for task in tasks),
              "best": next(e["dev_score"] for e in log if e.get("selected")),
              "step0": trained.dev_step0, "final": log[-1]["dev_score"], "log": log},
         data_fingerprint=trained.data_fingerprint,
@@ -327,7 +327,7 @@ def evaluate_phase(phase: ValidatedPhase, trained: Trained | None = None) -> Non
             model = phase.regime.load(phase.out, task, phase.backbone, manifest).to(processes().device)
             set_pooling(model, phase.pooling)
             tokenizer = backbones.load_tokenizer(phase.backbone.path)
-        switch = phase.regime.language_switch(model, task, phase.config.lang_adapter_at_test)
+        switch = phase.regime.language_switch(model, task, vars(phase.config))
         with cached_bottom(model, phase.config.frozen_layers):
             scores, predictions = evaluate.zero_shot(model, tokenizer, task, phase.langs, phase.lengths[task.name],
                                                      phase.config.eval_batch_size, phase.precision, switch)
@@ -560,7 +560,7 @@ def _task_models(regime, tasks, backbone, parents, config) -> dict:
 
 def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Path, layer: int = -1,
                    max_length: int | None = None, batch_size: int = 32, precision: str = "auto",
-                   xtreme_format: bool = False, lang_adapter_at_test: str | None = None,
+                   xtreme_format: bool = False, at_test: dict | None = None,
                    retrieval_scoring: str | None = None, queries: int | str | None = None,
                    candidates: int | str | None = None, rows_per_split: int | None = None,
                    frozen_layers: int = 0, test_share: str = "all", held_out: float = 0.5,
@@ -569,8 +569,8 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
 
     Evaluation-only kinds (retrieval, mining, ranking) read a hidden layer of any encoder. With
     ``xtreme_format``, predictions and gold are also written in the official XTREME layout (xtreme/
-    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. A MAD-X model uses each
-    test language's adapter unless ``lang_adapter_at_test`` (default: as trained) is "source".
+    and xtreme-gold/, see ``scoring.write_official``), for ``adapterxfer score``. ``at_test``: values of the
+    model's regime's ``Regime.at_test`` keys that override those it was trained with (madx: lang_adapter_at_test).
     ``retrieval_scoring`` overrides a retrieval task's scoring (see ``retrieval.SCORINGS``); ``queries`` and
     ``candidates`` its queries per language and pool size (``TaskSpec.sized``).
     ``rows_per_split`` reads at most that many test rows per language (a smoke run). ``frozen_layers``: a bare
@@ -606,6 +606,7 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
                         f"`adapterxfer train task={task.name}`), not the bare backbone {model_path!r}")
     if task.trainable and manifest["task"] != task.name:
         raise UserError(f"{model_path} was trained on task {manifest['task']!r}, not {task.name!r}")
+    _check_at_test(at_test or {}, manifest, model_path)
     max_length = backbones.check_length(max_length, task, backbone)
     scored = artifacts.sha256_file(Path(model_path) / artifacts.MANIFEST) if manifest else backbone.weight_hash
     record = {"identity": identity, "task": task.name, "model": scored}
@@ -626,12 +627,22 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
         else:
             model = regime.load(folder, task, backbone, manifest).to(device)
             set_pooling(model, manifest.get("pooling", "cls"))
-            at_test = lang_adapter_at_test or manifest["config"].get("lang_adapter_at_test", "target")
+            switch = regime.language_switch(model, task, manifest["config"] | (at_test or {}))
             with cached_bottom(model, manifest["config"].get("frozen_layers", 0)):
                 scores, predictions = evaluate.zero_shot(model, tokenizer, task, langs, max_length, batch_size,
-                                                         chosen, regime.language_switch(model, task, at_test))
+                                                         chosen, switch)
         write_evaluation(Path(output), scores, predictions, task if xtreme_format else None, record)
     return scores
+
+
+def _check_at_test(at_test: dict, manifest: dict | None, model_path: str) -> None:
+    """Refuse an override of a key the model's regime does not let evaluation set (``Regime.at_test``)."""
+    regime = get_regime(manifest["regime"]) if manifest else None
+    for name in at_test:
+        if regime is None or name not in regime.at_test:
+            owner, flag = at_test_keys()[name]
+            raise UserError(f"{name} ({flag}) applies to {owner} models; {model_path} is "
+                            f"{'a ' + regime.name + ' model' if regime else 'not a trained model'}")
 
 
 ENGLISH_VECTORS: dict[tuple, dict[str, torch.Tensor]] = {}  # the untuned backbone's English vectors, per process

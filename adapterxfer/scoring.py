@@ -189,37 +189,20 @@ def write_official(folder: str | Path, task, predictions: dict) -> None:
     """Write a task's predictions and gold as ``xtreme/<task>/test-<lang>.<suffix>`` and ``xtreme-gold/...``.
 
     ``task`` is a TaskSpec named like an official task (xnli, pawsx, panx, ...); ``predictions`` is
-    {lang: [{"label", "prediction", "ref"}]} as evaluation returns it. Values take the official form:
-    label names (XNLI; PAWS-X's "0"/"1"), indices (Tatoeba), {"label": n} lines (XCOPA), tag lines
-    (PAN-X, UD-POS), "src<TAB>tgt" lines (BUCC), {id: answer} against a SQuAD file (QA) and
-    {id: ranked ids} against {id: [gold]} (Mewsli-X).
+    {lang: [{"label", "prediction", "ref"}]} as evaluation returns it. The task's kind gives the official
+    values (``official_values``); the suffix says how they are written: one JSON value (json), {"label": n}
+    lines (jsonl), or a value per line, a list as lines closed by a blank one (tsv).
     """
+    from .kinds import KINDS  # here: `adapterxfer score` reads files only and needs no transformers
+
     if task.name not in FORMATS:
         raise UserError(f"task {task.name} has no official XTREME format (tasks with one: {', '.join(FORMATS)})")
     suffix = FORMATS[task.name][0]
     for lang, items in predictions.items():
-        for sub, values in zip(("xtreme", "xtreme-gold"), _official_values(task, lang, items)):
+        for sub, values in zip(("xtreme", "xtreme-gold"), KINDS[task.kind].official_values(task, lang, items)):
             path = Path(folder) / sub / task.name / f"test-{lang}.{suffix}"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(_official_text(suffix, values), encoding="utf-8")
-
-
-def _official_values(task, lang: str, items: list[dict]) -> tuple:
-    predicted, gold = [item["prediction"] for item in items], [item["label"] for item in items]
-    if task.kind == "classification":
-        return [task.labels[p] for p in predicted], [task.labels[g] for g in gold]
-    if task.kind == "mining":  # items: the mined and the gold pairs of one gold pair's source sentence
-        return [line for lines in predicted for line in lines], [line for lines in gold for line in lines]
-    if task.kind == "ranking":
-        return ({item["ref"]: item["prediction"] for item in items}, {item["ref"]: item["label"] for item in items})
-    if task.kind == "qa":
-        rows = task.rows("test", lang)
-        return {row["id"]: p for row, p in zip(rows, predicted)}, {"version": "1.1", "data": [{"paragraphs": [
-            {"context": row["context"], "qas": [{"id": row["id"], "question": row["question"], "answers": [
-                {"text": text, "answer_start": start} for text, start in zip(row["answers"]["text"],
-                                                                             row["answers"]["answer_start"])]}]}
-            for row in rows]}]}
-    return predicted, gold  # multiple choice and retrieval: indices; tagging: tag lists
 
 
 def _official_text(suffix: str, values) -> str:

@@ -1,8 +1,8 @@
 """Sharing modules on the Hugging Face Hub: push an artifact with a model card, pull ``hf://`` refs.
 
 A push uploads in one commit the artifact as it is (the peft, adapters or transformers folder, the
-head and manifest.json, every hashed file untouched), the language adapters a task adapter
-stacks on (``Regime.stacks_on``) (each a whole artifact under ``lang_adapters/<language>/``), and a generated model card
+head and manifest.json, every hashed file untouched), the artifacts it stacks on (``Regime.stacks_on``; madx:
+its language adapters), each whole under ``<Regime.bundle>/<its language>/``, and a generated model card
 (README.md) whose metadata carries the per-language test scores as a model-index.
 
 Wherever a module or model is named (``init_from=``, ``lang_adapters=``, ``evaluate --model``), a ref
@@ -34,7 +34,6 @@ from .tasks import get_task
 from .transfers import get_transfer
 
 SCHEME = "hf://"
-LANG_ADAPTERS = "lang_adapters"  # where a pushed task adapter bundles its language adapters
 CARD = "README.md"
 # What a pull downloads: weights, configs, tokenizers, scores, the card. Never *.bin, *.pt, *.py.
 ALLOWED = ["*.safetensors", "*.json", "*.jsonl", "*.md", "*.txt", "*.model"]
@@ -88,25 +87,11 @@ def origin(folder) -> dict:
     return {}
 
 
-def bundled(folder, refs: list[str]) -> list:
-    """The language adapters of a task artifact: inside its pulled repo when it bundles them
-    (the source language's first, as trained), else ``refs`` (its config's ``lang_adapters``)."""
-    bundle = Path(folder) / LANG_ADAPTERS
-    if not bundle.is_dir():
-        return list(refs)
-    found = sorted(sub for sub in bundle.iterdir() if sub.is_dir())
-    if len(found) != len(refs):
-        raise UserError(f"{bundle}: {len(found)} language adapters, but the task adapter was trained with "
-                        f"{len(refs)} (lang_adapters in its manifest)")
-    source = artifacts.read_manifest(folder, verify=False)["language"]
-    return sorted(found, key=lambda sub: sub.name != source)
-
-
 def push_artifact(folder, repo_id: str, private: bool = False, revision: str | None = None,
                   license: str = "other"):
     """Create ``repo_id`` (if needed) and upload a verified artifact with its model card in one commit.
 
-    The language adapters a task adapter stacks on go along under ``lang_adapters/<language>/``. With
+    The artifacts it stacks on go along under ``<Regime.bundle>/<their language>/``. With
     ``revision``, the commit goes to that branch (created from main if new). Returns huggingface_hub's
     CommitInfo (``oid``: the commit, ``commit_url``).
     """
@@ -174,26 +159,26 @@ def _pooling_note(manifest: dict) -> list[str]:
 
 
 def _files_to_push(folder: Path, manifest: dict) -> dict[str, Path]:
-    """{path in repo: local file}: the manifest and its files, then any bundled language adapters'."""
+    """{path in repo: local file}: the manifest and its files, then those of the artifacts it stacks on."""
     files = {name: folder / name for name in [artifacts.MANIFEST, *manifest["files"]]}
-    for sub, own in _language_adapters(folder, manifest):
-        files.update({f"{LANG_ADAPTERS}/{own['language']}/{name}": sub / name
-                      for name in [artifacts.MANIFEST, *own["files"]]})
+    bundle = get_regime(manifest["regime"]).bundle
+    for sub, own in _stacked(folder, manifest):
+        files.update({f"{bundle}/{own['language']}/{name}": sub / name for name in [artifacts.MANIFEST, *own["files"]]})
     return files
 
 
-def _language_adapters(folder: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """(folder, verified manifest) of each language adapter the artifact stacks on (``Regime.stacks_on``)."""
+def _stacked(folder: Path, manifest: dict) -> list[tuple[Path, dict]]:
+    """(folder, verified manifest) of each artifact this one stacks on (``Regime.stacks_on``)."""
     subs = get_regime(manifest["regime"]).stacks_on(folder, manifest)
     return [(sub, artifacts.read_manifest(sub)) for sub in subs]
 
 
 def _bundled_languages(folder: Path, manifest: dict) -> list[str]:
-    return [own["language"] for _, own in _language_adapters(folder, manifest)]
+    return [own["language"] for _, own in _stacked(folder, manifest)]
 
 
 def _verify(snapshot: Path, pinned: str) -> None:
-    """Check every hash of a pulled artifact and of the language adapters it bundles; warn once when
+    """Check every hash of a pulled artifact and of the artifacts it bundles (``Regime.bundle``); warn once when
     the repo has no manifest (nothing to check)."""
     try:
         for config in sorted(snapshot.rglob("config.json")):  # a model's: checked before anything loads one
@@ -205,11 +190,10 @@ def _verify(snapshot: Path, pinned: str) -> None:
               "its files are unverified", file=sys.stderr)
         return
     try:
-        artifacts.read_manifest(snapshot)
-        bundle = snapshot / LANG_ADAPTERS
-        for sub in sorted(bundle.iterdir()) if bundle.is_dir() else []:
+        bundle = get_regime(artifacts.read_manifest(snapshot)["regime"]).bundle
+        for sub in sorted((snapshot / bundle).iterdir()) if bundle and (snapshot / bundle).is_dir() else []:
             if artifacts.read_manifest(sub).get("language") != sub.name:
-                raise UserError(f"{sub} does not hold the language adapter for {sub.name!r}")
+                raise UserError(f"{sub} does not hold the artifact for language {sub.name!r}")
     except UserError as err:
         raise UserError(f"{pinned} refused: {err}; remove {snapshot} from the cache to download it again") from None
 
@@ -280,9 +264,7 @@ def _lineage(folder, manifest: dict, base: str | None) -> list[str]:
         hub = parent.get("hub")
         where = f"`hf://{hub['repo_id']}@{hub['commit']}`" if hub else "a local artifact"
         lines.append(f"- from: {parent['regime']} on {parent['task']}, {where}, manifest `{parent['manifest_sha256']}`")
-    if _language_adapters(folder, manifest):
-        lines.append(f"- language adapters: `{LANG_ADAPTERS}/<language>/` in this repo (the source language "
-                     f"{manifest.get('language')} first), each with its own manifest")
+    lines += get_regime(manifest["regime"]).card_lineage(folder, manifest)
     dev = manifest.get("dev", {})
     lines += [f"- training: seed {config.get('seed')}, {config.get('max_steps')} steps of batch "
               f"{config.get('batch_size')}, lr {config.get('lr')}; English dev {dev.get('metric')} {dev.get('best')}",

@@ -1,6 +1,6 @@
 """The one training loop, on accelerate. It knows nothing of task names or regimes:
 it gets a model whose trainable parameters are already chosen, its data sources, and a function
-that scores the model on the English dev set for model selection.
+that scores the model on the English dev set, whose best score chooses the checkpoint kept.
 
 The loop is resumable: every ``checkpoint_interval`` steps it writes a checkpoint (adapterxfer/
 checkpoint.py) into the phase's working folder, and a later run with the same identity continues

@@ -75,6 +75,22 @@ def test_each_languages_module_is_task_plus_lambda_times_the_language_difference
         f"arithmetic-{language_of(modules, lang)}" for lang in ("fr", "de"))  # none for the source language
 
 
+def test_verify_notices_a_language_module_retrained_since(modules, tiny_backbone, fixture_home, tmp_path, monkeypatch,
+                                                         capsys):
+    """The lineage of an arithmetic artifact covers its language modules, after its task module."""
+    import shutil
+
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    langs = {lang: shutil.copytree(modules["langs"][lang], tmp_path / f"lang-{lang}") for lang in LANGS}
+    composed = train(tmp_path / "arithmetic", *arithmetic_keys(modules["task"], *langs.values()),
+                     backbone=tiny_backbone)
+    assert main(["artifacts", "verify", str(composed)]) == 0
+    assert "lineage checked against 4 input(s)" in capsys.readouterr().out
+    train(langs["fr"], "task=verses-text", "language=fr", "seed=7", "overwrite=true", backbone=tiny_backbone)
+    assert main(["artifacts", "verify", str(composed)]) == 2
+    assert f"its lineage names {langs['fr']}, which has been retrained since" in capsys.readouterr().err
+
+
 def plain_peft(folder, head_folder, backbone):
     labels = len(get_task("verses-genre").labels)
     base = AutoModelForSequenceClassification.from_pretrained(backbone.path, num_labels=labels)
@@ -87,7 +103,7 @@ def test_a_languages_module_loads_in_plain_peft_and_english_is_the_task_module_a
     task = get_task("verses-genre")
     regime = get_regime("lora")
     ours = regime.load(modules["arithmetic"], task, tiny_backbone).eval()
-    switch = regime.language_switch(ours, task, "target")
+    switch = regime.language_switch(ours, task, {})
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone.path)
     inputs = tokenizer(["alpha beta gamma", "delta epsilon"], return_tensors="pt", padding=True)
     head = modules["task"]  # the task module's head, kept apart from the arithmetic
@@ -208,7 +224,7 @@ def test_madx_arithmetic_loads_in_plain_adapters_and_english_is_madx_alone(madx,
     assert scores["en"] == alone["en"] and set(scores) == set(LANGS)
     task = get_task("verses-genre")
     ours = get_regime("madx").load(madx["arithmetic"], task, tiny_backbone).eval()
-    get_regime("madx").language_switch(ours, task, "target")("fr")
+    get_regime("madx").language_switch(ours, task, {})("fr")
     french = f"arithmetic-{manifest(madx['langs']['fr'])['language']}"
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_backbone.path, num_labels=len(task.labels))
     adapters.init(plain)

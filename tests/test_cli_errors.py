@@ -84,6 +84,15 @@ def test_classification_task_needs_a_trained_model(capsys, tmp_path, tiny_backbo
     assert not (tmp_path / "out").exists()
 
 
+def test_a_regimes_test_time_flag_on_a_model_of_no_such_regime_is_one_line(capsys, tmp_path, tiny_backbone):
+    code, err = run_cli(capsys, "evaluate", "--model", str(tiny_backbone.path), "--task", "verses-retrieval",
+                        "--lang-adapter", "source", "--output", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and err[0] == (
+        f"adapterxfer: error: lang_adapter_at_test (--lang-adapter) applies to madx models; {tiny_backbone.path} is "
+        "not a trained model")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_dir_is_not_overwritten(capsys, tmp_path, tiny_backbone):
     out = tmp_path / "taken"
     out.mkdir()

@@ -45,6 +45,35 @@ def madx(tmp_path_factory, tiny_backbone, fixture_home):
     return {"langs": langs, "xref": xref, "target": target, "adapters_arg": adapters_arg}
 
 
+def test_a_studys_source_adapter_ablation_scores_as_evaluate_does(tiny_backbone, fixture_home, tmp_path,
+                                                                   monkeypatch):
+    """The plan's ablation reaches the evaluation phase as the regime's test-time key (``Regime.at_test``): the
+    language switch sees it (the tiny model's scores alone may not tell the adapters apart)."""
+    import yaml
+
+    from adapterxfer.regimes.madx import Madx
+
+    seen, switch = [], Madx.language_switch
+    monkeypatch.setattr(Madx, "language_switch", lambda self, model, task, config: (
+        seen.append(config["lang_adapter_at_test"]), switch(self, model, task, config))[1])
+    monkeypatch.setenv("ADAPTERXFER_HOME", str(fixture_home))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "backbone": str(tiny_backbone.path), "output": str(tmp_path / "study"), "seeds": [1],
+        "targets": ["verses-genre"], "regimes": ["madx"],
+        "madx": {"lang_adapter_task": "verses-text", "ablation": True},
+        "target_phase": {"eval_langs": ["en", "fr"]},
+        "phase": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "max_length": 32, "precision": "fp32"}}))
+    assert main(["study", "run", str(plan)]) == 0
+    assert seen == ["target", "source"]  # the target phase's own scores, then its ablation's
+    target = tmp_path / "study/seed1/madx/verses-genre/baseline"
+    (ablation,) = target.parent.glob("baseline.*")
+    assert main(["evaluate", "--model", str(target), "--task", "verses-genre", "--langs", "en,fr", "--max-length",
+                 "32", "--precision", "fp32", "--lang-adapter", "source", "--output", str(tmp_path / "source")]) == 0
+    source = json.loads((tmp_path / "source" / "scores.json").read_text())
+    assert json.loads((ablation / "scores.json").read_text()) == source and seen[-1] == "source"
+
+
 def test_language_adapter_is_invertible_and_never_saves_the_tied_decoder(madx):
     folder = madx["langs"]["fr"]
     record = manifest(folder)
@@ -98,7 +127,7 @@ def test_zero_shot_swaps_in_each_test_languages_adapter(madx, tiny_backbone, tmp
     logits = {}
     with torch.no_grad():
         for lang, at_test in (("fr-o", "target"), ("fr-o", "source"), ("de-s", "target")):
-            regime.language_switch(model, task, at_test)(lang)
+            regime.language_switch(model, task, {"lang_adapter_at_test": at_test})(lang)
             logits[(lang, at_test)] = model(**inputs).logits
     assert model.active_adapters == Stack("de-s", "target")
     assert not torch.allclose(logits[("fr-o", "target")], logits[("fr-o", "source")])

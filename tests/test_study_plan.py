@@ -75,7 +75,7 @@ def test_gpu_plan_has_every_regime_and_transfer():
             f"full/multitask({joint})", "madx/verses-xref-bi [source adapter]"} <= arms
     assert len(read_plan(str(CONFIGS / "demo_gpu.yaml"))["seeds"]) >= 5
     phase = graph.phases["seed3/madx/verses-genre/verses-xref-bi"]
-    assert phase.lang_adapters[0] == "seed3/madx/lang/en" and len(phase.lang_adapters) == 22
+    assert phase.stacks_on[0] == "seed3/madx/lang/en" and len(phase.stacks_on) == 22
     retrieval = graph.phases["seed1/lora/verses-retrieval/verses-next"]
     assert (retrieval.action, retrieval.model) == ("evaluate", "seed1/lora/verses-next")
     assert (retrieval.settings["queries"], retrieval.settings["candidates"], retrieval.settings["langs"]) == (
@@ -241,14 +241,14 @@ def test_arithmetic_arms_compose_each_plain_arm_with_the_language_modules_beside
         composed = graph.phases[f"seed1/{regime}/verses-genre/arithmetic-baseline"]
         assert (composed.settings["transfer"], composed.init_from, composed.lang_modules) == (
             "arithmetic", (f"seed1/{regime}/verses-genre/baseline",), langs)
-        assert composed.lang_adapters == () and set(composed.deps) == {*composed.init_from, *langs}
+        assert composed.stacks_on == () and set(composed.deps) == {*composed.init_from, *langs}
         assert graph.phases[langs[1]].settings["task"] == "verses-text" and graph.phases[langs[1]].action == "train"
         # nothing trains in the arithmetic phase: its lineage is the task module's, so the two arms match
         assert trained(graph, composed.key) == trained(graph, composed.init_from[0])
     assert graph.phases["seed1/lora/lang/fr"].settings["lr"] == 1e-3
     assert graph.phases["seed1/lora/verses-genre/arithmetic-baseline"].settings["arithmetic_lambda"] == 0.5
-    assert graph.phases["seed1/lora/verses-genre/baseline"].lang_adapters == ()  # lora reads no lang_adapters
-    assert graph.phases["seed1/madx/verses-genre/baseline"].lang_adapters == tuple(
+    assert graph.phases["seed1/lora/verses-genre/baseline"].stacks_on == ()  # lora stacks on no language phase
+    assert graph.phases["seed1/madx/verses-genre/baseline"].stacks_on == tuple(
         f"seed1/madx/lang/{lang}" for lang in ("en", "fr"))
     assert "arithmetic_lambda" not in graph.phases["seed1/lora/verses-genre/baseline"].settings
 

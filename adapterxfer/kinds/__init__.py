@@ -12,7 +12,9 @@ model's head is the same for every seed (``FIXED_HEAD``). What the rest of adapt
 ``ONE_ANSWER`` (one gold among fixed labels or choices: chance and the trivial baselines apply),
 ``LABEL_PER_TEXT`` (one class label per text: the label-reading `select` proxies apply), ``POOLED`` (queries
 scored against a shared candidate pool, whose "hub" distractors can tie errors across queries), and
-``text(row)`` (the row as one text, which `select` embeds; None where a row has none).
+``text(row)`` (the row as one text, which `select` embeds; None where a row has none). Kinds of an official
+XTREME task (``scoring.FORMATS``) give ``official_values(task, lang, items)``: the predictions and the gold of
+evaluation's items in the official scorer's form, which ``scoring.write_official`` writes.
 """
 
 from . import bi_encoder, classification, mining, mlm, multiple_choice, qa, ranking, retrieval, tagging

@@ -2,7 +2,7 @@
 
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from .common import argmax_labels, logits_rows, row_labels
+from .common import argmax_labels, logits_rows, predicted_and_gold, row_labels
 
 AUTO_MODEL = AutoModelForSequenceClassification
 COLUMNS = ("text", "label")
@@ -29,3 +29,9 @@ def length(features: dict) -> int:
 
 
 outputs, decode, references = logits_rows, argmax_labels, row_labels
+
+
+def official_values(task, lang: str, items: list[dict]) -> tuple[list, list]:
+    """Label names (XNLI's "entailment", PAWS-X's "0"/"1"), predicted and gold."""
+    predicted, gold = predicted_and_gold(items)
+    return [task.labels[p] for p in predicted], [task.labels[g] for g in gold]

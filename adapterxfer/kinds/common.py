@@ -1,4 +1,4 @@
-"""Pieces the kinds share: argmax over a logits row, per-example trimming, decode-only columns."""
+"""Pieces the kinds share: argmax over a logits row, per-example trimming, decode-only columns, official values."""
 
 # A cached feature's column: the index of the row it came from. A kind that makes several features of a
 # row copies the row's value into each, where the batch has the column; for the others,
@@ -16,6 +16,17 @@ def argmax_labels(outputs, features, rows, options) -> list[int]:
 
 def row_labels(rows) -> list[int]:
     return [row["label"] for row in rows]
+
+
+def predicted_and_gold(items: list[dict]) -> tuple[list, list]:
+    """The predictions and the gold of evaluation's items ({"label", "prediction", "ref"}), in order."""
+    return [item["prediction"] for item in items], [item["label"] for item in items]
+
+
+def as_predicted(task, lang: str, items: list[dict]) -> tuple[list, list]:
+    """XTREME's official prediction and gold values where they are what decode and references give:
+    indices (multiple choice, retrieval), tag lists (tagging)."""
+    return predicted_and_gold(items)
 
 
 def unpadded(values, attention_mask) -> list:

@@ -2,7 +2,7 @@
 
 from transformers import AutoModelForMultipleChoice, DataCollatorForMultipleChoice
 
-from .common import argmax_labels, logits_rows, row_labels
+from .common import argmax_labels, as_predicted, logits_rows, row_labels
 
 AUTO_MODEL = AutoModelForMultipleChoice
 COLUMNS = ("context", "choices", "label")
@@ -35,3 +35,4 @@ def length(features: dict) -> int:
 
 
 outputs, decode, references = logits_rows, argmax_labels, row_labels
+official_values = as_predicted  # choice indices (XCOPA)

@@ -16,7 +16,7 @@ import numpy as np
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding
 
 from ..errors import UserError
-from .common import ROW, dropping, unpadded
+from .common import ROW, dropping, predicted_and_gold, unpadded
 
 AUTO_MODEL = AutoModelForQuestionAnswering
 COLUMNS = ("id", "question", "context", "answers")
@@ -123,3 +123,13 @@ def references(rows) -> list[list[str]]:
 
 def text(row: dict) -> str:
     return f"{row['question']} {row['context']}"
+
+
+def official_values(task, lang: str, items: list[dict]) -> tuple[dict, dict]:
+    """{question id: answer} against the test rows as a SQuAD 1.1 file (XQuAD, MLQA, TyDiQA)."""
+    rows, (predicted, _) = task.rows("test", lang), predicted_and_gold(items)
+    return {row["id"]: p for row, p in zip(rows, predicted)}, {"version": "1.1", "data": [{"paragraphs": [
+        {"context": row["context"], "qas": [{"id": row["id"], "question": row["question"], "answers": [
+            {"text": text, "answer_start": start} for text, start in zip(row["answers"]["text"],
+                                                                         row["answers"]["answer_start"])]}]}
+        for row in rows]}]}

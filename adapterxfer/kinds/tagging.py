@@ -15,7 +15,7 @@ ends an XLM-R sentence with two ``</s>``; here the tokenizer's own single-senten
 
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
-from .common import ROW, dropping, unpadded
+from .common import ROW, as_predicted, dropping, unpadded
 
 AUTO_MODEL = AutoModelForTokenClassification
 COLUMNS = ("tokens", "tags")
@@ -23,6 +23,7 @@ FIXED_HEAD = False
 IGNORED = -100  # label of non-first sub-words and special tokens: no loss, no prediction
 DECODE_ONLY = ("word_ids",)  # per token: the row's word index at a word's first sub-word, else -1
 ONE_ANSWER, LABEL_PER_TEXT, POOLED = False, False, False
+official_values = as_predicted  # a tag list per sentence (PAN-X, UD-POS)
 
 
 def featurize(batch: dict, tokenizer, max_length: int, options: dict) -> dict:

@@ -17,11 +17,12 @@ from .xtreme import (accuracy_scores, bucc_scores, lareqa_scores, mewslix_scores
 class Metric:
     """A task's metric: ``compute(predictions, references, lang)`` gives {name: value}, every value a fraction
     in [0, 1] (the official XTREME functions above report percent; ``adapterxfer score`` keeps their units);
-    ``selection`` names the value English-dev model selection uses; ``per_item(prediction, reference, lang)``,
-    where a set's value is the mean of its items' values, gives an item's (clustered statistics use it; a test
-    checks that the mean equals ``compute``), else None (the statistics recompute the metric on subsets)."""
+    ``dev_metric`` names the value whose best English-dev score chooses the checkpoint kept (the dev score);
+    ``per_item(prediction, reference, lang)``, where a set's value is the mean of its items' values, gives an
+    item's (clustered statistics use it; a test checks that the mean equals ``compute``), else None (the
+    statistics recompute the metric on subsets)."""
     compute: Callable[[list, list, str], dict]
-    selection: str
+    dev_metric: str
     per_item: Callable[[Any, Any, str], float] | None = None
 
     def __call__(self, predictions: list, references: list, lang: str) -> dict:

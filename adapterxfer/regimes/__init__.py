@@ -47,6 +47,11 @@ def all_regimes() -> list:
     return [get_regime(name) for name in NAMES]
 
 
+def at_test_keys() -> dict[str, tuple[str, str]]:
+    """The train keys an evaluation may set otherwise than trained (``Regime.at_test``): key -> (regime, flag)."""
+    return {name: (regime.name, flag) for regime in all_regimes() for name, flag in regime.at_test.items()}
+
+
 def install_hint(library: str) -> str:
     """What is missing where a regime's library comes with an extra that is not installed, and its install."""
     extra = EXTRAS[library]

@@ -47,6 +47,14 @@ class Regime:
     head_owner: ClassVar[str] = "model"  # in the card snippet: the object whose state dict holds the head
     # A study plan's block named after the regime: its keys -> their help ({}: the plan has no such block).
     plan_keys: ClassVar[dict[str, str]] = {}
+    # The path key that names the artifacts its phases stack on (``stacks_on``), which a study fills with the
+    # regime's language phases (``language_phases``; madx: lang_adapters); None: its phases stack on nothing.
+    stacks_key: ClassVar[str | None] = None
+    # Where a push puts those artifacts, one folder per artifact named by its language (madx: lang_adapters).
+    bundle: ClassVar[str | None] = None
+    # Its train keys that an evaluation may set otherwise than trained, by ``adapterxfer evaluate``'s flag or as
+    # a study's ablation (``ablations``): key -> flag.
+    at_test: ClassVar[dict[str, str]] = {}
 
     @property
     def multitask(self) -> bool:
@@ -131,11 +139,16 @@ class Regime:
         return None
 
     def ablations(self, block: dict) -> dict[str, dict]:
-        """A study's extra evaluations of each target phase: name -> evaluation settings over the phase's."""
+        """A study's extra evaluations of each target phase: name -> values of its ``at_test`` keys."""
         return {}
 
     def stacks_on(self, folder: Path, manifest: dict) -> list[Path]:
-        """Other artifacts this one needs loaded with it, pushed along (madx: its language adapters)."""
+        """Other artifacts this one needs loaded with it, pushed along under ``bundle`` (madx: its language
+        adapters)."""
+        return []
+
+    def card_lineage(self, folder: Path, manifest: dict) -> list[str]:
+        """The model card's lineage lines about the artifacts this one stacks on, bundled in its repo."""
         return []
 
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
@@ -151,8 +164,9 @@ class Regime:
                 f'{self.head_owner}.load_state_dict(load_file(f"{{folder}}/head.safetensors"), strict=False)'
                 "  # the head"]
 
-    def language_switch(self, model, task, at_test: str) -> Callable[[str], None] | None:
-        """A hook run before each test language is scored (madx swaps language adapters); None: nothing."""
+    def language_switch(self, model, task, config: dict) -> Callable[[str], None] | None:
+        """A hook run before each test language is scored (madx swaps language adapters); None: nothing.
+        ``config``: the train keys the model was trained with, its ``at_test`` keys as evaluation sets them."""
         return None
 
 

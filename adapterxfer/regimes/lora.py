@@ -166,7 +166,7 @@ class Lora(Regime):
     def activate(self, model, name: str) -> None:
         model.set_adapter(name)
 
-    def language_switch(self, model, task, at_test: str):
+    def language_switch(self, model, task, config: dict):
         """transfer=arithmetic: each test language's module, the source language's the task module alone."""
         if not any(name.startswith(ARITHMETIC) for name in model.peft_config):
             return None

@@ -37,6 +37,7 @@ ARITHMETIC = arithmetic.FOLDER  # + a language: the language adapter the task ad
 LANGUAGE = "language"  # the adapter's name while its own MLM phase trains it
 LANGUAGE_KIND, TASK_KIND = "seq_bn_inv", "seq_bn"
 SOURCES = "adapterxfer_lang_adapters"  # model attribute: {language: adapter folder}
+BUNDLE = "lang_adapters"  # where a pushed task adapter bundles its language adapters, one folder per language
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Madx(Regime):
     plan_keys = {"lang_adapter_task": "the task language adapters train on, e.g. verses-text",
                  "ablation": "true: also score every target with the source language's adapter",
                  "phase": "train keys of language adapters"}
+    stacks_key, bundle = "lang_adapters", BUNDLE
+    at_test = {"lang_adapter_at_test": "--lang-adapter"}
 
     def check(self, task, config, parents, backbone) -> None:
         super().check(task, config, parents, backbone)
@@ -148,8 +151,7 @@ class Madx(Regime):
                 load_adapter(model, language, language.name)
             use_arithmetic(model, task, task.source_lang)
         else:
-            setattr(model, SOURCES, language_adapters(sharing.bundled(folder, manifest["config"]["lang_adapters"]),
-                                                      backbone))
+            setattr(model, SOURCES, language_adapters(bundled(folder, manifest["config"]["lang_adapters"]), backbone))
             load_adapter(model, folder, TARGET)
             use_language(model, manifest["language"], "source")
         load_head(model, folder, task.name)
@@ -162,25 +164,30 @@ class Madx(Regime):
         from .. import sharing
 
         refs = manifest["config"].get("lang_adapters") or []
-        return [sharing.resolve(ref) for ref in sharing.bundled(folder, refs)] if refs else []
+        return [sharing.resolve(ref) for ref in bundled(folder, refs)] if refs else []
+
+    def card_lineage(self, folder: Path, manifest: dict) -> list[str]:
+        if not self.stacks_on(folder, manifest):
+            return []
+        return [f"- language adapters: `{BUNDLE}/<language>/` in this repo (the source language "
+                f"{manifest.get('language')} first), each with its own manifest"]
 
     def card_module(self, folder: Path, manifest: dict) -> list[str]:
-        from .. import sharing
-
         body = ["    adapters.init(model)"]
         if manifest["module_kind"] == TASK_KIND:
             lang = manifest["language"]
             body += [f"    # the source language's adapter; for zero-shot swap in another's "
-                     f"({sharing.LANG_ADAPTERS}/<lang>)",
-                     card_load(f'f"{{folder}}/{sharing.LANG_ADAPTERS}/{lang}"', lang), card_load("folder", TARGET),
+                     f"({BUNDLE}/<lang>)",
+                     card_load(f'f"{{folder}}/{BUNDLE}/{lang}"', lang), card_load("folder", TARGET),
                      f'    model.active_adapters = Stack("{lang}", "{TARGET}")']
         else:
             body += [card_load("folder", LANGUAGE), f'    model.active_adapters = "{LANGUAGE}"']
         return ["def with_module(model, bare=False):", *body, "    return model"]
 
-    def language_switch(self, model, task, at_test: str):
+    def language_switch(self, model, task, config: dict):
         if any(name.startswith(ARITHMETIC) for name in model.adapters_config.adapters):
             return lambda lang: use_arithmetic(model, task, lang)
+        at_test = config.get("lang_adapter_at_test", "target")
         return lambda lang: use_language(model, task.resolve_lang(lang), at_test)
 
 
@@ -233,6 +240,20 @@ def use_language(model, lang: str, at_test: str) -> None:
     if name not in model.adapters_config.adapters:
         load_adapter(model, sources[name], name)
     model.active_adapters = Stack(name, TARGET)
+
+
+def bundled(folder, refs: list[str]) -> list:
+    """The language adapters of a task artifact: inside its pulled repo when it bundles them
+    (the source language's first, as trained), else ``refs`` (its config's ``lang_adapters``)."""
+    bundle = Path(folder) / BUNDLE
+    if not bundle.is_dir():
+        return list(refs)
+    found = sorted(sub for sub in bundle.iterdir() if sub.is_dir())
+    if len(found) != len(refs):
+        raise UserError(f"{bundle}: {len(found)} language adapters, but the task adapter was trained with "
+                        f"{len(refs)} (lang_adapters in its manifest)")
+    source = artifacts.read_manifest(folder, verify=False)["language"]
+    return sorted(found, key=lambda sub: sub.name != source)
 
 
 def language_adapters(folders: list[str], backbone=None) -> dict[str, Path]:

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..errors import UserError
+from ..regimes import at_test_keys, get_regime
 from .outputs import log_file
 from .phases import Phase
 
@@ -77,8 +78,9 @@ def _run(phase: Phase, root: Path, backbone: str, identity: str, score: bool = T
         train_phase(_config(phase, root, backbone), score=score)
     else:
         settings = dict(phase.settings)
+        at_test = {name: settings.pop(name) for name in at_test_keys() if name in settings}  # an ablation's
         evaluate_model(str(root / phase.model) if phase.model else backbone, settings.pop("task"),
-                       settings.pop("langs"), root / phase.key, identity=identity, **settings)
+                       settings.pop("langs"), root / phase.key, identity=identity, at_test=at_test, **settings)
 
 
 def _score_together(phases: list[Phase], root: Path, backbone: str) -> None:
@@ -92,9 +94,10 @@ def _config(phase: Phase, root: Path, backbone: str):
     from ..config import from_dict
 
     inputs = {"init_from": [str(root / key) for key in phase.init_from]}
-    for name in ("lang_adapters", "lang_modules"):  # given only where the phase reads it: others refuse it
-        if getattr(phase, name):
-            inputs[name] = [str(root / key) for key in getattr(phase, name)]
+    stacks_key = get_regime(phase.settings["regime"]).stacks_key  # phase.regime may name a variant of it
+    for name, keys in ((stacks_key, phase.stacks_on), ("lang_modules", phase.lang_modules)):
+        if keys:  # given only where the phase reads it: others refuse it
+            inputs[name] = [str(root / key) for key in keys]
     return from_dict({**phase.settings, **inputs, "backbone": backbone, "output_dir": str(root / phase.key),
                       "overwrite": True}, source=f"phase {phase.key}")
 

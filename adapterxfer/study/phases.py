@@ -12,8 +12,9 @@ BASELINE = "baseline"
 class Phase:
     """One unit of work: ``train`` (a RunConfig, ``settings``) or ``evaluate`` (evaluate_model's arguments).
 
-    ``init_from``, ``lang_adapters``, ``lang_modules`` and ``model`` name other phases by key; their folders are
-    filled in when the phase runs, and their manifests enter its identity."""
+    ``init_from``, ``stacks_on``, ``lang_modules`` and ``model`` name other phases by key; their folders are
+    filled in when the phase runs (``stacks_on``'s under the regime's ``Regime.stacks_key``), and their manifests
+    enter its identity."""
 
     key: str
     action: str  # "train" | "evaluate"
@@ -25,13 +26,13 @@ class Phase:
     target: str | None = None
     arm: str | None = None
     init_from: tuple[str, ...] = ()
-    lang_adapters: tuple[str, ...] = ()  # madx's language adapters
+    stacks_on: tuple[str, ...] = ()  # the regime's language phases it stacks on (madx: language adapters)
     lang_modules: tuple[str, ...] = ()  # transfer=arithmetic's language modules
     model: str | None = None  # evaluate: the phase whose output is scored (None: the backbone)
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return self.init_from + self.lang_adapters + self.lang_modules + ((self.model,) if self.model else ())
+        return self.init_from + self.stacks_on + self.lang_modules + ((self.model,) if self.model else ())
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import backbones, merges
-from ..config import CHOICES, FIELDS, from_dict, owners, read_yaml, reads
+from ..config import CHOICES, FIELDS, INPUT_PATHS, from_dict, owners, read_yaml, reads
 from ..errors import UserError, unknown
 from ..merges import METHODS
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
@@ -395,7 +395,7 @@ def expand(plan: dict) -> Graph:
     graph = Graph()
     for seed in plan["seeds"]:
         for regime in [r for r in plan["regimes"] if seed in plan["regime_seeds"].get(r, plan["seeds"])]:
-            languages = _language_adapters(plan, graph, regime, seed)
+            languages = _language_phases(plan, graph, regime, seed)
             intermediates = _intermediates(plan, graph, regime, seed, languages)
             for target in plan["targets"]:
                 if get_task(target).trainable:
@@ -433,7 +433,7 @@ def expand_confirmation(plan: dict) -> Graph:
             frontier += graph.phases[key].deps
     moved = lambda key: CONFIRM + key
     return Graph({moved(key): replace(phase, key=moved(key), init_from=tuple(map(moved, phase.init_from)),
-                                      lang_adapters=tuple(map(moved, phase.lang_adapters)),
+                                      stacks_on=tuple(map(moved, phase.stacks_on)),
                                       lang_modules=tuple(map(moved, phase.lang_modules)),
                                       model=phase.model and moved(phase.model))
                   for key, phase in graph.phases.items() if key in needed},
@@ -467,7 +467,7 @@ def is_ablation(arm: str) -> bool:
     return arm.endswith("]")
 
 
-def _language_adapters(plan, graph, regime, seed) -> list[str]:
+def _language_phases(plan, graph, regime, seed) -> list[str]:
     """The regime's language phases (``Regime.language_phases``): one per training and zero-shot language of
     every target, the source language's first; none in most regimes."""
     if _regime(plan, regime).language_phases(_block(plan, regime)) is None:
@@ -493,7 +493,7 @@ def _intermediates(plan, graph, regime, seed, languages) -> dict[str, str]:
     if any(TRANSFERS[t].joint for t in used):
         tasks += ["+".join(members) for members in multitask_sets(plan).values()]
     return {task: graph.add(_train(plan, f"seed{seed}/{regime}/{task}", "intermediate", task, regime, seed,
-                                   lang_adapters=tuple(languages)))
+                                   stacks_on=tuple(languages)))
             for task in dict.fromkeys(tasks)}
 
 
@@ -516,7 +516,7 @@ def _target_arms(plan, graph, regime, seed, target, intermediates, languages) ->
         folder = f"seed{seed}/{regime}/{target}/{_slug(arm)}"
         init_from, transfer = _stages(plan, graph, folder, target, regime, seed, init_from, transfer, languages, keys)
         key = graph.add(_train(plan, folder, "target", target, regime, seed, init_from=init_from,
-                               transfer=transfer, lang_adapters=tuple(languages), arm=arm, keys=keys))
+                               transfer=transfer, stacks_on=tuple(languages), arm=arm, keys=keys))
         _add_arm(graph, regime, target, arm, seed, key, tasks)
         for composing in [t for t in transfers if not t.trains] if TRANSFERS[transfer].swappable else []:
             name = composing.arm([arm])
@@ -541,7 +541,7 @@ def _stages(plan, graph, folder, target, regime, seed, init_from, transfer, lang
     phase's (init_from, transfer): sequential from the last stage, or the arm's own start without stages."""
     for stage in get_task(target).stages:
         key = graph.add(_train(plan, f"{folder}.{stage}", "stage", stage, regime, seed, init_from=init_from,
-                               transfer=transfer, lang_adapters=tuple(languages), keys=keys))
+                               transfer=transfer, stacks_on=tuple(languages), keys=keys))
         init_from, transfer = (key,), "sequential"
     return init_from, transfer
 
@@ -591,7 +591,7 @@ def _add_arm(graph, regime, target, name, seed, key, tasks) -> None:
     arm.keys[seed] = key
 
 
-def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", lang_adapters=(),
+def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequential", stacks_on=(),
            language=None, arm=None, lang_modules=(), keys=None) -> Phase:
     """One train phase: its settings validated as a RunConfig (``keys``: the arm's own, over the plan's), a merge
     checked as far as it can be before its parents exist."""
@@ -607,11 +607,11 @@ def _train(plan, key, role, task, regime, seed, init_from=(), transfer="sequenti
             merges.check(get_regime(base), config, len(init_from))
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
-    inputs = ("init_from", "lang_adapters", "lang_modules", "output_dir")  # filled in when the phase runs
+    inputs = {*INPUT_PATHS, "output_dir"} - {"backbone"}  # filled in when the phase runs
     settings = {k: v for k, v in vars(config).items() if reads(base, k, transfer) and k not in inputs}
     if role == "target":
         get_task(task).check_langs(settings["eval_langs"])
-    stacked = tuple(lang_adapters) if reads(base, "lang_adapters") else ()  # madx's; lora's are lang_modules
+    stacked = tuple(stacks_on) if get_regime(base).stacks_key else ()  # lora's language phases are lang_modules
     return Phase(key, "train", role, task, settings, seed, regime, task if role == "target" else None, arm,
                  tuple(init_from), stacked, tuple(lang_modules))
 

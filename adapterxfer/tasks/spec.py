@@ -50,10 +50,10 @@ class TaskSpec:
     share: Share | None = None
 
     @property
-    def selection_metric(self) -> str:
-        """The score English-dev model selection maximizes (its metric's ``selection``)."""
+    def dev_metric(self) -> str:
+        """The score whose best on the English dev set chooses the checkpoint kept (its metric's ``dev_metric``)."""
         from ..metrics import METRICS
-        return METRICS[self.metric].selection
+        return METRICS[self.metric].dev_metric
 
     @property
     def trainable(self) -> bool:

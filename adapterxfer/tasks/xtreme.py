@@ -12,8 +12,8 @@ copy under ``$ADAPTERXFER_DATA_DIR/<Hub id>/<config>/`` first, else the Hub.
   XTREME does. TyDiQA's English dev is held out of its training set (questions whose id hashes to
   bucket 0 of 10), because its English test is the official English dev set. XCOPA trains on English
   SIQA, then English COPA, as XTREME-R (scripts/train_xcopa.sh): its ``stages`` are ("siqa",), so a
-  recipe trains ``siqa`` first and ``xcopa`` with ``init_from`` that phase. Dev (model selection) is
-  always English.
+  recipe trains ``siqa`` first and ``xcopa`` with ``init_from`` that phase. The dev set (which chooses
+  the checkpoint kept) is always English.
 - Tatoeba queries are the English sentences and the pool is the other language, as xtreme's
   ``similarity_search(x=source, y=english)`` does. XTREME-R's 5 extra Tatoeba languages (az, lt, pl,
   uk, ro) are not on google/xtreme: they are read from a copy of LASER's ``data/tatoeba/v1`` folder
