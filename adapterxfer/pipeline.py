@@ -38,7 +38,7 @@ from .cache import atomic_dir, remove_leftovers, work_folder
 from .config import SCORING, RunConfig, identity_change, phase_identity
 from .data.features import featurized, split_rows
 from .locks import holding
-from .errors import UserError
+from .errors import UserError, unknown
 from .frozen import cached_bottom, check_count, freeze_bottom
 from .kinds import KINDS
 from .precision import cpu_threads, resolve as resolve_precision
@@ -638,9 +638,12 @@ def evaluate_model(model_path: str, task_name: str, langs: list[str], output: Pa
 def _check_at_test(at_test: dict, manifest: dict | None, model_path: str) -> None:
     """Refuse an override of a key the model's regime does not let evaluation set (``Regime.at_test``)."""
     regime = get_regime(manifest["regime"]) if manifest else None
+    offered = at_test_keys()
     for name in at_test:
+        if name not in offered:
+            raise UserError(unknown("evaluation override", name, offered))
         if regime is None or name not in regime.at_test:
-            owner, flag = at_test_keys()[name]
+            owner, flag = offered[name]
             raise UserError(f"{name} ({flag}) applies to {owner} models; {model_path} is "
                             f"{'a ' + regime.name + ' model' if regime else 'not a trained model'}")
 

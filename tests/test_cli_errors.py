@@ -93,6 +93,18 @@ def test_a_regimes_test_time_flag_on_a_model_of_no_such_regime_is_one_line(capsy
     assert not (tmp_path / "out").exists()
 
 
+def test_an_evaluation_override_no_regime_offers_is_one_line_from_the_library_too(tmp_path, tiny_backbone):
+    from adapterxfer.errors import UserError
+    from adapterxfer.pipeline import evaluate_model
+
+    with pytest.raises(UserError) as refused:
+        evaluate_model(str(tiny_backbone.path), "verses-retrieval", [], tmp_path / "out",
+                       at_test={"lang_adapter_at_tset": "source"})
+    assert str(refused.value) == ("unknown evaluation override 'lang_adapter_at_tset'; did you mean "
+                                  "'lang_adapter_at_test'? (allowed: lang_adapter_at_test)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_dir_is_not_overwritten(capsys, tmp_path, tiny_backbone):
     out = tmp_path / "taken"
     out.mkdir()
