@@ -35,12 +35,12 @@ class Transfer:
         """The ``transfer=`` a target phase of this transfer trains with."""
         return "sequential" if self.joint else self.name
 
-    def arm(self, tasks: list[str], variant: str | None = None) -> str:
-        """A study arm's name: the intermediate itself for sequential, else ``name(a+b)``; ``name-variant(a+b)``
-        where a plan runs the transfer several ways (a study's named merges)."""
+    def arm(self, tasks: list[str], way: str | None = None) -> str:
+        """A study arm's name: the intermediate itself for sequential, else ``name(a+b)``; ``name-way(a+b)``
+        where a plan runs the transfer several named ways (a study's ``merges``)."""
         if self.name == "sequential":
             return tasks[0]
-        return f"{self.name}{'-' + variant if variant else ''}({'+'.join(tasks)})"
+        return f"{self.name}{'-' + way if way else ''}({'+'.join(tasks)})"
 
     def check(self, regime, count: int) -> None:
         """Refuse this transfer in a ``regime`` that does not offer it, or from ``count`` parents it cannot take."""
