@@ -201,8 +201,8 @@ def _lora_layers(folder: Path) -> frozenset[str]:
     from safetensors import safe_open
 
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
-        return frozenset(name[name.index("encoder.layer."):].split(".lora_")[0]
-                         for name in weights.keys() if ".lora_A" in name)
+        return frozenset(("encoder.layer." + name.partition("encoder.layer.")[2] if "encoder.layer." in name
+                          else name).split(".lora_")[0] for name in weights.keys() if ".lora_A" in name)
 
 
 def _listed(layers: frozenset[str]) -> str:

@@ -22,14 +22,14 @@ Folder layout under the study root::
 from __future__ import annotations
 
 from copy import deepcopy
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
 
 from .. import backbones, merges
 from ..config import CHOICES, FIELDS, INPUT_PATHS, from_dict, owners, read_yaml, reads
 from ..errors import UserError, unknown
-from ..merges import METHODS
+from ..merges import METHODS, MergeKeys
 from ..regimes import DEFAULT as DEFAULT_REGIME, NAMES as REGIME_NAMES, all_regimes, get_regime
 from ..tasks import get_task
 from ..transfers import TRANSFERS
@@ -351,7 +351,7 @@ def _variant_keys(plan: dict, name: str) -> dict:
     return {key: value for key, value in plan["variants"].get(name, {}).items() if key != "regime"}
 
 
-MERGE_KEYS = {"merge", "merge_weights", "merge_normalize", "merge_density"}
+MERGE_KEYS = {spec.name for spec in fields(MergeKeys)}  # what a named merge may set
 
 
 def _check_merges(plan: dict) -> None:
